@@ -1,0 +1,771 @@
+/* broker.c - one worker's connection and channel to RabbitMQ.
+ *
+ * The blocking parts of rabbitmq-c (TCP connect, login, channel open, confirm
+ * select, queue declare) run in a short-lived connector thread, so a slow or
+ * unreachable broker never stalls the worker's event loop; the finished
+ * connection is handed back through a pipe. From then on the socket belongs
+ * to the loop: every readable event, every heartbeat tick and every publish
+ * drains whole frames until AMQP_STATUS_TIMEOUT (PITFALLS: one frame per
+ * event leaves acks parked in the library's buffer). */
+#include "broker.h"
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "hdrmap.h"
+#include "log.h"
+#include "message.h"
+
+#define BROKER_CONNECT_TIMEOUT_S 5   /* TCP connect, handshake and each sync rpc */
+#define BROKER_FRAME_MAX 131072      /* RabbitMQ's default frame_max */
+#define BROKER_BACKOFF_MIN_MS 100    /* first retry after a loss */
+#define BROKER_BACKOFF_MAX_MS 5000   /* cap of the exponential backoff */
+#define BROKER_MAX_HEADERS 160       /* bridge headers + hdrmap's 128 copied ones */
+#define BROKER_REASON_LEN 256
+/* Bytes the kernel may hold unsent toward the broker before we stop
+ * publishing: past it the broker is not reading (frozen, or blocked before it
+ * told us) and amqp_basic_publish would block the loop. */
+#define BROKER_MAX_UNSENT (4u << 20)
+
+/* Everything the connector thread needs and produces; the loop does not touch
+ * it while the thread runs. */
+struct connect_job {
+    const struct config *cfg;       /* routes to declare, heartbeat, confirm */
+    const struct config_uri *uri;   /* node to try */
+    unsigned worker;                /* for the connection name */
+    amqp_channel_t channel;         /* channel to open */
+    amqp_connection_state_t conn;   /* result: open connection, or NULL */
+    char err[BROKER_REASON_LEN];    /* result: why it failed */
+    int notify_fd;                  /* write end of the broker's pipe */
+};
+
+/* What the frames that follow a basic.return / basic.deliver belong to. */
+enum content_kind { CONTENT_NONE, CONTENT_RETURN, CONTENT_DELIVER };
+
+struct broker {
+    struct event_base *base;        /* the worker's loop */
+    const struct config *cfg;       /* immutable, owned by main */
+    unsigned worker;                /* worker index */
+    broker_done_fn *done;           /* request completion */
+    broker_state_fn *state_changed; /* connection state change */
+    void *arg;                      /* for both callbacks */
+
+    enum broker_state state;        /* see broker.h */
+    char reason[BROKER_REASON_LEN]; /* why not up */
+    char node[BROKER_REASON_LEN];   /* display URI of the current/last node */
+    size_t uri_next;                /* index of the URI to try next */
+    uint64_t backoff_ms;            /* current reconnect delay ceiling */
+    uint64_t rng;                   /* xorshift state for jitter */
+
+    amqp_connection_state_t conn;   /* NULL while not connected */
+    amqp_channel_t channel;         /* our one channel; bumped on reopen */
+    struct tracker *tracker;        /* confirms awaited on the channel */
+    struct event *sock_ev;          /* readable broker socket (persist) */
+    struct event *hb_ev;            /* heartbeat tick, heartbeat/2 */
+    struct event *retry_ev;         /* reconnect timer */
+
+    int pipe_fd[2];                 /* connector thread -> loop */
+    struct event *pipe_ev;          /* read end of pipe_fd */
+    pthread_t thread;               /* connector thread, when running */
+    bool thread_running;            /* thread started and not joined */
+    struct connect_job job;         /* the connector thread's in/out */
+
+    enum content_kind content;      /* frames expected after return/deliver */
+    uint64_t content_left;          /* body bytes still to come */
+    bool content_header;            /* waiting for the header frame */
+
+    amqp_table_entry_t hdr[BROKER_MAX_HEADERS]; /* reused per publish */
+};
+
+const char *broker_state_name(enum broker_state s)
+{
+    switch (s) {
+    case BROKER_DOWN: return "down";
+    case BROKER_CONNECTING: return "connecting";
+    case BROKER_UP: return "up";
+    case BROKER_BLOCKED: return "blocked";
+    case BROKER_CLOSED: return "closed";
+    }
+    return "?";
+}
+
+static void set_state(struct broker *b, enum broker_state s, const char *reason)
+{
+    b->state = s;
+    if (reason != NULL)
+        snprintf(b->reason, sizeof b->reason, "%s", reason);
+    else
+        b->reason[0] = '\0';
+    if (b->state_changed != NULL)
+        b->state_changed(b->arg, s, b->reason);
+}
+
+/* Text of a failed synchronous rabbitmq-c call. */
+static void rpc_error(amqp_rpc_reply_t r, const char *what, char *buf, size_t len)
+{
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+        snprintf(buf, len, "%s: ok", what);
+        break;
+    case AMQP_RESPONSE_NONE:
+        snprintf(buf, len, "%s: missing reply", what);
+        break;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        snprintf(buf, len, "%s: %s", what, amqp_error_string2(r.library_error));
+        break;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            const amqp_connection_close_t *c = r.reply.decoded;
+            snprintf(buf, len, "%s: connection closed by broker: %u %.*s", what, c->reply_code,
+                     (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+        } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            const amqp_channel_close_t *c = r.reply.decoded;
+            snprintf(buf, len, "%s: channel closed by broker: %u %.*s", what, c->reply_code,
+                     (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+        } else {
+            snprintf(buf, len, "%s: broker error, method 0x%08x", what, r.reply.id);
+        }
+        break;
+    }
+}
+
+/* Open the channel, enable confirms. Synchronous: connector thread, or a
+ * channel reopen on a live connection (bounded by the rpc timeout). */
+static int open_channel(amqp_connection_state_t conn, amqp_channel_t ch, bool confirm, char *err,
+                        size_t errlen)
+{
+    amqp_channel_open(conn, ch);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        rpc_error(r, "channel.open", err, errlen);
+        return -1;
+    }
+    if (confirm) {
+        amqp_confirm_select(conn, ch);
+        r = amqp_get_rpc_reply(conn);
+        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            rpc_error(r, "confirm.select", err, errlen);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch,
+                          const struct config *cfg, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        const struct config_route *rt = &cfg->routes[i];
+        if (rt->queue[0] == '\0')
+            continue;
+        amqp_queue_declare(conn, ch, amqp_cstring_bytes(rt->queue), 0, 1, 0, 0, amqp_empty_table);
+        amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
+        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            char what[300];
+            snprintf(what, sizeof what, "route %s: declare queue '%s'", rt->name, rt->queue);
+            rpc_error(r, what, err, errlen);
+            return -1;
+        }
+        if (rt->exchange[0] == '\0')
+            continue; /* the default exchange routes by queue name already */
+        amqp_queue_bind(conn, ch, amqp_cstring_bytes(rt->queue), amqp_cstring_bytes(rt->exchange),
+                        amqp_cstring_bytes(rt->routing_key), amqp_empty_table);
+        r = amqp_get_rpc_reply(conn);
+        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            char what[300];
+            snprintf(what, sizeof what, "route %s: bind queue '%s' to exchange '%s'", rt->name,
+                     rt->queue, rt->exchange);
+            rpc_error(r, what, err, errlen);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+#define ENTRY_BOOL(k, v) \
+    { .key = amqp_cstring_bytes(k), .value = { .kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = (v) } }
+#define ENTRY_STR(k, v) \
+    { .key = amqp_cstring_bytes(k), .value = { .kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(v) } }
+
+/* The connector thread: everything that blocks, bounded by timeouts. */
+static void *connect_main(void *p)
+{
+    struct connect_job *j = p;
+    const struct config_uri *u = j->uri;
+    struct timeval tv = { BROKER_CONNECT_TIMEOUT_S, 0 };
+    char name[64];
+    snprintf(name, sizeof name, "ingest-bridge w%u", j->worker);
+
+    amqp_connection_state_t conn = amqp_new_connection();
+    if (conn == NULL) {
+        snprintf(j->err, sizeof j->err, "out of memory");
+        goto out;
+    }
+    amqp_socket_t *sock = amqp_tcp_socket_new(conn);
+    if (sock == NULL) {
+        snprintf(j->err, sizeof j->err, "out of memory");
+        goto fail;
+    }
+    int rc = amqp_socket_open_noblock(sock, u->host, u->port, &tv);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(j->err, sizeof j->err, "connect to %s:%d: %s", u->host, u->port,
+                 amqp_error_string2(rc));
+        goto fail;
+    }
+    if (amqp_set_handshake_timeout(conn, &tv) != AMQP_STATUS_OK ||
+        amqp_set_rpc_timeout(conn, &tv) != AMQP_STATUS_OK) {
+        snprintf(j->err, sizeof j->err, "cannot set timeouts");
+        goto fail;
+    }
+    /* connection.blocked is only sent to clients that announce it. */
+    amqp_table_entry_t caps[] = {
+        ENTRY_BOOL("connection.blocked", 1),
+        ENTRY_BOOL("publisher_confirms", 1),
+        ENTRY_BOOL("basic.nack", 1),
+        ENTRY_BOOL("consumer_cancel_notify", 1),
+        ENTRY_BOOL("authentication_failure_close", 1),
+    };
+    amqp_table_entry_t props[] = {
+        { .key = amqp_cstring_bytes("capabilities"),
+          .value = { .kind = AMQP_FIELD_KIND_TABLE,
+                     .value.table = { .num_entries = sizeof caps / sizeof caps[0],
+                                      .entries = caps } } },
+        ENTRY_STR("product", "ingest-bridge"),
+        ENTRY_STR("connection_name", name),
+    };
+    amqp_table_t props_table = { .num_entries = sizeof props / sizeof props[0], .entries = props };
+    int heartbeat_s = (int)(j->cfg->heartbeat_ms / 1000);
+    if (j->cfg->heartbeat_ms > 0 && heartbeat_s == 0)
+        heartbeat_s = 1;
+    amqp_rpc_reply_t r = amqp_login_with_properties(conn, u->vhost, 0, BROKER_FRAME_MAX,
+                                                    heartbeat_s, &props_table,
+                                                    AMQP_SASL_METHOD_PLAIN, u->user, u->password);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        rpc_error(r, "login", j->err, sizeof j->err);
+        goto fail;
+    }
+    if (open_channel(conn, j->channel, j->cfg->confirm, j->err, sizeof j->err) != 0)
+        goto fail;
+    if (declare_queues(conn, j->channel, j->cfg, j->err, sizeof j->err) != 0)
+        goto fail;
+    j->conn = conn;
+    goto out;
+fail:
+    amqp_destroy_connection(conn);
+out:;
+    char c = 'c';
+    while (write(j->notify_fd, &c, 1) < 0 && errno == EINTR) {
+    }
+    return NULL;
+}
+
+static uint64_t jitter(struct broker *b, uint64_t max)
+{
+    /* xorshift64: good enough to spread reconnects of many workers. */
+    b->rng ^= b->rng << 13;
+    b->rng ^= b->rng >> 7;
+    b->rng ^= b->rng << 17;
+    return max == 0 ? 0 : b->rng % max;
+}
+
+static void schedule_retry(struct broker *b)
+{
+    /* Equal jitter: between half and all of the current ceiling. */
+    uint64_t half = b->backoff_ms / 2;
+    uint64_t delay = half + jitter(b, b->backoff_ms - half + 1);
+    struct timeval tv = { (time_t)(delay / 1000), (suseconds_t)((delay % 1000) * 1000) };
+    event_add(b->retry_ev, &tv);
+    b->backoff_ms = b->backoff_ms * 2 > BROKER_BACKOFF_MAX_MS ? BROKER_BACKOFF_MAX_MS
+                                                              : b->backoff_ms * 2;
+    log_debug("broker: next connect attempt in %llu ms", (unsigned long long)delay);
+}
+
+static void start_connect(struct broker *b)
+{
+    if (b->state == BROKER_CLOSED || b->thread_running)
+        return;
+    const struct config_uri *u = &b->cfg->uris[b->uri_next % b->cfg->n_uris];
+    b->uri_next = (b->uri_next + 1) % b->cfg->n_uris;
+    memset(&b->job, 0, sizeof b->job);
+    b->job.cfg = b->cfg;
+    b->job.uri = u;
+    b->job.worker = b->worker;
+    b->job.channel = 1;
+    b->job.notify_fd = b->pipe_fd[1];
+    snprintf(b->node, sizeof b->node, "%s", u->display);
+    int rc = pthread_create(&b->thread, NULL, connect_main, &b->job);
+    if (rc != 0) {
+        log_error("broker: cannot start connector thread: %s", strerror(rc));
+        schedule_retry(b);
+        return;
+    }
+    b->thread_running = true;
+    if (b->state != BROKER_DOWN)
+        set_state(b, BROKER_CONNECTING, "connecting");
+    else
+        b->state = BROKER_CONNECTING; /* keep the last failure as the reason */
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    start_connect(arg);
+}
+
+/* Connection gone: fail every waiting request at once, schedule a reconnect. */
+static void lost(struct broker *b, const char *why)
+{
+    if (b->conn == NULL)
+        return;
+    log_warn("broker: connection to %s lost: %s (%zu requests waiting answered 503)", b->node,
+             why, tracker_attached(b->tracker));
+    event_del(b->sock_ev);
+    event_del(b->hb_ev);
+    amqp_destroy_connection(b->conn);
+    b->conn = NULL;
+    b->content = CONTENT_NONE;
+    char reason[BROKER_REASON_LEN];
+    snprintf(reason, sizeof reason, "connection lost: %s", why);
+    set_state(b, BROKER_DOWN, reason);
+    tracker_fail_all(b->tracker);
+    tracker_reset(b->tracker);
+    b->backoff_ms = BROKER_BACKOFF_MIN_MS;
+    schedule_retry(b);
+}
+
+static void pump(struct broker *b);
+
+static void on_socket(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pump(arg);
+}
+
+static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    /* Reading with a zero timeout is what sends our heartbeats and notices a
+     * broker that stopped sending its own (rabbitmq-c checks both there). */
+    pump(arg);
+}
+
+static void on_connected(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct broker *b = arg;
+    char c;
+    while (read(fd, &c, 1) < 0 && errno == EINTR) {
+    }
+    if (!b->thread_running)
+        return;
+    pthread_join(b->thread, NULL);
+    b->thread_running = false;
+    if (b->state == BROKER_CLOSED) {
+        if (b->job.conn != NULL)
+            amqp_destroy_connection(b->job.conn);
+        return;
+    }
+    if (b->job.conn == NULL) {
+        log_warn("broker: %s: %s", b->node, b->job.err);
+        set_state(b, BROKER_DOWN, b->job.err);
+        schedule_retry(b);
+        return;
+    }
+    b->conn = b->job.conn;
+    b->channel = b->job.channel;
+    b->job.conn = NULL;
+    b->content = CONTENT_NONE;
+    tracker_reset(b->tracker);
+    event_assign(b->sock_ev, b->base, amqp_get_sockfd(b->conn), EV_READ | EV_PERSIST, on_socket, b);
+    event_add(b->sock_ev, NULL);
+    if (b->cfg->heartbeat_ms > 0) {
+        uint64_t half = b->cfg->heartbeat_ms / 2;
+        struct timeval tv = { (time_t)(half / 1000), (suseconds_t)((half % 1000) * 1000) };
+        event_add(b->hb_ev, &tv);
+    }
+    b->backoff_ms = BROKER_BACKOFF_MIN_MS;
+    log_info("broker: connected to %s", b->node);
+    set_state(b, BROKER_UP, NULL);
+    /* Frames may already sit in the library's buffer from the handshake. */
+    pump(b);
+}
+
+/* A channel error closed our channel (e.g. publish to a missing exchange):
+ * only its requests fail; the connection lives on with a new channel. */
+static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
+{
+    log_warn("broker: channel %u closed by broker: %u %.*s", b->channel, c->reply_code,
+             (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+    amqp_channel_close_ok_t ok = { 0 };
+    if (amqp_send_method(b->conn, b->channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK) {
+        lost(b, "cannot acknowledge channel close");
+        return;
+    }
+    b->content = CONTENT_NONE;
+    tracker_fail_all(b->tracker);
+    tracker_reset(b->tracker);
+    /* A fresh channel number keeps stray frames of the old one apart. */
+    amqp_channel_t next = (amqp_channel_t)(b->channel % 2000 + 1);
+    char err[BROKER_REASON_LEN];
+    if (open_channel(b->conn, next, b->cfg->confirm, err, sizeof err) != 0) {
+        lost(b, err);
+        return;
+    }
+    b->channel = next;
+    log_info("broker: reopened as channel %u", next);
+}
+
+static void handle_method(struct broker *b, const amqp_frame_t *f)
+{
+    const amqp_method_t *m = &f->payload.method;
+    switch (m->id) {
+    case AMQP_BASIC_ACK_METHOD: {
+        const amqp_basic_ack_t *a = m->decoded;
+        if (f->channel == b->channel) {
+            size_t late = tracker_ack(b->tracker, a->delivery_tag, a->multiple);
+            if (late > 0)
+                log_debug("broker: dropped %zu late confirms", late);
+        }
+        break;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        const amqp_basic_nack_t *n = m->decoded;
+        if (f->channel == b->channel)
+            (void)tracker_nack(b->tracker, n->delivery_tag, n->multiple);
+        break;
+    }
+    case AMQP_BASIC_RETURN_METHOD: {
+        const amqp_basic_return_t *r = m->decoded;
+        log_debug("broker: message returned: %u %.*s", r->reply_code, (int)r->reply_text.len,
+                  (const char *)r->reply_text.bytes);
+        b->content = f->channel == b->channel ? CONTENT_RETURN : CONTENT_DELIVER;
+        b->content_header = true;
+        break;
+    }
+    case AMQP_BASIC_DELIVER_METHOD:
+        /* Nothing consumes yet; skip its content frames. */
+        b->content = CONTENT_DELIVER;
+        b->content_header = true;
+        break;
+    case AMQP_CHANNEL_CLOSE_METHOD:
+        if (f->channel == b->channel)
+            channel_closed(b, m->decoded);
+        break;
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        const amqp_connection_close_t *c = m->decoded;
+        char why[BROKER_REASON_LEN];
+        snprintf(why, sizeof why, "closed by broker: %u %.*s", c->reply_code,
+                 (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+        amqp_connection_close_ok_t ok = { 0 };
+        (void)amqp_send_method(b->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        lost(b, why);
+        break;
+    }
+    case AMQP_CONNECTION_BLOCKED_METHOD: {
+        const amqp_connection_blocked_t *bl = m->decoded;
+        char why[BROKER_REASON_LEN];
+        snprintf(why, sizeof why, "blocked by broker: %.*s", (int)bl->reason.len,
+                 (const char *)bl->reason.bytes);
+        /* The broker stopped reading: what we sent will not be confirmed
+         * until the alarm clears. Answer those requests now instead of
+         * hanging; their late confirms are dropped. */
+        size_t n = tracker_fail_attached(b->tracker, TRACKER_LOST);
+        log_warn("broker: %s (%zu waiting requests answered 503)", why, n);
+        set_state(b, BROKER_BLOCKED, why);
+        break;
+    }
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        log_info("broker: unblocked");
+        if (b->state == BROKER_BLOCKED)
+            set_state(b, BROKER_UP, NULL);
+        break;
+    default:
+        log_debug("broker: ignoring method 0x%08x on channel %u", m->id, f->channel);
+        break;
+    }
+}
+
+static void handle_frame(struct broker *b, const amqp_frame_t *f)
+{
+    switch (f->frame_type) {
+    case AMQP_FRAME_METHOD:
+        handle_method(b, f);
+        break;
+    case AMQP_FRAME_HEADER:
+        if (b->content == CONTENT_NONE || !b->content_header)
+            break;
+        b->content_header = false;
+        b->content_left = f->payload.properties.body_size;
+        if (b->content == CONTENT_RETURN) {
+            const amqp_basic_properties_t *p = f->payload.properties.decoded;
+            if (p != NULL && (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) &&
+                !tracker_return(b->tracker, p->message_id.bytes, p->message_id.len))
+                log_debug("broker: return for unknown message %.*s", (int)p->message_id.len,
+                          (const char *)p->message_id.bytes);
+        }
+        if (b->content_left == 0)
+            b->content = CONTENT_NONE;
+        break;
+    case AMQP_FRAME_BODY:
+        if (b->content == CONTENT_NONE || b->content_header)
+            break;
+        if (f->payload.body_fragment.len >= b->content_left)
+            b->content = CONTENT_NONE;
+        else
+            b->content_left -= f->payload.body_fragment.len;
+        break;
+    default: /* heartbeats: rabbitmq-c already noted them */
+        break;
+    }
+}
+
+/* Drain every whole frame the library can give without blocking. */
+static void pump(struct broker *b)
+{
+    static const struct timeval zero = { 0, 0 };
+    while (b->conn != NULL) {
+        amqp_frame_t f;
+        struct timeval tv = zero;
+        int rc = amqp_simple_wait_frame_noblock(b->conn, &f, &tv);
+        if (rc == AMQP_STATUS_TIMEOUT)
+            break;
+        if (rc != AMQP_STATUS_OK) {
+            lost(b, amqp_error_string2(rc));
+            return;
+        }
+        handle_frame(b, &f);
+    }
+    if (b->conn != NULL)
+        amqp_maybe_release_buffers(b->conn);
+}
+
+static void on_tracker_done(void *arg, void *ctx, enum tracker_result r)
+{
+    struct broker *b = arg;
+    b->done(b->arg, ctx, r);
+}
+
+struct broker *broker_new(struct event_base *base, const struct config *cfg, unsigned worker,
+                          broker_done_fn *done, broker_state_fn *state_changed, void *arg)
+{
+    struct broker *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return NULL;
+    b->base = base;
+    b->cfg = cfg;
+    b->worker = worker;
+    b->done = done;
+    b->state_changed = state_changed;
+    b->arg = arg;
+    b->state = BROKER_DOWN;
+    snprintf(b->reason, sizeof b->reason, "not connected yet");
+    b->uri_next = worker % cfg->n_uris; /* spread workers over the nodes */
+    b->backoff_ms = BROKER_BACKOFF_MIN_MS;
+    b->pipe_fd[0] = b->pipe_fd[1] = -1;
+    if (getrandom(&b->rng, sizeof b->rng, 0) != (ssize_t)sizeof b->rng || b->rng == 0)
+        b->rng = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)worker << 32) ^ (uint64_t)time(NULL);
+    /* Room for detached entries (clients gone, blocked) beyond max_inflight. */
+    b->tracker = tracker_new(cfg->max_inflight * 2, on_tracker_done, b);
+    if (b->tracker == NULL || pipe2(b->pipe_fd, O_CLOEXEC) != 0)
+        goto fail;
+    b->sock_ev = event_new(base, -1, 0, on_socket, b);
+    b->hb_ev = event_new(base, -1, EV_PERSIST, on_heartbeat, b);
+    b->retry_ev = event_new(base, -1, 0, on_retry, b);
+    b->pipe_ev = event_new(base, b->pipe_fd[0], EV_READ | EV_PERSIST, on_connected, b);
+    if (b->sock_ev == NULL || b->hb_ev == NULL || b->retry_ev == NULL || b->pipe_ev == NULL ||
+        event_add(b->pipe_ev, NULL) != 0)
+        goto fail;
+    return b;
+fail:
+    broker_free(b);
+    return NULL;
+}
+
+void broker_start(struct broker *b)
+{
+    start_connect(b);
+}
+
+enum broker_state broker_state(const struct broker *b)
+{
+    return b->state;
+}
+
+const char *broker_reason(const struct broker *b)
+{
+    return b->reason;
+}
+
+const char *broker_node(const struct broker *b)
+{
+    return b->node;
+}
+
+size_t broker_inflight(const struct broker *b)
+{
+    return tracker_attached(b->tracker);
+}
+
+void broker_detach(struct broker *b, uint64_t tag)
+{
+    if (tag != 0)
+        (void)tracker_detach(b->tracker, tag);
+}
+
+static amqp_bytes_t bytes_of(const char *s)
+{
+    return s == NULL ? amqp_empty_bytes : amqp_cstring_bytes(s);
+}
+
+enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, void *ctx,
+                               uint64_t *tag)
+{
+    *tag = 0;
+    if (b->state != BROKER_UP || b->conn == NULL)
+        return BROKER_PUB_UNAVAILABLE;
+
+    amqp_basic_properties_t p;
+    memset(&p, 0, sizeof p);
+    p._flags = AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG |
+               AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG;
+    if (m->content_type != NULL) {
+        p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+        p.content_type = amqp_cstring_bytes(m->content_type);
+    }
+    if (m->persistent) {
+        p._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+        p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    }
+    p.message_id = (amqp_bytes_t){ m->message_id_len, (void *)(uintptr_t)m->message_id };
+    p.timestamp = (uint64_t)m->timestamp;
+    p.app_id = amqp_cstring_bytes("ingest-bridge");
+    p.type = bytes_of(m->type);
+    if (m->reply_to != NULL) {
+        p._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+        p.reply_to = amqp_cstring_bytes(m->reply_to);
+    }
+    if (m->correlation_id != NULL) {
+        p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        p.correlation_id = amqp_cstring_bytes(m->correlation_id);
+    }
+    if (m->expiration != NULL) {
+        p._flags |= AMQP_BASIC_EXPIRATION_FLAG;
+        p.expiration = amqp_cstring_bytes(m->expiration);
+    }
+    size_t n = 0;
+    if (m->headers != NULL) {
+        for (size_t i = 0; i < m->headers->n && n < BROKER_MAX_HEADERS; i++) {
+            const struct hdrmap_kv *kv = &m->headers->kv[i];
+            if (strlen(kv->name) > 255)
+                continue; /* field names are AMQP short strings */
+            b->hdr[n].key = amqp_cstring_bytes(kv->name);
+            b->hdr[n].value.kind = AMQP_FIELD_KIND_UTF8;
+            b->hdr[n].value.value.bytes = amqp_cstring_bytes(kv->value);
+            n++;
+        }
+    }
+    p.headers = (amqp_table_t){ (int)n, b->hdr };
+
+    int unsent = 0;
+    if (ioctl(amqp_get_sockfd(b->conn), SIOCOUTQ, &unsent) == 0 &&
+        (size_t)unsent + m->body_len > BROKER_MAX_UNSENT) {
+        log_warn("broker: %d bytes unsent to the broker: not publishing", unsent);
+        return BROKER_PUB_FULL;
+    }
+    if (b->cfg->confirm) {
+        *tag = tracker_add(b->tracker, ctx, m->message_id, m->message_id_len);
+        if (*tag == 0)
+            return BROKER_PUB_FULL;
+    }
+    amqp_bytes_t body = { m->body_len, (void *)(uintptr_t)m->body };
+    int rc = amqp_basic_publish(b->conn, b->channel, bytes_of(m->exchange),
+                                bytes_of(m->routing_key), 1, 0, &p, body);
+    if (rc != AMQP_STATUS_OK) {
+        /* The request is answered by our caller; forget its tag first so
+         * lost() does not answer it a second time. */
+        if (*tag != 0)
+            tracker_unadd(b->tracker, *tag);
+        *tag = 0;
+        lost(b, amqp_error_string2(rc));
+        return BROKER_PUB_UNAVAILABLE;
+    }
+    /* Acks may already wait in the library's buffer; drain them on the next
+     * loop turn, never under the caller (it has not stored the tag yet). */
+    if (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))
+        event_active(b->sock_ev, EV_READ, 0);
+    return b->cfg->confirm ? BROKER_PUB_WAIT : BROKER_PUB_SENT;
+}
+
+void broker_close(struct broker *b)
+{
+    if (b->state == BROKER_CLOSED)
+        return;
+    event_del(b->retry_ev);
+    if (b->conn != NULL) {
+        event_del(b->sock_ev);
+        event_del(b->hb_ev);
+        /* Bounded by the rpc timeout set at connect. */
+        amqp_rpc_reply_t r = amqp_channel_close(b->conn, b->channel, AMQP_REPLY_SUCCESS);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL)
+            r = amqp_connection_close(b->conn, AMQP_REPLY_SUCCESS);
+        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            char err[BROKER_REASON_LEN];
+            rpc_error(r, "close", err, sizeof err);
+            log_warn("broker: %s", err);
+        } else {
+            log_info("broker: connection to %s closed", b->node);
+        }
+        amqp_destroy_connection(b->conn);
+        b->conn = NULL;
+    }
+    tracker_fail_all(b->tracker);
+    set_state(b, BROKER_CLOSED, "shutting down");
+}
+
+void broker_free(struct broker *b)
+{
+    if (b == NULL)
+        return;
+    b->state = BROKER_CLOSED;
+    if (b->thread_running) {
+        pthread_join(b->thread, NULL); /* bounded by the connect timeouts */
+        b->thread_running = false;
+        if (b->job.conn != NULL)
+            amqp_destroy_connection(b->job.conn);
+    }
+    if (b->conn != NULL)
+        amqp_destroy_connection(b->conn);
+    if (b->tracker != NULL) {
+        tracker_fail_all(b->tracker);
+        tracker_free(b->tracker);
+    }
+    if (b->sock_ev != NULL)
+        event_free(b->sock_ev);
+    if (b->hb_ev != NULL)
+        event_free(b->hb_ev);
+    if (b->retry_ev != NULL)
+        event_free(b->retry_ev);
+    if (b->pipe_ev != NULL)
+        event_free(b->pipe_ev);
+    if (b->pipe_fd[0] >= 0)
+        close(b->pipe_fd[0]);
+    if (b->pipe_fd[1] >= 0)
+        close(b->pipe_fd[1]);
+    free(b);
+}

@@ -1,0 +1,69 @@
+/* tracker.h - publisher-confirm bookkeeping for one channel: which request
+ * waits for which delivery tag. Pure data structure, no I/O. */
+#ifndef BRIDGE_TRACKER_H
+#define BRIDGE_TRACKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum tracker_result {
+    TRACKER_ACK,        /* confirmed: answer 202 */
+    TRACKER_NACK,       /* broker refused it: answer 503 */
+    TRACKER_RETURNED,   /* basic.return then ack: unroutable, answer 502 */
+    TRACKER_LOST,       /* connection/channel gone before the confirm: 503 */
+};
+
+const char *tracker_result_name(enum tracker_result r);
+
+/* Called once per still-attached entry that completes. CTX is what was given
+ * to tracker_add; ARG is the caller's. */
+typedef void tracker_done_fn(void *arg, void *ctx, enum tracker_result r);
+
+struct tracker;
+
+/* CAP: most entries pending at once (publishes beyond it are refused). */
+struct tracker *tracker_new(size_t cap, tracker_done_fn *done, void *arg)
+    __attribute__((warn_unused_result));
+void tracker_free(struct tracker *t);
+
+/* A new channel in confirm mode: the next delivery tag is 1. Entries left
+ * must have been failed first (tracker_fail_all). */
+void tracker_reset(struct tracker *t);
+
+/* Record the next publish; returns its delivery tag (1, 2, 3...) or 0 when
+ * full. MSG_ID (copied, may be NULL) matches a later basic.return. */
+uint64_t tracker_add(struct tracker *t, void *ctx, const char *msg_id, size_t msg_id_len)
+    __attribute__((warn_unused_result));
+
+/* The publish of the newest entry did not leave (socket error): forget it so
+ * that delivery tags stay aligned with what the broker saw. */
+void tracker_unadd(struct tracker *t, uint64_t tag);
+
+/* basic.ack / basic.nack; MULTIPLE covers every tag <= TAG. Completes entries
+ * (calling done for attached ones). Returns how many detached entries were
+ * dropped (late confirms). Unknown tags are ignored. */
+size_t tracker_ack(struct tracker *t, uint64_t tag, bool multiple);
+size_t tracker_nack(struct tracker *t, uint64_t tag, bool multiple);
+
+/* basic.return for a message with MSG_ID: mark the oldest pending, not yet
+ * returned entry with that id; its ack then completes as TRACKER_RETURNED.
+ * false if none matched. */
+bool tracker_return(struct tracker *t, const char *msg_id, size_t msg_id_len);
+
+/* The request behind TAG is gone (client hung up): its confirm will be
+ * dropped on arrival. false if TAG is not pending. */
+bool tracker_detach(struct tracker *t, uint64_t tag);
+
+/* Complete every attached entry with R and detach it; entries stay in place
+ * so later confirms for them are dropped (used when the broker blocks us). */
+size_t tracker_fail_attached(struct tracker *t, enum tracker_result r);
+
+/* Connection or channel lost: complete every attached entry as TRACKER_LOST
+ * and forget all entries. */
+size_t tracker_fail_all(struct tracker *t);
+
+size_t tracker_pending(const struct tracker *t);   /* entries, attached or not */
+size_t tracker_attached(const struct tracker *t);  /* entries with a request */
+
+#endif

@@ -1,0 +1,169 @@
+/* main.c - ingest-bridge: options, config, schemas, workers, signals. The
+ * only place that may exit: everything here happens before or after the
+ * event loops run. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "worker.h"
+#include "xmlcheck.h"
+
+#define BRIDGE_VERSION "0.1.0"
+
+extern char **environ;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: ingest-bridge [-c FILE] [-t] [-V] [-h]\n"
+            "  -c FILE  config file (default: bridge.ini in the working directory)\n"
+            "  -t       check the config (and every route's schema), print 'config ok', exit\n"
+            "  -V       print the version and exit\n"
+            "  -h       this help\n"
+            "Every key can be overridden from the environment: BRIDGE_<SECTION>_<KEY>,\n"
+            "routes as BRIDGE_ROUTE_<NAME>_<KEY>.\n");
+}
+
+/* Many keep-alive clients need many descriptors: take the hard limit. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            log_warn("cannot raise the descriptor limit: %s", strerror(errno));
+    }
+}
+
+static void free_schemas(struct xmlcheck_schema **schemas, size_t n)
+{
+    if (schemas == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        xmlcheck_schema_free(schemas[i]);
+    free(schemas);
+}
+
+/* Compile every route's XSD before any thread starts. */
+static struct xmlcheck_schema **load_schemas(const struct config *cfg, char *err, size_t errlen)
+{
+    struct xmlcheck_schema **s = calloc(cfg->n_routes + 1, sizeof *s);
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        const struct config_route *r = &cfg->routes[i];
+        if (r->schema[0] == '\0')
+            continue;
+        char why[CONFIG_ERR_LEN];
+        s[i] = xmlcheck_schema_load(r->schema, why, sizeof why);
+        if (s[i] == NULL) {
+            snprintf(err, errlen, "%s: route %s: schema %s: %s", cfg->file, r->name, r->schema,
+                     why);
+            free_schemas(s, cfg->n_routes);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    const char *file = "bridge.ini";
+    bool test_only = false;
+    int opt;
+    while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+        switch (opt) {
+        case 'c':
+            file = optarg;
+            break;
+        case 't':
+            test_only = true;
+            break;
+        case 'V':
+            printf("ingest-bridge %s\n", BRIDGE_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 1;
+    }
+
+    char err[CONFIG_ERR_LEN];
+    struct config *cfg = config_load(file, environ, err, sizeof err);
+    if (cfg == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    log_set_level(cfg->log_level);
+    xmlcheck_global_init();
+    struct xmlcheck_schema **schemas = load_schemas(cfg, err, sizeof err);
+    if (schemas == NULL) {
+        fprintf(stderr, "%s\n", err);
+        config_free(cfg);
+        xmlcheck_global_cleanup();
+        return 1;
+    }
+    if (test_only) {
+        printf("config ok\n");
+        free_schemas(schemas, cfg->n_routes);
+        config_free(cfg);
+        xmlcheck_global_cleanup();
+        return 0;
+    }
+
+    /* A client gone mid-response must not kill us; signals are taken by
+     * sigwait below, so every thread inherits them blocked. */
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    raise_nofile();
+
+    int rc = 1;
+    struct worker_pool *pool =
+        worker_pool_new(cfg, (const struct xmlcheck_schema *const *)schemas, err, sizeof err);
+    if (pool == NULL) {
+        log_error("%s", err);
+        goto out;
+    }
+    if (worker_pool_start(pool, err, sizeof err) != 0) {
+        log_error("%s", err);
+        worker_pool_stop(pool);
+        goto out;
+    }
+    log_info("ingest-bridge %s listening on %s:%d with %d workers, %zu routes, broker %s%s",
+             BRIDGE_VERSION, cfg->listen_host, cfg->listen_port, cfg->workers, cfg->n_routes,
+             cfg->uris[0].display, cfg->n_uris > 1 ? " (+ failover)" : "");
+
+    int sig = 0;
+    while (sigwait(&stop, &sig) != 0) {
+    }
+    log_info("%s received: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    worker_pool_stop(pool);
+    log_info("stopped");
+    rc = 0;
+out:
+    worker_pool_free(pool);
+    free_schemas(schemas, cfg->n_routes);
+    config_free(cfg);
+    xmlcheck_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,441 @@
+/* worker.c - the worker threads and the glue between their rooms: a request
+ * from http/ is checked (xmlcheck), mapped (hdrmap) and published through
+ * amqp/; the broker's confirm comes back here and becomes the HTTP answer. */
+#include "worker.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "config.h"
+#include "hdrmap.h"
+#include "log.h"
+#include "message.h"
+#include "server.h"
+#include "xmlcheck.h"
+
+#define WORKER_REASON_LEN 256
+#define WORKER_DRAIN_TICK_MS 20     /* how often a stopping worker looks at what is left */
+#define WORKER_FLUSH_MS 200         /* time given to the last responses to leave */
+
+struct worker {
+    unsigned id;                            /* index, "w<id>" in logs */
+    struct worker_pool *pool;               /* owner; /healthz reads siblings */
+    const struct config *cfg;               /* immutable */
+    const struct xmlcheck_schema *const *schemas; /* per route, shared read-only */
+    struct event_base *base;                /* this thread's loop */
+    struct http_server *http;               /* this thread's listener + connections */
+    struct broker *broker;                  /* this thread's connection + channel */
+    struct xmlcheck *xc;                    /* created on the thread itself */
+    struct hdrmap headers;                  /* reused per request */
+    pthread_t thread;                       /* the loop's thread */
+    bool started;                           /* thread created */
+
+    int cmd_fd[2];                          /* main -> worker: 's' = stop */
+    struct event *cmd_ev;                   /* read end of cmd_fd */
+    struct event *drain_ev;                 /* stopping: checks what is left */
+    struct timespec drain_deadline;         /* stopping: give up waiting then */
+    bool stopping;                          /* stop requested */
+
+    _Atomic int broker_state;               /* enum broker_state, for /healthz */
+    pthread_mutex_t reason_lock;            /* guards reason */
+    char reason[WORKER_REASON_LEN];         /* why the broker is not up */
+};
+
+struct worker_pool {
+    const struct config *cfg;   /* immutable */
+    struct worker *w;           /* cfg->workers entries */
+    size_t n;                   /* created so far */
+};
+
+/* ---- answering ---------------------------------------------------------- */
+
+static void reply_text(struct http_req *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void reply_text(struct http_req *r, int status, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof buf - 2)
+        n = (int)sizeof buf - 2;
+    buf[n++] = '\n';
+    http_req_reply(r, status, "text/plain", buf, (size_t)n);
+}
+
+static void on_done(void *arg, void *ctx, enum tracker_result res)
+{
+    struct worker *w = arg;
+    struct http_req *r = ctx;
+    (void)w;
+    switch (res) {
+    case TRACKER_ACK:
+        http_req_reply(r, 202, NULL, NULL, 0);
+        break;
+    case TRACKER_NACK:
+        reply_text(r, 503, "the broker refused the message (nack); retry later");
+        break;
+    case TRACKER_RETURNED:
+        reply_text(r, 502, "unroutable: no queue is bound for this route's exchange and routing key");
+        break;
+    case TRACKER_LOST:
+        reply_text(r, 503, "the broker connection was lost or blocked before the message was "
+                           "confirmed; retry later");
+        break;
+    }
+}
+
+static void on_broker_state(void *arg, enum broker_state s, const char *reason)
+{
+    struct worker *w = arg;
+    pthread_mutex_lock(&w->reason_lock);
+    snprintf(w->reason, sizeof w->reason, "%s", reason != NULL ? reason : "");
+    pthread_mutex_unlock(&w->reason_lock);
+    atomic_store_explicit(&w->broker_state, (int)s, memory_order_release);
+}
+
+/* ---- requests from http/ ------------------------------------------------ */
+
+struct header_ctx {
+    struct hdrmap *m;   /* being filled */
+};
+
+static int add_header(void *arg, const char *name, const char *value)
+{
+    struct header_ctx *hc = arg;
+    return hdrmap_add(hc->m, name, value);
+}
+
+static void on_route(void *arg, struct http_req *r, const struct config_route *route)
+{
+    struct worker *w = arg;
+    if (route->mode == ROUTE_RPC) {
+        reply_text(r, 501, "rpc routes are not implemented yet");
+        return;
+    }
+    size_t route_idx = (size_t)(route - w->cfg->routes);
+    size_t len = 0;
+    const char *body = http_req_body(r, &len);
+    struct xmlcheck_result xr;
+    const char *root = route->root[0] != '\0' ? route->root : NULL;
+    if (xmlcheck_run(w->xc, body, len, root, w->schemas[route_idx], &xr) != XMLCHECK_OK) {
+        char msg[XMLCHECK_MSG_LEN + 64];
+        (void)xmlcheck_format(&xr, msg, sizeof msg);
+        log_debug("%s: %s: %s", http_req_id(r), route->name, msg);
+        reply_text(r, xr.status == XMLCHECK_MALFORMED ? 400 : 422, "%s", msg);
+        return;
+    }
+    enum broker_state st = broker_state(w->broker);
+    if (st != BROKER_UP) {
+        reply_text(r, 503, "broker unavailable (%s): %s", broker_state_name(st),
+                   broker_reason(w->broker));
+        return;
+    }
+    if (broker_inflight(w->broker) >= w->cfg->max_inflight) {
+        reply_text(r, 503, "too many requests waiting for the broker; retry later");
+        return;
+    }
+    const char *ctype = http_req_content_type(r);
+    if (ctype != NULL && strlen(ctype) > 255) {
+        reply_text(r, 400, "Content-Type is longer than 255 bytes");
+        return;
+    }
+
+    hdrmap_clear(&w->headers);
+    struct header_ctx hc = { &w->headers };
+    if (hdrmap_begin(&w->headers, http_req_path(r), http_req_query(r)) != 0 ||
+        http_req_foreach_header(r, add_header, &hc) != 0 ||
+        hdrmap_finish(&w->headers, http_req_client(r)) != 0) {
+        log_error("%s: out of memory mapping headers", http_req_id(r));
+        reply_text(r, 503, "out of memory");
+        return;
+    }
+
+    struct bridge_msg m = {
+        .body = body,
+        .body_len = len,
+        .content_type = ctype,
+        .message_id = http_req_id(r),
+        .message_id_len = http_req_id_len(r),
+        .type = route->name,
+        .exchange = route->exchange,
+        .routing_key = route->routing_key,
+        .persistent = route->persistent,
+        .timestamp = http_req_arrival(r),
+        .headers = &w->headers,
+    };
+    uint64_t tag = 0;
+    switch (broker_publish(w->broker, &m, r, &tag)) {
+    case BROKER_PUB_WAIT:
+        http_req_set_token(r, tag);
+        break;
+    case BROKER_PUB_SENT:
+        http_req_reply(r, 202, NULL, NULL, 0);
+        break;
+    case BROKER_PUB_UNAVAILABLE:
+        reply_text(r, 503, "broker unavailable: %s", broker_reason(w->broker));
+        break;
+    case BROKER_PUB_FULL:
+        reply_text(r, 503, "too many requests waiting for the broker; retry later");
+        break;
+    }
+}
+
+static void on_gone(void *arg, struct http_req *r)
+{
+    struct worker *w = arg;
+    log_debug("%s: client left before the answer", http_req_id(r));
+    broker_detach(w->broker, http_req_token(r));
+}
+
+static bool on_health(void *arg, char *buf, size_t buflen)
+{
+    struct worker *self = arg;
+    struct worker_pool *p = self->pool;
+    bool ok = true;
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < p->n; i++) {
+        struct worker *w = &p->w[i];
+        int s = atomic_load_explicit(&w->broker_state, memory_order_acquire);
+        if (s == BROKER_UP)
+            continue;
+        ok = false;
+        pthread_mutex_lock(&w->reason_lock);
+        int n = snprintf(buf + off, buflen - off, "worker %u: broker %s: %s\n", w->id,
+                         broker_state_name((enum broker_state)s), w->reason);
+        pthread_mutex_unlock(&w->reason_lock);
+        if (n < 0 || (size_t)n >= buflen - off)
+            break;
+        off += (size_t)n;
+    }
+    return ok;
+}
+
+/* ---- stopping ----------------------------------------------------------- */
+
+static bool past(const struct timespec *deadline)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > deadline->tv_sec ||
+           (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    size_t left = http_server_pending(w->http);
+    if (left > 0 && !past(&w->drain_deadline))
+        return;
+    if (left > 0)
+        log_warn("drain deadline reached with %zu requests waiting: answering 503", left);
+    event_del(w->drain_ev);
+    /* Fails whatever still waits (503) and closes channel + connection. */
+    broker_close(w->broker);
+    struct timeval flush = { 0, WORKER_FLUSH_MS * 1000 };
+    event_base_loopexit(w->base, &flush);
+}
+
+static void on_cmd(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct worker *w = arg;
+    char c = 0;
+    if (read(fd, &c, 1) != 1 || c != 's' || w->stopping)
+        return;
+    w->stopping = true;
+    http_server_drain(w->http);
+    uint64_t bound = w->cfg->http_timeout_ms;
+    for (size_t i = 0; i < w->cfg->n_routes; i++)
+        if (w->cfg->routes[i].mode == ROUTE_RPC && w->cfg->routes[i].timeout_ms > bound)
+            bound = w->cfg->routes[i].timeout_ms;
+    clock_gettime(CLOCK_MONOTONIC, &w->drain_deadline);
+    w->drain_deadline.tv_sec += (time_t)(bound / 1000);
+    w->drain_deadline.tv_nsec += (long)(bound % 1000) * 1000000L;
+    if (w->drain_deadline.tv_nsec >= 1000000000L) {
+        w->drain_deadline.tv_sec++;
+        w->drain_deadline.tv_nsec -= 1000000000L;
+    }
+    log_info("stopping: %zu requests in flight", http_server_pending(w->http));
+    struct timeval tick = { 0, WORKER_DRAIN_TICK_MS * 1000 };
+    event_add(w->drain_ev, &tick);
+    on_drain_tick(-1, 0, w);
+}
+
+/* ---- threads ------------------------------------------------------------ */
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof name, "w%u", w->id);
+    log_set_thread(name);
+    /* libxml2's error hook is per thread: the checker is made here. */
+    w->xc = xmlcheck_new();
+    if (w->xc == NULL) {
+        log_error("cannot create the XML checker");
+        return NULL;
+    }
+    broker_start(w->broker);
+    event_base_dispatch(w->base);
+    /* Anything still pending was failed by broker_close; nothing is left
+     * waiting on a connection evhttp is about to free. */
+    xmlcheck_free(w->xc);
+    w->xc = NULL;
+    return NULL;
+}
+
+static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
+                       const struct xmlcheck_schema *const *schemas, char *err, size_t errlen)
+{
+    w->id = id;
+    w->pool = p;
+    w->cfg = p->cfg;
+    w->schemas = schemas;
+    w->cmd_fd[0] = w->cmd_fd[1] = -1;
+    hdrmap_init(&w->headers);
+    pthread_mutex_init(&w->reason_lock, NULL);
+    atomic_init(&w->broker_state, BROKER_DOWN);
+    snprintf(w->reason, sizeof w->reason, "not connected yet");
+
+    struct event_config *ec = event_config_new();
+    if (ec == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* EV_CLOSED (client hang-up while its request waits) needs early close
+     * support: epoll has it. One thread per base: no locking. */
+    event_config_require_features(ec, EV_FEATURE_EARLY_CLOSE);
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (w->base == NULL) {
+        snprintf(err, errlen, "cannot create an event loop with early-close support");
+        return -1;
+    }
+    struct http_handlers h = {
+        .route = on_route, .gone = on_gone, .health = on_health, .arg = w,
+    };
+    char herr[256];
+    w->http = http_server_new(w->base, w->cfg, id, &h, herr, sizeof herr);
+    if (w->http == NULL) {
+        snprintf(err, errlen, "worker %u: %s", id, herr);
+        return -1;
+    }
+    w->broker = broker_new(w->base, w->cfg, id, on_done, on_broker_state, w);
+    if (w->broker == NULL || pipe2(w->cmd_fd, O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "worker %u: out of memory or descriptors", id);
+        return -1;
+    }
+    w->cmd_ev = event_new(w->base, w->cmd_fd[0], EV_READ | EV_PERSIST, on_cmd, w);
+    w->drain_ev = event_new(w->base, -1, EV_PERSIST, on_drain_tick, w);
+    if (w->cmd_ev == NULL || w->drain_ev == NULL || event_add(w->cmd_ev, NULL) != 0) {
+        snprintf(err, errlen, "worker %u: out of memory", id);
+        return -1;
+    }
+    return 0;
+}
+
+static void worker_destroy(struct worker *w)
+{
+    /* Connections first: their requests are all answered by now. */
+    if (w->http != NULL)
+        http_server_free(w->http);
+    if (w->broker != NULL)
+        broker_free(w->broker);
+    if (w->cmd_ev != NULL)
+        event_free(w->cmd_ev);
+    if (w->drain_ev != NULL)
+        event_free(w->drain_ev);
+    if (w->base != NULL)
+        event_base_free(w->base);
+    if (w->xc != NULL)
+        xmlcheck_free(w->xc);
+    hdrmap_clear(&w->headers);
+    for (int i = 0; i < 2; i++)
+        if (w->cmd_fd[i] >= 0)
+            close(w->cmd_fd[i]);
+    pthread_mutex_destroy(&w->reason_lock);
+}
+
+struct worker_pool *worker_pool_new(const struct config *cfg,
+                                    const struct xmlcheck_schema *const *schemas, char *err,
+                                    size_t errlen)
+{
+    struct worker_pool *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->cfg = cfg;
+    p->w = calloc((size_t)cfg->workers, sizeof *p->w);
+    if (p->w == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(p);
+        return NULL;
+    }
+    for (int i = 0; i < cfg->workers; i++) {
+        p->n++;
+        if (worker_init(&p->w[i], p, (unsigned)i, schemas, err, errlen) != 0) {
+            worker_pool_free(p);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+int worker_pool_start(struct worker_pool *p, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        int rc = pthread_create(&p->w[i].thread, NULL, worker_main, &p->w[i]);
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot start worker %zu: %s", i, strerror(rc));
+            return -1;
+        }
+        p->w[i].started = true;
+    }
+    return 0;
+}
+
+void worker_pool_stop(struct worker_pool *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        if (!p->w[i].started)
+            continue;
+        char c = 's';
+        while (write(p->w[i].cmd_fd[1], &c, 1) < 0 && errno == EINTR) {
+        }
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->w[i].started)
+            pthread_join(p->w[i].thread, NULL);
+        p->w[i].started = false;
+    }
+}
+
+void worker_pool_free(struct worker_pool *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->n; i++)
+        worker_destroy(&p->w[i]);
+    free(p->w);
+    free(p);
+}

@@ -1,0 +1,70 @@
+/* server.h - one worker's HTTP side: an evhttp on the shared port
+ * (SO_REUSEPORT), connection limits and deadlines, routing, pong, healthz,
+ * request contexts answered exactly once. Knows nothing of AMQP: requests for
+ * routes are handed to the bridge through struct http_handlers. */
+#ifndef BRIDGE_HTTP_SERVER_H
+#define BRIDGE_HTTP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct config;
+struct config_route;
+
+/* One POSTed request on a route, waiting for the bridge to answer it. */
+struct http_req;
+
+struct http_handlers {
+    /* A POST with an XML content type and a complete body arrived on ROUTE.
+     * The bridge must call http_req_reply exactly once, now or later. */
+    void (*route)(void *arg, struct http_req *r, const struct config_route *route);
+    /* The client of R hung up while R waited. The bridge must forget R (drop
+     * its confirm later); when this returns, the server answers and frees R. */
+    void (*gone)(void *arg, struct http_req *r);
+    /* /healthz: true when healthy; otherwise write the reason into buf. */
+    bool (*health)(void *arg, char *buf, size_t buflen);
+    void *arg;
+};
+
+struct http_server;
+
+/* Bind cfg->listen_host:listen_port with SO_REUSEPORT on BASE. NULL on
+ * failure with the reason in err. */
+struct http_server *http_server_new(struct event_base *base, const struct config *cfg,
+                                    unsigned worker, const struct http_handlers *h,
+                                    char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Stop accepting new connections; requests on open connections are answered
+ * 503 + Connection: close from now on. */
+void http_server_drain(struct http_server *s);
+/* Requests handed to the bridge and not answered yet. */
+size_t http_server_pending(const struct http_server *s);
+/* Close every connection and free. Every request must have been answered. */
+void http_server_free(struct http_server *s);
+
+/* Accessors for a pending request (valid until it is answered). */
+const char *http_req_id(const struct http_req *r);        /* X-Request-Id (taken or generated) */
+size_t http_req_id_len(const struct http_req *r);
+const char *http_req_path(const struct http_req *r);      /* path without query */
+const char *http_req_query(const struct http_req *r);     /* NULL if none */
+const char *http_req_content_type(const struct http_req *r);
+const char *http_req_client(const struct http_req *r);    /* peer address, no port */
+int64_t http_req_arrival(const struct http_req *r);       /* unix seconds */
+/* The body, contiguous. */
+const char *http_req_body(struct http_req *r, size_t *len);
+/* Call FN for every request header, in order. Stops early if FN returns -1
+ * and returns -1 then. */
+int http_req_foreach_header(const struct http_req *r,
+                            int (*fn)(void *arg, const char *name, const char *value), void *arg);
+/* A slot for the bridge (e.g. the delivery tag the request waits for). */
+void http_req_set_token(struct http_req *r, uint64_t token);
+uint64_t http_req_token(const struct http_req *r);
+
+/* Answer R and free it; R must not be used afterwards. Every response gets
+ * X-Request-Id; a 503 gets Retry-After; a 202 gets X-Message-Id. BODY may be
+ * NULL. CTYPE NULL = text/plain. */
+void http_req_reply(struct http_req *r, int status, const char *ctype, const char *body,
+                    size_t len);
+
+#endif
