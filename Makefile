@@ -1,4 +1,14 @@
 # ingest-bridge build. `make` builds build/ingest-bridge; see README.md.
+#
+#   make                 build/ingest-bridge (and build/libbridge.a)
+#   make deps            install missing Debian packages (apt-get; sudo if not root)
+#   make run             deps + build + a local RabbitMQ node if none answers + run bridge.ini
+#   make test            unit + integration tests, then all of it again under ASan+UBSan
+#   make test-unit       cmocka unit tests (tests/unit/test_*.c)
+#   make test-integration  the real binary against a private RabbitMQ node
+#   make format-check    clang-format --dry-run -Werror on our sources
+#   make clean
+# Knobs: WERROR=1 (CI), SANITIZER=address,undefined (builds into build/san).
 
 CC      ?= cc
 PKGS    := libevent librabbitmq libxml-2.0 inih
@@ -6,8 +16,8 @@ WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wundef
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Ibridge -Iamqp -Ihttp \
-           $(shell pkg-config --cflags $(PKGS))
-LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lpthread
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 ifdef WERROR
 CFLAGS  += -Werror
 endif
@@ -23,8 +33,20 @@ SRC     := $(wildcard bridge/*.c http/*.c amqp/*.c)
 OBJ     := $(SRC:%.c=$(BUILD)/obj/%.o)
 LIBOBJ  := $(filter-out $(BUILD)/obj/bridge/main.o,$(OBJ))
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/%,$(wildcard tests/unit/test_*.c))
+ITEST   := $(patsubst tests/integration/%.c,$(BUILD)/integration/%,\
+             $(wildcard tests/integration/test_*.c))
 
-.PHONY: all clean unit
+# What `make deps` installs when missing: build tools, the libraries above,
+# the test framework, the broker the tests and `make run` start, wrk for
+# tests/load, clang-format for format-check.
+DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
+           libcmocka-dev libinih-dev rabbitmq-server wrk clang-format
+
+# Sources clang-format checks: ours, not generated ones.
+FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] \
+             tests/unit/*.[ch] tests/integration/*.[ch])
+
+.PHONY: all clean deps run test test-unit test-integration unit format-check format
 all: $(BUILD)/ingest-bridge
 
 $(BUILD)/obj/%.o: %.c
@@ -40,10 +62,75 @@ $(BUILD)/ingest-bridge: $(BUILD)/obj/bridge/main.o $(BUILD)/libbridge.a
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libbridge.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
 
-unit: $(UNIT)
-	@set -e; for t in $(UNIT); do echo "== $$t"; $$t; done
+# Integration tests drive the binary over sockets and read the broker with
+# rabbitmq-c: they link neither libbridge.a nor libevent.
+$(BUILD)/integration/test_%: tests/integration/test_%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+	    $(shell pkg-config --libs librabbitmq cmocka) -lpthread
 
+deps:
+	@missing=; \
+	for p in $(DEPS); do \
+	    dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "deps: everything is installed"; exit 0; fi; \
+	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	echo "deps: installing$$missing"; \
+	$$sudo apt-get update && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing
+
+# The broker URI comes from BRIDGE_AMQP_URI (as the bridge reads it), else
+# 127.0.0.1:5672 as in bridge.ini. A local node started here keeps running
+# after the bridge exits (stop it with
+# `BROKER_DIR=build/rabbitmq tests/broker.sh stop`, or `make clean`).
+run:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
+	@hp=$$(tests/broker.sh uri-hostport "$${BRIDGE_AMQP_URI:-amqp://127.0.0.1:5672}"); \
+	if tests/broker.sh answers "$$hp"; then \
+	    echo "run: a broker answers on $$hp"; \
+	else \
+	    case "$${hp%:*}" in \
+	    127.*|localhost|::1) \
+	        BROKER_DIR=build/rabbitmq BROKER_NODE=ingest-bridge-run@localhost \
+	            BROKER_PORT="$${hp##*:}" tests/broker.sh start || exit 1 ;; \
+	    *) echo "run: nothing answers on $$hp and it is not local; the bridge will retry" ;; \
+	    esac; \
+	fi; \
+	echo "run: $(BUILD)/ingest-bridge -c bridge.ini"; \
+	exec $(BUILD)/ingest-bridge -c bridge.ini
+
+test-unit: $(UNIT)
+	@set -e; for t in $(UNIT); do echo "== $$t"; $$t; done
+	@echo "test-unit: $(words $(UNIT)) programs passed ($(BUILD))"
+
+unit: test-unit
+
+# One private broker node for the whole run, stopped even on failure.
+test-integration: $(BUILD)/ingest-bridge $(ITEST)
+	tests/integration/run.sh $(BUILD) $(ITEST)
+
+# The suite, then the same suite built with ASan+UBSan into build/san.
+test: test-unit test-integration
+ifndef SANITIZER
+	@echo "== test: again with SANITIZER=address,undefined"
+	@$(MAKE) --no-print-directory SANITIZER=address,undefined BUILD=$(BUILD)/san \
+	    test-unit test-integration
+endif
+
+format-check:
+	@command -v clang-format >/dev/null || { echo "clang-format missing: make deps"; exit 1; }
+	clang-format --dry-run -Werror $(FMT_SRC)
+
+format:
+	clang-format -i $(FMT_SRC)
+
+# Stop any broker node a run or test left under build/ before deleting its data.
 clean:
+	@for f in $$(find build -name node.env 2>/dev/null); do \
+	    BROKER_DIR=$$(dirname $$f) tests/broker.sh stop || true; \
+	done
 	rm -rf build
 
 -include $(OBJ:.o=.d)
