@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# run.sh BUILD TEST... - run the integration test programs against ONE private
+# RabbitMQ node started for this run (tests/broker.sh, data under
+# BUILD/it-broker), stopped afterwards whatever happens.
+set -euo pipefail
+
+build=${1:?usage: run.sh BUILD TEST...}
+shift
+[ $# -gt 0 ] || { echo "run.sh: no integration test programs"; exit 1; }
+here=$(cd "$(dirname "$0")/../.." && pwd)
+
+export BROKER_DIR="$here/$build/it-broker"
+broker="$here/tests/broker.sh"
+
+# A node left over by an interrupted run: stop it before wiping its data.
+if [ -f "$BROKER_DIR/node.env" ]; then
+    "$broker" stop || true
+fi
+rm -rf "$BROKER_DIR"
+
+cleanup() {
+    local rc=$?
+    "$broker" stop || true
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+"$broker" start
+eval "$("$broker" env)"
+
+# What the tests need to know; they never guess ports or names.
+export IT_BRIDGE_BIN="$here/$build/ingest-bridge"
+export IT_BROKER_PORT="$BROKER_PORT"
+export IT_BROKER_NODE="$BROKER_NODE"
+export IT_BROKER_SH="$broker"
+export BROKER_DIR
+# Sanitizer builds: a report fails the bridge's exit status, which the tests
+# check; leaks count.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+
+rc=0
+for t in "$@"; do
+    echo "== $t (broker $BROKER_NODE on port $BROKER_PORT)"
+    start=$SECONDS
+    if ! "$here/$t"; then
+        rc=1
+    fi
+    echo "== $t: $((SECONDS - start))s"
+done
+exit $rc

@@ -1,0 +1,2310 @@
+/* test_bridge.c - integration tests: the real ingest-bridge binary driven
+ * over real sockets against a private RabbitMQ node, messages read back with
+ * rabbitmq-c and checked byte for byte. Run through tests/integration/run.sh,
+ * which starts the node and passes it in IT_* variables. Tests that stop,
+ * freeze or alarm the broker put it back in their teardown, so the order of
+ * tests does not matter. */
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+
+#include <cmocka.h>
+
+/* ------------------------------------------------------------------ */
+/* environment given by run.sh                                         */
+
+static const char *g_bin;        /* build/ingest-bridge (absolute) */
+static const char *g_broker_sh;  /* tests/broker.sh (absolute) */
+static const char *g_node;       /* node name, for messages */
+static int g_broker_port;        /* the private node's AMQP port */
+static char g_tmp[256];          /* this run's temporary directory */
+static char g_xsd[512];          /* the schema route's XSD */
+
+extern char **environ;
+
+/* Set by PASS() at the end of each test body; teardown prints the bridge's
+ * log when it is still false (the test failed somewhere). */
+static bool g_ok;
+#define PASS() (g_ok = true)
+
+/* Undo-lists for tests that disturb the broker; teardown restores. */
+static bool g_broker_stopped;
+static bool g_broker_frozen;
+static bool g_watermark_low;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        abort();
+    }
+    return p;
+}
+
+static char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(xmalloc(n), s, n);
+}
+
+/* ------------------------------------------------------------------ */
+/* running programs                                                    */
+
+/* fork + exec ARGV with stdout and stderr appended to LOG, stdin from
+ * /dev/null, and the environment less every BRIDGE_* variable (a developer's
+ * BRIDGE_AMQP_URI must not leak in) plus EXTRA ("K=V" strings, NULL-ended). */
+static pid_t spawn(char *const argv[], const char *log, char *const extra[])
+{
+    size_t n = 0, k = 0;
+    while (environ[n])
+        n++;
+    size_t nx = 0;
+    while (extra && extra[nx])
+        nx++;
+    char **envp = xmalloc((n + nx + 1) * sizeof *envp);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "BRIDGE_", 7) != 0)
+            envp[k++] = environ[i];
+    for (size_t i = 0; i < nx; i++)
+        envp[k++] = extra[i];
+    envp[k] = NULL;
+
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int in = open("/dev/null", O_RDONLY);
+        int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (in < 0 || out < 0)
+            _exit(126);
+        dup2(in, 0);
+        dup2(out, 1);
+        dup2(out, 2);
+        close(in);
+        close(out);
+        signal(SIGPIPE, SIG_DFL);
+        execve(argv[0], argv, envp);
+        dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    free(envp);
+    return pid;
+}
+
+/* waitpid with a deadline; true when PID exited (status in *st). */
+static bool wait_exit(pid_t pid, int timeout_ms, int *st)
+{
+    double end = now_ms() + timeout_ms;
+    for (;;) {
+        pid_t r = waitpid(pid, st, WNOHANG);
+        if (r == pid)
+            return true;
+        if (r < 0 && errno != EINTR)
+            return true; /* not our child any more */
+        if (now_ms() > end)
+            return false;
+        sleep_ms(10);
+    }
+}
+
+static char *slurp(const char *path, long from)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return xstrdup("");
+    fseek(f, 0, SEEK_END);
+    long end = ftell(f);
+    if (from > end || from < 0)
+        from = 0;
+    fseek(f, from, SEEK_SET);
+    size_t n = (size_t)(end - from);
+    char *s = xmalloc(n + 1);
+    n = fread(s, 1, n, f);
+    s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
+/* Run ARGV to completion (bounded), output captured; returns the raw wait
+ * status, or -1 on timeout (the program is then killed). *OUT: malloc'd. */
+static int run_capture(char *const argv[], char *const extra_env[], char **out)
+{
+    char log[512];
+    static int seq;
+    snprintf(log, sizeof log, "%s/run-%d.out", g_tmp, ++seq);
+    pid_t pid = spawn(argv, log, extra_env);
+    int st = 0;
+    if (!wait_exit(pid, 20000, &st)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        st = -1;
+    }
+    *out = slurp(log, 0);
+    return st;
+}
+
+/* tests/broker.sh ARGS...; 0 on success. */
+static int broker_cmd(const char *a1, const char *a2)
+{
+    char log[512];
+    snprintf(log, sizeof log, "%s/broker.out", g_tmp);
+    long mark = file_size(log);
+    char *argv[] = {(char *)g_broker_sh, (char *)a1, (char *)a2, NULL};
+    pid_t pid = spawn(argv, log, NULL);
+    int st;
+    if (!wait_exit(pid, 120000, &st)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        st = -1;
+    }
+    if (st != 0) {
+        char *s = slurp(log, mark);
+        print_message("broker.sh %s %s failed:\n%s\n", a1, a2 ? a2 : "", s);
+        free(s);
+        return -1;
+    }
+    return 0;
+}
+
+static int broker_ctl(const char *a1, const char *a2)
+{
+    char log[512];
+    snprintf(log, sizeof log, "%s/broker.out", g_tmp);
+    long mark = file_size(log);
+    char *argv[] = {(char *)g_broker_sh, "ctl", (char *)a1, (char *)a2, NULL};
+    pid_t pid = spawn(argv, log, NULL);
+    int st;
+    if (!wait_exit(pid, 60000, &st)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        st = -1;
+    }
+    if (st != 0) {
+        char *s = slurp(log, mark);
+        print_message("broker.sh ctl %s %s failed:\n%s\n", a1, a2 ? a2 : "", s);
+        free(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* The node's Erlang VM, from the pid file tests/broker.sh keeps. */
+static pid_t broker_pid(void)
+{
+    const char *dir = getenv("BROKER_DIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/rabbit.pid", dir ? dir : "");
+    char *s = slurp(path, 0);
+    long pid = strtol(s, NULL, 10);
+    free(s);
+    return (pid_t)pid;
+}
+
+/* ------------------------------------------------------------------ */
+/* raw HTTP over sockets                                               */
+
+struct conn {
+    int fd;
+    char *buf;  /* bytes read and not consumed yet */
+    size_t len;
+    size_t cap;
+};
+
+#define MAXHDR 64
+
+struct resp {
+    int status;
+    char *head;                   /* header block, lines NUL-split */
+    const char *hname[MAXHDR];
+    const char *hval[MAXHDR];
+    int nh;
+    char *body;                   /* NUL-terminated for convenience */
+    size_t body_len;
+    double ms;                    /* from the request's last byte to the response's */
+};
+
+static void resp_free(struct resp *r)
+{
+    free(r->head);
+    free(r->body);
+    memset(r, 0, sizeof *r);
+}
+
+static const char *resp_header(const struct resp *r, const char *name)
+{
+    for (int i = 0; i < r->nh; i++)
+        if (strcasecmp(r->hname[i], name) == 0)
+            return r->hval[i];
+    return NULL;
+}
+
+static int resp_header_count(const struct resp *r, const char *name)
+{
+    int n = 0;
+    for (int i = 0; i < r->nh; i++)
+        if (strcasecmp(r->hname[i], name) == 0)
+            n++;
+    return n;
+}
+
+static void conn_set_timeout(struct conn *c, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+static int conn_open(struct conn *c, int port)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(c->fd);
+        c->fd = -1;
+        return -1;
+    }
+    conn_set_timeout(c, 5000);
+    return 0;
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->buf);
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+}
+
+/* Close with RST instead of FIN. */
+static void conn_abort(struct conn *c)
+{
+    struct linger lg = {1, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    conn_close(c);
+}
+
+static int conn_send(struct conn *c, const void *p, size_t n)
+{
+    const char *s = p;
+    while (n > 0) {
+        ssize_t w = send(c->fd, s, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Read more bytes: >0 read, 0 EOF, -1 error or timeout. */
+static int conn_fill(struct conn *c)
+{
+    if (c->cap - c->len < 4096) {
+        size_t ncap = c->cap ? c->cap * 2 : 16384;
+        char *nb = realloc(c->buf, ncap);
+        if (!nb)
+            abort();
+        c->buf = nb;
+        c->cap = ncap;
+    }
+    for (;;) {
+        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len - 1, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        c->len += (size_t)n;
+        c->buf[c->len] = '\0';
+        return n > 0 ? 1 : 0;
+    }
+}
+
+static void conn_consume(struct conn *c, size_t n)
+{
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+}
+
+/* Make N bytes available; -1 if the peer closed or timed out first. */
+static int conn_need(struct conn *c, size_t n)
+{
+    while (c->len < n)
+        if (conn_fill(c) <= 0)
+            return -1;
+    return 0;
+}
+
+static char *conn_line(struct conn *c, size_t *linelen)
+{
+    char *eol;
+    while (!(c->buf && (eol = memmem(c->buf, c->len, "\r\n", 2))))
+        if (conn_fill(c) <= 0)
+            return NULL;
+    *linelen = (size_t)(eol - c->buf);
+    return c->buf;
+}
+
+/* Read one whole response (status line, headers, body by Content-Length,
+ * chunked, or until EOF). HEAD: no body. 0, or -1 when the connection
+ * ended or timed out before a whole response. */
+static int conn_read_resp(struct conn *c, struct resp *r, bool head)
+{
+    memset(r, 0, sizeof *r);
+    double t0 = now_ms();
+    char *end;
+again:
+    while (!(c->buf && (end = memmem(c->buf, c->len, "\r\n\r\n", 4))))
+        if (conn_fill(c) <= 0)
+            return -1;
+    size_t hlen = (size_t)(end - c->buf) + 4;
+    free(r->head);
+    r->head = xmalloc(hlen + 1);
+    memcpy(r->head, c->buf, hlen);
+    r->head[hlen] = '\0';
+    conn_consume(c, hlen);
+
+    char *save = NULL;
+    char *line = strtok_r(r->head, "\r\n", &save);
+    if (!line || strncmp(line, "HTTP/1.", 7) != 0 || strlen(line) < 12)
+        return -1;
+    r->status = atoi(line + 9);
+    r->nh = 0;
+    while ((line = strtok_r(NULL, "\r\n", &save)) && r->nh < MAXHDR) {
+        char *colon = strchr(line, ':');
+        if (!colon)
+            continue;
+        *colon = '\0';
+        char *v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        char *ve = v + strlen(v);
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            *--ve = '\0';
+        r->hname[r->nh] = line;
+        r->hval[r->nh] = v;
+        r->nh++;
+    }
+    if (r->status == 100)
+        goto again;
+
+    const char *te = resp_header(r, "Transfer-Encoding");
+    const char *cl = resp_header(r, "Content-Length");
+    if (head || r->status == 204 || r->status == 304) {
+        r->body = xstrdup("");
+    } else if (te && strcasecmp(te, "chunked") == 0) {
+        size_t cap = 4096, n = 0;
+        r->body = xmalloc(cap);
+        for (;;) {
+            size_t ll;
+            char *l = conn_line(c, &ll);
+            if (!l)
+                return -1;
+            size_t sz = strtoul(l, NULL, 16);
+            conn_consume(c, ll + 2);
+            if (sz == 0) {
+                /* trailers, then the empty line */
+                for (;;) {
+                    l = conn_line(c, &ll);
+                    if (!l)
+                        return -1;
+                    conn_consume(c, ll + 2);
+                    if (ll == 0)
+                        break;
+                }
+                break;
+            }
+            if (conn_need(c, sz + 2) != 0)
+                return -1;
+            while (n + sz + 1 > cap)
+                cap *= 2;
+            r->body = realloc(r->body, cap);
+            if (!r->body)
+                abort();
+            memcpy(r->body + n, c->buf, sz);
+            n += sz;
+            conn_consume(c, sz + 2);
+        }
+        r->body[n] = '\0';
+        r->body_len = n;
+    } else if (cl) {
+        size_t n = strtoul(cl, NULL, 10);
+        if (conn_need(c, n) != 0)
+            return -1;
+        r->body = xmalloc(n + 1);
+        memcpy(r->body, c->buf, n);
+        r->body[n] = '\0';
+        r->body_len = n;
+        conn_consume(c, n);
+    } else {
+        while (conn_fill(c) > 0) {
+        }
+        r->body = xmalloc(c->len + 1);
+        memcpy(r->body, c->buf ? c->buf : "", c->len);
+        r->body[c->len] = '\0';
+        r->body_len = c->len;
+        conn_consume(c, c->len);
+    }
+    r->ms = now_ms() - t0;
+    return 0;
+}
+
+/* After a response: did the server close the connection within MS?
+ * 1 closed (EOF or reset), 0 still open, 2 more bytes arrived instead. */
+static int conn_wait_closed(struct conn *c, int ms)
+{
+    if (c->len > 0)
+        return 2;
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    double end = now_ms() + ms;
+    for (;;) {
+        int left = (int)(end - now_ms());
+        if (left < 0)
+            return 0;
+        int n = poll(&p, 1, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            return 0;
+        int f = conn_fill(c);
+        if (f == 0 || (f < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            return 1;
+        if (f > 0)
+            return 2;
+    }
+}
+
+/* A request: method, target, optional Content-Type, extra header lines
+ * ("Name: value\r\n"...), optional body (Content-Length added when BODY is
+ * not NULL and EXTRA does not frame it itself). HTTP/1.1. */
+static char *fmt_request(size_t *len, const char *method, const char *target,
+                         const char *ctype, const char *extra, const void *body,
+                         size_t blen)
+{
+    char *out = NULL;
+    size_t outlen = 0;
+    FILE *f = open_memstream(&out, &outlen);
+    if (!f)
+        abort();
+    fprintf(f, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n", method, target);
+    if (ctype)
+        fprintf(f, "Content-Type: %s\r\n", ctype);
+    bool framed = extra && (strcasestr(extra, "Content-Length:") ||
+                            strcasestr(extra, "Transfer-Encoding:"));
+    if (body && !framed)
+        fprintf(f, "Content-Length: %zu\r\n", blen);
+    if (extra)
+        fputs(extra, f);
+    fputs("\r\n", f);
+    if (body && blen)
+        fwrite(body, 1, blen, f);
+    fclose(f);
+    *len = outlen;
+    return out;
+}
+
+/* Send RAW on a connection and read one response. */
+static int exchange(struct conn *c, const char *raw, size_t len, struct resp *r, bool head)
+{
+    if (conn_send(c, raw, len) != 0)
+        return -1;
+    return conn_read_resp(c, r, head);
+}
+
+/* One request on a fresh connection; 0 or -1 (no whole response). */
+static int http_req(int port, const char *method, const char *target, const char *ctype,
+                    const char *extra, const void *body, size_t blen, struct resp *r)
+{
+    struct conn c;
+    memset(r, 0, sizeof *r);
+    if (conn_open(&c, port) != 0)
+        return -1;
+    size_t len;
+    char *raw = fmt_request(&len, method, target, ctype, extra, body, blen);
+    double t0 = now_ms();
+    int rc = exchange(&c, raw, len, r, strcmp(method, "HEAD") == 0);
+    r->ms = now_ms() - t0;
+    free(raw);
+    conn_close(&c);
+    return rc;
+}
+
+static int http_get(int port, const char *target, struct resp *r)
+{
+    return http_req(port, "GET", target, NULL, NULL, NULL, 0, r);
+}
+
+static int http_post(int port, const char *target, const char *ctype, const char *extra,
+                     const char *body, struct resp *r)
+{
+    return http_req(port, "POST", target, ctype, extra, body, strlen(body), r);
+}
+
+#define XML "application/xml"
+static const char DOC[] = "<?xml version=\"1.0\"?>\n<order><id>1</id></order>\n";
+
+/* Assertions with the response shown on failure. */
+#define assert_resp(rc, r, want)                                                          \
+    do {                                                                                  \
+        if ((rc) != 0)                                                                    \
+            fail_msg("no whole response (expected %d)", (want));                          \
+        if ((r)->status != (want))                                                        \
+            fail_msg("status %d, expected %d; body: %.300s", (r)->status, (want),         \
+                     (r)->body ? (r)->body : "");                                         \
+    } while (0)
+
+#define assert_has_header(r, name)                                                        \
+    do {                                                                                  \
+        if (!resp_header((r), (name)))                                                    \
+            fail_msg("response %d has no %s header", (r)->status, (name));               \
+    } while (0)
+
+#define assert_contains(hay, needle)                                                      \
+    do {                                                                                  \
+        if (!(hay) || !strstr((hay), (needle)))                                           \
+            fail_msg("\"%.400s\" does not contain \"%s\"", (hay) ? (hay) : "(null)",     \
+                     (needle));                                                           \
+    } while (0)
+
+/* ------------------------------------------------------------------ */
+/* reading the broker with rabbitmq-c                                  */
+
+static amqp_connection_state_t g_mq;
+
+static bool rpc_ok(amqp_rpc_reply_t r, const char *what)
+{
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+        return true;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        print_message("amqp %s: %s\n", what, amqp_error_string2(r.library_error));
+        return false;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            amqp_channel_close_t *m = r.reply.decoded;
+            print_message("amqp %s: channel closed %u %.*s\n", what, m->reply_code,
+                          (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        } else if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            amqp_connection_close_t *m = r.reply.decoded;
+            print_message("amqp %s: connection closed %u %.*s\n", what, m->reply_code,
+                          (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        } else {
+            print_message("amqp %s: server exception 0x%08x\n", what, r.reply.id);
+        }
+        return false;
+    default:
+        print_message("amqp %s: no reply\n", what);
+        return false;
+    }
+}
+
+static void mq_disconnect(void)
+{
+    if (g_mq) {
+        amqp_destroy_connection(g_mq); /* no close handshake: it may be dead */
+        g_mq = NULL;
+    }
+}
+
+static bool mq_connect(void)
+{
+    if (g_mq)
+        return true;
+    g_mq = amqp_new_connection();
+    amqp_socket_t *s = amqp_tcp_socket_new(g_mq);
+    struct timeval tv = {5, 0};
+    if (!s || amqp_socket_open_noblock(s, "127.0.0.1", g_broker_port, &tv) != AMQP_STATUS_OK) {
+        print_message("amqp: cannot connect to 127.0.0.1:%d\n", g_broker_port);
+        mq_disconnect();
+        return false;
+    }
+    amqp_set_rpc_timeout(g_mq, &tv);
+    if (!rpc_ok(amqp_login(g_mq, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest"),
+                "login")) {
+        mq_disconnect();
+        return false;
+    }
+    amqp_channel_open(g_mq, 1);
+    if (!rpc_ok(amqp_get_rpc_reply(g_mq), "channel.open")) {
+        mq_disconnect();
+        return false;
+    }
+    return true;
+}
+
+static bool mq_declare_once(const char *q, bool reject_all)
+{
+    amqp_table_entry_t e[2];
+    amqp_table_t args = {0, e};
+    if (reject_all) {
+        e[0].key = amqp_cstring_bytes("x-max-length");
+        e[0].value.kind = AMQP_FIELD_KIND_I32;
+        e[0].value.value.i32 = 0;
+        e[1].key = amqp_cstring_bytes("x-overflow");
+        e[1].value.kind = AMQP_FIELD_KIND_UTF8;
+        e[1].value.value.bytes = amqp_cstring_bytes("reject-publish");
+        args.num_entries = 2;
+    }
+    amqp_queue_declare(g_mq, 1, amqp_cstring_bytes(q), 0, 1, 0, 0, args);
+    return rpc_ok(amqp_get_rpc_reply(g_mq), "queue.declare");
+}
+
+static bool mq_purge_once(const char *q)
+{
+    amqp_queue_purge(g_mq, 1, amqp_cstring_bytes(q));
+    return rpc_ok(amqp_get_rpc_reply(g_mq), "queue.purge");
+}
+
+/* 1 got a message into *M (amqp_destroy_message it), 0 queue empty, -1 error. */
+static int mq_get_once(const char *q, amqp_message_t *m)
+{
+    amqp_maybe_release_buffers(g_mq);
+    amqp_rpc_reply_t r = amqp_basic_get(g_mq, 1, amqp_cstring_bytes(q), 1);
+    if (!rpc_ok(r, "basic.get"))
+        return -1;
+    if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD)
+        return 0;
+    if (!rpc_ok(amqp_read_message(g_mq, 1, m, 0), "read_message"))
+        return -1;
+    return 1;
+}
+
+/* Each operation is tried again on a fresh connection once: the broker may
+ * have restarted, or a channel error closed channel 1. */
+static void mq_purge(const char *q)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (mq_connect() && mq_purge_once(q))
+            return;
+        mq_disconnect();
+    }
+    fail_msg("cannot purge queue %s", q);
+}
+
+static int mq_get(const char *q, amqp_message_t *m)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int rc = mq_connect() ? mq_get_once(q, m) : -1;
+        if (rc >= 0)
+            return rc;
+        mq_disconnect();
+    }
+    fail_msg("basic.get on %s failed", q);
+    return -1;
+}
+
+static bool bytes_eq(amqp_bytes_t b, const char *s)
+{
+    return b.len == strlen(s) && memcmp(b.bytes, s, b.len) == 0;
+}
+
+/* All message ids in Q (consumed). *N: how many. */
+static char **mq_drain_ids(const char *q, size_t *n)
+{
+    size_t cap = 64;
+    char **ids = xmalloc(cap * sizeof *ids);
+    *n = 0;
+    amqp_message_t m;
+    while (mq_get(q, &m) == 1) {
+        if (*n == cap) {
+            cap *= 2;
+            ids = realloc(ids, cap * sizeof *ids);
+            if (!ids)
+                abort();
+        }
+        amqp_bytes_t id = m.properties.message_id;
+        char *s = xmalloc(id.len + 1);
+        memcpy(s, id.bytes, id.len);
+        s[id.len] = '\0';
+        ids[(*n)++] = s;
+        amqp_destroy_message(&m);
+    }
+    return ids;
+}
+
+static bool ids_have(char **ids, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ids[i], id) == 0)
+            return true;
+    return false;
+}
+
+static void ids_free(char **ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+}
+
+/* A string header of a message; NULL if absent, "<kind X>" if not a string. */
+static const char *tbl_get(const amqp_table_t *t, const char *key, char *buf, size_t buflen)
+{
+    for (int i = 0; i < t->num_entries; i++) {
+        const amqp_table_entry_t *e = &t->entries[i];
+        if (!bytes_eq(e->key, key))
+            continue;
+        if (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES) {
+            snprintf(buf, buflen, "%.*s", (int)e->value.value.bytes.len,
+                     (char *)e->value.value.bytes.bytes);
+        } else {
+            snprintf(buf, buflen, "<kind %c>", e->value.kind);
+        }
+        return buf;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* the bridge under test                                               */
+
+struct bridge {
+    pid_t pid;          /* 0 when not running */
+    int port;           /* its HTTP port */
+    char cfg[512];
+    char log[512];
+    long mark;          /* log offset at the start of the current test */
+};
+
+static struct bridge g_main;  /* shared by most tests, started once */
+static struct bridge g_aux;   /* a test's own instance (SIGTERM, blocked) */
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+        perror("free_port");
+        abort();
+    }
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0)
+        fail_msg("cannot write %s", path);
+}
+
+/* The test config: every route kind the tests need. */
+static void write_config(const char *path, int http_port, int workers)
+{
+    const char *level = getenv("IT_LOG_LEVEL");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        abort();
+    fprintf(f,
+            "; written by tests/integration/test_bridge.c\n"
+            "[http]\n"
+            "listen      = 127.0.0.1:%d\n"
+            "workers     = %d\n"
+            "max_body    = 64KiB\n"
+            "timeout     = 10s\n"
+            "pong_path   = /pong\n"
+            "\n"
+            "[amqp]\n"
+            "uri         = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
+            "heartbeat   = 5s\n"
+            "confirm     = yes\n"
+            "max_inflight = 1000\n"
+            "\n"
+            "[log]\n"
+            "level       = %s\n"
+            "\n"
+            "[route ingest]\n"
+            "path        = /ingest\n"
+            "mode        = publish\n"
+            "exchange    =\n"
+            "routing_key = it.ingest\n"
+            "queue       = it.ingest\n"
+            "persistent  = yes\n"
+            "\n"
+            "[route rooted]\n"
+            "path        = /rooted\n"
+            "mode        = publish\n"
+            "routing_key = it.rooted\n"
+            "queue       = it.rooted\n"
+            "root        = order\n"
+            "\n"
+            "[route schema]\n"
+            "path        = /schema\n"
+            "mode        = publish\n"
+            "routing_key = it.schema\n"
+            "queue       = it.schema\n"
+            "schema      = %s\n"
+            "\n"
+            "; the default exchange, a routing key naming no queue: unroutable\n"
+            "[route lost]\n"
+            "path        = /lost\n"
+            "mode        = publish\n"
+            "routing_key = it.nowhere\n"
+            "\n"
+            "; it.full is declared by the test with x-max-length=0, reject-publish\n"
+            "[route full]\n"
+            "path        = /full\n"
+            "mode        = publish\n"
+            "routing_key = it.full\n",
+            http_port, workers, g_broker_port, level ? level : "info", g_xsd);
+    fclose(f);
+    write_file(path, text);
+    free(text);
+}
+
+static void dump_log(const struct bridge *b, const char *title)
+{
+    if (!b->log[0])
+        return;
+    char *s = slurp(b->log, b->mark);
+    print_message("---- %s: %s (since this test began) ----\n%s---- end of %s ----\n", title,
+                  b->log, s, title);
+    free(s);
+}
+
+static bool bridge_alive(struct bridge *b, int *st)
+{
+    if (b->pid <= 0)
+        return false;
+    pid_t r = waitpid(b->pid, st, WNOHANG);
+    if (r == b->pid) {
+        b->pid = 0;
+        return false;
+    }
+    return true;
+}
+
+static const char *describe_status(int st, char *buf, size_t n)
+{
+    if (WIFEXITED(st))
+        snprintf(buf, n, "exit %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+        snprintf(buf, n, "killed by signal %d", WTERMSIG(st));
+    else
+        snprintf(buf, n, "status 0x%x", st);
+    return buf;
+}
+
+/* Start a bridge named NAME with WORKERS workers; wait for /healthz 200. */
+static void bridge_start(struct bridge *b, const char *name, int workers)
+{
+    snprintf(b->cfg, sizeof b->cfg, "%s/%s.ini", g_tmp, name);
+    snprintf(b->log, sizeof b->log, "%s/%s.log", g_tmp, name);
+    b->mark = file_size(b->log);
+    b->port = free_port();
+    write_config(b->cfg, b->port, workers);
+    char *argv[] = {(char *)g_bin, "-c", b->cfg, NULL};
+    b->pid = spawn(argv, b->log, NULL);
+
+    double end = now_ms() + 20000;
+    int last = 0;
+    while (now_ms() < end) {
+        int st;
+        if (!bridge_alive(b, &st)) {
+            char d[64];
+            dump_log(b, name);
+            fail_msg("bridge %s died at start-up: %s", name, describe_status(st, d, sizeof d));
+        }
+        struct resp r;
+        if (http_get(b->port, "/healthz", &r) == 0) {
+            last = r.status;
+            resp_free(&r);
+            if (last == 200)
+                return;
+        }
+        sleep_ms(50);
+    }
+    dump_log(b, name);
+    fail_msg("bridge %s: /healthz not 200 within 20 s (last %d)", name, last);
+}
+
+/* SIGTERM and wait; returns the raw wait status (-1: had to SIGKILL). */
+static int bridge_stop(struct bridge *b, int timeout_ms)
+{
+    if (b->pid <= 0)
+        return 0;
+    int st = 0;
+    kill(b->pid, SIGTERM);
+    if (!wait_exit(b->pid, timeout_ms, &st)) {
+        kill(b->pid, SIGKILL);
+        waitpid(b->pid, &st, 0);
+        st = -1;
+    }
+    b->pid = 0;
+    return st;
+}
+
+/* Poll /healthz until it answers WANT; false after MS. */
+static bool wait_health(int port, int want, int ms, int *last)
+{
+    double end = now_ms() + ms;
+    *last = 0;
+    do {
+        struct resp r;
+        if (http_get(port, "/healthz", &r) == 0) {
+            *last = r.status;
+            resp_free(&r);
+            if (*last == want)
+                return true;
+        }
+        sleep_ms(50);
+    } while (now_ms() < end);
+    return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* fixtures                                                            */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    g_bin = getenv("IT_BRIDGE_BIN");
+    g_broker_sh = getenv("IT_BROKER_SH");
+    g_node = getenv("IT_BROKER_NODE");
+    const char *port = getenv("IT_BROKER_PORT");
+    if (!g_bin || !g_broker_sh || !port || !getenv("BROKER_DIR")) {
+        fprintf(stderr, "run me through tests/integration/run.sh (IT_* variables missing)\n");
+        return -1;
+    }
+    g_broker_port = atoi(port);
+    if (access(g_bin, X_OK) != 0) {
+        fprintf(stderr, "%s: %s (build it with make)\n", g_bin, strerror(errno));
+        return -1;
+    }
+    snprintf(g_tmp, sizeof g_tmp, "%s/bridge-it-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(g_tmp)) {
+        perror("mkdtemp");
+        return -1;
+    }
+    printf("integration: bridge %s, broker %s on port %d, files in %s\n", g_bin,
+           g_node ? g_node : "?", g_broker_port, g_tmp);
+
+    snprintf(g_xsd, sizeof g_xsd, "%s/order.xsd", g_tmp);
+    write_file(g_xsd,
+               "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+               "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\">\n"
+               "  <xs:element name=\"order\">\n"
+               "    <xs:complexType>\n"
+               "      <xs:sequence>\n"
+               "        <xs:element name=\"id\" type=\"xs:positiveInteger\"/>\n"
+               "        <xs:element name=\"item\" type=\"xs:string\" minOccurs=\"0\"\n"
+               "                    maxOccurs=\"unbounded\"/>\n"
+               "      </xs:sequence>\n"
+               "    </xs:complexType>\n"
+               "  </xs:element>\n"
+               "</xs:schema>\n");
+
+    if (!mq_connect() || !mq_declare_once("it.full", true)) {
+        fprintf(stderr, "cannot reach the test broker on port %d\n", g_broker_port);
+        return -1;
+    }
+    bridge_start(&g_main, "main", 2);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    int st = bridge_stop(&g_main, 20000);
+    mq_disconnect();
+    if (st != 0) {
+        char d[64];
+        g_main.mark = 0;
+        dump_log(&g_main, "main");
+        fprintf(stderr, "main bridge did not stop cleanly: %s\n",
+                st == -1 ? "hung, killed" : describe_status(st, d, sizeof d));
+        return -1;
+    }
+    if (!getenv("IT_KEEP")) {
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", g_tmp);
+    }
+    return 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    g_ok = false;
+    int st;
+    if (g_main.pid > 0 && !bridge_alive(&g_main, &st)) {
+        char d[64];
+        print_message("main bridge had died (%s); its log:\n", describe_status(st, d, sizeof d));
+        dump_log(&g_main, "main");
+        bridge_start(&g_main, "main", 2);
+    }
+    g_main.mark = file_size(g_main.log);
+    memset(&g_aux, 0, sizeof g_aux);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (!g_ok) {
+        dump_log(&g_main, "main bridge log");
+        if (g_aux.log[0])
+            dump_log(&g_aux, "this test's bridge log");
+    }
+    if (g_aux.pid > 0) {
+        kill(g_aux.pid, SIGKILL);
+        waitpid(g_aux.pid, NULL, 0);
+        g_aux.pid = 0;
+    }
+    if (g_broker_frozen) {
+        kill(broker_pid(), SIGCONT);
+        g_broker_frozen = false;
+    }
+    if (g_watermark_low) {
+        if (broker_ctl("set_vm_memory_high_watermark", "0.4") == 0)
+            g_watermark_low = false;
+    }
+    if (g_broker_stopped) {
+        if (broker_cmd("start", NULL) == 0)
+            g_broker_stopped = false;
+        int last;
+        wait_health(g_main.port, 200, 30000, &last);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* -t and bad configs                                                  */
+
+static char *write_cfg_text(const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", g_tmp, name);
+    write_file(path, text);
+    return xstrdup(path);
+}
+
+/* A config that is fine except for what a test changes. */
+static char *valid_cfg(const char *http_extra, const char *route_extra)
+{
+    char *s = NULL;
+    if (asprintf(&s,
+                 "[http]\n"                                         /* 1 */
+                 "listen = 127.0.0.1:%d\n"                          /* 2 */
+                 "%s"                                               /* 3... */
+                 "[amqp]\n"
+                 "uri = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
+                 "[route ingest]\n"
+                 "path = /ingest\n"
+                 "mode = publish\n"
+                 "routing_key = it.ingest\n"
+                 "%s",
+                 free_port(), http_extra ? http_extra : "", g_broker_port,
+                 route_extra ? route_extra : "") < 0)
+        abort();
+    return s;
+}
+
+static void test_config_ok(void **state)
+{
+    (void)state;
+    char *path = write_cfg_text("ok.ini", valid_cfg(NULL, NULL));
+    char *argv[] = {(char *)g_bin, "-t", "-c", path, NULL};
+    char *out;
+    int st = run_capture(argv, NULL, &out);
+    if (st != 0)
+        fail_msg("-t on a good config: status 0x%x, output:\n%s", st, out);
+    assert_contains(out, "config ok");
+    free(out);
+
+    /* The shipped-style file with every key spelled out is fine too. */
+    argv[3] = g_main.cfg;
+    st = run_capture(argv, NULL, &out);
+    if (st != 0)
+        fail_msg("-t on %s: status 0x%x, output:\n%s", g_main.cfg, st, out);
+    assert_contains(out, "config ok");
+    free(out);
+    free(path);
+    PASS();
+}
+
+/* Expect exit 1 and an error naming NEEDLE1 (and NEEDLE2 if given). */
+static void expect_bad(const char *file, const char *text, bool check_only, char *const env[],
+                       const char *needle1, const char *needle2)
+{
+    char *path = write_cfg_text(file, text);
+    char *argv[] = {(char *)g_bin, "-c", path, check_only ? "-t" : NULL, NULL};
+    char *out;
+    int st = run_capture(argv, env, &out);
+    if (st == -1)
+        fail_msg("%s: the bridge did not exit within 20 s (it started with a bad config?)", file);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 1)
+        fail_msg("%s: status 0x%x, expected exit 1; output:\n%s", file, st, out);
+    char want[600];
+    snprintf(want, sizeof want, "%s", needle1);
+    if (strcmp(needle1, "@FILE") == 0)
+        snprintf(want, sizeof want, "%s", path);
+    else if (strncmp(needle1, "@FILE:", 6) == 0)
+        snprintf(want, sizeof want, "%s:%s", path, needle1 + 6);
+    assert_contains(out, want);
+    if (needle2)
+        assert_contains(out, needle2);
+    free(out);
+    free(path);
+}
+
+static void test_config_bad(void **state)
+{
+    (void)state;
+    char *t;
+
+    t = valid_cfg("bogus_key = 1\n", NULL); /* line 3 */
+    expect_bad("unknown.ini", t, true, NULL, "@FILE:3", "bogus_key");
+    free(t);
+
+    t = valid_cfg("max_body = lots\n", NULL);
+    expect_bad("badvalue.ini", t, true, NULL, "@FILE:3", "max_body");
+    free(t);
+
+    t = valid_cfg("workers = 1\nworkers = 2\n", NULL); /* duplicate on line 4 */
+    expect_bad("duplicate.ini", t, true, NULL, "@FILE:4", "workers");
+    free(t);
+
+    t = valid_cfg("timeout = 10 parsecs\n", NULL);
+    expect_bad("badduration.ini", t, true, NULL, "@FILE:3", "timeout");
+    free(t);
+
+    /* A route without its path. */
+    if (asprintf(&t,
+                 "[http]\nlisten = 127.0.0.1:%d\n[amqp]\nuri = amqp://127.0.0.1:%d/\n"
+                 "[route nopath]\nmode = publish\nrouting_key = x\n",
+                 free_port(), g_broker_port) < 0)
+        abort();
+    expect_bad("nopath.ini", t, true, NULL, "@FILE", "path");
+    free(t);
+
+    /* Not with -t either: start-up is refused, exit 1. */
+    t = valid_cfg("bogus_key = 1\n", NULL);
+    expect_bad("unknown-start.ini", t, false, NULL, "@FILE:3", "bogus_key");
+    free(t);
+
+    /* A bad environment override is named. */
+    t = valid_cfg(NULL, NULL);
+    char *env[] = {"BRIDGE_HTTP_MAX_BODY=lots", NULL};
+    expect_bad("envbad.ini", t, true, env, "BRIDGE_HTTP_MAX_BODY", NULL);
+    free(t);
+
+    /* A missing file. */
+    char *argv[] = {(char *)g_bin, "-t", "-c", "/nonexistent/bridge.ini", NULL};
+    char *out;
+    int st = run_capture(argv, NULL, &out);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 1)
+        fail_msg("missing config file: status 0x%x, expected exit 1; output:\n%s", st, out);
+    assert_contains(out, "/nonexistent/bridge.ini");
+    free(out);
+    PASS();
+}
+
+/* ------------------------------------------------------------------ */
+/* pong                                                                */
+
+static void check_pong(const struct resp *r, bool head)
+{
+    assert_int_equal(r->status, 200);
+    const char *ct = resp_header(r, "Content-Type");
+    if (!ct || strncmp(ct, "text/plain", 10) != 0)
+        fail_msg("pong Content-Type %s", ct ? ct : "(none)");
+    if (head) {
+        assert_int_equal(r->body_len, 0);
+    } else {
+        assert_int_equal(r->body_len, 5);
+        assert_memory_equal(r->body, "Pong!", 5);
+    }
+    assert_int_equal(resp_header_count(r, "X-Request-Id"), 1);
+}
+
+static void test_pong_keepalive(void **state)
+{
+    (void)state;
+    struct conn c;
+    assert_int_equal(conn_open(&c, g_main.port), 0);
+    for (int i = 0; i < 5; i++) {
+        struct resp r;
+        size_t len;
+        const char *m = (i == 2 || i == 3) ? "HEAD" : "GET";
+        char *raw = fmt_request(&len, m, "/pong", NULL, NULL, NULL, 0);
+        int rc = exchange(&c, raw, len, &r, strcmp(m, "HEAD") == 0);
+        free(raw);
+        if (rc != 0)
+            fail_msg("request %d (%s) on the keep-alive connection got no response", i, m);
+        check_pong(&r, strcmp(m, "HEAD") == 0);
+        const char *cn = resp_header(&r, "Connection");
+        if (cn && strcasecmp(cn, "close") == 0)
+            fail_msg("keep-alive pong answered with Connection: close");
+        resp_free(&r);
+    }
+    /* Nothing stray after a HEAD: the connection still works and is open. */
+    assert_int_equal(conn_wait_closed(&c, 100), 0);
+    conn_close(&c);
+
+    /* A query string does not change the path. */
+    struct resp r;
+    assert_int_equal(http_get(g_main.port, "/pong?x=1", &r), 0);
+    check_pong(&r, false);
+    resp_free(&r);
+    PASS();
+}
+
+static void test_pong_http10(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        struct conn c;
+        assert_int_equal(conn_open(&c, g_main.port), 0);
+        static const char req[] = "GET /pong HTTP/1.0\r\n\r\n";
+        struct resp r;
+        if (exchange(&c, req, sizeof req - 1, &r, false) != 0)
+            fail_msg("HTTP/1.0 pong: no response");
+        check_pong(&r, false);
+        resp_free(&r);
+        /* one request per connection: the server closes */
+        if (conn_wait_closed(&c, 2000) != 1)
+            fail_msg("HTTP/1.0 pong: connection not closed by the server");
+        conn_close(&c);
+    }
+    PASS();
+}
+
+/* ------------------------------------------------------------------ */
+/* publish                                                             */
+
+static void test_publish_mapping(void **state)
+{
+    (void)state;
+    /* Bytes that a careless copy would change: CRLF, tabs, trailing blanks,
+     * multi-byte UTF-8, CDATA, no final newline. */
+    static const char body[] =
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n"
+        "<order id=\"7\">\r\n"
+        "\t<name>Gr\xc3\xbc\xc3\x9f Gott \xe2\x82\xac \xf0\x9f\x90\x87</name>   \n"
+        "\t<note><![CDATA[a < b && c]]></note>\n"
+        "</order>";
+    mq_purge("it.ingest");
+    time_t t0 = time(NULL);
+    struct resp r;
+    int rc = http_post(g_main.port, "/ingest?a=1&b=xyz", "application/xml; charset=utf-8",
+                       "X-Request-Id: it-map-1\r\n"
+                       "X-Tenant-ID: Acme\r\n"
+                       "x-lower: v1\r\n"
+                       "X-Tag: a\r\n"
+                       "X-Tag: b\r\n"
+                       "X-Forwarded-For: 10.1.2.3\r\n"
+                       "Authorization: Basic c2VjcmV0\r\n"
+                       "User-Agent: test_bridge\r\n",
+                       body, &r);
+    time_t t1 = time(NULL);
+    assert_resp(rc, &r, 202);
+    assert_has_header(&r, "X-Request-Id");
+    assert_string_equal(resp_header(&r, "X-Request-Id"), "it-map-1");
+    assert_has_header(&r, "X-Message-Id");
+    assert_string_equal(resp_header(&r, "X-Message-Id"), "it-map-1");
+    resp_free(&r);
+
+    amqp_message_t m;
+    if (mq_get("it.ingest", &m) != 1)
+        fail_msg("202 given but queue it.ingest is empty");
+    amqp_basic_properties_t *p = &m.properties;
+    /* body, byte for byte */
+    assert_int_equal(m.body.len, sizeof body - 1);
+    assert_memory_equal(m.body.bytes, body, sizeof body - 1);
+    assert_true(p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG);
+    assert_true(bytes_eq(p->content_type, "application/xml; charset=utf-8"));
+    assert_true(p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG);
+    assert_int_equal(p->delivery_mode, 2);
+    assert_true(p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG);
+    assert_true(bytes_eq(p->message_id, "it-map-1"));
+    assert_true(p->_flags & AMQP_BASIC_TIMESTAMP_FLAG);
+    if ((time_t)p->timestamp < t0 || (time_t)p->timestamp > t1)
+        fail_msg("timestamp %llu not within [%lld, %lld]", (unsigned long long)p->timestamp,
+                 (long long)t0, (long long)t1);
+    assert_true(p->_flags & AMQP_BASIC_APP_ID_FLAG);
+    assert_true(bytes_eq(p->app_id, "ingest-bridge"));
+    assert_true(p->_flags & AMQP_BASIC_TYPE_FLAG);
+    assert_true(bytes_eq(p->type, "ingest"));
+    assert_false(p->_flags & AMQP_BASIC_REPLY_TO_FLAG);
+    assert_false(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG);
+    assert_false(p->_flags & AMQP_BASIC_EXPIRATION_FLAG);
+
+    assert_true(p->_flags & AMQP_BASIC_HEADERS_FLAG);
+    const amqp_table_t *h = &p->headers;
+    char buf[256];
+    const char *v;
+#define HDR_IS(key, want)                                                                 \
+    do {                                                                                  \
+        v = tbl_get(h, (key), buf, sizeof buf);                                           \
+        if (!v || strcmp(v, (want)) != 0)                                                 \
+            fail_msg("message header %s = \"%s\", expected \"%s\"", (key),                \
+                     v ? v : "(absent)", (want));                                         \
+    } while (0)
+    HDR_IS("x-http-path", "/ingest");
+    HDR_IS("x-http-query", "a=1&b=xyz");
+    HDR_IS("x-forwarded-for", "10.1.2.3, 127.0.0.1");
+    HDR_IS("x-tenant-id", "Acme");
+    HDR_IS("x-lower", "v1");
+    HDR_IS("x-tag", "a, b");
+#undef HDR_IS
+    /* ...and nothing else: not the request id, not other request headers. */
+    for (int i = 0; i < h->num_entries; i++) {
+        amqp_bytes_t k = h->entries[i].key;
+        static const char *const allowed[] = {"x-http-path", "x-http-query", "x-forwarded-for",
+                                              "x-tenant-id", "x-lower",      "x-tag"};
+        bool ok = false;
+        for (size_t j = 0; j < sizeof allowed / sizeof *allowed; j++)
+            ok = ok || bytes_eq(k, allowed[j]);
+        if (!ok)
+            fail_msg("unexpected message header \"%.*s\"", (int)k.len, (char *)k.bytes);
+    }
+    assert_int_equal(h->num_entries, 6);
+    amqp_destroy_message(&m);
+
+    /* exactly one message */
+    assert_int_equal(mq_get("it.ingest", &m), 0);
+    PASS();
+}
+
+static void test_publish_generated_id(void **state)
+{
+    (void)state;
+    mq_purge("it.ingest");
+    char id[2][64];
+    for (int i = 0; i < 2; i++) {
+        struct resp r;
+        int rc = http_post(g_main.port, "/ingest", XML, NULL, DOC, &r);
+        assert_resp(rc, &r, 202);
+        const char *rid = resp_header(&r, "X-Request-Id");
+        const char *mid = resp_header(&r, "X-Message-Id");
+        if (!rid || !mid)
+            fail_msg("202 without X-Request-Id or X-Message-Id");
+        if (strlen(rid) < 8 || strlen(rid) >= sizeof id[i])
+            fail_msg("generated request id \"%s\" is odd", rid);
+        assert_string_equal(rid, mid);
+        snprintf(id[i], sizeof id[i], "%s", rid);
+        resp_free(&r);
+
+        amqp_message_t m;
+        if (mq_get("it.ingest", &m) != 1)
+            fail_msg("202 given but queue it.ingest is empty");
+        if (!bytes_eq(m.properties.message_id, id[i]))
+            fail_msg("message_id %.*s, X-Request-Id %s", (int)m.properties.message_id.len,
+                     (char *)m.properties.message_id.bytes, id[i]);
+        char buf[64];
+        /* no query: no x-http-query; the client address alone */
+        assert_null(tbl_get(&m.properties.headers, "x-http-query", buf, sizeof buf));
+        const char *xff = tbl_get(&m.properties.headers, "x-forwarded-for", buf, sizeof buf);
+        assert_non_null(xff);
+        assert_string_equal(xff, "127.0.0.1");
+        amqp_destroy_message(&m);
+        sleep_ms(3);
+    }
+    /* unique and time-ordered */
+    if (strcmp(id[0], id[1]) >= 0)
+        fail_msg("generated ids not increasing: %s then %s", id[0], id[1]);
+
+    /* An unacceptable client id (too long) is replaced by a generated one. */
+    char longid[200];
+    memset(longid, 'a', 129);
+    longid[129] = '\0';
+    char *extra;
+    if (asprintf(&extra, "X-Request-Id: %s\r\n", longid) < 0)
+        abort();
+    struct resp r;
+    int rc = http_post(g_main.port, "/ingest", XML, extra, DOC, &r);
+    free(extra);
+    assert_resp(rc, &r, 202);
+    assert_has_header(&r, "X-Request-Id");
+    if (strcmp(resp_header(&r, "X-Request-Id"), longid) == 0)
+        fail_msg("a 129-character X-Request-Id was taken as is");
+    resp_free(&r);
+    mq_purge("it.ingest");
+    PASS();
+}
+
+static void test_publish_content_types(void **state)
+{
+    (void)state;
+    static const char *const ok[] = {"application/xml", "text/xml",
+                                     "text/xml; charset=utf-8", "application/atom+xml",
+                                     "Application/XML"};
+    mq_purge("it.ingest");
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        struct resp r;
+        int rc = http_post(g_main.port, "/ingest", ok[i], NULL, DOC, &r);
+        if (rc != 0 || r.status != 202)
+            fail_msg("Content-Type %s: status %d (expected 202): %s", ok[i], r.status,
+                     r.body ? r.body : "");
+        resp_free(&r);
+        amqp_message_t m;
+        if (mq_get("it.ingest", &m) != 1)
+            fail_msg("Content-Type %s: 202 but no message", ok[i]);
+        if (!bytes_eq(m.properties.content_type, ok[i]))
+            fail_msg("content_type %.*s, sent %s", (int)m.properties.content_type.len,
+                     (char *)m.properties.content_type.bytes, ok[i]);
+        amqp_destroy_message(&m);
+    }
+    PASS();
+}
+
+/* Many requests on one keep-alive connection, and a chunked body. */
+static void test_publish_keepalive_chunked(void **state)
+{
+    (void)state;
+    mq_purge("it.ingest");
+    struct conn c;
+    assert_int_equal(conn_open(&c, g_main.port), 0);
+    for (int i = 0; i < 20; i++) {
+        char extra[64], body[128];
+        snprintf(extra, sizeof extra, "X-Request-Id: ka-%d\r\n", i);
+        snprintf(body, sizeof body, "<n>%d</n>", i);
+        size_t len;
+        char *raw = fmt_request(&len, "POST", "/ingest", XML, extra, body, strlen(body));
+        struct resp r;
+        int rc = exchange(&c, raw, len, &r, false);
+        free(raw);
+        assert_resp(rc, &r, 202);
+        assert_has_header(&r, "X-Request-Id");
+        char id[32];
+        snprintf(id, sizeof id, "ka-%d", i);
+        assert_string_equal(resp_header(&r, "X-Request-Id"), id);
+        resp_free(&r);
+    }
+    conn_close(&c);
+    for (int i = 0; i < 20; i++) {
+        amqp_message_t m;
+        if (mq_get("it.ingest", &m) != 1)
+            fail_msg("message %d of 20 missing", i);
+        char id[32], body[64];
+        snprintf(id, sizeof id, "ka-%d", i);
+        snprintf(body, sizeof body, "<n>%d</n>", i);
+        assert_true(bytes_eq(m.properties.message_id, id));
+        assert_int_equal(m.body.len, strlen(body));
+        assert_memory_equal(m.body.bytes, body, strlen(body));
+        amqp_destroy_message(&m);
+    }
+
+    /* chunked: three chunks make one body */
+    static const char chunked[] = "POST /ingest HTTP/1.1\r\nHost: x\r\n"
+                                  "Content-Type: application/xml\r\n"
+                                  "Transfer-Encoding: chunked\r\n"
+                                  "X-Request-Id: chunked-1\r\n\r\n"
+                                  "3\r\n<a>\r\n"
+                                  "5\r\nhello\r\n"
+                                  "4\r\n</a>\r\n"
+                                  "0\r\n\r\n";
+    assert_int_equal(conn_open(&c, g_main.port), 0);
+    struct resp r;
+    int rc = exchange(&c, chunked, sizeof chunked - 1, &r, false);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+    conn_close(&c);
+    amqp_message_t m;
+    if (mq_get("it.ingest", &m) != 1)
+        fail_msg("chunked POST: 202 but no message");
+    assert_int_equal(m.body.len, 12);
+    assert_memory_equal(m.body.bytes, "<a>hello</a>", 12);
+    amqp_destroy_message(&m);
+    PASS();
+}
+
+/* ------------------------------------------------------------------ */
+/* refused bodies                                                      */
+
+/* Expect STATUS, text/plain, a body naming line LINE and a column, and no
+ * message in Q. */
+static void expect_xml_refused(const char *path, const char *body, int status, int line,
+                               const char *q)
+{
+    struct resp r;
+    int rc = http_post(g_main.port, path, XML, NULL, body, &r);
+    assert_resp(rc, &r, status);
+    const char *ct = resp_header(&r, "Content-Type");
+    if (!ct || strncmp(ct, "text/plain", 10) != 0)
+        fail_msg("%d with Content-Type %s, expected text/plain", status, ct ? ct : "(none)");
+    assert_has_header(&r, "X-Request-Id");
+    if (line > 0) {
+        char want[32];
+        snprintf(want, sizeof want, "line %d", line);
+        assert_contains(r.body, want);
+    }
+    assert_contains(r.body, "column");
+    resp_free(&r);
+    amqp_message_t m;
+    if (mq_get(q, &m) == 1) {
+        amqp_destroy_message(&m);
+        fail_msg("a refused body (%d) reached queue %s", status, q);
+    }
+}
+
+static void test_400_malformed(void **state)
+{
+    (void)state;
+    mq_purge("it.ingest");
+    expect_xml_refused("/ingest", "<?xml version=\"1.0\"?>\n<order>\n  <id>1</idx>\n</order>\n",
+                       400, 3, "it.ingest");
+    expect_xml_refused("/ingest", "<a><b></a>", 400, 1, "it.ingest");
+    expect_xml_refused("/ingest", "not xml at all", 400, 1, "it.ingest");
+    expect_xml_refused("/ingest", "<a>\n\n<b>unclosed", 400, 0, "it.ingest");
+    /* invalid UTF-8 in a document that says UTF-8 */
+    expect_xml_refused("/ingest", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<a>\xff\xfe</a>",
+                       400, 2, "it.ingest");
+    PASS();
+}
+
+static void test_400_doctype(void **state)
+{
+    (void)state;
+    mq_purge("it.ingest");
+    expect_xml_refused("/ingest", "<!DOCTYPE order>\n<order/>", 400, 1, "it.ingest");
+    /* XXE and billion laughs never get as far as expanding anything */
+    expect_xml_refused("/ingest",
+                       "<?xml version=\"1.0\"?>\n"
+                       "<!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>\n<r>&x;</r>",
+                       400, 0, "it.ingest");
+    expect_xml_refused("/ingest",
+                       "<!DOCTYPE l [<!ENTITY a \"aaaaaaaaaa\">"
+                       "<!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\">"
+                       "<!ENTITY c \"&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;\">]><l>&c;</l>",
+                       400, 0, "it.ingest");
+    PASS();
+}
+
+static void test_422_root(void **state)
+{
+    (void)state;
+    mq_purge("it.rooted");
+    expect_xml_refused("/rooted", "<?xml version=\"1.0\"?>\n<invoice><id>1</id></invoice>", 422,
+                       2, "it.rooted");
+    /* the right root passes */
+    struct resp r;
+    int rc = http_post(g_main.port, "/rooted", XML, NULL, "<order><x/></order>", &r);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+    amqp_message_t m;
+    assert_int_equal(mq_get("it.rooted", &m), 1);
+    assert_true(bytes_eq(m.properties.type, "rooted"));
+    amqp_destroy_message(&m);
+    PASS();
+}
+
+static void test_422_schema(void **state)
+{
+    (void)state;
+    mq_purge("it.schema");
+    expect_xml_refused("/schema", "<order>\n  <id>abc</id>\n</order>\n", 422, 2, "it.schema");
+    expect_xml_refused("/schema", "<order>\n  <item>x</item>\n</order>\n", 422, 0, "it.schema");
+    expect_xml_refused("/schema", "<other/>", 422, 1, "it.schema");
+    /* malformed is still 400 on a schema route */
+    expect_xml_refused("/schema", "<order><id>1</id>", 400, 0, "it.schema");
+    struct resp r;
+    int rc = http_post(g_main.port, "/schema", XML, NULL,
+                       "<order>\n  <id>42</id>\n  <item>x</item>\n</order>\n", &r);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+    amqp_message_t m;
+    assert_int_equal(mq_get("it.schema", &m), 1);
+    amqp_destroy_message(&m);
+    PASS();
+}
+
+/* Ambiguous framing: 400, then the connection is closed, and whatever
+ * followed is never taken as a second request. */
+static void expect_framing_400(const char *what, const char *raw)
+{
+    struct conn c;
+    assert_int_equal(conn_open(&c, g_main.port), 0);
+    struct resp r;
+    int rc = exchange(&c, raw, strlen(raw), &r, false);
+    if (rc != 0)
+        fail_msg("%s: no response (expected 400)", what);
+    if (r.status != 400)
+        fail_msg("%s: status %d, expected 400; body: %s", what, r.status, r.body);
+    resp_free(&r);
+    int closed = conn_wait_closed(&c, 2000);
+    if (closed == 2)
+        fail_msg("%s: after the 400 the server sent more: %.200s", what, c.buf);
+    if (closed != 1)
+        fail_msg("%s: connection still open 2 s after the 400", what);
+    conn_close(&c);
+}
+
+static void test_400_framing(void **state)
+{
+    (void)state;
+    mq_purge("it.ingest");
+    expect_framing_400("two Content-Lengths, same value",
+                       "POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
+                       "Content-Length: 4\r\nContent-Length: 4\r\n\r\n<a/>");
+    expect_framing_400("two Content-Lengths, smuggled request",
+                       "POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
+                       "Content-Length: 4\r\nContent-Length: 40\r\n\r\n<a/>"
+                       "GET /pong HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect_framing_400("Content-Length with Transfer-Encoding",
+                       "POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
+                       "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "4\r\n<a/>\r\n0\r\n\r\n");
+    expect_framing_400("Transfer-Encoding: gzip",
+                       "POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
+                       "Transfer-Encoding: gzip\r\n\r\n"
+                       "4\r\n<a/>\r\n0\r\n\r\n");
+    expect_framing_400("Transfer-Encoding: gzip, chunked",
+                       "POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
+                       "Transfer-Encoding: gzip, chunked\r\n\r\n"
+                       "4\r\n<a/>\r\n0\r\n\r\n");
+    amqp_message_t m;
+    if (mq_get("it.ingest", &m) == 1) {
+        amqp_destroy_message(&m);
+        fail_msg("a request with ambiguous framing was published");
+    }
+    PASS();
+}
+
+static void test_415(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"text/plain", "application/json",
+                                      "application/x-www-form-urlencoded", NULL};
+    mq_purge("it.ingest");
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        struct resp r;
+        int rc = http_post(g_main.port, "/ingest", bad[i], NULL, DOC, &r);
+        if (rc != 0 || r.status != 415)
+            fail_msg("Content-Type %s: status %d, expected 415", bad[i] ? bad[i] : "(none)",
+                     r.status);
+        assert_has_header(&r, "X-Request-Id");
+        resp_free(&r);
+    }
+    amqp_message_t m;
+    assert_int_equal(mq_get("it.ingest", &m), 0);
+    PASS();
+}
+
+static void test_413(void **state)
+{
+    (void)state;
+    /* By Content-Length alone: answered without waiting for the body. */
+    struct conn c;
+    assert_int_equal(conn_open(&c, g_main.port), 0);
+    static const char head[] = "POST /ingest HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Type: application/xml\r\n"
+                               "Content-Length: 10000000\r\n\r\n<a>";
+    struct resp r;
+    int rc = exchange(&c, head, sizeof head - 1, &r, false);
+    assert_resp(rc, &r, 413);
+    if (r.ms > 2000)
+        fail_msg("413 took %.0f ms: the body was waited for", r.ms);
+    resp_free(&r);
+    conn_close(&c);
+
+    /* The limit is max_body = 64KiB: 65536 bytes pass, 65537 do not. */
+    mq_purge("it.ingest");
+    for (size_t n = 65536; n <= 65537; n++) {
+        char *body = xmalloc(n + 1);
+        memset(body, 'x', n);
+        memcpy(body, "<a>", 3);
+        memcpy(body + n - 4, "</a>", 4);
+        body[n] = '\0';
+        rc = http_post(g_main.port, "/ingest", XML, NULL, body, &r);
+        free(body);
+        int want = n == 65536 ? 202 : 413;
+        if (rc != 0 || r.status != want)
+            fail_msg("body of %zu bytes: status %d, expected %d", n, r.status, want);
+        resp_free(&r);
+    }
+    amqp_message_t m;
+    assert_int_equal(mq_get("it.ingest", &m), 1);
+    assert_int_equal(m.body.len, 65536);
+    amqp_destroy_message(&m);
+    assert_int_equal(mq_get("it.ingest", &m), 0);
+    PASS();
+}
+
+static void test_404_405(void **state)
+{
+    (void)state;
+    struct resp r;
+    int rc = http_post(g_main.port, "/nope", XML, NULL, DOC, &r);
+    assert_resp(rc, &r, 404);
+    assert_has_header(&r, "X-Request-Id");
+    resp_free(&r);
+    rc = http_get(g_main.port, "/ingest/more", &r);
+    assert_resp(rc, &r, 404);
+    resp_free(&r);
+    rc = http_get(g_main.port, "/", &r);
+    assert_resp(rc, &r, 404);
+    resp_free(&r);
+
+    static const char *const methods[] = {"GET", "PUT", "DELETE", "PATCH", "HEAD"};
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+        bool body = strcmp(methods[i], "GET") != 0 && strcmp(methods[i], "HEAD") != 0;
+        rc = http_req(g_main.port, methods[i], "/ingest", body ? XML : NULL, NULL,
+                      body ? DOC : NULL, body ? strlen(DOC) : 0, &r);
+        if (rc != 0 || r.status != 405)
+            fail_msg("%s /ingest: status %d, expected 405", methods[i], r.status);
+        const char *allow = resp_header(&r, "Allow");
+        if (!allow || strcmp(allow, "POST") != 0)
+            fail_msg("%s /ingest: Allow: %s, expected POST", methods[i], allow ? allow : "(none)");
+        resp_free(&r);
+    }
+    PASS();
+}
+
+/* ------------------------------------------------------------------ */
+/* broker outcomes                                                     */
+
+static void test_502_unroutable(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        struct resp r;
+        double t0 = now_ms();
+        int rc = http_post(g_main.port, "/lost", XML, NULL, DOC, &r);
+        assert_resp(rc, &r, 502);
+        assert_has_header(&r, "X-Request-Id");
+        if (now_ms() - t0 > 2000)
+            fail_msg("502 took %.0f ms", now_ms() - t0);
+        resp_free(&r);
+    }
+    /* a routable publish right after is still 202 (the return matched the
+     * right request) */
+    mq_purge("it.ingest");
+    struct resp r;
+    int rc = http_post(g_main.port, "/ingest", XML, NULL, DOC, &r);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+    PASS();
+}
+
+static void test_503_nack(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        struct resp r;
+        int rc = http_post(g_main.port, "/full", XML, NULL, DOC, &r);
+        assert_resp(rc, &r, 503);
+        assert_has_header(&r, "X-Request-Id");
+        resp_free(&r);
+    }
+    amqp_message_t m;
+    assert_int_equal(mq_get("it.full", &m), 0);
+    PASS();
+}
+
+static void test_healthz(void **state)
+{
+    (void)state;
+    struct resp r;
+    int rc = http_get(g_main.port, "/healthz", &r);
+    assert_resp(rc, &r, 200);
+    assert_has_header(&r, "X-Request-Id");
+    resp_free(&r);
+    PASS();
+}
+
+/* Mixed results on concurrent connections are matched to the right
+ * requests: 202 / 502 / 503 interleaved. */
+struct mix_arg {
+    int port;
+    int n;
+    int bad;            /* wrong answers seen */
+    char first_bad[160];
+};
+
+static void *mix_thread(void *p)
+{
+    struct mix_arg *a = p;
+    static const char *const path[] = {"/ingest", "/lost", "/full"};
+    static const int want[] = {202, 502, 503};
+    for (int i = 0; i < a->n; i++) {
+        int k = i % 3;
+        struct resp r;
+        int rc = http_post(a->port, path[k], XML, NULL, DOC, &r);
+        if (rc != 0 || r.status != want[k]) {
+            if (!a->bad++)
+                snprintf(a->first_bad, sizeof a->first_bad, "%s: %d (expected %d)", path[k],
+                         rc != 0 ? -1 : r.status, want[k]);
+        }
+        resp_free(&r);
+    }
+    return NULL;
+}
+
+static void test_results_matched_concurrently(void **state)
+{
+    (void)state;
+    mq_purge("it.ingest");
+    enum { T = 6 };
+    pthread_t th[T];
+    struct mix_arg a[T];
+    for (int i = 0; i < T; i++) {
+        a[i] = (struct mix_arg){.port = g_main.port, .n = 30};
+        pthread_create(&th[i], NULL, mix_thread, &a[i]);
+    }
+    int bad = 0;
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        if (a[i].bad)
+            print_message("thread %d: %d wrong, first: %s\n", i, a[i].bad, a[i].first_bad);
+        bad += a[i].bad;
+    }
+    assert_int_equal(bad, 0);
+    mq_purge("it.ingest");
+    PASS();
+}
+
+/* ------------------------------------------------------------------ */
+/* clients that leave                                                  */
+
+static void post_and_leave(int port, bool rst, const char *id)
+{
+    struct conn c;
+    if (conn_open(&c, port) != 0)
+        fail_msg("connect to the bridge failed");
+    char extra[128];
+    snprintf(extra, sizeof extra, "X-Request-Id: %s\r\n", id);
+    size_t len;
+    char *raw = fmt_request(&len, "POST", "/ingest", XML, extra, DOC, strlen(DOC));
+    conn_send(&c, raw, len);
+    free(raw);
+    if (rst)
+        conn_abort(&c);
+    else
+        conn_close(&c);
+}
+
+static void expect_serving(struct bridge *b)
+{
+    int st;
+    if (!bridge_alive(b, &st)) {
+        char d[64];
+        fail_msg("the bridge died: %s", describe_status(st, d, sizeof d));
+    }
+    struct resp r;
+    int rc = http_get(b->port, "/pong", &r);
+    assert_resp(rc, &r, 200);
+    resp_free(&r);
+    rc = http_post(b->port, "/ingest", XML, "X-Request-Id: still-serving\r\n", DOC, &r);
+    assert_resp(rc, &r, 202);
+    assert_string_equal(resp_header(&r, "X-Request-Id"), "still-serving");
+    resp_free(&r);
+}
+
+static void test_client_gone(void **state)
+{
+    (void)state;
+    mq_purge("it.ingest");
+    /* Leave at once, with FIN and with RST. */
+    for (int i = 0; i < 20; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "gone-fast-%d", i);
+        post_and_leave(g_main.port, i % 2, id);
+    }
+    sleep_ms(200);
+    expect_serving(&g_main);
+
+    /* Leave while the publish waits for its confirm: freeze the broker so
+     * that the confirm cannot come, hang up, thaw it, and the late ack must
+     * be dropped, not given to another request. */
+    pid_t bp = broker_pid();
+    if (bp <= 1)
+        fail_msg("no broker pid file under BROKER_DIR");
+    assert_int_equal(kill(bp, SIGSTOP), 0);
+    g_broker_frozen = true;
+    struct conn c[10];
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(conn_open(&c[i], g_main.port), 0);
+        char extra[64];
+        snprintf(extra, sizeof extra, "X-Request-Id: gone-wait-%d\r\n", i);
+        size_t len;
+        char *raw = fmt_request(&len, "POST", "/ingest", XML, extra, DOC, strlen(DOC));
+        assert_int_equal(conn_send(&c[i], raw, len), 0);
+        free(raw);
+    }
+    sleep_ms(300);
+    /* pong never touches the broker, frozen or not */
+    struct resp r;
+    int rc = http_get(g_main.port, "/pong", &r);
+    assert_resp(rc, &r, 200);
+    if (r.ms > 1000)
+        fail_msg("pong took %.0f ms with the broker frozen", r.ms);
+    resp_free(&r);
+    for (int i = 0; i < 10; i++) {
+        if (i % 2)
+            conn_abort(&c[i]);
+        else
+            conn_close(&c[i]);
+    }
+    sleep_ms(300);
+    assert_int_equal(kill(bp, SIGCONT), 0);
+    g_broker_frozen = false;
+    sleep_ms(300);
+    expect_serving(&g_main);
+    mq_purge("it.ingest");
+    PASS();
+}
+
+/* ------------------------------------------------------------------ */
+/* memory alarm: connection.blocked                                    */
+
+static void test_blocked(void **state)
+{
+    (void)state;
+    /* One worker, so that its one connection is the one that gets blocked. */
+    bridge_start(&g_aux, "blocked", 1);
+    mq_purge("it.ingest");
+    struct resp r;
+    int rc = http_post(g_aux.port, "/ingest", XML, NULL, DOC, &r);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+
+    assert_int_equal(broker_ctl("set_vm_memory_high_watermark", "0"), 0);
+    g_watermark_low = true;
+
+    /* The broker says connection.blocked on the next publish. Every answer
+     * comes within 1 s; once one is 503 the rest are too. */
+    int n503 = 0, n = 0;
+    double end = now_ms() + 10000;
+    while (n503 < 5 && now_ms() < end) {
+        rc = http_post(g_aux.port, "/ingest", XML, NULL, DOC, &r);
+        n++;
+        if (rc != 0)
+            fail_msg("publish %d under the memory alarm: no answer", n);
+        if (r.ms > 1000)
+            fail_msg("publish %d under the memory alarm answered after %.0f ms", n, r.ms);
+        if (r.status == 503) {
+            assert_has_header(&r, "Retry-After");
+            n503++;
+        } else if (n503 > 0) {
+            fail_msg("publish %d: %d after a 503 while blocked", n, r.status);
+        } else if (r.status != 202) {
+            fail_msg("publish %d under the memory alarm: %d", n, r.status);
+        }
+        resp_free(&r);
+    }
+    if (n503 < 5)
+        fail_msg("no 503 within 10 s of the memory alarm (%d publishes)", n);
+
+    rc = http_get(g_aux.port, "/pong", &r);
+    assert_resp(rc, &r, 200);
+    resp_free(&r);
+
+    assert_int_equal(broker_ctl("set_vm_memory_high_watermark", "0.4"), 0);
+    g_watermark_low = false;
+    end = now_ms() + 10000;
+    int last = 0;
+    do {
+        rc = http_post(g_aux.port, "/ingest", XML, NULL, DOC, &r);
+        last = rc == 0 ? r.status : -1;
+        resp_free(&r);
+        if (last == 202)
+            break;
+        sleep_ms(100);
+    } while (now_ms() < end);
+    if (last != 202)
+        fail_msg("publishes not 202 within 10 s of lifting the alarm (last %d)", last);
+
+    int st = bridge_stop(&g_aux, 20000);
+    if (st != 0) {
+        char d[64];
+        fail_msg("bridge did not exit 0 on SIGTERM: %s",
+                 st == -1 ? "hung" : describe_status(st, d, sizeof d));
+    }
+    mq_purge("it.ingest");
+    PASS();
+}
+
+/* ------------------------------------------------------------------ */
+/* SIGTERM with requests in flight                                     */
+
+static void test_sigterm_inflight(void **state)
+{
+    (void)state;
+    enum { N = 50 };
+    bridge_start(&g_aux, "sigterm", 2);
+    mq_purge("it.ingest");
+
+    /* 50 keep-alive connections, each proven accepted and served by a pong
+     * first, then a POST on each, then SIGTERM while they are in flight. */
+    static struct conn c[N];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(conn_open(&c[i], g_aux.port), 0);
+        conn_set_timeout(&c[i], 20000);
+        size_t len;
+        char *raw = fmt_request(&len, "GET", "/pong", NULL, NULL, NULL, 0);
+        struct resp r;
+        int rc = exchange(&c[i], raw, len, &r, false);
+        free(raw);
+        assert_resp(rc, &r, 200);
+        resp_free(&r);
+    }
+    char *reqs[N];
+    size_t lens[N];
+    for (int i = 0; i < N; i++) {
+        char extra[64];
+        snprintf(extra, sizeof extra, "X-Request-Id: term-%d-%d\r\n", (int)getpid(), i);
+        reqs[i] = fmt_request(&lens[i], "POST", "/ingest", XML, extra, DOC, strlen(DOC));
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(conn_send(&c[i], reqs[i], lens[i]), 0);
+    sleep_ms(1);
+    kill(g_aux.pid, SIGTERM);
+
+    int n202 = 0, n503 = 0;
+    bool got202[N] = {false};
+    for (int i = 0; i < N; i++) {
+        struct resp r;
+        if (conn_read_resp(&c[i], &r, false) != 0)
+            fail_msg("request %d of %d got no answer after SIGTERM (%d x 202, %d x 503 before)",
+                     i, N, n202, n503);
+        if (r.status == 202) {
+            n202++;
+            got202[i] = true;
+        } else if (r.status == 503) {
+            n503++;
+        } else {
+            fail_msg("request %d after SIGTERM: status %d", i, r.status);
+        }
+        char id[64];
+        snprintf(id, sizeof id, "term-%d-%d", (int)getpid(), i);
+        const char *rid = resp_header(&r, "X-Request-Id");
+        if (!rid || strcmp(rid, id) != 0)
+            fail_msg("answer on connection %d carries id %s, sent %s", i, rid ? rid : "-", id);
+        resp_free(&r);
+        conn_close(&c[i]);
+        free(reqs[i]);
+    }
+    print_message("SIGTERM with %d in flight: %d x 202, %d x 503\n", N, n202, n503);
+
+    int st;
+    if (!wait_exit(g_aux.pid, 20000, &st))
+        fail_msg("bridge still running 20 s after SIGTERM");
+    g_aux.pid = 0;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        char d[64];
+        fail_msg("bridge after SIGTERM: %s, expected exit 0", describe_status(st, d, sizeof d));
+    }
+
+    size_t nids;
+    char **ids = mq_drain_ids("it.ingest", &nids);
+    for (int i = 0; i < N; i++) {
+        if (!got202[i])
+            continue;
+        char id[64];
+        snprintf(id, sizeof id, "term-%d-%d", (int)getpid(), i);
+        if (!ids_have(ids, nids, id))
+            fail_msg("request %s got 202 but is not in the queue", id);
+    }
+    ids_free(ids, nids);
+    PASS();
+}
+
+/* ------------------------------------------------------------------ */
+/* the broker goes away and comes back                                 */
+
+struct poster {
+    int port;
+    volatile bool stop;
+    int n, n202, n503, nother, nnoanswer;
+    char (*ids202)[48];
+    int cap;
+    double slowest_ms;
+};
+
+static void *poster_thread(void *p)
+{
+    struct poster *a = p;
+    while (!a->stop && a->n < a->cap) {
+        char extra[96];
+        char id[48];
+        snprintf(id, sizeof id, "down-%d-%d", (int)getpid(), a->n);
+        snprintf(extra, sizeof extra, "X-Request-Id: %s\r\n", id);
+        struct resp r;
+        int rc = http_post(a->port, "/ingest", XML, extra, DOC, &r);
+        a->n++;
+        if (rc != 0) {
+            a->nnoanswer++;
+        } else {
+            if (r.ms > a->slowest_ms)
+                a->slowest_ms = r.ms;
+            if (r.status == 202)
+                memcpy(a->ids202[a->n202++], id, sizeof id);
+            else if (r.status == 503)
+                a->n503++;
+            else
+                a->nother++;
+        }
+        resp_free(&r);
+        sleep_ms(20);
+    }
+    return NULL;
+}
+
+static void test_broker_down_and_back(void **state)
+{
+    (void)state;
+    mq_purge("it.ingest");
+    struct poster ps = {.port = g_main.port, .cap = 4000};
+    ps.ids202 = calloc((size_t)ps.cap, sizeof *ps.ids202);
+    pthread_t th;
+    pthread_create(&th, NULL, poster_thread, &ps);
+    sleep_ms(300);
+
+    g_broker_stopped = true;
+    if (broker_cmd("stop", NULL) != 0)
+        fail_msg("tests/broker.sh stop failed");
+    mq_disconnect();
+
+    /* pong is untouched, publish is 503 + Retry-After at once */
+    struct resp r;
+    int rc = http_get(g_main.port, "/pong", &r);
+    assert_resp(rc, &r, 200);
+    resp_free(&r);
+    rc = http_post(g_main.port, "/ingest", XML, NULL, DOC, &r);
+    assert_resp(rc, &r, 503);
+    assert_has_header(&r, "Retry-After");
+    if (r.ms > 1000)
+        fail_msg("503 with the broker down took %.0f ms", r.ms);
+    resp_free(&r);
+    int last;
+    if (!wait_health(g_main.port, 503, 1000, &last))
+        fail_msg("/healthz %d within 1 s of the broker stopping, expected 503", last);
+    rc = http_get(g_main.port, "/healthz", &r);
+    assert_resp(rc, &r, 503);
+    if (r.body_len == 0)
+        fail_msg("/healthz 503 without a reason");
+    resp_free(&r);
+
+    /* back again */
+    if (broker_cmd("start", NULL) != 0)
+        fail_msg("tests/broker.sh start failed");
+    g_broker_stopped = false;
+    double t0 = now_ms();
+    if (!wait_health(g_main.port, 200, 15000, &last))
+        fail_msg("/healthz %d 15 s after the broker came back, expected 200", last);
+    print_message("bridge reconnected %.1f s after the broker was up again\n",
+                  (now_ms() - t0) / 1000);
+    rc = http_post(g_main.port, "/ingest", XML, NULL, DOC, &r);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+
+    sleep_ms(300);
+    ps.stop = true;
+    pthread_join(th, NULL);
+    print_message("during the outage: %d posts, %d x 202, %d x 503, %d other, %d unanswered, "
+                  "slowest %.0f ms\n",
+                  ps.n, ps.n202, ps.n503, ps.nother, ps.nnoanswer, ps.slowest_ms);
+    assert_int_equal(ps.nother, 0);
+    assert_int_equal(ps.nnoanswer, 0);
+
+    /* At-least-once: every 202 is in the (durable) queue after the restart. */
+    size_t nids;
+    char **ids = mq_drain_ids("it.ingest", &nids);
+    int missing = 0;
+    for (int i = 0; i < ps.n202; i++) {
+        if (!ids_have(ids, nids, ps.ids202[i])) {
+            if (!missing)
+                print_message("first missing: %s\n", ps.ids202[i]);
+            missing++;
+        }
+    }
+    ids_free(ids, nids);
+    free(ps.ids202);
+    if (missing)
+        fail_msg("%d messages answered 202 are not in the queue after the broker restart",
+                 missing);
+    PASS();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_config_ok, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_bad, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pong_keepalive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pong_http10, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_mapping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_generated_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_content_types, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_keepalive_chunked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_400_malformed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_400_doctype, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_422_root, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_422_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_400_framing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_415, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_413, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_404_405, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_502_unroutable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_503_nack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_healthz, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_results_matched_concurrently, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_gone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blocked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_inflight, setup, teardown),
+        /* stops the broker: last, and its teardown restarts it anyway */
+        cmocka_unit_test_setup_teardown(test_broker_down_and_back, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("ingest-bridge integration", tests, group_setup,
+                                       group_teardown);
+}
