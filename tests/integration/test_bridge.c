@@ -728,7 +728,7 @@ static void mq_purge(const char *q)
             return;
         mq_disconnect();
     }
-    fail_msg("cannot purge queue %s", q);
+    fail_msg("cannot purge queue %s (the bridge declares it at connect time)", q);
 }
 
 static int mq_get(const char *q, amqp_message_t *m)
@@ -907,13 +907,24 @@ static void write_config(const char *path, int http_port, int workers)
     free(text);
 }
 
+/* Print what the bridge logged since the test began: its last lines. */
 static void dump_log(const struct bridge *b, const char *title)
 {
+    enum { TAIL = 150 };
     if (!b->log[0])
         return;
     char *s = slurp(b->log, b->mark);
-    print_message("---- %s: %s (since this test began) ----\n%s---- end of %s ----\n", title,
-                  b->log, s, title);
+    size_t len = strlen(s), lines = 0;
+    const char *from = s;
+    for (size_t i = len; i > 0; i--) {
+        if (s[i - 1] == '\n' && i != len && ++lines == TAIL) {
+            from = s + i;
+            break;
+        }
+    }
+    print_message("---- %s: %s (since this test began%s) ----\n%s%s---- end of %s ----\n",
+                  title, b->log, from != s ? ", last lines" : "", from,
+                  len && s[len - 1] != '\n' ? "\n" : "", title);
     free(s);
 }
 
@@ -2041,6 +2052,7 @@ static void test_blocked(void **state)
             fail_msg("publish %d under the memory alarm: %d", n, r.status);
         }
         resp_free(&r);
+        sleep_ms(20);
     }
     if (n503 < 5)
         fail_msg("no 503 within 10 s of the memory alarm (%d publishes)", n);
