@@ -1,0 +1,20 @@
+-- post.lua - wrk script: POST tests/load/doc.xml (~1 KB of XML) with
+-- Content-Type application/xml. The URL names the route:
+--   wrk -t1 -c100 -d10s -s tests/load/post.lua http://127.0.0.1:8080/ingest
+-- DOC=path/to/other.xml overrides the document. wrk counts every answer
+-- other than 2xx/3xx under "Non-2xx or 3xx responses" (503 = broker
+-- unavailable or max_inflight reached).
+
+local function script_dir()
+  local src = debug.getinfo(1, "S").source
+  return src:match("^@(.*/)") or "./"
+end
+
+local path = os.getenv("DOC") or (script_dir() .. "doc.xml")
+local f = assert(io.open(path, "rb"), "cannot open " .. path)
+local body = f:read("*a")
+f:close()
+
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Content-Type"] = "application/xml"
