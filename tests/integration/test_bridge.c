@@ -1240,7 +1240,8 @@ static void test_config_bad(void **state)
 
     /* A route without its path. */
     if (asprintf(&t,
-                 "[http]\nlisten = 127.0.0.1:%d\n[amqp]\nuri = amqp://127.0.0.1:%d/\n"
+                 "[http]\nlisten = 127.0.0.1:%d\n"
+                 "[amqp]\nuri = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
                  "[route nopath]\nmode = publish\nrouting_key = x\n",
                  free_port(), g_broker_port) < 0)
         abort();
