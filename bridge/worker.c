@@ -155,7 +155,6 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
         return;
     }
 
-    hdrmap_clear(&w->headers);
     struct header_ctx hc = { &w->headers };
     if (hdrmap_begin(&w->headers, http_req_path(r), http_req_query(r)) != 0 ||
         http_req_foreach_header(r, add_header, &hc) != 0 ||
@@ -368,7 +367,7 @@ static void worker_destroy(struct worker *w)
         event_base_free(w->base);
     if (w->xc != NULL)
         xmlcheck_free(w->xc);
-    hdrmap_clear(&w->headers);
+    hdrmap_free(&w->headers);
     for (int i = 0; i < 2; i++)
         if (w->cmd_fd[i] >= 0)
             close(w->cmd_fd[i]);
