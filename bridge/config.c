@@ -1,0 +1,1231 @@
+/* config.c - bridge.ini and BRIDGE_* environment overrides into one struct
+ * config: inih splits the file into sections and keys, one static table per
+ * section gives every key its type, bounds and default, and a last pass
+ * checks the rules that span keys. Never prints, never exits. */
+#include "config.h"
+
+#include <amqp.h>
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define MS_PER_S UINT64_C(1000)
+#define MS_PER_M UINT64_C(60000)
+#define HOUR_MS UINT64_C(3600000)
+#define KIB ((size_t)1024)
+#define MIB ((size_t)1024 * 1024)
+#define GIB ((size_t)1024 * 1024 * 1024)
+#define MAX_WORKERS 256
+/* inih copies a section name into a 50-byte buffer and silently cuts what
+ * does not fit: refuse longer ones rather than merge two routes. */
+#define MAX_SECTION_TEXT 48
+#define MAX_ROUTE_NAME (MAX_SECTION_TEXT - 6) /* after "route " */
+#define AMQP_SHORTSTR_MAX 255                 /* exchange, routing key, queue */
+#define MAX_KEYS 9                            /* most keys in one section */
+#define REASON_LEN 256
+#define ENV_PREFIX "BRIDGE_"
+#define DEFAULT_VHOST_ENCODED "%2f"
+
+enum key_type {
+    KEY_STRING,     /* any text, "" allowed */
+    KEY_PATH,       /* request path: starts with '/', no query */
+    KEY_AMQP_NAME,  /* exchange, routing key: an AMQP short string */
+    KEY_QUEUE,      /* queue to declare: short string, not amq.* */
+    KEY_LOCAL_NAME, /* "" or an XML element's local name */
+    KEY_INT,        /* int within [min, max] */
+    KEY_COUNT,      /* size_t within [min, max] */
+    KEY_SIZE,       /* bytes, KiB, MiB -> size_t within [min, max] */
+    KEY_DURATION,   /* ms, s, m -> uint64_t milliseconds within [min, max] */
+    KEY_BOOL,       /* bool */
+    KEY_MODE,       /* enum route_mode */
+    KEY_LEVEL,      /* enum log_level */
+    KEY_LISTEN,     /* host:port -> cfg->listen_host, cfg->listen_port */
+    KEY_URIS,       /* amqp:// list -> cfg->uris, cfg->n_uris */
+};
+
+struct key_def {
+    const char *name;   /* as written in the file, lower case */
+    enum key_type type; /* how the value is parsed and checked */
+    size_t offset;      /* field in struct config or struct config_route */
+    uint64_t min, max;  /* bounds of numeric types */
+    const char *def;    /* default, parsed like a file value; NULL = required */
+};
+
+enum section_kind { SEC_HTTP, SEC_AMQP, SEC_LOG, SEC_ROUTE, SEC_COUNT };
+
+/* Indexes of keys the validation pass names. */
+enum { HK_LISTEN, HK_WORKERS, HK_MAX_BODY, HK_TIMEOUT, HK_PONG_PATH, HK_COUNT };
+enum { AK_URI, AK_HEARTBEAT, AK_CONFIRM, AK_MAX_INFLIGHT, AK_COUNT };
+enum { LK_LEVEL, LK_COUNT };
+enum {
+    RK_PATH,
+    RK_MODE,
+    RK_EXCHANGE,
+    RK_ROUTING_KEY,
+    RK_QUEUE,
+    RK_PERSISTENT,
+    RK_SCHEMA,
+    RK_ROOT,
+    RK_TIMEOUT,
+    RK_COUNT
+};
+
+_Static_assert(HK_COUNT <= MAX_KEYS && AK_COUNT <= MAX_KEYS && LK_COUNT <= MAX_KEYS &&
+                   RK_COUNT <= MAX_KEYS,
+               "MAX_KEYS too small");
+
+#define CFG(f) offsetof(struct config, f)
+#define RT(f) offsetof(struct config_route, f)
+
+static const struct key_def http_keys[HK_COUNT] = {
+    [HK_LISTEN] = {"listen", KEY_LISTEN, 0, 0, 0, "127.0.0.1:8080"},
+    [HK_WORKERS] = {"workers", KEY_INT, CFG(workers), 0, MAX_WORKERS, "0"},
+    [HK_MAX_BODY] = {"max_body", KEY_SIZE, CFG(max_body), 1, GIB, "1MiB"},
+    [HK_TIMEOUT] = {"timeout", KEY_DURATION, CFG(http_timeout_ms), 100, HOUR_MS, "30s"},
+    [HK_PONG_PATH] = {"pong_path", KEY_PATH, CFG(pong_path), 0, 0, "/pong"},
+};
+
+static const struct key_def amqp_keys[AK_COUNT] = {
+    [AK_URI] = {"uri", KEY_URIS, 0, 0, 0, "amqp://guest:guest@127.0.0.1:5672/%2f"},
+    [AK_HEARTBEAT] = {"heartbeat", KEY_DURATION, CFG(heartbeat_ms), 0, HOUR_MS, "30s"},
+    [AK_CONFIRM] = {"confirm", KEY_BOOL, CFG(confirm), 0, 0, "yes"},
+    [AK_MAX_INFLIGHT] = {"max_inflight", KEY_COUNT, CFG(max_inflight), 1, 1000000, "10000"},
+};
+
+static const struct key_def log_keys[LK_COUNT] = {
+    [LK_LEVEL] = {"level", KEY_LEVEL, CFG(log_level), 0, 0, "info"},
+};
+
+static const struct key_def route_keys[RK_COUNT] = {
+    [RK_PATH] = {"path", KEY_PATH, RT(path), 0, 0, NULL},
+    [RK_MODE] = {"mode", KEY_MODE, RT(mode), 0, 0, "publish"},
+    [RK_EXCHANGE] = {"exchange", KEY_AMQP_NAME, RT(exchange), 0, 0, ""},
+    [RK_ROUTING_KEY] = {"routing_key", KEY_AMQP_NAME, RT(routing_key), 0, 0, NULL},
+    [RK_QUEUE] = {"queue", KEY_QUEUE, RT(queue), 0, 0, ""},
+    [RK_PERSISTENT] = {"persistent", KEY_BOOL, RT(persistent), 0, 0, "yes"},
+    [RK_SCHEMA] = {"schema", KEY_STRING, RT(schema), 0, 0, ""},
+    [RK_ROOT] = {"root", KEY_LOCAL_NAME, RT(root), 0, 0, ""},
+    [RK_TIMEOUT] = {"timeout", KEY_DURATION, RT(timeout_ms), 1, HOUR_MS, "5s"},
+};
+
+struct section_def {
+    const char *name;           /* [name], or "route" for [route NAME] */
+    const char *env;            /* variable prefix after BRIDGE_ */
+    const struct key_def *keys; /* the section's table */
+    size_t n_keys;
+};
+
+static const struct section_def sections[SEC_COUNT] = {
+    [SEC_HTTP] = {"http", "HTTP_", http_keys, HK_COUNT},
+    [SEC_AMQP] = {"amqp", "AMQP_", amqp_keys, AK_COUNT},
+    [SEC_LOG] = {"log", "LOG_", log_keys, LK_COUNT},
+    [SEC_ROUTE] = {"route", "ROUTE_", route_keys, RK_COUNT},
+};
+
+/* Paths the HTTP server answers itself. */
+static const char *const reserved_paths[] = {"/healthz", "/metrics"};
+
+/* Where a value came from: for "given twice" and for error messages. */
+struct origin {
+    int line;        /* > 0: line in the file; 0: default or environment */
+    const char *env; /* environ entry "BRIDGE_X=value", or NULL */
+};
+
+/* Loader-only bookkeeping of one route, parallel to cfg->routes. */
+struct route_meta {
+    int line;                     /* first [route NAME] line; 0 if env-made */
+    const char *env;              /* variable that created it, or NULL */
+    struct origin keys[MAX_KEYS]; /* where each key was set */
+};
+
+struct loader {
+    struct config *cfg; /* being built; config_free-able */
+    char *err;          /* caller's buffer */
+    size_t errlen;
+    bool failed;                             /* err holds the first error */
+    int err_line;                            /* its file line, 0 if none */
+    struct origin glob[SEC_ROUTE][MAX_KEYS]; /* [http], [amqp], [log] */
+    struct route_meta *meta;                 /* cfg->n_routes entries */
+    size_t route_cap;                        /* allocated entries of both */
+
+    FILE *fp;   /* the file, read by read_line for inih */
+    char *line; /* getline buffer */
+    size_t line_cap;
+    int lineno;        /* line last handed to inih */
+    int unclosed_line; /* first "[..." line without ']', for inih's error */
+};
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static bool is_ctl(char c)
+{
+    return (unsigned char)c < 0x20 || c == 0x7f;
+}
+
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static bool has_space_or_ctl(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if (*s == ' ' || is_ctl(*s))
+            return true;
+    return false;
+}
+
+/* Length of the variable name in an environ entry. */
+static int env_name_len(const char *e)
+{
+    return (int)strcspn(e, "=");
+}
+
+__attribute__((format(printf, 4, 5))) static int fail(struct loader *ld, const struct origin *o,
+                                                      const char *key, const char *fmt, ...)
+{
+    if (ld->failed)
+        return -1;
+    ld->failed = true;
+    char reason[REASON_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    if (ld->err == NULL || ld->errlen == 0)
+        return -1;
+    if (o != NULL && o->env != NULL) {
+        snprintf(ld->err, ld->errlen, "environment %.*s: %s", env_name_len(o->env), o->env, reason);
+    } else if (o != NULL && o->line > 0) {
+        ld->err_line = o->line;
+        if (key != NULL)
+            snprintf(ld->err, ld->errlen, "%s:%d: %s: %s", ld->cfg->file, o->line, key, reason);
+        else
+            snprintf(ld->err, ld->errlen, "%s:%d: %s", ld->cfg->file, o->line, reason);
+    } else if (key != NULL) {
+        snprintf(ld->err, ld->errlen, "%s: %s: %s", ld->cfg->file, key, reason);
+    } else {
+        snprintf(ld->err, ld->errlen, "%s: %s", ld->cfg->file, reason);
+    }
+    return -1;
+}
+
+/* ---- scalar parsers --------------------------------------------------- */
+
+/* Leading decimal digits of S into *N; returns the first other character,
+ * or NULL when there are no digits or the number passes UINT64_MAX. */
+static const char *parse_digits(const char *s, uint64_t *n)
+{
+    if (!isdigit((unsigned char)*s))
+        return NULL;
+    uint64_t v = 0;
+    for (; isdigit((unsigned char)*s); s++) {
+        uint64_t d = (uint64_t)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return NULL;
+        v = v * 10 + d;
+    }
+    *n = v;
+    return s;
+}
+
+/* The parsers below return 0, -1 for bad syntax, -2 for a number too large
+ * for its type (reported as "out of range" rather than "not a duration"). */
+static int parse_duration(const char *s, uint64_t *ms)
+{
+    uint64_t n = 0;
+    const char *unit = s != NULL ? parse_digits(s, &n) : NULL;
+    bool overflow = false;
+    if (unit == NULL) {
+        if (s == NULL || !isdigit((unsigned char)*s))
+            return -1;
+        unit = s + strspn(s, "0123456789"); /* too many digits */
+        overflow = true;
+    }
+    uint64_t mul;
+    if (*unit == '\0' && n == 0 && !overflow)
+        mul = 1; /* a bare 0 needs no unit; any other bare number is ambiguous */
+    else if (strcmp(unit, "ms") == 0)
+        mul = 1;
+    else if (strcmp(unit, "s") == 0)
+        mul = MS_PER_S;
+    else if (strcmp(unit, "m") == 0)
+        mul = MS_PER_M;
+    else
+        return -1;
+    if (overflow || n > UINT64_MAX / mul)
+        return -2;
+    *ms = n * mul;
+    return 0;
+}
+
+int config_parse_duration(const char *s, uint64_t *ms)
+{
+    return parse_duration(s, ms) == 0 ? 0 : -1;
+}
+
+static int parse_size(const char *s, size_t *bytes)
+{
+    uint64_t n = 0;
+    const char *unit = s != NULL ? parse_digits(s, &n) : NULL;
+    bool overflow = false;
+    if (unit == NULL) {
+        if (s == NULL || !isdigit((unsigned char)*s))
+            return -1;
+        unit = s + strspn(s, "0123456789");
+        overflow = true;
+    }
+    size_t mul;
+    if (*unit == '\0')
+        mul = 1;
+    else if (strcmp(unit, "KiB") == 0)
+        mul = KIB;
+    else if (strcmp(unit, "MiB") == 0)
+        mul = MIB;
+    else
+        return -1;
+    if (overflow || n > SIZE_MAX / mul)
+        return -2;
+    *bytes = (size_t)n * mul;
+    return 0;
+}
+
+int config_parse_size(const char *s, size_t *bytes)
+{
+    return parse_size(s, bytes) == 0 ? 0 : -1;
+}
+
+int config_parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"};
+    static const char *const no[] = {"no", "false", "off", "0"};
+    if (s == NULL)
+        return -1;
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const char *config_log_level_name(enum log_level level)
+{
+    switch (level) {
+    case LOG_DEBUG:
+        return "debug";
+    case LOG_INFO:
+        return "info";
+    case LOG_WARN:
+        return "warn";
+    case LOG_ERROR:
+        return "error";
+    }
+    return "?";
+}
+
+/* Bounds in the unit a user writes them in. */
+static void duration_text(uint64_t ms, char *buf, size_t len)
+{
+    if (ms != 0 && ms % MS_PER_M == 0)
+        snprintf(buf, len, "%" PRIu64 "m", ms / MS_PER_M);
+    else if (ms != 0 && ms % MS_PER_S == 0)
+        snprintf(buf, len, "%" PRIu64 "s", ms / MS_PER_S);
+    else
+        snprintf(buf, len, "%" PRIu64 "ms", ms);
+}
+
+static void size_text(uint64_t n, char *buf, size_t len)
+{
+    if (n != 0 && n % MIB == 0)
+        snprintf(buf, len, "%" PRIu64 "MiB", n / MIB);
+    else if (n != 0 && n % KIB == 0)
+        snprintf(buf, len, "%" PRIu64 "KiB", n / KIB);
+    else
+        snprintf(buf, len, "%" PRIu64, n);
+}
+
+/* ---- listen and URIs -------------------------------------------------- */
+
+static int replace_string(char **field, const char *s, size_t len, char *why, size_t wl)
+{
+    char *copy = strndup(s, len);
+    if (copy == NULL) {
+        snprintf(why, wl, "out of memory");
+        return -1;
+    }
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+/* "host:port", "[v6]:port". */
+static int parse_listen(struct config *cfg, const char *v, char *why, size_t wl)
+{
+    const char *host, *host_end, *colon;
+    if (v[0] == '[') {
+        host = v + 1;
+        host_end = strchr(host, ']');
+        if (host_end == NULL) {
+            snprintf(why, wl, "'%.64s': missing ']' after the IPv6 address", v);
+            return -1;
+        }
+        colon = host_end + 1;
+        char addr[INET6_ADDRSTRLEN];
+        struct in6_addr in6;
+        size_t n = (size_t)(host_end - host);
+        bool ok = n < sizeof addr;
+        if (ok) {
+            memcpy(addr, host, n);
+            addr[n] = '\0';
+            ok = inet_pton(AF_INET6, addr, &in6) == 1;
+        }
+        if (!ok) {
+            snprintf(why, wl, "'%.64s': not an IPv6 address between [ ]", v);
+            return -1;
+        }
+        if (*colon != ':') {
+            snprintf(why, wl, "'%.64s': expected [address]:port", v);
+            return -1;
+        }
+    } else {
+        host = v;
+        colon = strrchr(v, ':');
+        if (colon == NULL) {
+            snprintf(why, wl, "'%.64s': expected host:port", v);
+            return -1;
+        }
+        host_end = colon;
+        if (memchr(host, ':', (size_t)(host_end - host)) != NULL) {
+            snprintf(why, wl, "'%.64s': write an IPv6 address in brackets: [::1]:8080", v);
+            return -1;
+        }
+    }
+    if (host_end == host) {
+        snprintf(why, wl, "'%.64s': missing host (0.0.0.0 for every IPv4 address, [::] for IPv6)",
+                 v);
+        return -1;
+    }
+    for (const char *p = host; p < host_end; p++) {
+        if (*p == ' ' || is_ctl(*p)) {
+            snprintf(why, wl, "'%.64s': spaces or control characters in the host", v);
+            return -1;
+        }
+    }
+    uint64_t port;
+    const char *end = parse_digits(colon + 1, &port);
+    if (end == NULL || *end != '\0' || port < 1 || port > 65535) {
+        snprintf(why, wl, "'%.64s': port must be a number 1..65535", v);
+        return -1;
+    }
+    if (replace_string(&cfg->listen_host, host, (size_t)(host_end - host), why, wl) != 0)
+        return -1;
+    cfg->listen_port = (int)port;
+    return 0;
+}
+
+static void free_uri(struct config_uri *u)
+{
+    free(u->text);
+    free(u->display);
+    free(u->host);
+    free(u->user);
+    free(u->password);
+    free(u->vhost);
+}
+
+static void free_uris(struct config_uri *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free_uri(&u[i]);
+    free(u);
+}
+
+/* One amqp:// URI (TEXT, LEN bytes, already trimmed) into *U, which starts
+ * zeroed and is freed by the caller on failure too. Reasons never quote the
+ * URI: it may hold a password. */
+static int parse_uri(const char *text, size_t len, struct config_uri *u, char *why, size_t wl)
+{
+    static const char scheme[] = "amqp://";
+    static const char tls_scheme[] = "amqps://";
+    if (len >= sizeof tls_scheme - 1 && strncasecmp(text, tls_scheme, sizeof tls_scheme - 1) == 0) {
+        snprintf(why, wl, "amqps://: TLS is not supported yet");
+        return -1;
+    }
+    if (len < sizeof scheme - 1 || strncmp(text, scheme, sizeof scheme - 1) != 0) {
+        snprintf(why, wl, "must start with amqp://");
+        return -1;
+    }
+    u->text = strndup(text, len);
+    if (u->text == NULL) {
+        snprintf(why, wl, "out of memory");
+        return -1;
+    }
+    if (has_space_or_ctl(u->text)) {
+        snprintf(why, wl, "spaces or control characters inside a URI");
+        return -1;
+    }
+    const char *auth = u->text + sizeof scheme - 1;
+    size_t auth_len = strcspn(auth, "/");
+    const char *at = memchr(auth, '@', auth_len);
+    if (at != NULL && memchr(at + 1, '@', auth_len - (size_t)(at + 1 - auth)) != NULL) {
+        snprintf(why, wl, "more than one '@': write an '@' in a user or password as %%40");
+        return -1;
+    }
+
+    /* amqp_parse_url cuts its argument into pieces (and percent-decodes
+     * them in place): give it a copy. */
+    char *work = strdup(u->text);
+    if (work == NULL) {
+        snprintf(why, wl, "out of memory");
+        return -1;
+    }
+    struct amqp_connection_info ci;
+    amqp_default_connection_info(&ci);
+    const char *bad = NULL;
+    if (amqp_parse_url(work, &ci) != AMQP_STATUS_OK)
+        bad = "not a valid URI (amqp://user:password@host:port/vhost)";
+    else if (ci.ssl)
+        bad = "amqps://: TLS is not supported yet";
+    else if (ci.host[0] == '\0')
+        bad = "missing host";
+    else if (ci.port < 1 || ci.port > 65535)
+        bad = "port must be 1..65535";
+    else if (ci.vhost[0] == '\0')
+        bad = "empty vhost: write %2f for the default vhost \"/\"";
+    if (bad == NULL) {
+        u->host = strdup(ci.host);
+        u->user = strdup(ci.user);
+        u->password = strdup(ci.password);
+        u->vhost = strdup(ci.vhost);
+        u->port = ci.port;
+    }
+    free(work); /* ci pointed into it */
+    if (bad != NULL) {
+        snprintf(why, wl, "%s", bad);
+        return -1;
+    }
+    if (u->host == NULL || u->user == NULL || u->password == NULL || u->vhost == NULL) {
+        snprintf(why, wl, "out of memory");
+        return -1;
+    }
+
+    /* Display: the user as written (never the password), the host and
+     * port as parsed, the vhost as written (still encoded). */
+    const char *user = u->user;
+    int user_len = (int)strlen(u->user);
+    if (at != NULL) {
+        user = auth;
+        user_len = (int)strcspn(auth, ":@");
+    }
+    const char *slash = auth[auth_len] == '/' ? auth + auth_len : NULL;
+    const char *vhost = slash != NULL ? slash + 1 : DEFAULT_VHOST_ENCODED;
+    bool v6 = strchr(u->host, ':') != NULL;
+    if (asprintf(&u->display, "amqp://%.*s@%s%s%s:%d/%s", user_len, user, v6 ? "[" : "", u->host,
+                 v6 ? "]" : "", u->port, vhost) < 0) {
+        u->display = NULL;
+        snprintf(why, wl, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Comma-separated URIs, whitespace around each ignored, into a new list
+ * that replaces cfg's only when all of them parse. */
+static int parse_uri_list(struct config *cfg, const char *v, char *why, size_t wl)
+{
+    struct config_uri *list = NULL;
+    size_t n = 0;
+    bool many = strchr(v, ',') != NULL;
+    const char *p = v;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma != NULL ? comma : p + strlen(p);
+        const char *b = p, *e = end;
+        while (b < e && is_blank(*b))
+            b++;
+        while (e > b && is_blank(e[-1]))
+            e--;
+        if (b == e) {
+            if (many)
+                snprintf(why, wl, "entry %zu is empty", n + 1);
+            else
+                snprintf(why, wl, "no URI given");
+            goto fail;
+        }
+        struct config_uri *tmp = realloc(list, (n + 1) * sizeof *list);
+        if (tmp == NULL) {
+            snprintf(why, wl, "out of memory");
+            goto fail;
+        }
+        list = tmp;
+        memset(&list[n], 0, sizeof list[n]);
+        n++;
+        char reason[REASON_LEN / 2];
+        if (parse_uri(b, (size_t)(e - b), &list[n - 1], reason, sizeof reason) != 0) {
+            if (many)
+                snprintf(why, wl, "entry %zu: %s", n, reason);
+            else
+                snprintf(why, wl, "%s", reason);
+            goto fail;
+        }
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    free_uris(cfg->uris, cfg->n_uris);
+    cfg->uris = list;
+    cfg->n_uris = n;
+    return 0;
+fail:
+    free_uris(list, n);
+    return -1;
+}
+
+/* ---- one value through the table -------------------------------------- */
+
+static int check_text(enum key_type type, const char *v, char *why, size_t wl)
+{
+    size_t len = strlen(v);
+    switch (type) {
+    case KEY_PATH:
+        if (v[0] != '/') {
+            snprintf(why, wl, "'%.64s' must start with '/'", v);
+            return -1;
+        }
+        if (strpbrk(v, "?#") != NULL) {
+            snprintf(why, wl, "'%.64s': a path has no query ('?') or fragment ('#')", v);
+            return -1;
+        }
+        if (has_space_or_ctl(v)) {
+            snprintf(why, wl, "'%.64s': spaces or control characters in a path", v);
+            return -1;
+        }
+        return 0;
+    case KEY_QUEUE:
+        if (strncmp(v, "amq.", 4) == 0) {
+            snprintf(why, wl, "'%.64s': names starting with amq. are reserved by the broker", v);
+            return -1;
+        }
+        /* fall through */
+    case KEY_AMQP_NAME:
+        if (len > AMQP_SHORTSTR_MAX) {
+            snprintf(why, wl, "longer than %d bytes (an AMQP short string)", AMQP_SHORTSTR_MAX);
+            return -1;
+        }
+        for (const char *p = v; *p != '\0'; p++) {
+            if (is_ctl(*p)) {
+                snprintf(why, wl, "control characters in a name");
+                return -1;
+            }
+        }
+        return 0;
+    case KEY_LOCAL_NAME:
+        for (const char *p = v; *p != '\0'; p++) {
+            if (*p == ' ' || is_ctl(*p) || strchr(":<>/=&'\"", *p) != NULL) {
+                snprintf(why, wl, "'%.64s' is not an element's local name (no prefix, no spaces)",
+                         v);
+                return -1;
+            }
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static int check_bounds(const struct key_def *k, uint64_t n, const char *v, char *why, size_t wl)
+{
+    if (n >= k->min && n <= k->max)
+        return 0;
+    char lo[32], hi[32];
+    if (k->type == KEY_DURATION) {
+        duration_text(k->min, lo, sizeof lo);
+        duration_text(k->max, hi, sizeof hi);
+    } else if (k->type == KEY_SIZE) {
+        size_text(k->min, lo, sizeof lo);
+        size_text(k->max, hi, sizeof hi);
+    } else {
+        snprintf(lo, sizeof lo, "%" PRIu64, k->min);
+        snprintf(hi, sizeof hi, "%" PRIu64, k->max);
+    }
+    snprintf(why, wl, "'%.64s' is out of range (%s..%s)", v, lo, hi);
+    return -1;
+}
+
+/* Parse V for K into BASE (struct config, or struct config_route for route
+ * keys). On failure BASE is unchanged and WHY says why. */
+static int set_value(void *base, const struct key_def *k, const char *v, char *why, size_t wl)
+{
+    char *field = (char *)base + k->offset;
+    uint64_t n = 0;
+    const char *end;
+    switch (k->type) {
+    case KEY_STRING:
+    case KEY_PATH:
+    case KEY_AMQP_NAME:
+    case KEY_QUEUE:
+    case KEY_LOCAL_NAME:
+        if (check_text(k->type, v, why, wl) != 0)
+            return -1;
+        return replace_string((char **)(void *)field, v, strlen(v), why, wl);
+    case KEY_INT:
+    case KEY_COUNT:
+        end = parse_digits(v, &n);
+        if (end == NULL || *end != '\0') {
+            if (end == NULL && isdigit((unsigned char)v[0]))
+                return check_bounds(k, UINT64_MAX, v, why, wl);
+            snprintf(why, wl, "'%.64s' is not a whole number", v);
+            return -1;
+        }
+        if (check_bounds(k, n, v, why, wl) != 0)
+            return -1;
+        if (k->type == KEY_INT)
+            *(int *)(void *)field = (int)n;
+        else
+            *(size_t *)(void *)field = (size_t)n;
+        return 0;
+    case KEY_SIZE: {
+        size_t bytes;
+        int rc = parse_size(v, &bytes);
+        if (rc == -2)
+            return check_bounds(k, UINT64_MAX, v, why, wl);
+        if (rc != 0) {
+            snprintf(why, wl, "'%.64s' is not a size (bytes, or a whole number of KiB or MiB)", v);
+            return -1;
+        }
+        if (check_bounds(k, bytes, v, why, wl) != 0)
+            return -1;
+        *(size_t *)(void *)field = bytes;
+        return 0;
+    }
+    case KEY_DURATION: {
+        int rc = parse_duration(v, &n);
+        if (rc == -2)
+            return check_bounds(k, UINT64_MAX, v, why, wl);
+        if (rc != 0) {
+            snprintf(why, wl,
+                     "'%.64s' is not a duration (a whole number with ms, s or m: 500ms, 30s, "
+                     "2m)",
+                     v);
+            return -1;
+        }
+        if (check_bounds(k, n, v, why, wl) != 0)
+            return -1;
+        *(uint64_t *)(void *)field = n;
+        return 0;
+    }
+    case KEY_BOOL: {
+        bool b;
+        if (config_parse_bool(v, &b) != 0) {
+            snprintf(why, wl, "'%.64s' is not a boolean (yes/no, true/false, on/off, 1/0)", v);
+            return -1;
+        }
+        *(bool *)(void *)field = b;
+        return 0;
+    }
+    case KEY_MODE:
+        if (strcasecmp(v, "publish") == 0) {
+            *(enum route_mode *)(void *)field = ROUTE_PUBLISH;
+        } else if (strcasecmp(v, "rpc") == 0) {
+            *(enum route_mode *)(void *)field = ROUTE_RPC;
+        } else {
+            snprintf(why, wl, "'%.64s' is not a mode (publish or rpc)", v);
+            return -1;
+        }
+        return 0;
+    case KEY_LEVEL:
+        for (int l = LOG_DEBUG; l <= LOG_ERROR; l++) {
+            if (strcasecmp(v, config_log_level_name((enum log_level)l)) == 0) {
+                *(enum log_level *)(void *)field = (enum log_level)l;
+                return 0;
+            }
+        }
+        snprintf(why, wl, "'%.64s' is not a level (debug, info, warn or error)", v);
+        return -1;
+    case KEY_LISTEN:
+        return parse_listen(base, v, why, wl);
+    case KEY_URIS:
+        return parse_uri_list(base, v, why, wl);
+    }
+    snprintf(why, wl, "internal error: unknown key type");
+    return -1;
+}
+
+/* ---- sections and routes ---------------------------------------------- */
+
+static int find_key(enum section_kind kind, const char *name, size_t len)
+{
+    const struct section_def *s = &sections[kind];
+    for (size_t i = 0; i < s->n_keys; i++)
+        if (strlen(s->keys[i].name) == len && strncasecmp(s->keys[i].name, name, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void copy_name(char *dst, size_t dstlen, const char *name, size_t len)
+{
+    snprintf(dst, dstlen, "%.*s", (int)len, name);
+}
+
+static bool valid_route_name(const char *name, size_t len)
+{
+    if (len == 0 || len > MAX_ROUTE_NAME)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!isalnum((unsigned char)c) && c != '_' && c != '-' && c != '.')
+            return false;
+    }
+    return true;
+}
+
+/* Route names compare case-insensitively: the environment cannot tell
+ * "Ingest" from "ingest". */
+static int find_route(const struct loader *ld, const char *name, size_t len)
+{
+    for (size_t i = 0; i < ld->cfg->n_routes; i++) {
+        const char *r = ld->cfg->routes[i].name;
+        if (strlen(r) == len && strncasecmp(r, name, len) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Set K (index KI of section KIND; route ROUTE) from V, refusing a key the
+ * same source already set. */
+static int set_key(struct loader *ld, enum section_kind kind, size_t route, size_t ki,
+                   const char *v, const struct origin *o)
+{
+    const struct key_def *k = &sections[kind].keys[ki];
+    struct origin *slot = kind == SEC_ROUTE ? &ld->meta[route].keys[ki] : &ld->glob[kind][ki];
+    if (o->env == NULL && o->line > 0 && slot->line > 0)
+        return fail(ld, o, k->name, "given twice (first on line %d)", slot->line);
+    if (o->env != NULL && slot->env != NULL)
+        return fail(ld, o, k->name, "%s is also set by %.*s", k->name, env_name_len(slot->env),
+                    slot->env);
+    void *base = kind == SEC_ROUTE ? (void *)&ld->cfg->routes[route] : (void *)ld->cfg;
+    char why[REASON_LEN];
+    if (set_value(base, k, v, why, sizeof why) != 0)
+        return fail(ld, o, k->name, "%s", why);
+    *slot = *o;
+    return 0;
+}
+
+/* A new route NAME (LEN bytes) with every default; created by O. */
+static int add_route(struct loader *ld, const char *name, size_t len, bool lower,
+                     const struct origin *o)
+{
+    struct config *cfg = ld->cfg;
+    if (cfg->n_routes == ld->route_cap) {
+        size_t cap = ld->route_cap != 0 ? ld->route_cap * 2 : 4;
+        struct config_route *r = realloc(cfg->routes, cap * sizeof *r);
+        if (r == NULL)
+            return fail(ld, o, NULL, "out of memory");
+        cfg->routes = r;
+        struct route_meta *m = realloc(ld->meta, cap * sizeof *m);
+        if (m == NULL)
+            return fail(ld, o, NULL, "out of memory");
+        ld->meta = m;
+        ld->route_cap = cap;
+    }
+    size_t idx = cfg->n_routes;
+    memset(&cfg->routes[idx], 0, sizeof cfg->routes[idx]);
+    memset(&ld->meta[idx], 0, sizeof ld->meta[idx]);
+    cfg->n_routes++; /* from here config_free owns whatever the entry holds */
+    ld->meta[idx].line = o->line;
+    ld->meta[idx].env = o->env;
+    char *n = strndup(name, len);
+    if (n == NULL)
+        return fail(ld, o, NULL, "out of memory");
+    for (char *p = n; lower && *p != '\0'; p++)
+        *p = (char)tolower((unsigned char)*p);
+    cfg->routes[idx].name = n;
+    const struct origin dflt = {0, NULL};
+    for (size_t ki = 0; ki < RK_COUNT; ki++)
+        if (route_keys[ki].def != NULL &&
+            set_key(ld, SEC_ROUTE, idx, ki, route_keys[ki].def, &dflt) != 0)
+            return -1;
+    return (int)idx;
+}
+
+/* Which section the header text TEXT (trimmed, as between the brackets)
+ * names; a [route NAME] not seen before is created. */
+static int resolve_section(struct loader *ld, const char *text, const struct origin *o,
+                           enum section_kind *kind, size_t *route)
+{
+    char key[MAX_SECTION_TEXT + 8];
+    snprintf(key, sizeof key, "[%.*s]", MAX_SECTION_TEXT, text);
+    for (int s = SEC_HTTP; s < SEC_ROUTE; s++) {
+        if (strcmp(text, sections[s].name) == 0) {
+            *kind = (enum section_kind)s;
+            return 0;
+        }
+    }
+    if (strncmp(text, "route", 5) != 0 || (text[5] != '\0' && !is_blank(text[5])))
+        return fail(ld, o, key, "unknown section (expected [http], [amqp], [log] or [route NAME])");
+    const char *name = text + 5;
+    while (is_blank(*name))
+        name++;
+    size_t len = strlen(name);
+    if (len == 0)
+        return fail(ld, o, key, "a route section needs a name: [route NAME]");
+    if (!valid_route_name(name, len))
+        return fail(ld, o, key, "route name must be 1..%d letters, digits, '_', '-' or '.'",
+                    MAX_ROUTE_NAME);
+    int idx = find_route(ld, name, len);
+    if (idx >= 0 && strcmp(ld->cfg->routes[idx].name, name) != 0)
+        return fail(ld, o, key, "same name as route %s: route names are case-insensitive",
+                    ld->cfg->routes[idx].name);
+    if (idx < 0 && (idx = add_route(ld, name, len, false, o)) < 0)
+        return -1;
+    *kind = SEC_ROUTE;
+    *route = (size_t)idx;
+    return 0;
+}
+
+/* ---- the file --------------------------------------------------------- */
+
+/* A "[...]" line, seen before inih: so that an empty or unknown section is
+ * refused too (inih only reports keys), and so that what inih would
+ * silently accept (text after ']', a name it would cut) is refused. */
+static void check_header(struct loader *ld, const char *line)
+{
+    const struct origin o = {ld->lineno, NULL};
+    const char *close = strchr(line + 1, ']');
+    if (close == NULL) {
+        if (ld->unclosed_line == 0)
+            ld->unclosed_line = ld->lineno;
+        return; /* inih reports the syntax error */
+    }
+    const char *after = close + 1;
+    while (is_blank(*after))
+        after++;
+    if (*after != '\0' && *after != '\n' && *after != ';') {
+        fail(ld, &o, NULL, "text after ']' (a comment starts with ';')");
+        return;
+    }
+    size_t raw = (size_t)(close - line - 1);
+    if (raw > MAX_SECTION_TEXT) {
+        fail(ld, &o, NULL, "section name longer than %d characters", MAX_SECTION_TEXT);
+        return;
+    }
+    char text[MAX_SECTION_TEXT + 1];
+    const char *b = line + 1, *e = close;
+    while (b < e && is_blank(*b))
+        b++;
+    while (e > b && is_blank(e[-1]))
+        e--;
+    copy_name(text, sizeof text, b, (size_t)(e - b));
+    enum section_kind kind;
+    size_t route;
+    (void)resolve_section(ld, text, &o, &kind, &route);
+}
+
+/* inih's reader: one line per call, numbered, too-long lines refused
+ * (fgets would split them and inih would parse the rest as a new line).
+ * Leading blanks are dropped, so an indented "key = value" is a key and
+ * never a continuation of the previous value. */
+static char *read_line(char *str, int num, void *stream)
+{
+    struct loader *ld = stream;
+    if (ld->failed)
+        return NULL;
+    errno = 0;
+    ssize_t n = getline(&ld->line, &ld->line_cap, ld->fp);
+    if (n < 0) {
+        /* -1 is also getline's ENOMEM, without the error flag: only a
+         * real end of file ends the file. */
+        if (!feof(ld->fp) || ferror(ld->fp)) {
+            const struct origin o = {ld->lineno + 1, NULL};
+            fail(ld, &o, NULL, "read error: %s", strerror(errno != 0 ? errno : EIO));
+        }
+        return NULL;
+    }
+    ld->lineno++;
+    const struct origin o = {ld->lineno, NULL};
+    char *line = ld->line;
+    size_t len = (size_t)n;
+    if (memchr(line, '\0', len) != NULL) {
+        fail(ld, &o, NULL, "NUL byte in the line");
+        return NULL;
+    }
+    size_t content = len;
+    while (content > 0 && (line[content - 1] == '\n' || line[content - 1] == '\r'))
+        content--;
+    /* inih needs room for "\r\n\0" after the longest line. */
+    if (num < 4 || content > (size_t)num - 3) {
+        fail(ld, &o, NULL, "line too long (at most %d characters)", num - 3);
+        return NULL;
+    }
+    if (ld->lineno == 1 && len >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0) {
+        line += 3;
+        len -= 3;
+    }
+    while (len > 0 && is_blank(*line)) {
+        line++;
+        len--;
+    }
+    if (*line == '[') {
+        check_header(ld, line);
+        if (ld->failed)
+            return NULL;
+    }
+    memcpy(str, line, len + 1);
+    return str;
+}
+
+/* inih's handler: 1 = go on, 0 = error (the reason is in ld->err). */
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    struct loader *ld = user;
+    if (ld->failed)
+        return 0;
+    const struct origin o = {ld->lineno, NULL};
+    if (name[0] == '\0') {
+        fail(ld, &o, NULL, "missing key name before '='");
+        return 0;
+    }
+    char text[MAX_SECTION_TEXT + 1];
+    const char *b = section, *e = section + strlen(section);
+    while (b < e && is_blank(*b))
+        b++;
+    while (e > b && is_blank(e[-1]))
+        e--;
+    if (b == e) {
+        fail(ld, &o, name, "key outside any section");
+        return 0;
+    }
+    copy_name(text, sizeof text, b, (size_t)(e - b));
+    enum section_kind kind;
+    size_t route = 0;
+    if (resolve_section(ld, text, &o, &kind, &route) != 0)
+        return 0;
+    /* Keys are lower case in the file; find_key also serves the
+     * environment, where they are upper case. */
+    int ki = find_key(kind, name, strlen(name));
+    if (ki < 0 || strcmp(sections[kind].keys[ki].name, name) != 0) {
+        if (kind == SEC_ROUTE)
+            fail(ld, &o, name, "unknown key in [route %s]", ld->cfg->routes[route].name);
+        else
+            fail(ld, &o, name, "unknown key in [%s]", sections[kind].name);
+        return 0;
+    }
+    return set_key(ld, kind, route, (size_t)ki, value, &o) == 0;
+}
+
+static int parse_file(struct loader *ld)
+{
+    ld->fp = fopen(ld->cfg->file, "r");
+    if (ld->fp == NULL)
+        return fail(ld, NULL, NULL, "%s", strerror(errno));
+    int rc = ini_parse_stream(read_line, ld, on_key, ld);
+    fclose(ld->fp);
+    ld->fp = NULL;
+    free(ld->line);
+    ld->line = NULL;
+    /* inih keeps going after a syntax error and reports the first error
+     * line; ours (the handler's, the reader's) stop it. The earlier wins. */
+    if (rc > 0 && (!ld->failed || (ld->err_line > 0 && rc < ld->err_line))) {
+        const struct origin o = {rc, NULL};
+        ld->failed = false;
+        if (rc == ld->unclosed_line)
+            return fail(ld, &o, NULL, "missing ']' after the section name");
+        return fail(ld, &o, NULL, "expected 'key = value' or '[section]'");
+    }
+    if (rc < 0 && !ld->failed)
+        return fail(ld, NULL, NULL, "out of memory");
+    return ld->failed ? -1 : 0;
+}
+
+/* ---- the environment -------------------------------------------------- */
+
+static int apply_env_route(struct loader *ld, const char *rest, size_t len, const char *value,
+                           const struct origin *o)
+{
+    /* NAME and KEY may both hold '_': KEY is the longest key name that
+     * ends REST after a '_', NAME what is left before it. */
+    int best = -1;
+    size_t best_len = 0;
+    for (size_t i = 0; i < RK_COUNT; i++) {
+        size_t kl = strlen(route_keys[i].name);
+        if (kl + 1 < len && kl > best_len && rest[len - kl - 1] == '_' &&
+            strncasecmp(rest + len - kl, route_keys[i].name, kl) == 0) {
+            best = (int)i;
+            best_len = kl;
+        }
+    }
+    if (best < 0)
+        return fail(ld, o, NULL,
+                    "expected BRIDGE_ROUTE_<NAME>_<KEY>, KEY one of path, mode, exchange, "
+                    "routing_key, queue, persistent, schema, root, timeout");
+    size_t name_len = len - best_len - 1;
+    if (!valid_route_name(rest, name_len))
+        return fail(ld, o, NULL, "route name must be 1..%d letters, digits, '_', '-' or '.'",
+                    MAX_ROUTE_NAME);
+    int idx = find_route(ld, rest, name_len);
+    if (idx < 0 && (idx = add_route(ld, rest, name_len, true, o)) < 0)
+        return -1;
+    return set_key(ld, SEC_ROUTE, (size_t)idx, (size_t)best, value, o);
+}
+
+static int apply_env(struct loader *ld, char *const *envp)
+{
+    const size_t plen = sizeof ENV_PREFIX - 1;
+    for (size_t i = 0; envp != NULL && envp[i] != NULL; i++) {
+        const char *e = envp[i];
+        const char *eq = strchr(e, '=');
+        if (strncmp(e, ENV_PREFIX, plen) != 0 || eq == NULL)
+            continue;
+        const struct origin o = {0, e};
+        const char *name = e + plen, *value = eq + 1;
+        size_t len = (size_t)(eq - name);
+        int kind = -1;
+        size_t sl = 0;
+        for (int s = SEC_HTTP; s < SEC_COUNT; s++) {
+            sl = strlen(sections[s].env);
+            if (len > sl && strncasecmp(name, sections[s].env, sl) == 0) {
+                kind = s;
+                break;
+            }
+        }
+        if (kind < 0)
+            return fail(ld, &o, NULL,
+                        "unknown variable (expected BRIDGE_HTTP_<KEY>, BRIDGE_AMQP_<KEY>, "
+                        "BRIDGE_LOG_<KEY> or BRIDGE_ROUTE_<NAME>_<KEY>)");
+        if (kind == SEC_ROUTE) {
+            if (apply_env_route(ld, name + sl, len - sl, value, &o) != 0)
+                return -1;
+            continue;
+        }
+        int ki = find_key((enum section_kind)kind, name + sl, len - sl);
+        if (ki < 0)
+            return fail(ld, &o, NULL, "unknown key in [%s]", sections[kind].name);
+        if (set_key(ld, (enum section_kind)kind, 0, (size_t)ki, value, &o) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- rules that span keys --------------------------------------------- */
+
+static int missing(struct loader *ld, size_t r, const char *key)
+{
+    const struct route_meta *m = &ld->meta[r];
+    const char *name = ld->cfg->routes[r].name;
+    ld->failed = true;
+    if (m->line > 0)
+        snprintf(ld->err, ld->errlen, "%s: route %s: missing %s (section on line %d)",
+                 ld->cfg->file, name, key, m->line);
+    else
+        snprintf(ld->err, ld->errlen, "%s: route %s: missing %s (route made by %.*s)",
+                 ld->cfg->file, name, key, env_name_len(m->env), m->env);
+    return -1;
+}
+
+static const char *reserved_path(const char *path)
+{
+    for (size_t i = 0; i < sizeof reserved_paths / sizeof reserved_paths[0]; i++)
+        if (strcmp(path, reserved_paths[i]) == 0)
+            return reserved_paths[i];
+    return NULL;
+}
+
+static int validate(struct loader *ld)
+{
+    const struct config *c = ld->cfg;
+    const struct origin *pong = &ld->glob[SEC_HTTP][HK_PONG_PATH];
+    if (reserved_path(c->pong_path) != NULL)
+        return fail(ld, pong, "pong_path", "%s is answered by the bridge itself", c->pong_path);
+    for (size_t j = 0; j < c->n_routes; j++) {
+        const struct config_route *r = &c->routes[j];
+        const struct origin *ko = ld->meta[j].keys;
+        if (r->path == NULL)
+            return missing(ld, j, "path");
+        if (r->routing_key == NULL)
+            return missing(ld, j, "routing_key");
+        if (strcmp(r->path, c->pong_path) == 0)
+            return fail(ld, &ko[RK_PATH], "path", "%s is the pong_path", r->path);
+        if (reserved_path(r->path) != NULL)
+            return fail(ld, &ko[RK_PATH], "path", "%s is answered by the bridge itself", r->path);
+        for (size_t i = 0; i < j; i++)
+            if (strcmp(c->routes[i].path, r->path) == 0)
+                return fail(ld, &ko[RK_PATH], "path", "%s is already the path of route %s", r->path,
+                            c->routes[i].name);
+        if (r->exchange[0] == '\0' && r->routing_key[0] == '\0')
+            return fail(ld, &ko[RK_ROUTING_KEY], "routing_key",
+                        "empty: with the default exchange the message would reach no queue");
+    }
+    return 0;
+}
+
+/* ---- entry points ----------------------------------------------------- */
+
+void config_free(struct config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->file);
+    free(cfg->listen_host);
+    free(cfg->pong_path);
+    free_uris(cfg->uris, cfg->n_uris);
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        struct config_route *r = &cfg->routes[i];
+        free(r->name);
+        free(r->path);
+        free(r->exchange);
+        free(r->routing_key);
+        free(r->queue);
+        free(r->schema);
+        free(r->root);
+    }
+    free(cfg->routes);
+    free(cfg);
+}
+
+struct config *config_load(const char *file, char *const *envp, char *err, size_t errlen)
+{
+    struct loader ld = {.err = err, .errlen = errlen};
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    ld.cfg = calloc(1, sizeof *ld.cfg);
+    if (ld.cfg == NULL || (ld.cfg->file = strdup(file != NULL ? file : "")) == NULL) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "%s: out of memory", file != NULL ? file : "config");
+        free(ld.cfg);
+        return NULL;
+    }
+
+    /* Defaults first, through the same parsers as the file's values. */
+    const struct origin dflt = {0, NULL};
+    for (int s = SEC_HTTP; s < SEC_ROUTE && !ld.failed; s++)
+        for (size_t ki = 0; ki < sections[s].n_keys && !ld.failed; ki++)
+            (void)set_key(&ld, (enum section_kind)s, 0, ki, sections[s].keys[ki].def, &dflt);
+
+    if (!ld.failed && parse_file(&ld) == 0 && apply_env(&ld, envp) == 0 && validate(&ld) == 0) {
+        if (ld.cfg->workers == 0) {
+            long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+            ld.cfg->workers = cpus < 1 ? 1 : cpus > MAX_WORKERS ? MAX_WORKERS : (int)cpus;
+        }
+    }
+    free(ld.meta);
+    if (ld.failed) {
+        config_free(ld.cfg);
+        return NULL;
+    }
+    return ld.cfg;
+}
