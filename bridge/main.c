@@ -63,7 +63,7 @@ static struct xmlcheck_schema **load_schemas(const struct config *cfg, char *err
         const struct config_route *r = &cfg->routes[i];
         if (r->schema[0] == '\0')
             continue;
-        char why[CONFIG_ERR_LEN];
+        char why[CONFIG_ERR_LEN / 2]; /* leaves room for the file, route and path */
         s[i] = xmlcheck_schema_load(r->schema, why, sizeof why);
         if (s[i] == NULL) {
             snprintf(err, errlen, "%s: route %s: schema %s: %s", cfg->file, r->name, r->schema,

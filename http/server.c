@@ -1,0 +1,776 @@
+/* server.c - one worker's HTTP side on libevent's evhttp: a listener on the
+ * shared port (SO_REUSEPORT), a deadline per request, the framing checks
+ * evhttp does not make, routing, pong and healthz, and request contexts that
+ * are answered exactly once.
+ *
+ * Connections. evhttp 2.1 has no hook that runs when a request starts, so
+ * each connection gets a context of ours when evhttp asks for its
+ * bufferevent (evhttp_set_bevcb). evhttp creates the connection right after
+ * that, inside the same accept callback; an event we activate there runs
+ * before any byte of the connection is read and "adopts" it: it learns the
+ * evhttp_connection (evhttp passes it as the bufferevent's callback argument),
+ * sets a close callback and starts the request deadline. Contexts are found
+ * again by descriptor.
+ *
+ * Deadline. From the moment a connection can send a request (accepted, or its
+ * previous response sent) the whole request, headers and body, must arrive
+ * within [http] timeout, or the connection is closed: a client sending one
+ * header byte a second (slowloris) or one body byte a second is cut off
+ * after `timeout`, and so is a keep-alive connection idle that long.
+ *
+ * Waiting requests. While a request waits for the bridge, evhttp does not
+ * read its connection, so a client that hangs up would go unnoticed: an
+ * EV_CLOSED event on the descriptor notices it, tells the bridge (which drops
+ * the late confirm), and frees the connection with its request. */
+#include "server.h"
+
+#include <errno.h>
+#include <sys/queue.h> /* before event2/keyvalq_struct.h: TAILQ_FOREACH */
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "log.h"
+#include "reqid.h"
+
+#define HTTP_MAX_HEADERS_SIZE (64 * 1024) /* request line + headers */
+#define HTTP_RETRY_AFTER "1"              /* seconds, on every 503 */
+#define HTTP_ACCEPT_PAUSE_MS 250          /* accept paused this long on EMFILE & co */
+#define HTTP_HEALTH_LEN 1024              /* /healthz body */
+
+static const char PONG[] = "Pong!";
+
+/* One accepted connection. */
+struct http_conn {
+    struct http_server *s;            /* owner */
+    struct bufferevent *bev;          /* made in on_bev, owned by evhttp */
+    struct evhttp_connection *evcon;  /* NULL until adopted */
+    int fd;                           /* -1 until adopted */
+    struct event *timer;              /* adoption, then the request deadline */
+    struct event *gone;               /* EV_CLOSED while a request waits */
+    struct http_req *waiting;         /* request handed to the bridge, unanswered */
+    struct http_conn *prev, *next;    /* the server's live list, or the free list */
+};
+
+struct http_req {
+    struct http_server *s;            /* owner */
+    struct evhttp_request *req;       /* evhttp's request; freed by the reply */
+    struct http_conn *c;              /* its connection (NULL if it has no context) */
+    uint64_t token;                   /* the bridge's slot */
+    int64_t arrival;                  /* unix seconds */
+    const char *path;                 /* owned by req */
+    const char *query;                /* owned by req; NULL if none */
+    const char *ctype;                /* owned by req; NULL if none */
+    size_t id_len;                    /* strlen(id) */
+    char id[REQID_MAX + 1];           /* X-Request-Id, taken or generated */
+    struct http_req *next_free;       /* free list */
+};
+
+struct http_server {
+    struct event_base *base;          /* the worker's loop */
+    const struct config *cfg;         /* immutable */
+    unsigned worker;                  /* index */
+    struct http_handlers h;           /* the bridge */
+    struct evhttp *http;              /* evhttp server */
+    struct evconnlistener *lev;       /* our listener (evhttp accepts on it) */
+    struct evhttp_bound_socket *bound;/* lev as evhttp knows it; NULL once draining */
+    struct event *accept_ev;          /* re-enables accepting after EMFILE & co */
+    const struct timeval *deadline;   /* common timeout of cfg->http_timeout_ms */
+    struct reqid_gen ids;             /* this worker's request ids */
+    bool draining;                    /* stop accepting, close after each answer */
+    size_t pending;                   /* requests handed to the bridge, unanswered */
+    struct http_conn live;            /* sentinel of the live connection list */
+    struct http_conn *free_conns;     /* recycled contexts (events kept) */
+    struct http_req *free_reqs;       /* recycled request contexts */
+    struct http_conn **byfd;          /* descriptor -> adopted connection */
+    size_t nbyfd;                     /* entries in byfd */
+};
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+    if (p == NULL) {
+        log_error("out of memory");
+        abort();
+    }
+    return p;
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+
+static struct http_conn *conn_get(struct http_server *s)
+{
+    struct http_conn *c = s->free_conns;
+    if (c != NULL) {
+        s->free_conns = c->next;
+    } else {
+        c = xcalloc(1, sizeof *c);
+        c->s = s;
+        c->timer = event_new(s->base, -1, 0, on_timer, c);
+        c->gone = event_new(s->base, -1, 0, NULL, NULL);
+        if (c->timer == NULL || c->gone == NULL) {
+            log_error("out of memory");
+            abort();
+        }
+    }
+    c->bev = NULL;
+    c->evcon = NULL;
+    c->fd = -1;
+    c->waiting = NULL;
+    c->next = s->live.next;
+    c->prev = &s->live;
+    s->live.next->prev = c;
+    s->live.next = c;
+    return c;
+}
+
+static void conn_put(struct http_conn *c)
+{
+    struct http_server *s = c->s;
+    event_del(c->timer);
+    event_del(c->gone);
+    if (c->fd >= 0 && (size_t)c->fd < s->nbyfd && s->byfd[c->fd] == c)
+        s->byfd[c->fd] = NULL;
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = s->free_conns;
+    s->free_conns = c;
+}
+
+static void conn_free(struct http_conn *c)
+{
+    event_free(c->timer);
+    event_free(c->gone);
+    free(c);
+}
+
+static void arm_deadline(struct http_conn *c)
+{
+    event_add(c->timer, c->s->deadline);
+}
+
+static struct http_conn *conn_of(struct http_server *s, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon == NULL)
+        return NULL;
+    int fd = (int)bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
+    if (fd < 0 || (size_t)fd >= s->nbyfd)
+        return NULL;
+    struct http_conn *c = s->byfd[fd];
+    return c != NULL && c->evcon == evcon ? c : NULL;
+}
+
+static void req_put(struct http_server *s, struct http_req *r);
+
+/* evhttp is freeing the connection (client gone, deadline, error, or the
+ * server itself): a request of ours still waiting on it goes with it. */
+static void on_close(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    struct http_conn *c = arg;
+    struct http_server *s = c->s;
+    struct http_req *r = c->waiting;
+    if (r != NULL) {
+        c->waiting = NULL;
+        s->pending--;
+        s->h.gone(s->h.arg, r);
+        req_put(s, r);
+    }
+    conn_put(c);
+}
+
+static bool adopt(struct http_conn *c)
+{
+    struct http_server *s = c->s;
+    void *cbarg = NULL;
+    if (c->bev == NULL)
+        return false;
+    /* evhttp sets every bufferevent's callback argument to its connection;
+     * the check below makes sure that is what we got. */
+    bufferevent_getcb(c->bev, NULL, NULL, NULL, &cbarg);
+    struct evhttp_connection *evcon = cbarg;
+    int fd = (int)bufferevent_getfd(c->bev);
+    if (evcon == NULL || fd < 0 || evhttp_connection_get_bufferevent(evcon) != c->bev)
+        return false;
+    if ((size_t)fd >= s->nbyfd) {
+        size_t n = s->nbyfd ? s->nbyfd : 1024;
+        while (n <= (size_t)fd)
+            n *= 2;
+        struct http_conn **p = realloc(s->byfd, n * sizeof *p);
+        if (p == NULL) {
+            log_error("out of memory");
+            abort();
+        }
+        memset(p + s->nbyfd, 0, (n - s->nbyfd) * sizeof *p);
+        s->byfd = p;
+        s->nbyfd = n;
+    }
+    c->evcon = evcon;
+    c->fd = fd;
+    s->byfd[fd] = c;
+    evhttp_connection_set_closecb(evcon, on_close, c);
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    arm_deadline(c);
+    return true;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct http_conn *c = arg;
+    if (c->evcon == NULL) {
+        if (!adopt(c)) {
+            /* Only when evhttp failed to set the connection up (out of
+             * memory): it has freed what it made. */
+            log_warn("http: cannot track a new connection");
+            conn_put(c);
+        }
+        return;
+    }
+    char *addr = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(c->evcon, &addr, &port);
+    log_debug("http: closing connection from %s:%u: no complete request within %llu ms",
+              addr ? addr : "?", port, (unsigned long long)c->s->cfg->http_timeout_ms);
+    evhttp_connection_free(c->evcon); /* on_close recycles c */
+}
+
+static void on_gone(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct http_conn *c = arg;
+    evhttp_connection_free(c->evcon); /* on_close tells the bridge, recycles c */
+}
+
+static struct bufferevent *on_bev(struct event_base *base, void *arg)
+{
+    struct http_server *s = arg;
+    struct http_conn *c = conn_get(s);
+    c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    /* Runs once evhttp has made the connection, before it reads a byte. */
+    event_active(c->timer, EV_TIMEOUT, 0);
+    return c->bev;
+}
+
+/* ---- accepting ---------------------------------------------------------- */
+
+static void on_accept_again(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct http_server *s = arg;
+    if (s->lev != NULL && !s->draining)
+        evconnlistener_enable(s->lev);
+}
+
+/* Out of descriptors (or memory) the listener would spin on a ready socket it
+ * cannot accept: pause it a little instead, and say so once per pause. */
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    struct http_server *s = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    log_warn("http: accept failed: %s; pausing accepts for %d ms", strerror(err),
+             HTTP_ACCEPT_PAUSE_MS);
+    evconnlistener_disable(lev);
+    struct timeval tv = { 0, HTTP_ACCEPT_PAUSE_MS * 1000 };
+    event_add(s->accept_ev, &tv);
+}
+
+/* ---- answering ---------------------------------------------------------- */
+
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    }
+    if (status < 200)
+        return "Informational";
+    if (status < 300)
+        return "Success";
+    if (status < 400)
+        return "Redirection";
+    if (status < 500)
+        return "Client Error";
+    return "Server Error";
+}
+
+/* Bits of a response beyond status, type and body. */
+enum {
+    SEND_CLOSE = 1,    /* Connection: close */
+    SEND_STATIC = 2,   /* body outlives the response: reference it, no copy */
+};
+
+/* The one place responses leave. Frees evhttp's request. */
+static void send_response(struct http_server *s, struct evhttp_request *req, const char *id,
+                          int status, const char *ctype, const char *body, size_t len,
+                          int flags)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    evhttp_add_header(out, "X-Request-Id", id);
+    if (ctype != NULL)
+        evhttp_add_header(out, "Content-Type", ctype);
+    if (status == 202)
+        evhttp_add_header(out, "X-Message-Id", id);
+    if (status == 503)
+        evhttp_add_header(out, "Retry-After", HTTP_RETRY_AFTER);
+    if ((flags & SEND_CLOSE) || s->draining)
+        evhttp_add_header(out, "Connection", "close");
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        /* evhttp would send a body given for HEAD: give the length only. */
+        char n[24];
+        snprintf(n, sizeof n, "%zu", len);
+        evhttp_add_header(out, "Content-Length", n);
+    } else if (len > 0) {
+        struct evbuffer *b = evhttp_request_get_output_buffer(req);
+        if (flags & SEND_STATIC)
+            evbuffer_add_reference(b, body, len, NULL, NULL);
+        else
+            evbuffer_add(b, body, len);
+    }
+    evhttp_send_reply(req, status, reason_of(status), NULL);
+}
+
+static void send_text(struct http_server *s, struct evhttp_request *req, const char *id,
+                      int status, const char *text, int flags)
+{
+    send_response(s, req, id, status, "text/plain", text, strlen(text), flags | SEND_STATIC);
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+static struct http_req *req_get(struct http_server *s)
+{
+    struct http_req *r = s->free_reqs;
+    if (r != NULL)
+        s->free_reqs = r->next_free;
+    else
+        r = xcalloc(1, sizeof *r);
+    r->s = s;
+    r->token = 0;
+    return r;
+}
+
+static void req_put(struct http_server *s, struct http_req *r)
+{
+    r->req = NULL;
+    r->c = NULL;
+    r->next_free = s->free_reqs;
+    s->free_reqs = r;
+}
+
+/* What one pass over the request headers tells. */
+struct head_info {
+    const char *id;         /* X-Request-Id, first one */
+    const char *ctype;      /* Content-Type, first one */
+    const char *te;         /* Transfer-Encoding, first one */
+    int n_cl;               /* Content-Length headers */
+    int n_te;               /* Transfer-Encoding headers */
+};
+
+static void scan_headers(struct evhttp_request *req, struct head_info *hi)
+{
+    memset(hi, 0, sizeof *hi);
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next)
+    {
+        const char *k = kv->key;
+        switch (k[0] | 0x20) {
+        case 'c':
+            if (strcasecmp(k, "Content-Length") == 0)
+                hi->n_cl++;
+            else if (hi->ctype == NULL && strcasecmp(k, "Content-Type") == 0)
+                hi->ctype = kv->value;
+            break;
+        case 't':
+            if (strcasecmp(k, "Transfer-Encoding") == 0 && hi->n_te++ == 0)
+                hi->te = kv->value;
+            break;
+        case 'x':
+            if (hi->id == NULL && strcasecmp(k, "X-Request-Id") == 0)
+                hi->id = kv->value;
+            break;
+        }
+    }
+}
+
+/* Why the framing is ambiguous, or NULL. evhttp itself takes the first of
+ * two Content-Lengths and treats "gzip, chunked" as no body at all: either
+ * way what follows could be read as another request (smuggling). */
+static const char *bad_framing(const struct head_info *hi)
+{
+    if (hi->n_cl > 1)
+        return "more than one Content-Length";
+    if (hi->n_te > 1)
+        return "more than one Transfer-Encoding";
+    if (hi->n_te == 1 && strcasecmp(hi->te, "chunked") != 0)
+        return "Transfer-Encoding other than chunked";
+    if (hi->n_te == 1 && hi->n_cl > 0)
+        return "Content-Length with Transfer-Encoding";
+    return NULL;
+}
+
+/* application/xml, text/xml, any type/subtype+xml; parameters allowed. */
+static bool xml_type(const char *ct)
+{
+    if (ct == NULL)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, "; \t");
+    if (n == 15 && strncasecmp(ct, "application/xml", 15) == 0)
+        return true;
+    if (n == 8 && strncasecmp(ct, "text/xml", 8) == 0)
+        return true;
+    const char *slash = memchr(ct, '/', n);
+    return slash != NULL && slash > ct && (size_t)(ct + n - slash) > 5 &&
+           strncasecmp(ct + n - 4, "+xml", 4) == 0;
+}
+
+static const struct config_route *find_route(const struct config *cfg, const char *path)
+{
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        if (strcmp(cfg->routes[i].path, path) == 0)
+            return &cfg->routes[i];
+    return NULL;
+}
+
+static void answer_health(struct http_server *s, struct evhttp_request *req, const char *id)
+{
+    char buf[HTTP_HEALTH_LEN];
+    if (s->h.health(s->h.arg, buf, sizeof buf)) {
+        send_text(s, req, id, 200, "ok\n", 0);
+        return;
+    }
+    send_response(s, req, id, 503, "text/plain", buf, strlen(buf), 0);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct http_server *s = arg;
+    struct http_conn *c = conn_of(s, req);
+    struct head_info hi;
+    scan_headers(req, &hi);
+
+    char idbuf[REQID_MAX + 1];
+    const char *id = hi.id;
+    size_t id_len = id != NULL ? strlen(id) : 0;
+    struct timeval now;
+    event_base_gettimeofday_cached(s->base, &now);
+    if (id == NULL || !reqid_valid(id, id_len)) {
+        reqid_next(&s->ids, (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_usec / 1000, idbuf);
+        id = idbuf;
+        id_len = REQID_GEN_LEN;
+    }
+    if (c != NULL)
+        arm_deadline(c); /* the next request's clock; stopped below if this one waits */
+
+    const char *why = bad_framing(&hi);
+    if (why != NULL) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "ambiguous request framing: %s\n", why);
+        log_debug("%s: %s", id, msg);
+        send_response(s, req, id, 400, "text/plain", msg, strlen(msg), SEND_CLOSE);
+        return;
+    }
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    if (path == NULL || path[0] == '\0')
+        path = "/";
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+
+    bool pong = strcmp(path, s->cfg->pong_path) == 0;
+    if (pong || strcmp(path, "/healthz") == 0) {
+        if (!get) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+            send_text(s, req, id, 405, "method not allowed: use GET or HEAD\n", 0);
+        } else if (s->draining) {
+            send_text(s, req, id, 503, "shutting down\n", 0);
+        } else if (pong) {
+            send_response(s, req, id, 200, "text/plain", PONG, sizeof PONG - 1, SEND_STATIC);
+        } else {
+            answer_health(s, req, id);
+        }
+        return;
+    }
+    const struct config_route *route = find_route(s->cfg, path);
+    if (route == NULL) {
+        send_text(s, req, id, 404, "no route for this path\n", 0);
+        return;
+    }
+    if (cmd != EVHTTP_REQ_POST) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        send_text(s, req, id, 405, "method not allowed: use POST\n", 0);
+        return;
+    }
+    if (!xml_type(hi.ctype)) {
+        send_text(s, req, id, 415,
+                  "Content-Type must be application/xml, text/xml or */*+xml\n", 0);
+        return;
+    }
+    if (s->draining) {
+        send_text(s, req, id, 503, "shutting down\n", 0);
+        return;
+    }
+
+    struct http_req *r = req_get(s);
+    r->req = req;
+    r->c = c;
+    r->arrival = (int64_t)now.tv_sec;
+    r->path = path;
+    r->query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
+    if (r->query != NULL && r->query[0] == '\0')
+        r->query = NULL;
+    r->ctype = hi.ctype;
+    memcpy(r->id, id, id_len + 1);
+    r->id_len = id_len;
+    s->pending++;
+    if (c != NULL)
+        c->waiting = r;
+    s->h.route(s->h.arg, r, route);
+    /* Answered already (a refusal), or waiting: then watch its client and
+     * stop the deadline, the bridge bounds the wait. */
+    if (c != NULL && c->waiting == r) {
+        event_del(c->timer);
+        event_assign(c->gone, s->base, c->fd, EV_CLOSED, on_gone, c);
+        event_add(c->gone, NULL);
+    }
+}
+
+/* ---- the interface ------------------------------------------------------ */
+
+struct http_server *http_server_new(struct event_base *base, const struct config *cfg,
+                                    unsigned worker, const struct http_handlers *h, char *err,
+                                    size_t errlen)
+{
+    struct http_server *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->base = base;
+    s->cfg = cfg;
+    s->worker = worker;
+    s->h = *h;
+    s->live.next = s->live.prev = &s->live;
+    reqid_gen_init(&s->ids, worker);
+
+    struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                              .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+    struct addrinfo *ai = NULL;
+    char port[8];
+    snprintf(port, sizeof port, "%d", cfg->listen_port);
+    int rc = getaddrinfo(cfg->listen_host, port, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "listen %s:%d: %s", cfg->listen_host, cfg->listen_port,
+                 gai_strerror(rc));
+        free(s);
+        return NULL;
+    }
+    s->lev = evconnlistener_new_bind(base, NULL, NULL,
+                                     LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
+                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                     SOMAXCONN, ai->ai_addr, (int)ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (s->lev == NULL) {
+        snprintf(err, errlen, "listen %s:%d: %s", cfg->listen_host, cfg->listen_port,
+                 strerror(errno));
+        free(s);
+        return NULL;
+    }
+    /* From here on evhttp owns the listener: evhttp_free frees it. */
+    s->http = evhttp_new(base);
+    s->bound = s->http != NULL ? evhttp_bind_listener(s->http, s->lev) : NULL;
+    if (s->bound == NULL) {
+        snprintf(err, errlen, "out of memory");
+        evconnlistener_free(s->lev);
+        if (s->http != NULL)
+            evhttp_free(s->http);
+        free(s);
+        return NULL;
+    }
+    struct timeval tv = { (time_t)(cfg->http_timeout_ms / 1000),
+                          (suseconds_t)(cfg->http_timeout_ms % 1000) * 1000 };
+    s->deadline = event_base_init_common_timeout(base, &tv);
+    s->accept_ev = event_new(base, -1, 0, on_accept_again, s);
+    if (s->accept_ev == NULL || s->deadline == NULL) {
+        snprintf(err, errlen, "out of memory");
+        http_server_free(s);
+        return NULL;
+    }
+    evconnlistener_set_error_cb(s->lev, on_accept_error);
+    /* Every method reaches on_request, which answers 405 itself (evhttp
+     * would say 501). */
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                            EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_max_body_size(s->http, (ev_ssize_t)cfg->max_body);
+    evhttp_set_max_headers_size(s->http, HTTP_MAX_HEADERS_SIZE);
+    evhttp_set_timeout_tv(s->http, &tv);
+    evhttp_set_bevcb(s->http, on_bev, s);
+    evhttp_set_gencb(s->http, on_request, s);
+    return s;
+}
+
+void http_server_drain(struct http_server *s)
+{
+    if (s->draining)
+        return;
+    s->draining = true;
+    event_del(s->accept_ev);
+    if (s->bound != NULL) {
+        evhttp_del_accept_socket(s->http, s->bound); /* frees lev, closes the socket */
+        s->bound = NULL;
+        s->lev = NULL;
+    }
+}
+
+size_t http_server_pending(const struct http_server *s)
+{
+    return s->pending;
+}
+
+void http_server_free(struct http_server *s)
+{
+    if (s == NULL)
+        return;
+    /* Frees every connection (on_close recycles its context) and the
+     * listener evhttp was given. */
+    evhttp_free(s->http);
+    /* Contexts evhttp never adopted (its setup failed) are still live. */
+    while (s->live.next != &s->live)
+        conn_put(s->live.next);
+    while (s->free_conns != NULL) {
+        struct http_conn *c = s->free_conns;
+        s->free_conns = c->next;
+        conn_free(c);
+    }
+    while (s->free_reqs != NULL) {
+        struct http_req *r = s->free_reqs;
+        s->free_reqs = r->next_free;
+        free(r);
+    }
+    if (s->accept_ev != NULL)
+        event_free(s->accept_ev);
+    free(s->byfd);
+    free(s);
+}
+
+const char *http_req_id(const struct http_req *r)
+{
+    return r->id;
+}
+
+size_t http_req_id_len(const struct http_req *r)
+{
+    return r->id_len;
+}
+
+const char *http_req_path(const struct http_req *r)
+{
+    return r->path;
+}
+
+const char *http_req_query(const struct http_req *r)
+{
+    return r->query;
+}
+
+const char *http_req_content_type(const struct http_req *r)
+{
+    return r->ctype;
+}
+
+const char *http_req_client(const struct http_req *r)
+{
+    char *addr = NULL;
+    ev_uint16_t port = 0;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
+    if (evcon != NULL)
+        evhttp_connection_get_peer(evcon, &addr, &port);
+    return addr != NULL ? addr : "";
+}
+
+int64_t http_req_arrival(const struct http_req *r)
+{
+    return r->arrival;
+}
+
+const char *http_req_body(struct http_req *r, size_t *len)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+    *len = evbuffer_get_length(in);
+    if (*len == 0)
+        return "";
+    return (const char *)evbuffer_pullup(in, -1);
+}
+
+int http_req_foreach_header(const struct http_req *r,
+                            int (*fn)(void *arg, const char *name, const char *value), void *arg)
+{
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(r->req), next)
+    {
+        if (fn(arg, kv->key, kv->value) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+void http_req_set_token(struct http_req *r, uint64_t token)
+{
+    r->token = token;
+}
+
+uint64_t http_req_token(const struct http_req *r)
+{
+    return r->token;
+}
+
+void http_req_reply(struct http_req *r, int status, const char *ctype, const char *body,
+                    size_t len)
+{
+    struct http_server *s = r->s;
+    struct http_conn *c = r->c;
+    if (c != NULL && c->waiting == r) {
+        c->waiting = NULL;
+        event_del(c->gone);
+        arm_deadline(c);
+    }
+    s->pending--;
+    send_response(s, r->req, r->id, status, ctype != NULL ? ctype : "text/plain", body, len, 0);
+    req_put(s, r);
+}
