@@ -88,6 +88,7 @@ struct broker {
     bool content_header;            /* waiting for the header frame */
 
     amqp_table_entry_t hdr[BROKER_MAX_HEADERS]; /* reused per publish */
+    size_t peak_inflight;           /* most publishes awaiting a confirm at once */
 };
 
 const char *broker_state_name(enum broker_state s)
@@ -692,6 +693,9 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         *tag = tracker_add(b->tracker, ctx, m->message_id, m->message_id_len);
         if (*tag == 0)
             return BROKER_PUB_FULL;
+        size_t waiting = tracker_attached(b->tracker);
+        if (waiting > b->peak_inflight)
+            b->peak_inflight = waiting;
     }
     amqp_bytes_t body = { m->body_len, (void *)(uintptr_t)m->body };
     int rc = amqp_basic_publish(b->conn, b->channel, bytes_of(m->exchange),
@@ -735,6 +739,7 @@ void broker_close(struct broker *b)
         b->conn = NULL;
     }
     tracker_fail_all(b->tracker);
+    log_info("broker: at most %zu publishes awaited a confirm at once", b->peak_inflight);
     set_state(b, BROKER_CLOSED, "shutting down");
 }
 
