@@ -19,9 +19,13 @@
  * after `timeout`, and so is a keep-alive connection idle that long.
  *
  * Waiting requests. While a request waits for the bridge, evhttp does not
- * read its connection, so a client that hangs up would go unnoticed: an
- * EV_CLOSED event on the descriptor notices it, tells the bridge (which drops
- * the late confirm), and frees the connection with its request. */
+ * read its connection, so a client that hangs up would go unnoticed. An
+ * edge-triggered EV_READ|EV_CLOSED event on the descriptor notices it (epoll
+ * reports a reset as EV_READ, never as EV_CLOSED; edge-triggered, so data a
+ * client pipelines meanwhile wakes us once, not in a loop), tells the bridge
+ * (which drops the late confirm), and frees the connection with its request.
+ * A client that half-closes (shutdown(SHUT_WR)) after its request counts as
+ * gone, as in nginx. */
 #include "server.h"
 
 #include <errno.h>
@@ -40,6 +44,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
@@ -59,7 +64,7 @@ struct http_conn {
     struct evhttp_connection *evcon;  /* NULL until adopted */
     int fd;                           /* -1 until adopted */
     struct event *timer;              /* adoption, then the request deadline */
-    struct event *gone;               /* EV_CLOSED while a request waits */
+    struct event *gone;               /* hang-up watch while a request waits */
     struct http_req *waiting;         /* request handed to the bridge, unanswered */
     struct http_conn *prev, *next;    /* the server's live list, or the free list */
 };
@@ -68,6 +73,7 @@ struct http_req {
     struct http_server *s;            /* owner */
     struct evhttp_request *req;       /* evhttp's request; freed by the reply */
     struct http_conn *c;              /* its connection (NULL if it has no context) */
+    struct event *timer;              /* http_req_set_timer; kept across reuse */
     uint64_t token;                   /* the bridge's slot */
     int64_t arrival;                  /* unix seconds */
     const char *path;                 /* owned by req */
@@ -255,9 +261,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 static void on_gone(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd;
-    (void)what;
     struct http_conn *c = arg;
+    if (!(what & EV_CLOSED)) {
+        /* Readable: a reset or an orderly close shows as an error or as
+         * end of file; anything else is the client's next request. */
+        char b;
+        ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
+            return;
+    }
     evhttp_connection_free(c->evcon); /* on_close tells the bridge, recycles c */
 }
 
@@ -369,20 +381,35 @@ static void send_text(struct http_server *s, struct evhttp_request *req, const c
 
 /* ---- requests ----------------------------------------------------------- */
 
+static void on_req_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct http_req *r = arg;
+    r->s->h.expired(r->s->h.arg, r);
+}
+
 static struct http_req *req_get(struct http_server *s)
 {
     struct http_req *r = s->free_reqs;
-    if (r != NULL)
+    if (r != NULL) {
         s->free_reqs = r->next_free;
-    else
+    } else {
         r = xcalloc(1, sizeof *r);
-    r->s = s;
+        r->s = s;
+        r->timer = event_new(s->base, -1, 0, on_req_timer, r);
+        if (r->timer == NULL) {
+            log_error("out of memory");
+            abort();
+        }
+    }
     r->token = 0;
     return r;
 }
 
 static void req_put(struct http_server *s, struct http_req *r)
 {
+    event_del(r->timer);
     r->req = NULL;
     r->c = NULL;
     r->next_free = s->free_reqs;
@@ -563,7 +590,8 @@ static void on_request(struct evhttp_request *req, void *arg)
      * stop the deadline, the bridge bounds the wait. */
     if (c != NULL && c->waiting == r) {
         event_del(c->timer);
-        event_assign(c->gone, s->base, c->fd, EV_CLOSED, on_gone, c);
+        event_assign(c->gone, s->base, c->fd, EV_READ | EV_CLOSED | EV_ET | EV_PERSIST, on_gone,
+                     c);
         event_add(c->gone, NULL);
     }
 }
@@ -681,6 +709,7 @@ void http_server_free(struct http_server *s)
     while (s->free_reqs != NULL) {
         struct http_req *r = s->free_reqs;
         s->free_reqs = r->next_free;
+        event_free(r->timer);
         free(r);
     }
     if (s->accept_ev != NULL)
@@ -758,6 +787,11 @@ void http_req_set_token(struct http_req *r, uint64_t token)
 uint64_t http_req_token(const struct http_req *r)
 {
     return r->token;
+}
+
+void http_req_set_timer(struct http_req *r, const struct timeval *tv)
+{
+    event_add(r->timer, tv);
 }
 
 void http_req_reply(struct http_req *r, int status, const char *ctype, const char *body,
