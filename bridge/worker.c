@@ -35,8 +35,9 @@ struct worker {
     struct event_base *base;                /* this thread's loop */
     struct http_server *http;               /* this thread's listener + connections */
     struct broker *broker;                  /* this thread's connection + channel */
-    struct xmlcheck *xc;                    /* created on the thread itself */
+    struct xmlcheck *xc;                    /* used by this thread only */
     struct hdrmap headers;                  /* reused per request */
+    const struct timeval *confirm_tv;       /* common timeout: longest wait for a confirm */
     pthread_t thread;                       /* the loop's thread */
     bool started;                           /* thread created */
 
@@ -181,6 +182,7 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
     switch (broker_publish(w->broker, &m, r, &tag)) {
     case BROKER_PUB_WAIT:
         http_req_set_token(r, tag);
+        http_req_set_timer(r, w->confirm_tv);
         break;
     case BROKER_PUB_SENT:
         http_req_reply(r, 202, NULL, NULL, 0);
@@ -199,6 +201,18 @@ static void on_gone(void *arg, struct http_req *r)
     struct worker *w = arg;
     log_debug("%s: client left before the answer", http_req_id(r));
     broker_detach(w->broker, http_req_token(r));
+}
+
+/* The broker kept a publish unconfirmed for [http] timeout while connected
+ * (a queue without quorum, a broker that stopped reading): answer now, drop
+ * the confirm if it ever comes. */
+static void on_expired(void *arg, struct http_req *r)
+{
+    struct worker *w = arg;
+    log_warn("%s: no confirm from the broker within %llu ms: answering 503", http_req_id(r),
+             (unsigned long long)w->cfg->http_timeout_ms);
+    broker_detach(w->broker, http_req_token(r));
+    reply_text(r, 503, "the broker did not confirm the message in time; retry later");
 }
 
 static bool on_health(void *arg, char *buf, size_t buflen)
@@ -286,18 +300,10 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof name, "w%u", w->id);
     log_set_thread(name);
-    /* libxml2's error hook is per thread: the checker is made here. */
-    w->xc = xmlcheck_new();
-    if (w->xc == NULL) {
-        log_error("cannot create the XML checker");
-        return NULL;
-    }
     broker_start(w->broker);
     event_base_dispatch(w->base);
     /* Anything still pending was failed by broker_close; nothing is left
      * waiting on a connection evhttp is about to free. */
-    xmlcheck_free(w->xc);
-    w->xc = NULL;
     return NULL;
 }
 
@@ -330,12 +336,23 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
         return -1;
     }
     struct http_handlers h = {
-        .route = on_route, .gone = on_gone, .health = on_health, .arg = w,
+        .route = on_route, .gone = on_gone, .expired = on_expired, .health = on_health,
+        .arg = w,
     };
     char herr[256];
     w->http = http_server_new(w->base, w->cfg, id, &h, herr, sizeof herr);
     if (w->http == NULL) {
         snprintf(err, errlen, "worker %u: %s", id, herr);
+        return -1;
+    }
+    struct timeval tv = { (time_t)(w->cfg->http_timeout_ms / 1000),
+                          (suseconds_t)(w->cfg->http_timeout_ms % 1000) * 1000 };
+    w->confirm_tv = event_base_init_common_timeout(w->base, &tv);
+    /* The checker installs its libxml2 error hooks per call: it may be made
+     * here, so that a failure stops start-up instead of a worker. */
+    w->xc = xmlcheck_new();
+    if (w->confirm_tv == NULL || w->xc == NULL) {
+        snprintf(err, errlen, "worker %u: out of memory", id);
         return -1;
     }
     w->broker = broker_new(w->base, w->cfg, id, on_done, on_broker_state, w);

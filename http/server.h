@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct timeval;
 struct config;
 struct config_route;
 
@@ -23,6 +24,9 @@ struct http_handlers {
     /* The client of R hung up while R waited. The bridge must forget R (drop
      * its confirm later); when this returns, the server answers and frees R. */
     void (*gone)(void *arg, struct http_req *r);
+    /* R's timer (http_req_set_timer) ran out while R waited. The bridge
+     * must forget R and answer it (http_req_reply). */
+    void (*expired)(void *arg, struct http_req *r);
     /* /healthz: true when healthy; otherwise write the reason into buf. */
     bool (*health)(void *arg, char *buf, size_t buflen);
     void *arg;
@@ -60,6 +64,10 @@ int http_req_foreach_header(const struct http_req *r,
 /* A slot for the bridge (e.g. the delivery tag the request waits for). */
 void http_req_set_token(struct http_req *r, uint64_t token);
 uint64_t http_req_token(const struct http_req *r);
+/* Call handlers->expired for R if it still waits after TV (which may be a
+ * common timeout of the worker's base: cheaper for many equal timers).
+ * Answering R stops the timer. */
+void http_req_set_timer(struct http_req *r, const struct timeval *tv);
 
 /* Answer R and free it; R must not be used afterwards. Every response gets
  * X-Request-Id; a 503 gets Retry-After; a 202 gets X-Message-Id. BODY may be
