@@ -19,7 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,10 +38,11 @@
 #define BROKER_BACKOFF_MAX_MS 5000   /* cap of the exponential backoff */
 #define BROKER_MAX_HEADERS 160       /* bridge headers + hdrmap's 128 copied ones */
 #define BROKER_REASON_LEN 256
-/* Bytes the kernel may hold unsent toward the broker before we stop
- * publishing: past it the broker is not reading (frozen, or blocked before it
- * told us) and amqp_basic_publish would block the loop. */
-#define BROKER_MAX_UNSENT (4u << 20)
+/* Bytes of frame and properties a publish adds to its body and headers. */
+#define BROKER_FRAME_OVERHEAD 512
+/* Bounds of TCP_USER_TIMEOUT on the broker socket (see connect_main). */
+#define BROKER_USER_TIMEOUT_MIN_MS 5000
+#define BROKER_USER_TIMEOUT_MAX_MS 60000
 
 /* Everything the connector thread needs and produces; the loop does not touch
  * it while the thread runs. */
@@ -89,6 +93,7 @@ struct broker {
 
     amqp_table_entry_t hdr[BROKER_MAX_HEADERS]; /* reused per publish */
     size_t peak_inflight;           /* most publishes awaiting a confirm at once */
+    bool socket_full;               /* publishes refused for a full socket; logged once */
 };
 
 const char *broker_state_name(enum broker_state s)
@@ -226,6 +231,18 @@ static void *connect_main(void *p)
                  amqp_error_string2(rc));
         goto fail;
     }
+    /* rabbitmq-c writes without a time limit. A broker that stops reading
+     * while we are inside a write (frozen, paused) keeps acknowledging TCP
+     * with a zero window forever; this makes the kernel give up on it, the
+     * write fail and the connection count as lost. */
+    uint64_t ut = j->cfg->heartbeat_ms > 0 ? j->cfg->heartbeat_ms : BROKER_USER_TIMEOUT_MAX_MS / 2;
+    ut = ut < BROKER_USER_TIMEOUT_MIN_MS   ? BROKER_USER_TIMEOUT_MIN_MS
+         : ut > BROKER_USER_TIMEOUT_MAX_MS ? BROKER_USER_TIMEOUT_MAX_MS
+                                           : ut;
+    unsigned int ut_ms = (unsigned int)ut;
+    if (setsockopt(amqp_get_sockfd(conn), IPPROTO_TCP, TCP_USER_TIMEOUT, &ut_ms, sizeof ut_ms) !=
+        0)
+        log_warn("broker: cannot set TCP_USER_TIMEOUT: %s", strerror(errno));
     if (amqp_set_handshake_timeout(conn, &tv) != AMQP_STATUS_OK ||
         amqp_set_rpc_timeout(conn, &tv) != AMQP_STATUS_OK) {
         snprintf(j->err, sizeof j->err, "cannot set timeouts");
@@ -629,6 +646,23 @@ void broker_detach(struct broker *b, uint64_t tag)
         (void)tracker_detach(b->tracker, tag);
 }
 
+/* amqp_basic_publish writes with no time limit and would block the loop on a
+ * full socket (a broker that stopped reading). Publish only while the kernel
+ * has room: what is still unsent plus this message must fit in three
+ * quarters of the send buffer (the rest covers the kernel's bookkeeping).
+ * With nothing unsent any size goes: the broker read everything so far, and
+ * if it freezes during this very write TCP_USER_TIMEOUT ends the wait. */
+static bool socket_has_room(int fd, size_t need)
+{
+    int unsent = 0, sndbuf = 0;
+    socklen_t sl = sizeof sndbuf;
+    if (ioctl(fd, SIOCOUTQ, &unsent) != 0 || unsent <= 0)
+        return true;
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) != 0 || sndbuf <= 0)
+        return true;
+    return (size_t)unsent + need <= (size_t)sndbuf / 4 * 3;
+}
+
 static amqp_bytes_t bytes_of(const char *s)
 {
     return s == NULL ? amqp_empty_bytes : amqp_cstring_bytes(s);
@@ -670,6 +704,7 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         p.expiration = amqp_cstring_bytes(m->expiration);
     }
     size_t n = 0;
+    size_t need = m->body_len + BROKER_FRAME_OVERHEAD + m->message_id_len;
     if (m->headers != NULL) {
         for (size_t i = 0; i < m->headers->n && n < BROKER_MAX_HEADERS; i++) {
             const struct hdrmap_kv *kv = &m->headers->kv[i];
@@ -678,16 +713,23 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
             b->hdr[n].key = amqp_cstring_bytes(kv->name);
             b->hdr[n].value.kind = AMQP_FIELD_KIND_UTF8;
             b->hdr[n].value.value.bytes = amqp_cstring_bytes(kv->value);
+            need += b->hdr[n].key.len + b->hdr[n].value.value.bytes.len + 8;
             n++;
         }
     }
     p.headers = (amqp_table_t){ (int)n, b->hdr };
 
-    int unsent = 0;
-    if (ioctl(amqp_get_sockfd(b->conn), SIOCOUTQ, &unsent) == 0 &&
-        (size_t)unsent + m->body_len > BROKER_MAX_UNSENT) {
-        log_warn("broker: %d bytes unsent to the broker: not publishing", unsent);
+    if (!socket_has_room(amqp_get_sockfd(b->conn), need)) {
+        if (!b->socket_full)
+            log_warn("broker: %s is not reading fast enough (socket buffer full): publishes "
+                     "answered 503 until it catches up",
+                     b->node);
+        b->socket_full = true;
         return BROKER_PUB_FULL;
+    }
+    if (b->socket_full) {
+        log_info("broker: %s reads again: publishing", b->node);
+        b->socket_full = false;
     }
     if (b->cfg->confirm) {
         *tag = tracker_add(b->tracker, ctx, m->message_id, m->message_id_len);
@@ -720,7 +762,10 @@ void broker_close(struct broker *b)
 {
     if (b->state == BROKER_CLOSED)
         return;
-    event_del(b->retry_ev);
+    /* Confirms that already arrived answer their requests 202, not 503. */
+    if (b->conn != NULL)
+        pump(b);
+    event_del(b->retry_ev); /* pump may have lost the connection */
     if (b->conn != NULL) {
         event_del(b->sock_ev);
         event_del(b->hb_ev);
