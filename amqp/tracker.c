@@ -25,9 +25,12 @@
  * bytes and its full length: two such ids match when both are equal, so ids
  * differing only past byte 128 are not told apart. An entry added with no id
  * (NULL) went out with an empty message_id and matches a return of "".
- * A return marks the OLDEST pending unreturned entry with its id: with two
- * publishes of one id in flight (a client reusing X-Request-Id) it may mark
- * the wrong one, since basic.return carries no delivery tag.
+ * A return marks EVERY pending unreturned entry with its id, detached ones
+ * included: basic.return carries no delivery tag, so with two publishes of
+ * one id in flight (a client reusing X-Request-Id) we cannot tell which one
+ * came back. Marking only one could give the unroutable message a 202 (a
+ * false success); marking all gives the routable one a 502 at worst, which
+ * the client retries (at-least-once allows the duplicate).
  *
  * A ctx of NULL in tracker_add makes an entry detached from the start. A
  * tracker_reset with entries left (the caller should fail them first)
@@ -290,26 +293,29 @@ size_t tracker_nack(struct tracker *t, uint64_t tag, bool multiple)
     return confirm(t, tag, multiple, true);
 }
 
-/* Returns are rare (mandatory + unroutable), so a linear scan of the window
- * from the oldest tag is fine here and keeps the hot path free of an index. */
+/* Returns are rare (mandatory + unroutable), so a linear scan of the whole
+ * window is fine here and keeps the hot path free of an index. It does not
+ * stop at the first match: every pending entry with the id is marked (see
+ * the top of this file), so that no 202 answers a message that came back. */
 bool tracker_return(struct tracker *t, const char *msg_id, size_t msg_id_len)
 {
     if (msg_id == NULL)
         msg_id_len = 0;
     uint32_t len = saturate_len(msg_id_len);
     size_t cmp = min_size(msg_id_len, TRACKER_ID_MAX);
+    bool marked = false;
     size_t i = t->head_idx;
     for (uint64_t tag = t->head; tag < t->next; tag++) {
         struct slot *s = &t->slots[i];
         if (s->state == SLOT_PENDING && s->idlen == len &&
             (cmp == 0 || memcmp(t->ids[i], msg_id, cmp) == 0)) {
             s->state = SLOT_RETURNED;
-            return true;
+            marked = true;
         }
         if (++i == t->cap)
             i = 0;
     }
-    return false;
+    return marked;
 }
 
 bool tracker_detach(struct tracker *t, uint64_t tag)

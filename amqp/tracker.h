@@ -8,10 +8,10 @@
 #include <stdint.h>
 
 enum tracker_result {
-    TRACKER_ACK,        /* confirmed: answer 202 */
-    TRACKER_NACK,       /* broker refused it: answer 503 */
-    TRACKER_RETURNED,   /* basic.return then ack: unroutable, answer 502 */
-    TRACKER_LOST,       /* connection/channel gone before the confirm: 503 */
+    TRACKER_ACK,      /* confirmed: answer 202 */
+    TRACKER_NACK,     /* broker refused it: answer 503 */
+    TRACKER_RETURNED, /* basic.return then ack: unroutable, answer 502 */
+    TRACKER_LOST,     /* connection/channel gone before the confirm: 503 */
 };
 
 const char *tracker_result_name(enum tracker_result r);
@@ -46,9 +46,12 @@ void tracker_unadd(struct tracker *t, uint64_t tag);
 size_t tracker_ack(struct tracker *t, uint64_t tag, bool multiple);
 size_t tracker_nack(struct tracker *t, uint64_t tag, bool multiple);
 
-/* basic.return for a message with MSG_ID: mark the oldest pending, not yet
- * returned entry with that id; its ack then completes as TRACKER_RETURNED.
- * false if none matched. */
+/* basic.return for a message with MSG_ID: mark EVERY pending, not yet
+ * returned entry with that id (attached or detached); their acks then
+ * complete as TRACKER_RETURNED. A return carries no delivery tag, so when a
+ * client reused an id we cannot tell which publish came back: all of them
+ * answer 502 (a retry, maybe a duplicate), never a 202 for a message the
+ * broker does not have. true if at least one entry was marked. */
 bool tracker_return(struct tracker *t, const char *msg_id, size_t msg_id_len);
 
 /* The request behind TAG is gone (client hung up): its confirm will be
@@ -63,7 +66,7 @@ size_t tracker_fail_attached(struct tracker *t, enum tracker_result r);
  * and forget all entries. */
 size_t tracker_fail_all(struct tracker *t);
 
-size_t tracker_pending(const struct tracker *t);   /* entries, attached or not */
-size_t tracker_attached(const struct tracker *t);  /* entries with a request */
+size_t tracker_pending(const struct tracker *t);  /* entries, attached or not */
+size_t tracker_attached(const struct tracker *t); /* entries with a request */
 
 #endif
