@@ -32,11 +32,11 @@
 #include "log.h"
 #include "message.h"
 
-#define BROKER_CONNECT_TIMEOUT_S 5   /* TCP connect, handshake and each sync rpc */
-#define BROKER_FRAME_MAX 131072      /* RabbitMQ's default frame_max */
-#define BROKER_BACKOFF_MIN_MS 100    /* first retry after a loss */
-#define BROKER_BACKOFF_MAX_MS 5000   /* cap of the exponential backoff */
-#define BROKER_MAX_HEADERS 160       /* bridge headers + hdrmap's 128 copied ones */
+#define BROKER_CONNECT_TIMEOUT_S 5 /* TCP connect, handshake and each sync rpc */
+#define BROKER_FRAME_MAX 131072    /* RabbitMQ's default frame_max */
+#define BROKER_BACKOFF_MIN_MS 100  /* first retry after a loss */
+#define BROKER_BACKOFF_MAX_MS 5000 /* cap of the exponential backoff */
+#define BROKER_MAX_HEADERS 160     /* bridge headers + hdrmap's 128 copied ones */
 #define BROKER_REASON_LEN 256
 /* Bytes of frame and properties a publish adds to its body and headers. */
 #define BROKER_FRAME_OVERHEAD 512
@@ -47,13 +47,13 @@
 /* Everything the connector thread needs and produces; the loop does not touch
  * it while the thread runs. */
 struct connect_job {
-    const struct config *cfg;       /* routes to declare, heartbeat, confirm */
-    const struct config_uri *uri;   /* node to try */
-    unsigned worker;                /* for the connection name */
-    amqp_channel_t channel;         /* channel to open */
-    amqp_connection_state_t conn;   /* result: open connection, or NULL */
-    char err[BROKER_REASON_LEN];    /* result: why it failed */
-    int notify_fd;                  /* write end of the broker's pipe */
+    const struct config *cfg;     /* routes to declare, heartbeat, confirm */
+    const struct config_uri *uri; /* node to try */
+    unsigned worker;              /* for the connection name */
+    amqp_channel_t channel;       /* channel to open */
+    amqp_connection_state_t conn; /* result: open connection, or NULL */
+    char err[BROKER_REASON_LEN];  /* result: why it failed */
+    int notify_fd;                /* write end of the broker's pipe */
 };
 
 /* What the frames that follow a basic.return / basic.deliver belong to. */
@@ -74,36 +74,41 @@ struct broker {
     uint64_t backoff_ms;            /* current reconnect delay ceiling */
     uint64_t rng;                   /* xorshift state for jitter */
 
-    amqp_connection_state_t conn;   /* NULL while not connected */
-    amqp_channel_t channel;         /* our one channel; bumped on reopen */
-    struct tracker *tracker;        /* confirms awaited on the channel */
-    struct event *sock_ev;          /* readable broker socket (persist) */
-    struct event *hb_ev;            /* heartbeat tick, heartbeat/2 */
-    struct event *retry_ev;         /* reconnect timer */
+    amqp_connection_state_t conn; /* NULL while not connected */
+    amqp_channel_t channel;       /* our one channel; bumped on reopen */
+    struct tracker *tracker;      /* confirms awaited on the channel */
+    struct event *sock_ev;        /* readable broker socket (persist) */
+    struct event *hb_ev;          /* heartbeat tick, heartbeat/2 */
+    struct event *retry_ev;       /* reconnect timer */
 
-    int pipe_fd[2];                 /* connector thread -> loop */
-    struct event *pipe_ev;          /* read end of pipe_fd */
-    pthread_t thread;               /* connector thread, when running */
-    bool thread_running;            /* thread started and not joined */
-    struct connect_job job;         /* the connector thread's in/out */
+    int pipe_fd[2];         /* connector thread -> loop */
+    struct event *pipe_ev;  /* read end of pipe_fd */
+    pthread_t thread;       /* connector thread, when running */
+    bool thread_running;    /* thread started and not joined */
+    struct connect_job job; /* the connector thread's in/out */
 
-    enum content_kind content;      /* frames expected after return/deliver */
-    uint64_t content_left;          /* body bytes still to come */
-    bool content_header;            /* waiting for the header frame */
+    enum content_kind content; /* frames expected after return/deliver */
+    uint64_t content_left;     /* body bytes still to come */
+    bool content_header;       /* waiting for the header frame */
 
     amqp_table_entry_t hdr[BROKER_MAX_HEADERS]; /* reused per publish */
-    size_t peak_inflight;           /* most publishes awaiting a confirm at once */
-    bool socket_full;               /* publishes refused for a full socket; logged once */
+    size_t peak_inflight;                       /* most publishes awaiting a confirm at once */
+    bool socket_full; /* publishes refused for a full socket; logged once */
 };
 
 const char *broker_state_name(enum broker_state s)
 {
     switch (s) {
-    case BROKER_DOWN: return "down";
-    case BROKER_CONNECTING: return "connecting";
-    case BROKER_UP: return "up";
-    case BROKER_BLOCKED: return "blocked";
-    case BROKER_CLOSED: return "closed";
+    case BROKER_DOWN:
+        return "down";
+    case BROKER_CONNECTING:
+        return "connecting";
+    case BROKER_UP:
+        return "up";
+    case BROKER_BLOCKED:
+        return "blocked";
+    case BROKER_CLOSED:
+        return "closed";
     }
     return "?";
 }
@@ -170,8 +175,8 @@ static int open_channel(amqp_connection_state_t conn, amqp_channel_t ch, bool co
     return 0;
 }
 
-static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch,
-                          const struct config *cfg, char *err, size_t errlen)
+static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch, const struct config *cfg,
+                          char *err, size_t errlen)
 {
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct config_route *rt = &cfg->routes[i];
@@ -201,17 +206,27 @@ static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch,
     return 0;
 }
 
-#define ENTRY_BOOL(k, v) \
-    { .key = amqp_cstring_bytes(k), .value = { .kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = (v) } }
-#define ENTRY_STR(k, v) \
-    { .key = amqp_cstring_bytes(k), .value = { .kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(v) } }
+#define ENTRY_BOOL(k, v)                                                                           \
+    {                                                                                              \
+        .key = amqp_cstring_bytes(k), .value = {                                                   \
+            .kind = AMQP_FIELD_KIND_BOOLEAN,                                                       \
+            .value.boolean = (v)                                                                   \
+        }                                                                                          \
+    }
+#define ENTRY_STR(k, v)                                                                            \
+    {                                                                                              \
+        .key = amqp_cstring_bytes(k), .value = {                                                   \
+            .kind = AMQP_FIELD_KIND_UTF8,                                                          \
+            .value.bytes = amqp_cstring_bytes(v)                                                   \
+        }                                                                                          \
+    }
 
 /* The connector thread: everything that blocks, bounded by timeouts. */
 static void *connect_main(void *p)
 {
     struct connect_job *j = p;
     const struct config_uri *u = j->uri;
-    struct timeval tv = { BROKER_CONNECT_TIMEOUT_S, 0 };
+    struct timeval tv = {BROKER_CONNECT_TIMEOUT_S, 0};
     char name[64];
     snprintf(name, sizeof name, "ingest-bridge w%u", j->worker);
 
@@ -240,8 +255,7 @@ static void *connect_main(void *p)
          : ut > BROKER_USER_TIMEOUT_MAX_MS ? BROKER_USER_TIMEOUT_MAX_MS
                                            : ut;
     unsigned int ut_ms = (unsigned int)ut;
-    if (setsockopt(amqp_get_sockfd(conn), IPPROTO_TCP, TCP_USER_TIMEOUT, &ut_ms, sizeof ut_ms) !=
-        0)
+    if (setsockopt(amqp_get_sockfd(conn), IPPROTO_TCP, TCP_USER_TIMEOUT, &ut_ms, sizeof ut_ms) != 0)
         log_warn("broker: cannot set TCP_USER_TIMEOUT: %s", strerror(errno));
     if (amqp_set_handshake_timeout(conn, &tv) != AMQP_STATUS_OK ||
         amqp_set_rpc_timeout(conn, &tv) != AMQP_STATUS_OK) {
@@ -257,20 +271,19 @@ static void *connect_main(void *p)
         ENTRY_BOOL("authentication_failure_close", 1),
     };
     amqp_table_entry_t props[] = {
-        { .key = amqp_cstring_bytes("capabilities"),
-          .value = { .kind = AMQP_FIELD_KIND_TABLE,
-                     .value.table = { .num_entries = sizeof caps / sizeof caps[0],
-                                      .entries = caps } } },
+        {.key = amqp_cstring_bytes("capabilities"),
+         .value = {.kind = AMQP_FIELD_KIND_TABLE,
+                   .value.table = {.num_entries = sizeof caps / sizeof caps[0], .entries = caps}}},
         ENTRY_STR("product", "ingest-bridge"),
         ENTRY_STR("connection_name", name),
     };
-    amqp_table_t props_table = { .num_entries = sizeof props / sizeof props[0], .entries = props };
+    amqp_table_t props_table = {.num_entries = sizeof props / sizeof props[0], .entries = props};
     int heartbeat_s = (int)(j->cfg->heartbeat_ms / 1000);
     if (j->cfg->heartbeat_ms > 0 && heartbeat_s == 0)
         heartbeat_s = 1;
-    amqp_rpc_reply_t r = amqp_login_with_properties(conn, u->vhost, 0, BROKER_FRAME_MAX,
-                                                    heartbeat_s, &props_table,
-                                                    AMQP_SASL_METHOD_PLAIN, u->user, u->password);
+    amqp_rpc_reply_t r =
+        amqp_login_with_properties(conn, u->vhost, 0, BROKER_FRAME_MAX, heartbeat_s, &props_table,
+                                   AMQP_SASL_METHOD_PLAIN, u->user, u->password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         rpc_error(r, "login", j->err, sizeof j->err);
         goto fail;
@@ -304,10 +317,10 @@ static void schedule_retry(struct broker *b)
     /* Equal jitter: between half and all of the current ceiling. */
     uint64_t half = b->backoff_ms / 2;
     uint64_t delay = half + jitter(b, b->backoff_ms - half + 1);
-    struct timeval tv = { (time_t)(delay / 1000), (suseconds_t)((delay % 1000) * 1000) };
+    struct timeval tv = {(time_t)(delay / 1000), (suseconds_t)((delay % 1000) * 1000)};
     event_add(b->retry_ev, &tv);
-    b->backoff_ms = b->backoff_ms * 2 > BROKER_BACKOFF_MAX_MS ? BROKER_BACKOFF_MAX_MS
-                                                              : b->backoff_ms * 2;
+    b->backoff_ms =
+        b->backoff_ms * 2 > BROKER_BACKOFF_MAX_MS ? BROKER_BACKOFF_MAX_MS : b->backoff_ms * 2;
     log_debug("broker: next connect attempt in %llu ms", (unsigned long long)delay);
 }
 
@@ -349,8 +362,8 @@ static void lost(struct broker *b, const char *why)
 {
     if (b->conn == NULL)
         return;
-    log_warn("broker: connection to %s lost: %s (%zu requests waiting answered 503)", b->node,
-             why, tracker_attached(b->tracker));
+    log_warn("broker: connection to %s lost: %s (%zu requests waiting answered 503)", b->node, why,
+             tracker_attached(b->tracker));
     event_del(b->sock_ev);
     event_del(b->hb_ev);
     amqp_destroy_connection(b->conn);
@@ -414,7 +427,7 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
     event_add(b->sock_ev, NULL);
     if (b->cfg->heartbeat_ms > 0) {
         uint64_t half = b->cfg->heartbeat_ms / 2;
-        struct timeval tv = { (time_t)(half / 1000), (suseconds_t)((half % 1000) * 1000) };
+        struct timeval tv = {(time_t)(half / 1000), (suseconds_t)((half % 1000) * 1000)};
         event_add(b->hb_ev, &tv);
     }
     b->backoff_ms = BROKER_BACKOFF_MIN_MS;
@@ -430,8 +443,9 @@ static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
 {
     log_warn("broker: channel %u closed by broker: %u %.*s", b->channel, c->reply_code,
              (int)c->reply_text.len, (const char *)c->reply_text.bytes);
-    amqp_channel_close_ok_t ok = { 0 };
-    if (amqp_send_method(b->conn, b->channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK) {
+    amqp_channel_close_ok_t ok = {0};
+    if (amqp_send_method(b->conn, b->channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) !=
+        AMQP_STATUS_OK) {
         lost(b, "cannot acknowledge channel close");
         return;
     }
@@ -490,7 +504,7 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
         char why[BROKER_REASON_LEN];
         snprintf(why, sizeof why, "closed by broker: %u %.*s", c->reply_code,
                  (int)c->reply_text.len, (const char *)c->reply_text.bytes);
-        amqp_connection_close_ok_t ok = { 0 };
+        amqp_connection_close_ok_t ok = {0};
         (void)amqp_send_method(b->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
         lost(b, why);
         break;
@@ -556,7 +570,7 @@ static void handle_frame(struct broker *b, const amqp_frame_t *f)
 /* Drain every whole frame the library can give without blocking. */
 static void pump(struct broker *b)
 {
-    static const struct timeval zero = { 0, 0 };
+    static const struct timeval zero = {0, 0};
     while (b->conn != NULL) {
         amqp_frame_t f;
         struct timeval tv = zero;
@@ -687,7 +701,7 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         p._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
         p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
     }
-    p.message_id = (amqp_bytes_t){ m->message_id_len, (void *)(uintptr_t)m->message_id };
+    p.message_id = (amqp_bytes_t){m->message_id_len, (void *)(uintptr_t)m->message_id};
     p.timestamp = (uint64_t)m->timestamp;
     p.app_id = amqp_cstring_bytes("ingest-bridge");
     p.type = bytes_of(m->type);
@@ -717,7 +731,7 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
             n++;
         }
     }
-    p.headers = (amqp_table_t){ (int)n, b->hdr };
+    p.headers = (amqp_table_t){(int)n, b->hdr};
 
     if (!socket_has_room(amqp_get_sockfd(b->conn), need)) {
         if (!b->socket_full)
@@ -739,7 +753,7 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         if (waiting > b->peak_inflight)
             b->peak_inflight = waiting;
     }
-    amqp_bytes_t body = { m->body_len, (void *)(uintptr_t)m->body };
+    amqp_bytes_t body = {m->body_len, (void *)(uintptr_t)m->body};
     int rc = amqp_basic_publish(b->conn, b->channel, bytes_of(m->exchange),
                                 bytes_of(m->routing_key), 1, 0, &p, body);
     if (rc != AMQP_STATUS_OK) {

@@ -16,11 +16,11 @@ struct config;
 struct bridge_msg;
 
 enum broker_state {
-    BROKER_DOWN,        /* not connected, a reconnect is scheduled */
-    BROKER_CONNECTING,  /* a connect attempt is under way */
-    BROKER_UP,          /* connected, channel open, confirm mode */
-    BROKER_BLOCKED,     /* connected but the broker sent connection.blocked */
-    BROKER_CLOSED,      /* broker_close() was called; no reconnect */
+    BROKER_DOWN,       /* not connected, a reconnect is scheduled */
+    BROKER_CONNECTING, /* a connect attempt is under way */
+    BROKER_UP,         /* connected, channel open, confirm mode */
+    BROKER_BLOCKED,    /* connected but the broker sent connection.blocked */
+    BROKER_CLOSED,     /* broker_close() was called; no reconnect */
 };
 
 const char *broker_state_name(enum broker_state s);

@@ -14,21 +14,21 @@ enum route_mode { ROUTE_PUBLISH, ROUTE_RPC };
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 struct config_route {
-    char *name;             /* section name after "route ", e.g. "ingest" */
-    char *path;             /* exact request path, starts with '/' */
-    enum route_mode mode;   /* publish | rpc */
-    char *exchange;         /* "" = default exchange */
-    char *routing_key;      /* routing key used for every publish */
-    char *queue;            /* "" = declare nothing; else durable queue to declare and bind */
-    bool persistent;        /* delivery_mode 2 */
-    char *schema;           /* "" = none; else XSD file path */
-    char *root;             /* "" = any; else required root element local name */
-    uint64_t timeout_ms;    /* rpc: how long to wait for the reply */
+    char *name;           /* section name after "route ", e.g. "ingest" */
+    char *path;           /* exact request path, starts with '/' */
+    enum route_mode mode; /* publish | rpc */
+    char *exchange;       /* "" = default exchange */
+    char *routing_key;    /* routing key used for every publish */
+    char *queue;          /* "" = declare nothing; else durable queue to declare and bind */
+    bool persistent;      /* delivery_mode 2 */
+    char *schema;         /* "" = none; else XSD file path */
+    char *root;           /* "" = any; else required root element local name */
+    uint64_t timeout_ms;  /* rpc: how long to wait for the reply */
 };
 
 struct config_uri {
-    char *text;             /* the URI as written, password included (never logged) */
-    char *display;          /* amqp://user@host:port/vhost, safe to log */
+    char *text;    /* the URI as written, password included (never logged) */
+    char *display; /* amqp://user@host:port/vhost, safe to log */
     char *host;
     int port;
     char *user;
@@ -37,22 +37,22 @@ struct config_uri {
 };
 
 struct config {
-    char *file;                 /* path the config was read from */
+    char *file; /* path the config was read from */
 
     /* [http] */
-    char *listen_host;          /* numeric address or name, from listen = host:port */
+    char *listen_host; /* numeric address or name, from listen = host:port */
     int listen_port;
-    int workers;                /* resolved: never 0 after config_load */
-    size_t max_body;            /* bytes */
-    uint64_t http_timeout_ms;   /* idle / total header deadline per connection */
+    int workers;              /* resolved: never 0 after config_load */
+    size_t max_body;          /* bytes */
+    uint64_t http_timeout_ms; /* idle / total header deadline per connection */
     char *pong_path;
 
     /* [amqp] */
-    struct config_uri *uris;    /* failover list, in order */
+    struct config_uri *uris; /* failover list, in order */
     size_t n_uris;
-    uint64_t heartbeat_ms;      /* 0 = no heartbeats; whole seconds on the wire */
-    bool confirm;               /* 202 only after basic.ack */
-    size_t max_inflight;        /* per worker */
+    uint64_t heartbeat_ms; /* 0 = no heartbeats; whole seconds on the wire */
+    bool confirm;          /* 202 only after basic.ack */
+    size_t max_inflight;   /* per worker */
 
     /* [log] */
     enum log_level log_level;

@@ -21,14 +21,13 @@ extern char **environ;
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: ingest-bridge [-c FILE] [-t] [-V] [-h]\n"
-            "  -c FILE  config file (default: bridge.ini in the working directory)\n"
-            "  -t       check the config (and every route's schema), print 'config ok', exit\n"
-            "  -V       print the version and exit\n"
-            "  -h       this help\n"
-            "Every key can be overridden from the environment: BRIDGE_<SECTION>_<KEY>,\n"
-            "routes as BRIDGE_ROUTE_<NAME>_<KEY>.\n");
+    fprintf(out, "usage: ingest-bridge [-c FILE] [-t] [-V] [-h]\n"
+                 "  -c FILE  config file (default: bridge.ini in the working directory)\n"
+                 "  -t       check the config (and every route's schema), print 'config ok', exit\n"
+                 "  -V       print the version and exit\n"
+                 "  -h       this help\n"
+                 "Every key can be overridden from the environment: BRIDGE_<SECTION>_<KEY>,\n"
+                 "routes as BRIDGE_ROUTE_<NAME>_<KEY>.\n");
 }
 
 /* Many keep-alive clients need many descriptors: take the hard limit. */

@@ -10,21 +10,21 @@
 struct hdrmap;
 
 struct bridge_msg {
-    const void *body;               /* request body, byte for byte */
+    const void *body; /* request body, byte for byte */
     size_t body_len;
-    const char *content_type;       /* request Content-Type; NULL = none */
-    const char *message_id;         /* the request id */
+    const char *content_type; /* request Content-Type; NULL = none */
+    const char *message_id;   /* the request id */
     size_t message_id_len;
-    const char *type;               /* the route name */
-    const char *exchange;           /* "" = default exchange */
+    const char *type;     /* the route name */
+    const char *exchange; /* "" = default exchange */
     const char *routing_key;
-    bool persistent;                /* delivery_mode 2 */
-    int64_t timestamp;              /* arrival, unix seconds */
-    const struct hdrmap *headers;   /* message headers (already mapped) */
+    bool persistent;              /* delivery_mode 2 */
+    int64_t timestamp;            /* arrival, unix seconds */
+    const struct hdrmap *headers; /* message headers (already mapped) */
     /* rpc routes only; NULL otherwise */
     const char *reply_to;
     const char *correlation_id;
-    const char *expiration;         /* milliseconds, as decimal text */
+    const char *expiration; /* milliseconds, as decimal text */
 };
 
 #endif

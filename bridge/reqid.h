@@ -8,13 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REQID_MAX 128      /* longest id accepted from a client */
-#define REQID_GEN_LEN 26   /* length of a generated id */
+#define REQID_MAX 128    /* longest id accepted from a client */
+#define REQID_GEN_LEN 26 /* length of a generated id */
 
 /* Per-worker generator state; no locking, one per thread. */
 struct reqid_gen {
-    uint64_t last_ms;      /* millisecond of the previous id */
-    uint8_t rand[10];      /* 80-bit random part, incremented within one ms */
+    uint64_t last_ms; /* millisecond of the previous id */
+    uint8_t rand[10]; /* 80-bit random part, incremented within one ms */
 };
 
 /* Seed from getrandom(); WORKER is folded into the random part so that two

@@ -24,38 +24,38 @@
 #include "xmlcheck.h"
 
 #define WORKER_REASON_LEN 256
-#define WORKER_DRAIN_TICK_MS 20     /* how often a stopping worker looks at what is left */
-#define WORKER_FLUSH_MS 200         /* time given to the last responses to leave */
+#define WORKER_DRAIN_TICK_MS 20 /* how often a stopping worker looks at what is left */
+#define WORKER_FLUSH_MS 200     /* time given to the last responses to leave */
 
 struct worker {
-    unsigned id;                            /* index, "w<id>" in logs */
-    struct worker_pool *pool;               /* owner; /healthz reads siblings */
-    const struct config *cfg;               /* immutable */
+    unsigned id;                                  /* index, "w<id>" in logs */
+    struct worker_pool *pool;                     /* owner; /healthz reads siblings */
+    const struct config *cfg;                     /* immutable */
     const struct xmlcheck_schema *const *schemas; /* per route, shared read-only */
-    struct event_base *base;                /* this thread's loop */
-    struct http_server *http;               /* this thread's listener + connections */
-    struct broker *broker;                  /* this thread's connection + channel */
-    struct xmlcheck *xc;                    /* used by this thread only */
-    struct hdrmap headers;                  /* reused per request */
-    const struct timeval *confirm_tv;       /* common timeout: longest wait for a confirm */
-    pthread_t thread;                       /* the loop's thread */
-    bool started;                           /* thread created */
+    struct event_base *base;                      /* this thread's loop */
+    struct http_server *http;                     /* this thread's listener + connections */
+    struct broker *broker;                        /* this thread's connection + channel */
+    struct xmlcheck *xc;                          /* used by this thread only */
+    struct hdrmap headers;                        /* reused per request */
+    const struct timeval *confirm_tv;             /* common timeout: longest wait for a confirm */
+    pthread_t thread;                             /* the loop's thread */
+    bool started;                                 /* thread created */
 
-    int cmd_fd[2];                          /* main -> worker: 's' = stop */
-    struct event *cmd_ev;                   /* read end of cmd_fd */
-    struct event *drain_ev;                 /* stopping: checks what is left */
-    struct timespec drain_deadline;         /* stopping: give up waiting then */
-    bool stopping;                          /* stop requested */
+    int cmd_fd[2];                  /* main -> worker: 's' = stop */
+    struct event *cmd_ev;           /* read end of cmd_fd */
+    struct event *drain_ev;         /* stopping: checks what is left */
+    struct timespec drain_deadline; /* stopping: give up waiting then */
+    bool stopping;                  /* stop requested */
 
-    _Atomic int broker_state;               /* enum broker_state, for /healthz */
-    pthread_mutex_t reason_lock;            /* guards reason */
-    char reason[WORKER_REASON_LEN];         /* why the broker is not up */
+    _Atomic int broker_state;       /* enum broker_state, for /healthz */
+    pthread_mutex_t reason_lock;    /* guards reason */
+    char reason[WORKER_REASON_LEN]; /* why the broker is not up */
 };
 
 struct worker_pool {
-    const struct config *cfg;   /* immutable */
-    struct worker *w;           /* cfg->workers entries */
-    size_t n;                   /* created so far */
+    const struct config *cfg; /* immutable */
+    struct worker *w;         /* cfg->workers entries */
+    size_t n;                 /* created so far */
 };
 
 /* ---- answering ---------------------------------------------------------- */
@@ -91,11 +91,13 @@ static void on_done(void *arg, void *ctx, enum tracker_result res)
         reply_text(r, 503, "the broker refused the message (nack); retry later");
         break;
     case TRACKER_RETURNED:
-        reply_text(r, 502, "unroutable: no queue is bound for this route's exchange and routing key");
+        reply_text(r, 502,
+                   "unroutable: no queue is bound for this route's exchange and routing key");
         break;
     case TRACKER_LOST:
-        reply_text(r, 503, "the broker connection was lost or blocked before the message was "
-                           "confirmed; retry later");
+        reply_text(r, 503,
+                   "the broker connection was lost or blocked before the message was "
+                   "confirmed; retry later");
         break;
     }
 }
@@ -112,7 +114,7 @@ static void on_broker_state(void *arg, enum broker_state s, const char *reason)
 /* ---- requests from http/ ------------------------------------------------ */
 
 struct header_ctx {
-    struct hdrmap *m;   /* being filled */
+    struct hdrmap *m; /* being filled */
 };
 
 static int add_header(void *arg, const char *name, const char *value)
@@ -156,7 +158,7 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
         return;
     }
 
-    struct header_ctx hc = { &w->headers };
+    struct header_ctx hc = {&w->headers};
     if (hdrmap_begin(&w->headers, http_req_path(r), http_req_query(r)) != 0 ||
         http_req_foreach_header(r, add_header, &hc) != 0 ||
         hdrmap_finish(&w->headers, http_req_client(r)) != 0) {
@@ -262,7 +264,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     event_del(w->drain_ev);
     /* Fails whatever still waits (503) and closes channel + connection. */
     broker_close(w->broker);
-    struct timeval flush = { 0, WORKER_FLUSH_MS * 1000 };
+    struct timeval flush = {0, WORKER_FLUSH_MS * 1000};
     event_base_loopexit(w->base, &flush);
 }
 
@@ -287,7 +289,7 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg)
         w->drain_deadline.tv_nsec -= 1000000000L;
     }
     log_info("stopping: %zu requests in flight", http_server_pending(w->http));
-    struct timeval tick = { 0, WORKER_DRAIN_TICK_MS * 1000 };
+    struct timeval tick = {0, WORKER_DRAIN_TICK_MS * 1000};
     event_add(w->drain_ev, &tick);
     on_drain_tick(-1, 0, w);
 }
@@ -336,7 +338,10 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
         return -1;
     }
     struct http_handlers h = {
-        .route = on_route, .gone = on_gone, .expired = on_expired, .health = on_health,
+        .route = on_route,
+        .gone = on_gone,
+        .expired = on_expired,
+        .health = on_health,
         .arg = w,
     };
     char herr[256];
@@ -345,8 +350,8 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
         snprintf(err, errlen, "worker %u: %s", id, herr);
         return -1;
     }
-    struct timeval tv = { (time_t)(w->cfg->http_timeout_ms / 1000),
-                          (suseconds_t)(w->cfg->http_timeout_ms % 1000) * 1000 };
+    struct timeval tv = {(time_t)(w->cfg->http_timeout_ms / 1000),
+                         (suseconds_t)(w->cfg->http_timeout_ms % 1000) * 1000};
     w->confirm_tv = event_base_init_common_timeout(w->base, &tv);
     /* The checker installs its libxml2 error hooks per call: it may be made
      * here, so that a failure stops start-up instead of a worker. */

@@ -11,8 +11,8 @@
 
 enum xmlcheck_status {
     XMLCHECK_OK = 0,
-    XMLCHECK_MALFORMED,   /* not well-formed, bad encoding, DOCTYPE: answer 400 */
-    XMLCHECK_INVALID,     /* well-formed but fails root/schema: answer 422 */
+    XMLCHECK_MALFORMED, /* not well-formed, bad encoding, DOCTYPE: answer 400 */
+    XMLCHECK_INVALID,   /* well-formed but fails root/schema: answer 422 */
 };
 
 struct xmlcheck_result {

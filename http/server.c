@@ -59,49 +59,49 @@ static const char PONG[] = "Pong!";
 
 /* One accepted connection. */
 struct http_conn {
-    struct http_server *s;            /* owner */
-    struct bufferevent *bev;          /* made in on_bev, owned by evhttp */
-    struct evhttp_connection *evcon;  /* NULL until adopted */
-    int fd;                           /* -1 until adopted */
-    struct event *timer;              /* adoption, then the request deadline */
-    struct event *gone;               /* hang-up watch while a request waits */
-    struct http_req *waiting;         /* request handed to the bridge, unanswered */
-    struct http_conn *prev, *next;    /* the server's live list, or the free list */
+    struct http_server *s;           /* owner */
+    struct bufferevent *bev;         /* made in on_bev, owned by evhttp */
+    struct evhttp_connection *evcon; /* NULL until adopted */
+    int fd;                          /* -1 until adopted */
+    struct event *timer;             /* adoption, then the request deadline */
+    struct event *gone;              /* hang-up watch while a request waits */
+    struct http_req *waiting;        /* request handed to the bridge, unanswered */
+    struct http_conn *prev, *next;   /* the server's live list, or the free list */
 };
 
 struct http_req {
-    struct http_server *s;            /* owner */
-    struct evhttp_request *req;       /* evhttp's request; freed by the reply */
-    struct http_conn *c;              /* its connection (NULL if it has no context) */
-    struct event *timer;              /* http_req_set_timer; kept across reuse */
-    uint64_t token;                   /* the bridge's slot */
-    int64_t arrival;                  /* unix seconds */
-    const char *path;                 /* owned by req */
-    const char *query;                /* owned by req; NULL if none */
-    const char *ctype;                /* owned by req; NULL if none */
-    size_t id_len;                    /* strlen(id) */
-    char id[REQID_MAX + 1];           /* X-Request-Id, taken or generated */
-    struct http_req *next_free;       /* free list */
+    struct http_server *s;      /* owner */
+    struct evhttp_request *req; /* evhttp's request; freed by the reply */
+    struct http_conn *c;        /* its connection (NULL if it has no context) */
+    struct event *timer;        /* http_req_set_timer; kept across reuse */
+    uint64_t token;             /* the bridge's slot */
+    int64_t arrival;            /* unix seconds */
+    const char *path;           /* owned by req */
+    const char *query;          /* owned by req; NULL if none */
+    const char *ctype;          /* owned by req; NULL if none */
+    size_t id_len;              /* strlen(id) */
+    char id[REQID_MAX + 1];     /* X-Request-Id, taken or generated */
+    struct http_req *next_free; /* free list */
 };
 
 struct http_server {
-    struct event_base *base;          /* the worker's loop */
-    const struct config *cfg;         /* immutable */
-    unsigned worker;                  /* index */
-    struct http_handlers h;           /* the bridge */
-    struct evhttp *http;              /* evhttp server */
-    struct evconnlistener *lev;       /* our listener (evhttp accepts on it) */
-    struct evhttp_bound_socket *bound;/* lev as evhttp knows it; NULL once draining */
-    struct event *accept_ev;          /* re-enables accepting after EMFILE & co */
-    const struct timeval *deadline;   /* common timeout of cfg->http_timeout_ms */
-    struct reqid_gen ids;             /* this worker's request ids */
-    bool draining;                    /* stop accepting, close after each answer */
-    size_t pending;                   /* requests handed to the bridge, unanswered */
-    struct http_conn live;            /* sentinel of the live connection list */
-    struct http_conn *free_conns;     /* recycled contexts (events kept) */
-    struct http_req *free_reqs;       /* recycled request contexts */
-    struct http_conn **byfd;          /* descriptor -> adopted connection */
-    size_t nbyfd;                     /* entries in byfd */
+    struct event_base *base;           /* the worker's loop */
+    const struct config *cfg;          /* immutable */
+    unsigned worker;                   /* index */
+    struct http_handlers h;            /* the bridge */
+    struct evhttp *http;               /* evhttp server */
+    struct evconnlistener *lev;        /* our listener (evhttp accepts on it) */
+    struct evhttp_bound_socket *bound; /* lev as evhttp knows it; NULL once draining */
+    struct event *accept_ev;           /* re-enables accepting after EMFILE & co */
+    const struct timeval *deadline;    /* common timeout of cfg->http_timeout_ms */
+    struct reqid_gen ids;              /* this worker's request ids */
+    bool draining;                     /* stop accepting, close after each answer */
+    size_t pending;                    /* requests handed to the bridge, unanswered */
+    struct http_conn live;             /* sentinel of the live connection list */
+    struct http_conn *free_conns;      /* recycled contexts (events kept) */
+    struct http_req *free_reqs;        /* recycled request contexts */
+    struct http_conn **byfd;           /* descriptor -> adopted connection */
+    size_t nbyfd;                      /* entries in byfd */
 };
 
 static void *xcalloc(size_t n, size_t size)
@@ -303,7 +303,7 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
     log_warn("http: accept failed: %s; pausing accepts for %d ms", strerror(err),
              HTTP_ACCEPT_PAUSE_MS);
     evconnlistener_disable(lev);
-    struct timeval tv = { 0, HTTP_ACCEPT_PAUSE_MS * 1000 };
+    struct timeval tv = {0, HTTP_ACCEPT_PAUSE_MS * 1000};
     event_add(s->accept_ev, &tv);
 }
 
@@ -312,19 +312,32 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
 static const char *reason_of(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 202: return "Accepted";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
+    case 200:
+        return "OK";
+    case 202:
+        return "Accepted";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Entity";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
     }
     if (status < 200)
         return "Informational";
@@ -339,14 +352,13 @@ static const char *reason_of(int status)
 
 /* Bits of a response beyond status, type and body. */
 enum {
-    SEND_CLOSE = 1,    /* Connection: close */
-    SEND_STATIC = 2,   /* body outlives the response: reference it, no copy */
+    SEND_CLOSE = 1,  /* Connection: close */
+    SEND_STATIC = 2, /* body outlives the response: reference it, no copy */
 };
 
 /* The one place responses leave. Frees evhttp's request. */
 static void send_response(struct http_server *s, struct evhttp_request *req, const char *id,
-                          int status, const char *ctype, const char *body, size_t len,
-                          int flags)
+                          int status, const char *ctype, const char *body, size_t len, int flags)
 {
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     evhttp_add_header(out, "X-Request-Id", id);
@@ -373,8 +385,8 @@ static void send_response(struct http_server *s, struct evhttp_request *req, con
     evhttp_send_reply(req, status, reason_of(status), NULL);
 }
 
-static void send_text(struct http_server *s, struct evhttp_request *req, const char *id,
-                      int status, const char *text, int flags)
+static void send_text(struct http_server *s, struct evhttp_request *req, const char *id, int status,
+                      const char *text, int flags)
 {
     send_response(s, req, id, status, "text/plain", text, strlen(text), flags | SEND_STATIC);
 }
@@ -418,11 +430,11 @@ static void req_put(struct http_server *s, struct http_req *r)
 
 /* What one pass over the request headers tells. */
 struct head_info {
-    const char *id;         /* X-Request-Id, first one */
-    const char *ctype;      /* Content-Type, first one */
-    const char *te;         /* Transfer-Encoding, first one */
-    int n_cl;               /* Content-Length headers */
-    int n_te;               /* Transfer-Encoding headers */
+    const char *id;    /* X-Request-Id, first one */
+    const char *ctype; /* Content-Type, first one */
+    const char *te;    /* Transfer-Encoding, first one */
+    int n_cl;          /* Content-Length headers */
+    int n_te;          /* Transfer-Encoding headers */
 };
 
 static void scan_headers(struct evhttp_request *req, struct head_info *hi)
@@ -562,8 +574,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     if (!xml_type(hi.ctype)) {
-        send_text(s, req, id, 415,
-                  "Content-Type must be application/xml, text/xml or */*+xml\n", 0);
+        send_text(s, req, id, 415, "Content-Type must be application/xml, text/xml or */*+xml\n",
+                  0);
         return;
     }
     if (s->draining) {
@@ -590,8 +602,7 @@ static void on_request(struct evhttp_request *req, void *arg)
      * stop the deadline, the bridge bounds the wait. */
     if (c != NULL && c->waiting == r) {
         event_del(c->timer);
-        event_assign(c->gone, s->base, c->fd, EV_READ | EV_CLOSED | EV_ET | EV_PERSIST, on_gone,
-                     c);
+        event_assign(c->gone, s->base, c->fd, EV_READ | EV_CLOSED | EV_ET | EV_PERSIST, on_gone, c);
         event_add(c->gone, NULL);
     }
 }
@@ -614,9 +625,9 @@ struct http_server *http_server_new(struct event_base *base, const struct config
     s->live.next = s->live.prev = &s->live;
     reqid_gen_init(&s->ids, worker);
 
-    struct addrinfo hints = { .ai_family = AF_UNSPEC,
-                              .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char port[8];
     snprintf(port, sizeof port, "%d", cfg->listen_port);
@@ -649,8 +660,8 @@ struct http_server *http_server_new(struct event_base *base, const struct config
         free(s);
         return NULL;
     }
-    struct timeval tv = { (time_t)(cfg->http_timeout_ms / 1000),
-                          (suseconds_t)(cfg->http_timeout_ms % 1000) * 1000 };
+    struct timeval tv = {(time_t)(cfg->http_timeout_ms / 1000),
+                         (suseconds_t)(cfg->http_timeout_ms % 1000) * 1000};
     s->deadline = event_base_init_common_timeout(base, &tv);
     s->accept_ev = event_new(base, -1, 0, on_accept_again, s);
     if (s->accept_ev == NULL || s->deadline == NULL) {
@@ -794,8 +805,7 @@ void http_req_set_timer(struct http_req *r, const struct timeval *tv)
     event_add(r->timer, tv);
 }
 
-void http_req_reply(struct http_req *r, int status, const char *ctype, const char *body,
-                    size_t len)
+void http_req_reply(struct http_req *r, int status, const char *ctype, const char *body, size_t len)
 {
     struct http_server *s = r->s;
     struct http_conn *c = r->c;

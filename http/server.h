@@ -37,8 +37,8 @@ struct http_server;
 /* Bind cfg->listen_host:listen_port with SO_REUSEPORT on BASE. NULL on
  * failure with the reason in err. */
 struct http_server *http_server_new(struct event_base *base, const struct config *cfg,
-                                    unsigned worker, const struct http_handlers *h,
-                                    char *err, size_t errlen) __attribute__((warn_unused_result));
+                                    unsigned worker, const struct http_handlers *h, char *err,
+                                    size_t errlen) __attribute__((warn_unused_result));
 /* Stop accepting new connections; requests on open connections are answered
  * 503 + Connection: close from now on. */
 void http_server_drain(struct http_server *s);
@@ -48,13 +48,13 @@ size_t http_server_pending(const struct http_server *s);
 void http_server_free(struct http_server *s);
 
 /* Accessors for a pending request (valid until it is answered). */
-const char *http_req_id(const struct http_req *r);        /* X-Request-Id (taken or generated) */
+const char *http_req_id(const struct http_req *r); /* X-Request-Id (taken or generated) */
 size_t http_req_id_len(const struct http_req *r);
-const char *http_req_path(const struct http_req *r);      /* path without query */
-const char *http_req_query(const struct http_req *r);     /* NULL if none */
+const char *http_req_path(const struct http_req *r);  /* path without query */
+const char *http_req_query(const struct http_req *r); /* NULL if none */
 const char *http_req_content_type(const struct http_req *r);
-const char *http_req_client(const struct http_req *r);    /* peer address, no port */
-int64_t http_req_arrival(const struct http_req *r);       /* unix seconds */
+const char *http_req_client(const struct http_req *r); /* peer address, no port */
+int64_t http_req_arrival(const struct http_req *r);    /* unix seconds */
 /* The body, contiguous. */
 const char *http_req_body(struct http_req *r, size_t *len);
 /* Call FN for every request header, in order. Stops early if FN returns -1

@@ -36,12 +36,12 @@
 /* ------------------------------------------------------------------ */
 /* environment given by run.sh                                         */
 
-static const char *g_bin;        /* build/ingest-bridge (absolute) */
-static const char *g_broker_sh;  /* tests/broker.sh (absolute) */
-static const char *g_node;       /* node name, for messages */
-static int g_broker_port;        /* the private node's AMQP port */
-static char g_tmp[256];          /* this run's temporary directory */
-static char g_xsd[512];          /* the schema route's XSD */
+static const char *g_bin;       /* build/ingest-bridge (absolute) */
+static const char *g_broker_sh; /* tests/broker.sh (absolute) */
+static const char *g_node;      /* node name, for messages */
+static int g_broker_port;       /* the private node's AMQP port */
+static char g_tmp[256];         /* this run's temporary directory */
+static char g_xsd[512];         /* the schema route's XSD */
 
 extern char **environ;
 
@@ -249,7 +249,7 @@ static pid_t broker_pid(void)
 
 struct conn {
     int fd;
-    char *buf;  /* bytes read and not consumed yet */
+    char *buf; /* bytes read and not consumed yet */
     size_t len;
     size_t cap;
 };
@@ -258,13 +258,13 @@ struct conn {
 
 struct resp {
     int status;
-    char *head;                   /* header block, lines NUL-split */
+    char *head; /* header block, lines NUL-split */
     const char *hname[MAXHDR];
     const char *hval[MAXHDR];
     int nh;
-    char *body;                   /* NUL-terminated for convenience */
+    char *body; /* NUL-terminated for convenience */
     size_t body_len;
-    double ms;                    /* from the request's last byte to the response's */
+    double ms; /* from the request's last byte to the response's */
 };
 
 static void resp_free(struct resp *r)
@@ -527,9 +527,8 @@ static int conn_wait_closed(struct conn *c, int ms)
 /* A request: method, target, optional Content-Type, extra header lines
  * ("Name: value\r\n"...), optional body (Content-Length added when BODY is
  * not NULL and EXTRA does not frame it itself). HTTP/1.1. */
-static char *fmt_request(size_t *len, const char *method, const char *target,
-                         const char *ctype, const char *extra, const void *body,
-                         size_t blen)
+static char *fmt_request(size_t *len, const char *method, const char *target, const char *ctype,
+                         const char *extra, const void *body, size_t blen)
 {
     char *out = NULL;
     size_t outlen = 0;
@@ -539,8 +538,8 @@ static char *fmt_request(size_t *len, const char *method, const char *target,
     fprintf(f, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n", method, target);
     if (ctype)
         fprintf(f, "Content-Type: %s\r\n", ctype);
-    bool framed = extra && (strcasestr(extra, "Content-Length:") ||
-                            strcasestr(extra, "Transfer-Encoding:"));
+    bool framed =
+        extra && (strcasestr(extra, "Content-Length:") || strcasestr(extra, "Transfer-Encoding:"));
     if (body && !framed)
         fprintf(f, "Content-Length: %zu\r\n", blen);
     if (extra)
@@ -594,26 +593,25 @@ static int http_post(int port, const char *target, const char *ctype, const char
 static const char DOC[] = "<?xml version=\"1.0\"?>\n<order><id>1</id></order>\n";
 
 /* Assertions with the response shown on failure. */
-#define assert_resp(rc, r, want)                                                          \
-    do {                                                                                  \
-        if ((rc) != 0)                                                                    \
-            fail_msg("no whole response (expected %d)", (want));                          \
-        if ((r)->status != (want))                                                        \
-            fail_msg("status %d, expected %d; body: %.300s", (r)->status, (want),         \
-                     (r)->body ? (r)->body : "");                                         \
+#define assert_resp(rc, r, want)                                                                   \
+    do {                                                                                           \
+        if ((rc) != 0)                                                                             \
+            fail_msg("no whole response (expected %d)", (want));                                   \
+        if ((r)->status != (want))                                                                 \
+            fail_msg("status %d, expected %d; body: %.300s", (r)->status, (want),                  \
+                     (r)->body ? (r)->body : "");                                                  \
     } while (0)
 
-#define assert_has_header(r, name)                                                        \
-    do {                                                                                  \
-        if (!resp_header((r), (name)))                                                    \
-            fail_msg("response %d has no %s header", (r)->status, (name));               \
+#define assert_has_header(r, name)                                                                 \
+    do {                                                                                           \
+        if (!resp_header((r), (name)))                                                             \
+            fail_msg("response %d has no %s header", (r)->status, (name));                         \
     } while (0)
 
-#define assert_contains(hay, needle)                                                      \
-    do {                                                                                  \
-        if (!(hay) || !strstr((hay), (needle)))                                           \
-            fail_msg("\"%.400s\" does not contain \"%s\"", (hay) ? (hay) : "(null)",     \
-                     (needle));                                                           \
+#define assert_contains(hay, needle)                                                               \
+    do {                                                                                           \
+        if (!(hay) || !strstr((hay), (needle)))                                                    \
+            fail_msg("\"%.400s\" does not contain \"%s\"", (hay) ? (hay) : "(null)", (needle));    \
     } while (0)
 
 /* ------------------------------------------------------------------ */
@@ -809,15 +807,15 @@ static const char *tbl_get(const amqp_table_t *t, const char *key, char *buf, si
 /* the bridge under test                                               */
 
 struct bridge {
-    pid_t pid;          /* 0 when not running */
-    int port;           /* its HTTP port */
+    pid_t pid; /* 0 when not running */
+    int port;  /* its HTTP port */
     char cfg[512];
     char log[512];
-    long mark;          /* log offset at the start of the current test */
+    long mark; /* log offset at the start of the current test */
 };
 
-static struct bridge g_main;  /* shared by most tests, started once */
-static struct bridge g_aux;   /* a test's own instance (SIGTERM, blocked) */
+static struct bridge g_main; /* shared by most tests, started once */
+static struct bridge g_aux;  /* a test's own instance (SIGTERM, blocked) */
 
 static int free_port(void)
 {
@@ -922,8 +920,8 @@ static void dump_log(const struct bridge *b, const char *title)
             break;
         }
     }
-    print_message("---- %s: %s (since this test began%s) ----\n%s%s---- end of %s ----\n",
-                  title, b->log, from != s ? ", last lines" : "", from,
+    print_message("---- %s: %s (since this test began%s) ----\n%s%s---- end of %s ----\n", title,
+                  b->log, from != s ? ", last lines" : "", from,
                   len && s[len - 1] != '\n' ? "\n" : "", title);
     free(s);
 }
@@ -1038,7 +1036,8 @@ static int group_setup(void **state)
         fprintf(stderr, "%s: %s (build it with make)\n", g_bin, strerror(errno));
         return -1;
     }
-    snprintf(g_tmp, sizeof g_tmp, "%s/bridge-it-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    snprintf(g_tmp, sizeof g_tmp, "%s/bridge-it-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(g_tmp)) {
         perror("mkdtemp");
         return -1;
@@ -1047,19 +1046,18 @@ static int group_setup(void **state)
            g_node ? g_node : "?", g_broker_port, g_tmp);
 
     snprintf(g_xsd, sizeof g_xsd, "%s/order.xsd", g_tmp);
-    write_file(g_xsd,
-               "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-               "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\">\n"
-               "  <xs:element name=\"order\">\n"
-               "    <xs:complexType>\n"
-               "      <xs:sequence>\n"
-               "        <xs:element name=\"id\" type=\"xs:positiveInteger\"/>\n"
-               "        <xs:element name=\"item\" type=\"xs:string\" minOccurs=\"0\"\n"
-               "                    maxOccurs=\"unbounded\"/>\n"
-               "      </xs:sequence>\n"
-               "    </xs:complexType>\n"
-               "  </xs:element>\n"
-               "</xs:schema>\n");
+    write_file(g_xsd, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                      "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\">\n"
+                      "  <xs:element name=\"order\">\n"
+                      "    <xs:complexType>\n"
+                      "      <xs:sequence>\n"
+                      "        <xs:element name=\"id\" type=\"xs:positiveInteger\"/>\n"
+                      "        <xs:element name=\"item\" type=\"xs:string\" minOccurs=\"0\"\n"
+                      "                    maxOccurs=\"unbounded\"/>\n"
+                      "      </xs:sequence>\n"
+                      "    </xs:complexType>\n"
+                      "  </xs:element>\n"
+                      "</xs:schema>\n");
 
     if (!mq_connect() || !mq_declare_once("it.full", true)) {
         fprintf(stderr, "cannot reach the test broker on port %d\n", g_broker_port);
@@ -1153,9 +1151,9 @@ static char *valid_cfg(const char *http_extra, const char *route_extra)
 {
     char *s = NULL;
     if (asprintf(&s,
-                 "[http]\n"                                         /* 1 */
-                 "listen = 127.0.0.1:%d\n"                          /* 2 */
-                 "%s"                                               /* 3... */
+                 "[http]\n"                /* 1 */
+                 "listen = 127.0.0.1:%d\n" /* 2 */
+                 "%s"                      /* 3... */
                  "[amqp]\n"
                  "uri = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
                  "[route ingest]\n"
@@ -1404,12 +1402,12 @@ static void test_publish_mapping(void **state)
     const amqp_table_t *h = &p->headers;
     char buf[256];
     const char *v;
-#define HDR_IS(key, want)                                                                 \
-    do {                                                                                  \
-        v = tbl_get(h, (key), buf, sizeof buf);                                           \
-        if (!v || strcmp(v, (want)) != 0)                                                 \
-            fail_msg("message header %s = \"%s\", expected \"%s\"", (key),                \
-                     v ? v : "(absent)", (want));                                         \
+#define HDR_IS(key, want)                                                                          \
+    do {                                                                                           \
+        v = tbl_get(h, (key), buf, sizeof buf);                                                    \
+        if (!v || strcmp(v, (want)) != 0)                                                          \
+            fail_msg("message header %s = \"%s\", expected \"%s\"", (key), v ? v : "(absent)",     \
+                     (want));                                                                      \
     } while (0)
     HDR_IS("x-http-path", "/ingest");
     HDR_IS("x-http-query", "a=1&b=xyz");
@@ -1497,9 +1495,8 @@ static void test_publish_generated_id(void **state)
 static void test_publish_content_types(void **state)
 {
     (void)state;
-    static const char *const ok[] = {"application/xml", "text/xml",
-                                     "text/xml; charset=utf-8", "application/atom+xml",
-                                     "Application/XML"};
+    static const char *const ok[] = {"application/xml", "text/xml", "text/xml; charset=utf-8",
+                                     "application/atom+xml", "Application/XML"};
     mq_purge("it.ingest");
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
         struct resp r;
@@ -1646,8 +1643,8 @@ static void test_422_root(void **state)
 {
     (void)state;
     mq_purge("it.rooted");
-    expect_xml_refused("/rooted", "<?xml version=\"1.0\"?>\n<invoice><id>1</id></invoice>", 422,
-                       2, "it.rooted");
+    expect_xml_refused("/rooted", "<?xml version=\"1.0\"?>\n<invoice><id>1</id></invoice>", 422, 2,
+                       "it.rooted");
     /* the right root passes */
     struct resp r;
     int rc = http_post(g_main.port, "/rooted", XML, NULL, "<order><x/></order>", &r);
@@ -1879,7 +1876,7 @@ static void test_healthz(void **state)
 struct mix_arg {
     int port;
     int n;
-    int bad;            /* wrong answers seen */
+    int bad; /* wrong answers seen */
     char first_bad[160];
 };
 
@@ -2128,8 +2125,8 @@ static void test_sigterm_inflight(void **state)
     for (int i = 0; i < N; i++) {
         struct resp r;
         if (conn_read_resp(&c[i], &r, false) != 0)
-            fail_msg("request %d of %d got no answer after SIGTERM (%d x 202, %d x 503 before)",
-                     i, N, n202, n503);
+            fail_msg("request %d of %d got no answer after SIGTERM (%d x 202, %d x 503 before)", i,
+                     N, n202, n503);
         if (r.status == 202) {
             n202++;
             got202[i] = true;
@@ -2284,8 +2281,7 @@ static void test_broker_down_and_back(void **state)
     ids_free(ids, nids);
     free(ps.ids202);
     if (missing)
-        fail_msg("%d messages answered 202 are not in the queue after the broker restart",
-                 missing);
+        fail_msg("%d messages answered 202 are not in the queue after the broker restart", missing);
     PASS();
 }
 
