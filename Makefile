@@ -43,11 +43,11 @@ DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
            libcmocka-dev libinih-dev rabbitmq-server wrk clang-format
 
 # Sources clang-format checks: ours, not generated ones.
-FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] \
+FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] \
              tests/unit/*.[ch] tests/integration/*.[ch])
 
 .PHONY: all clean deps run test test-unit test-integration unit format-check format
-all: $(BUILD)/ingest-bridge
+all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -67,6 +67,13 @@ $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libbridge.a
 # built without sanitizers: what is under test is the bridge it starts (built
 # with them), and libcmocka 1.1.5 leaks a message buffer of its own at exit.
 HARNESS_CFLAGS := $(filter-out -fsanitize=% -fno-sanitize-recover=%,$(CFLAGS))
+
+# The example rpc worker (tests, benchmarks, docker): standalone, links
+# librabbitmq only, not part of libbridge.a; like the harness, not the
+# subject of the sanitizer run.
+$(BUILD)/echo-worker: amqp/echo/echo-worker.c
+	@mkdir -p $(dir $@)
+	$(CC) $(HARNESS_CFLAGS) -o $@ $< $(shell pkg-config --libs librabbitmq)
 $(BUILD)/integration/test_%: tests/integration/test_%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(HARNESS_CFLAGS) -o $@ $< \
@@ -111,7 +118,7 @@ test-unit: $(UNIT)
 unit: test-unit
 
 # One private broker node for the whole run, stopped even on failure.
-test-integration: $(BUILD)/ingest-bridge $(ITEST)
+test-integration: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(ITEST)
 	tests/integration/run.sh $(BUILD) $(ITEST)
 
 # The suite, then the same suite built with ASan+UBSan into build/san.
