@@ -31,6 +31,7 @@
 #include "hdrmap.h"
 #include "log.h"
 #include "message.h"
+#include "pending.h"
 
 #define BROKER_CONNECT_TIMEOUT_S 5 /* TCP connect, handshake and each sync rpc */
 #define BROKER_FRAME_MAX 131072    /* RabbitMQ's default frame_max */
@@ -43,6 +44,9 @@
 /* Bounds of TCP_USER_TIMEOUT on the broker socket (see connect_main). */
 #define BROKER_USER_TIMEOUT_MIN_MS 5000
 #define BROKER_USER_TIMEOUT_MAX_MS 60000
+/* Largest rpc reply body taken; a larger one is answered 502. */
+#define BROKER_MAX_REPLY (64u << 20)
+#define BROKER_CTYPE_MAX 255 /* content_type is an AMQP short string */
 
 /* Everything the connector thread needs and produces; the loop does not touch
  * it while the thread runs. */
@@ -57,7 +61,26 @@ struct connect_job {
 };
 
 /* What the frames that follow a basic.return / basic.deliver belong to. */
-enum content_kind { CONTENT_NONE, CONTENT_RETURN, CONTENT_DELIVER };
+enum content_kind {
+    CONTENT_NONE,   /* no content expected */
+    CONTENT_RETURN, /* a returned publish of ours: match it by message_id */
+    CONTENT_REPLY,  /* an rpc reply for a request that waits: reassemble it */
+    CONTENT_SKIP,   /* anything else (a late reply, a stale channel): skip */
+};
+
+/* The rpc reply being reassembled from its header and body frames, which may
+ * arrive over several pumps; copied, since frame memory is released. */
+struct reply_state {
+    char id[PENDING_ID_MAX + 1];      /* correlation_id */
+    size_t id_len;                    /* its length */
+    char ctype[BROKER_CTYPE_MAX + 1]; /* content_type, "" if none */
+    bool has_ctype;                   /* the reply had a content_type */
+    int status;                       /* HTTP status to answer with */
+    const char *error;                /* why the reply cannot be used, or NULL */
+    char *buf;                        /* body so far */
+    size_t len;                       /* bytes in buf */
+    size_t cap;                       /* bytes allocated */
+};
 
 struct broker {
     struct event_base *base;        /* the worker's loop */
@@ -65,7 +88,8 @@ struct broker {
     unsigned worker;                /* worker index */
     broker_done_fn *done;           /* request completion */
     broker_state_fn *state_changed; /* connection state change */
-    void *arg;                      /* for both callbacks */
+    broker_reply_fn *reply;         /* rpc reply for a waiting request */
+    void *arg;                      /* for the callbacks */
 
     enum broker_state state;        /* see broker.h */
     char reason[BROKER_REASON_LEN]; /* why not up */
@@ -90,6 +114,11 @@ struct broker {
     enum content_kind content; /* frames expected after return/deliver */
     uint64_t content_left;     /* body bytes still to come */
     bool content_header;       /* waiting for the header frame */
+    struct reply_state rep;    /* content == CONTENT_REPLY */
+
+    bool rpc;                /* some route is rpc: consume direct reply-to */
+    struct pending *pending; /* rpc requests waiting for their reply */
+    uint64_t late_replies;   /* replies that found no waiting request */
 
     amqp_table_entry_t hdr[BROKER_MAX_HEADERS]; /* reused per publish */
     size_t peak_inflight;                       /* most publishes awaiting a confirm at once */
@@ -173,6 +202,31 @@ static int open_channel(amqp_connection_state_t conn, amqp_channel_t ch, bool co
         }
     }
     return 0;
+}
+
+/* Direct reply-to: the consumer must exist on the channel before the first
+ * publish that names it (else 406), so it is set up with the channel, at
+ * connect and on every reopen. No-ack: a reply to a closed channel is
+ * dropped by the broker anyway. */
+static int consume_replies(amqp_connection_state_t conn, amqp_channel_t ch, char *err,
+                           size_t errlen)
+{
+    amqp_basic_consume(conn, ch, amqp_cstring_bytes(BROKER_REPLY_TO), amqp_empty_bytes, 0, 1, 0,
+                       amqp_empty_table);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        rpc_error(r, "consume " BROKER_REPLY_TO, err, errlen);
+        return -1;
+    }
+    return 0;
+}
+
+static bool has_rpc_route(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        if (cfg->routes[i].mode == ROUTE_RPC)
+            return true;
+    return false;
 }
 
 static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch, const struct config *cfg,
@@ -292,6 +346,8 @@ static void *connect_main(void *p)
         goto fail;
     if (declare_queues(conn, j->channel, j->cfg, j->err, sizeof j->err) != 0)
         goto fail;
+    if (has_rpc_route(j->cfg) && consume_replies(conn, j->channel, j->err, sizeof j->err) != 0)
+        goto fail;
     j->conn = conn;
     goto out;
 fail:
@@ -357,23 +413,40 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     start_connect(arg);
 }
 
+static void fail_waiting_reply(void *arg, void *ctx)
+{
+    struct broker *b = arg;
+    b->done(b->arg, ctx, TRACKER_LOST);
+}
+
+/* The channel is gone: publishes not yet confirmed will never be, and replies
+ * sent to its reply-to are dropped by the broker. Answer all of them now
+ * (tracker first: its callbacks forget their rpc entries, so nothing is
+ * answered twice). Returns how many. */
+static size_t fail_channel(struct broker *b)
+{
+    size_t n = tracker_fail_all(b->tracker);
+    tracker_reset(b->tracker);
+    n += pending_drain(b->pending, fail_waiting_reply, b);
+    b->content = CONTENT_NONE;
+    return n;
+}
+
 /* Connection gone: fail every waiting request at once, schedule a reconnect. */
 static void lost(struct broker *b, const char *why)
 {
     if (b->conn == NULL)
         return;
     log_warn("broker: connection to %s lost: %s (%zu requests waiting answered 503)", b->node, why,
-             tracker_attached(b->tracker));
+             tracker_attached(b->tracker) + pending_count(b->pending));
     event_del(b->sock_ev);
     event_del(b->hb_ev);
     amqp_destroy_connection(b->conn);
     b->conn = NULL;
-    b->content = CONTENT_NONE;
     char reason[BROKER_REASON_LEN];
     snprintf(reason, sizeof reason, "connection lost: %s", why);
     set_state(b, BROKER_DOWN, reason);
-    tracker_fail_all(b->tracker);
-    tracker_reset(b->tracker);
+    fail_channel(b);
     b->backoff_ms = BROKER_BACKOFF_MIN_MS;
     schedule_retry(b);
 }
@@ -449,13 +522,14 @@ static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
         lost(b, "cannot acknowledge channel close");
         return;
     }
-    b->content = CONTENT_NONE;
-    tracker_fail_all(b->tracker);
-    tracker_reset(b->tracker);
+    size_t n = fail_channel(b);
+    if (n > 0)
+        log_warn("broker: %zu requests waiting on the closed channel answered 503", n);
     /* A fresh channel number keeps stray frames of the old one apart. */
     amqp_channel_t next = (amqp_channel_t)(b->channel % 2000 + 1);
     char err[BROKER_REASON_LEN];
-    if (open_channel(b->conn, next, b->cfg->confirm, err, sizeof err) != 0) {
+    if (open_channel(b->conn, next, b->cfg->confirm, err, sizeof err) != 0 ||
+        (b->rpc && consume_replies(b->conn, next, err, sizeof err) != 0)) {
         lost(b, err);
         return;
     }
@@ -486,13 +560,13 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
         const amqp_basic_return_t *r = m->decoded;
         log_debug("broker: message returned: %u %.*s", r->reply_code, (int)r->reply_text.len,
                   (const char *)r->reply_text.bytes);
-        b->content = f->channel == b->channel ? CONTENT_RETURN : CONTENT_DELIVER;
+        b->content = f->channel == b->channel ? CONTENT_RETURN : CONTENT_SKIP;
         b->content_header = true;
         break;
     }
     case AMQP_BASIC_DELIVER_METHOD:
-        /* Nothing consumes yet; skip its content frames. */
-        b->content = CONTENT_DELIVER;
+        /* Our one consumer is direct reply-to on our channel. */
+        b->content = f->channel == b->channel && b->rpc ? CONTENT_REPLY : CONTENT_SKIP;
         b->content_header = true;
         break;
     case AMQP_CHANNEL_CLOSE_METHOD:
@@ -533,6 +607,132 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
     }
 }
 
+/* x-http-status of a reply: 200 when absent; -1 when present but not a
+ * final HTTP status (200..599). */
+static int reply_status(const amqp_basic_properties_t *p)
+{
+    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return 200;
+    for (int i = 0; i < p->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &p->headers.entries[i];
+        if (e->key.len != 13 || memcmp(e->key.bytes, "x-http-status", 13) != 0)
+            continue;
+        const amqp_field_value_t *v = &e->value;
+        long long n;
+        switch (v->kind) {
+        case AMQP_FIELD_KIND_I8:
+            n = v->value.i8;
+            break;
+        case AMQP_FIELD_KIND_U8:
+            n = v->value.u8;
+            break;
+        case AMQP_FIELD_KIND_I16:
+            n = v->value.i16;
+            break;
+        case AMQP_FIELD_KIND_U16:
+            n = v->value.u16;
+            break;
+        case AMQP_FIELD_KIND_I32:
+            n = v->value.i32;
+            break;
+        case AMQP_FIELD_KIND_U32:
+            n = v->value.u32;
+            break;
+        case AMQP_FIELD_KIND_I64:
+            n = v->value.i64;
+            break;
+        case AMQP_FIELD_KIND_U64:
+            n = v->value.u64 > 999 ? -1 : (long long)v->value.u64;
+            break;
+        case AMQP_FIELD_KIND_UTF8:
+        case AMQP_FIELD_KIND_BYTES: {
+            char txt[8];
+            if (v->value.bytes.len == 0 || v->value.bytes.len >= sizeof txt)
+                return -1;
+            memcpy(txt, v->value.bytes.bytes, v->value.bytes.len);
+            txt[v->value.bytes.len] = '\0';
+            char *end;
+            n = strtoll(txt, &end, 10);
+            if (*end != '\0')
+                return -1;
+            break;
+        }
+        default:
+            return -1;
+        }
+        return n >= 200 && n <= 599 ? (int)n : -1;
+    }
+    return 200;
+}
+
+/* The whole reply is here: hand it to the request that waits for it, if one
+ * still does (it may have timed out or its client left meanwhile). */
+static void finish_reply(struct broker *b)
+{
+    struct reply_state *rs = &b->rep;
+    b->content = CONTENT_NONE;
+    void *ctx = pending_remove(b->pending, rs->id, rs->id_len);
+    if (ctx == NULL) {
+        b->late_replies++;
+        log_debug("broker: dropped a reply for %.*s: nobody waits for it", (int)rs->id_len, rs->id);
+        return;
+    }
+    struct broker_reply r = {
+        .status = rs->status,
+        .content_type = rs->has_ctype ? rs->ctype : NULL,
+        .body = rs->buf != NULL ? rs->buf : "",
+        .len = rs->len,
+        .error = rs->error,
+    };
+    b->reply(b->arg, ctx, &r);
+}
+
+static void start_reply(struct broker *b, const amqp_frame_t *f)
+{
+    struct reply_state *rs = &b->rep;
+    const amqp_basic_properties_t *p = f->payload.properties.decoded;
+    uint64_t size = f->payload.properties.body_size;
+    rs->id_len = 0;
+    if (p != NULL && (p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) &&
+        p->correlation_id.len <= PENDING_ID_MAX) {
+        memcpy(rs->id, p->correlation_id.bytes, p->correlation_id.len);
+        rs->id_len = p->correlation_id.len;
+    }
+    rs->id[rs->id_len] = '\0';
+    if (rs->id_len == 0 || pending_find(b->pending, rs->id, rs->id_len) == NULL) {
+        /* Late (timed out, client gone), twice, or not ours: skip it. */
+        b->late_replies++;
+        log_debug("broker: dropped a reply for '%s': nobody waits for it", rs->id);
+        b->content = size > 0 ? CONTENT_SKIP : CONTENT_NONE;
+        b->content_left = size;
+        return;
+    }
+    rs->has_ctype = p != NULL && (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) &&
+                    p->content_type.len <= BROKER_CTYPE_MAX;
+    if (rs->has_ctype) {
+        memcpy(rs->ctype, p->content_type.bytes, p->content_type.len);
+        rs->ctype[p->content_type.len] = '\0';
+    }
+    rs->status = reply_status(p);
+    rs->error =
+        rs->status < 0 ? "the worker's reply has an x-http-status that is not 200..599" : NULL;
+    rs->len = 0;
+    if (size > BROKER_MAX_REPLY) {
+        rs->error = "the worker's reply is larger than 64 MiB";
+    } else if (size > rs->cap) {
+        char *nb = realloc(rs->buf, (size_t)size);
+        if (nb == NULL) {
+            rs->error = "out of memory for the worker's reply";
+        } else {
+            rs->buf = nb;
+            rs->cap = (size_t)size;
+        }
+    }
+    b->content_left = size;
+    if (size == 0)
+        finish_reply(b);
+}
+
 static void handle_frame(struct broker *b, const amqp_frame_t *f)
 {
     switch (f->frame_type) {
@@ -543,6 +743,10 @@ static void handle_frame(struct broker *b, const amqp_frame_t *f)
         if (b->content == CONTENT_NONE || !b->content_header)
             break;
         b->content_header = false;
+        if (b->content == CONTENT_REPLY) {
+            start_reply(b, f);
+            break;
+        }
         b->content_left = f->payload.properties.body_size;
         if (b->content == CONTENT_RETURN) {
             const amqp_basic_properties_t *p = f->payload.properties.decoded;
@@ -554,14 +758,25 @@ static void handle_frame(struct broker *b, const amqp_frame_t *f)
         if (b->content_left == 0)
             b->content = CONTENT_NONE;
         break;
-    case AMQP_FRAME_BODY:
+    case AMQP_FRAME_BODY: {
         if (b->content == CONTENT_NONE || b->content_header)
             break;
-        if (f->payload.body_fragment.len >= b->content_left)
-            b->content = CONTENT_NONE;
-        else
-            b->content_left -= f->payload.body_fragment.len;
+        size_t n = f->payload.body_fragment.len;
+        if (n > b->content_left)
+            n = (size_t)b->content_left;
+        if (b->content == CONTENT_REPLY && b->rep.error == NULL) {
+            memcpy(b->rep.buf + b->rep.len, f->payload.body_fragment.bytes, n);
+            b->rep.len += n;
+        }
+        b->content_left -= n;
+        if (b->content_left == 0) {
+            if (b->content == CONTENT_REPLY)
+                finish_reply(b);
+            else
+                b->content = CONTENT_NONE;
+        }
         break;
+    }
     default: /* heartbeats: rabbitmq-c already noted them */
         break;
     }
@@ -594,7 +809,8 @@ static void on_tracker_done(void *arg, void *ctx, enum tracker_result r)
 }
 
 struct broker *broker_new(struct event_base *base, const struct config *cfg, unsigned worker,
-                          broker_done_fn *done, broker_state_fn *state_changed, void *arg)
+                          broker_done_fn *done, broker_state_fn *state_changed,
+                          broker_reply_fn *reply, void *arg)
 {
     struct broker *b = calloc(1, sizeof *b);
     if (b == NULL)
@@ -604,7 +820,9 @@ struct broker *broker_new(struct event_base *base, const struct config *cfg, uns
     b->worker = worker;
     b->done = done;
     b->state_changed = state_changed;
+    b->reply = reply;
     b->arg = arg;
+    b->rpc = has_rpc_route(cfg);
     b->state = BROKER_DOWN;
     snprintf(b->reason, sizeof b->reason, "not connected yet");
     b->uri_next = worker % cfg->n_uris; /* spread workers over the nodes */
@@ -614,7 +832,8 @@ struct broker *broker_new(struct event_base *base, const struct config *cfg, uns
         b->rng = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)worker << 32) ^ (uint64_t)time(NULL);
     /* Room for detached entries (clients gone, blocked) beyond max_inflight. */
     b->tracker = tracker_new(cfg->max_inflight * 2, on_tracker_done, b);
-    if (b->tracker == NULL || pipe2(b->pipe_fd, O_CLOEXEC) != 0)
+    b->pending = pending_new(cfg->max_inflight + 1);
+    if (b->tracker == NULL || b->pending == NULL || pipe2(b->pipe_fd, O_CLOEXEC) != 0)
         goto fail;
     b->sock_ev = event_new(base, -1, 0, on_socket, b);
     b->hb_ev = event_new(base, -1, EV_PERSIST, on_heartbeat, b);
@@ -649,9 +868,14 @@ const char *broker_node(const struct broker *b)
     return b->node;
 }
 
-size_t broker_inflight(const struct broker *b)
+void broker_rpc_forget(struct broker *b, const char *correlation_id, size_t len)
 {
-    return tracker_attached(b->tracker);
+    (void)pending_remove(b->pending, correlation_id, len);
+}
+
+uint64_t broker_late_replies(const struct broker *b)
+{
+    return b->late_replies;
 }
 
 void broker_detach(struct broker *b, uint64_t tag)
@@ -745,10 +969,30 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         log_info("broker: %s reads again: publishing", b->node);
         b->socket_full = false;
     }
+    /* An rpc request waits for its reply under its correlation id, which
+     * must be unique among the waiting ones. */
+    bool rpc = m->correlation_id != NULL;
+    size_t cid_len = rpc ? strlen(m->correlation_id) : 0;
+    if (rpc) {
+        if (!b->rpc)
+            return BROKER_PUB_UNAVAILABLE;
+        switch (pending_add(b->pending, m->correlation_id, cid_len, ctx)) {
+        case PENDING_ADDED:
+            break;
+        case PENDING_DUPLICATE:
+            return BROKER_PUB_DUPLICATE;
+        case PENDING_FULL:
+        case PENDING_BADID:
+            return BROKER_PUB_FULL;
+        }
+    }
     if (b->cfg->confirm) {
         *tag = tracker_add(b->tracker, ctx, m->message_id, m->message_id_len);
-        if (*tag == 0)
+        if (*tag == 0) {
+            if (rpc)
+                (void)pending_remove(b->pending, m->correlation_id, cid_len);
             return BROKER_PUB_FULL;
+        }
         size_t waiting = tracker_attached(b->tracker);
         if (waiting > b->peak_inflight)
             b->peak_inflight = waiting;
@@ -762,6 +1006,8 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         if (*tag != 0)
             tracker_unadd(b->tracker, *tag);
         *tag = 0;
+        if (rpc)
+            (void)pending_remove(b->pending, m->correlation_id, cid_len);
         lost(b, amqp_error_string2(rc));
         return BROKER_PUB_UNAVAILABLE;
     }
@@ -769,7 +1015,7 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
      * loop turn, never under the caller (it has not stored the tag yet). */
     if (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))
         event_active(b->sock_ev, EV_READ, 0);
-    return b->cfg->confirm ? BROKER_PUB_WAIT : BROKER_PUB_SENT;
+    return b->cfg->confirm || rpc ? BROKER_PUB_WAIT : BROKER_PUB_SENT;
 }
 
 void broker_close(struct broker *b)
@@ -797,8 +1043,10 @@ void broker_close(struct broker *b)
         amqp_destroy_connection(b->conn);
         b->conn = NULL;
     }
-    tracker_fail_all(b->tracker);
-    log_info("broker: at most %zu publishes awaited a confirm at once", b->peak_inflight);
+    (void)fail_channel(b);
+    log_info("broker: at most %zu publishes awaited a confirm at once; %llu late rpc replies "
+             "dropped",
+             b->peak_inflight, (unsigned long long)b->late_replies);
     set_state(b, BROKER_CLOSED, "shutting down");
 }
 
@@ -819,6 +1067,11 @@ void broker_free(struct broker *b)
         tracker_fail_all(b->tracker);
         tracker_free(b->tracker);
     }
+    if (b->pending != NULL) {
+        (void)pending_drain(b->pending, fail_waiting_reply, b);
+        pending_free(b->pending);
+    }
+    free(b->rep.buf);
     if (b->sock_ev != NULL)
         event_free(b->sock_ev);
     if (b->hb_ev != NULL)

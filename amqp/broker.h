@@ -25,11 +25,26 @@ enum broker_state {
 
 const char *broker_state_name(enum broker_state s);
 
+/* Where rpc requests ask for their reply: RabbitMQ's direct reply-to, which
+ * this broker connection consumes when some route is rpc. */
+#define BROKER_REPLY_TO "amq.rabbitmq.reply-to"
+
 enum broker_pub {
-    BROKER_PUB_WAIT,        /* published; done() will be called for CTX */
+    BROKER_PUB_WAIT,        /* published; done() (and for rpc reply()) will follow for CTX */
     BROKER_PUB_SENT,        /* published, confirm = no: nothing more will come */
     BROKER_PUB_UNAVAILABLE, /* not connected or blocked: answer 503 now */
     BROKER_PUB_FULL,        /* too many in flight: answer 503 now */
+    BROKER_PUB_DUPLICATE,   /* rpc: a request with this correlation id already waits */
+};
+
+/* An rpc reply, valid during the reply callback only. */
+struct broker_reply {
+    int status;               /* x-http-status, 200 when absent */
+    const char *content_type; /* the reply's content_type; NULL if none */
+    const void *body;         /* the reply body */
+    size_t len;               /* its length */
+    const char *error;        /* non-NULL: the reply cannot be used (too large, bad
+                                 x-http-status): answer 502 with this text */
 };
 
 /* A request's publish completed. Called from the worker's loop, once per
@@ -38,13 +53,18 @@ typedef void broker_done_fn(void *arg, void *ctx, enum tracker_result r);
 /* The connection changed state; REASON says why when not up. Called from the
  * worker's loop. */
 typedef void broker_state_fn(void *arg, enum broker_state s, const char *reason);
+/* The reply of an rpc request arrived. CTX is forgotten by the broker before
+ * the call; its publish confirm, if still owed, is not (broker_detach it).
+ * A publish that fails (nack, return, loss) calls done() instead, and then
+ * the caller must broker_rpc_forget the request. */
+typedef void broker_reply_fn(void *arg, void *ctx, const struct broker_reply *rep);
 
 struct broker;
 
 /* WORKER: index, used for the starting URI and log lines. */
 struct broker *broker_new(struct event_base *base, const struct config *cfg, unsigned worker,
-                          broker_done_fn *done, broker_state_fn *state_changed, void *arg)
-    __attribute__((warn_unused_result));
+                          broker_done_fn *done, broker_state_fn *state_changed,
+                          broker_reply_fn *reply, void *arg) __attribute__((warn_unused_result));
 /* Start connecting (asynchronously). */
 void broker_start(struct broker *b);
 
@@ -58,8 +78,11 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
                                uint64_t *tag) __attribute__((warn_unused_result));
 /* The request behind TAG left: drop its confirm when it comes. */
 void broker_detach(struct broker *b, uint64_t tag);
-/* Publishes waiting for a confirm (attached to a request). */
-size_t broker_inflight(const struct broker *b);
+/* The rpc request waiting under CORRELATION_ID was answered otherwise
+ * (timeout, client gone, failed publish): its reply is dropped on arrival. */
+void broker_rpc_forget(struct broker *b, const char *correlation_id, size_t len);
+/* Replies dropped because no request waited for them. */
+uint64_t broker_late_replies(const struct broker *b);
 
 /* Close channel and connection cleanly (bounded), fail what is still
  * pending as TRACKER_LOST, never reconnect. */

@@ -27,6 +27,12 @@
 #define WORKER_DRAIN_TICK_MS 20 /* how often a stopping worker looks at what is left */
 #define WORKER_FLUSH_MS 200     /* time given to the last responses to leave */
 
+/* What a worker precomputes per route. */
+struct route_rt {
+    const struct timeval *tv; /* common timeout: rpc reply wait, or the confirm wait */
+    char expiration[24];      /* rpc: the timeout in ms, as AMQP expiration text */
+};
+
 struct worker {
     unsigned id;                                  /* index, "w<id>" in logs */
     struct worker_pool *pool;                     /* owner; /healthz reads siblings */
@@ -37,7 +43,7 @@ struct worker {
     struct broker *broker;                        /* this thread's connection + channel */
     struct xmlcheck *xc;                          /* used by this thread only */
     struct hdrmap headers;                        /* reused per request */
-    const struct timeval *confirm_tv;             /* common timeout: longest wait for a confirm */
+    struct route_rt *rt;                          /* per route, index as cfg->routes */
     pthread_t thread;                             /* the loop's thread */
     bool started;                                 /* thread created */
 
@@ -78,11 +84,21 @@ static void reply_text(struct http_req *r, int status, const char *fmt, ...)
     http_req_reply(r, status, "text/plain", buf, (size_t)n);
 }
 
+static bool is_rpc(const struct http_req *r)
+{
+    return http_req_route(r)->mode == ROUTE_RPC;
+}
+
 static void on_done(void *arg, void *ctx, enum tracker_result res)
 {
     struct worker *w = arg;
     struct http_req *r = ctx;
-    (void)w;
+    if (is_rpc(r)) {
+        http_req_set_token(r, 0); /* its confirm came; nothing to detach later */
+        if (res == TRACKER_ACK)
+            return; /* the broker has it: now the reply (or the timeout) answers */
+        broker_rpc_forget(w->broker, http_req_id(r), http_req_id_len(r));
+    }
     switch (res) {
     case TRACKER_ACK:
         http_req_reply(r, 202, NULL, NULL, 0);
@@ -100,6 +116,23 @@ static void on_done(void *arg, void *ctx, enum tracker_result res)
                    "confirmed; retry later");
         break;
     }
+}
+
+static void on_reply(void *arg, void *ctx, const struct broker_reply *rep)
+{
+    struct worker *w = arg;
+    struct http_req *r = ctx;
+    /* A reply may overtake the confirm of its request (the broker confirms a
+     * persistent message once on disk): the confirm is then dropped. */
+    broker_detach(w->broker, http_req_token(r));
+    if (rep->error != NULL) {
+        log_warn("%s: %s", http_req_id(r), rep->error);
+        reply_text(r, 502, "%s", rep->error);
+        return;
+    }
+    http_req_reply(r, rep->status,
+                   rep->content_type != NULL ? rep->content_type : "application/xml", rep->body,
+                   rep->len);
 }
 
 static void on_broker_state(void *arg, enum broker_state s, const char *reason)
@@ -126,10 +159,6 @@ static int add_header(void *arg, const char *name, const char *value)
 static void on_route(void *arg, struct http_req *r, const struct config_route *route)
 {
     struct worker *w = arg;
-    if (route->mode == ROUTE_RPC) {
-        reply_text(r, 501, "rpc routes are not implemented yet");
-        return;
-    }
     size_t route_idx = (size_t)(route - w->cfg->routes);
     size_t len = 0;
     const char *body = http_req_body(r, &len);
@@ -148,7 +177,9 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
                    broker_reason(w->broker));
         return;
     }
-    if (broker_inflight(w->broker) >= w->cfg->max_inflight) {
+    /* Requests of this worker waiting on the broker, this one included:
+     * publishes awaiting a confirm and rpc requests awaiting a reply. */
+    if (http_server_pending(w->http) > w->cfg->max_inflight) {
         reply_text(r, 503, "too many requests waiting for the broker; retry later");
         return;
     }
@@ -180,11 +211,19 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
         .timestamp = http_req_arrival(r),
         .headers = &w->headers,
     };
+    if (route->mode == ROUTE_RPC) {
+        m.reply_to = BROKER_REPLY_TO;
+        m.correlation_id = http_req_id(r);
+        m.expiration = w->rt[route_idx].expiration;
+    }
     uint64_t tag = 0;
     switch (broker_publish(w->broker, &m, r, &tag)) {
     case BROKER_PUB_WAIT:
         http_req_set_token(r, tag);
-        http_req_set_timer(r, w->confirm_tv);
+        http_req_set_timer(r, w->rt[route_idx].tv);
+        break;
+    case BROKER_PUB_DUPLICATE:
+        reply_text(r, 409, "a request with this X-Request-Id is already waiting for its reply");
         break;
     case BROKER_PUB_SENT:
         http_req_reply(r, 202, NULL, NULL, 0);
@@ -203,17 +242,29 @@ static void on_gone(void *arg, struct http_req *r)
     struct worker *w = arg;
     log_debug("%s: client left before the answer", http_req_id(r));
     broker_detach(w->broker, http_req_token(r));
+    if (is_rpc(r))
+        broker_rpc_forget(w->broker, http_req_id(r), http_req_id_len(r));
 }
 
-/* The broker kept a publish unconfirmed for [http] timeout while connected
- * (a queue without quorum, a broker that stopped reading): answer now, drop
- * the confirm if it ever comes. */
+/* An rpc request got no reply within its route's timeout: 504, and the reply
+ * is dropped if it comes later. A publish the broker kept unconfirmed for
+ * [http] timeout while connected (a queue without quorum, a broker that
+ * stopped reading): 503, and the confirm is dropped if it comes later. */
 static void on_expired(void *arg, struct http_req *r)
 {
     struct worker *w = arg;
+    const struct config_route *route = http_req_route(r);
+    broker_detach(w->broker, http_req_token(r));
+    if (route->mode == ROUTE_RPC) {
+        broker_rpc_forget(w->broker, http_req_id(r), http_req_id_len(r));
+        log_info("%s: %s: no reply within %llu ms: answering 504", http_req_id(r), route->name,
+                 (unsigned long long)route->timeout_ms);
+        reply_text(r, 504, "no reply from a worker within %llu ms",
+                   (unsigned long long)route->timeout_ms);
+        return;
+    }
     log_warn("%s: no confirm from the broker within %llu ms: answering 503", http_req_id(r),
              (unsigned long long)w->cfg->http_timeout_ms);
-    broker_detach(w->broker, http_req_token(r));
     reply_text(r, 503, "the broker did not confirm the message in time; retry later");
 }
 
@@ -350,17 +401,32 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
         snprintf(err, errlen, "worker %u: %s", id, herr);
         return -1;
     }
-    struct timeval tv = {(time_t)(w->cfg->http_timeout_ms / 1000),
-                         (suseconds_t)(w->cfg->http_timeout_ms % 1000) * 1000};
-    w->confirm_tv = event_base_init_common_timeout(w->base, &tv);
-    /* The checker installs its libxml2 error hooks per call: it may be made
-     * here, so that a failure stops start-up instead of a worker. */
-    w->xc = xmlcheck_new();
-    if (w->confirm_tv == NULL || w->xc == NULL) {
+    w->rt = calloc(w->cfg->n_routes + 1, sizeof *w->rt);
+    if (w->rt == NULL) {
         snprintf(err, errlen, "worker %u: out of memory", id);
         return -1;
     }
-    w->broker = broker_new(w->base, w->cfg, id, on_done, on_broker_state, w);
+    for (size_t i = 0; i < w->cfg->n_routes; i++) {
+        const struct config_route *route = &w->cfg->routes[i];
+        uint64_t ms = route->mode == ROUTE_RPC ? route->timeout_ms : w->cfg->http_timeout_ms;
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+        /* Equal durations share one timeout queue: O(1) per request. */
+        w->rt[i].tv = event_base_init_common_timeout(w->base, &tv);
+        snprintf(w->rt[i].expiration, sizeof w->rt[i].expiration, "%llu",
+                 (unsigned long long)route->timeout_ms);
+        if (w->rt[i].tv == NULL) {
+            snprintf(err, errlen, "worker %u: out of memory", id);
+            return -1;
+        }
+    }
+    /* The checker installs its libxml2 error hooks per call: it may be made
+     * here, so that a failure stops start-up instead of a worker. */
+    w->xc = xmlcheck_new();
+    if (w->xc == NULL) {
+        snprintf(err, errlen, "worker %u: out of memory", id);
+        return -1;
+    }
+    w->broker = broker_new(w->base, w->cfg, id, on_done, on_broker_state, on_reply, w);
     if (w->broker == NULL || pipe2(w->cmd_fd, O_CLOEXEC) != 0) {
         snprintf(err, errlen, "worker %u: out of memory or descriptors", id);
         return -1;
@@ -390,6 +456,7 @@ static void worker_destroy(struct worker *w)
     if (w->xc != NULL)
         xmlcheck_free(w->xc);
     hdrmap_free(&w->headers);
+    free(w->rt);
     for (int i = 0; i < 2; i++)
         if (w->cmd_fd[i] >= 0)
             close(w->cmd_fd[i]);

@@ -70,18 +70,19 @@ struct http_conn {
 };
 
 struct http_req {
-    struct http_server *s;      /* owner */
-    struct evhttp_request *req; /* evhttp's request; freed by the reply */
-    struct http_conn *c;        /* its connection (NULL if it has no context) */
-    struct event *timer;        /* http_req_set_timer; kept across reuse */
-    uint64_t token;             /* the bridge's slot */
-    int64_t arrival;            /* unix seconds */
-    const char *path;           /* owned by req */
-    const char *query;          /* owned by req; NULL if none */
-    const char *ctype;          /* owned by req; NULL if none */
-    size_t id_len;              /* strlen(id) */
-    char id[REQID_MAX + 1];     /* X-Request-Id, taken or generated */
-    struct http_req *next_free; /* free list */
+    struct http_server *s;            /* owner */
+    struct evhttp_request *req;       /* evhttp's request; freed by the reply */
+    struct http_conn *c;              /* its connection (NULL if it has no context) */
+    struct event *timer;              /* http_req_set_timer; kept across reuse */
+    const struct config_route *route; /* the route it came on */
+    uint64_t token;                   /* the bridge's slot */
+    int64_t arrival;                  /* unix seconds */
+    const char *path;                 /* owned by req */
+    const char *query;                /* owned by req; NULL if none */
+    const char *ctype;                /* owned by req; NULL if none */
+    size_t id_len;                    /* strlen(id) */
+    char id[REQID_MAX + 1];           /* X-Request-Id, taken or generated */
+    struct http_req *next_free;       /* free list */
 };
 
 struct http_server {
@@ -586,6 +587,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     struct http_req *r = req_get(s);
     r->req = req;
     r->c = c;
+    r->route = route;
     r->arrival = (int64_t)now.tv_sec;
     r->path = path;
     r->query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
@@ -737,6 +739,11 @@ const char *http_req_id(const struct http_req *r)
 size_t http_req_id_len(const struct http_req *r)
 {
     return r->id_len;
+}
+
+const struct config_route *http_req_route(const struct http_req *r)
+{
+    return r->route;
 }
 
 const char *http_req_path(const struct http_req *r)

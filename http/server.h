@@ -50,8 +50,9 @@ void http_server_free(struct http_server *s);
 /* Accessors for a pending request (valid until it is answered). */
 const char *http_req_id(const struct http_req *r); /* X-Request-Id (taken or generated) */
 size_t http_req_id_len(const struct http_req *r);
-const char *http_req_path(const struct http_req *r);  /* path without query */
-const char *http_req_query(const struct http_req *r); /* NULL if none */
+const struct config_route *http_req_route(const struct http_req *r); /* the route it came on */
+const char *http_req_path(const struct http_req *r);                 /* path without query */
+const char *http_req_query(const struct http_req *r);                /* NULL if none */
 const char *http_req_content_type(const struct http_req *r);
 const char *http_req_client(const struct http_req *r); /* peer address, no port */
 int64_t http_req_arrival(const struct http_req *r);    /* unix seconds */

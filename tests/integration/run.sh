@@ -32,6 +32,7 @@ eval "$("$broker" env)"
 
 # What the tests need to know; they never guess ports or names.
 export IT_BRIDGE_BIN="$here/$build/ingest-bridge"
+export IT_ECHO_BIN="$here/$build/echo-worker"
 export IT_BROKER_PORT="$BROKER_PORT"
 export IT_BROKER_NODE="$BROKER_NODE"
 export IT_BROKER_SH="$broker"

@@ -37,6 +37,7 @@
 /* environment given by run.sh                                         */
 
 static const char *g_bin;       /* build/ingest-bridge (absolute) */
+static const char *g_echo_bin;  /* build/echo-worker (absolute) */
 static const char *g_broker_sh; /* tests/broker.sh (absolute) */
 static const char *g_node;      /* node name, for messages */
 static int g_broker_port;       /* the private node's AMQP port */
@@ -898,7 +899,22 @@ static void write_config(const char *path, int http_port, int workers)
             "[route full]\n"
             "path        = /full\n"
             "mode        = publish\n"
-            "routing_key = it.full\n",
+            "routing_key = it.full\n"
+            "\n"
+            "; rpc: answered by build/echo-worker consuming it.rpc\n"
+            "[route rpc]\n"
+            "path        = /rpc\n"
+            "mode        = rpc\n"
+            "routing_key = it.rpc\n"
+            "queue       = it.rpc\n"
+            "timeout     = 5s\n"
+            "\n"
+            "; the same queue with a short timeout\n"
+            "[route rpcshort]\n"
+            "path        = /rpc-short\n"
+            "mode        = rpc\n"
+            "routing_key = it.rpc\n"
+            "timeout     = 700ms\n",
             http_port, workers, g_broker_port, level ? level : "info", g_xsd);
     fclose(f);
     write_file(path, text);
@@ -1017,6 +1033,56 @@ static bool wait_health(int port, int want, int ms, int *last)
 }
 
 /* ------------------------------------------------------------------ */
+/* the echo worker (rpc)                                               */
+
+static pid_t g_echo; /* running echo-worker, 0 if none */
+static char g_echo_log[512];
+
+/* Start build/echo-worker on it.rpc with OPTS (NULL-ended, may be NULL) and
+ * wait until it says it consumes. */
+static void echo_start(const char *const opts[])
+{
+    char uri[128];
+    snprintf(uri, sizeof uri, "amqp://guest:guest@127.0.0.1:%d/%%2f", g_broker_port);
+    char *argv[16] = {(char *)g_echo_bin, "-u", uri, "-q", "it.rpc"};
+    int n = 5;
+    for (size_t i = 0; opts && opts[i] && n < 15; i++)
+        argv[n++] = (char *)opts[i];
+    argv[n] = NULL;
+    snprintf(g_echo_log, sizeof g_echo_log, "%s/echo.log", g_tmp);
+    long mark = file_size(g_echo_log);
+    g_echo = spawn(argv, g_echo_log, NULL);
+    double end = now_ms() + 15000;
+    while (now_ms() < end) {
+        char *s = slurp(g_echo_log, mark);
+        bool ready = strstr(s, "echo-worker: ready") != NULL;
+        free(s);
+        if (ready)
+            return;
+        int st;
+        if (waitpid(g_echo, &st, WNOHANG) == g_echo) {
+            g_echo = 0;
+            fail_msg("echo-worker exited at start-up (status 0x%x)", st);
+        }
+        sleep_ms(20);
+    }
+    fail_msg("echo-worker not ready within 15 s");
+}
+
+static void echo_stop(void)
+{
+    if (g_echo <= 0)
+        return;
+    int st;
+    kill(g_echo, SIGTERM);
+    if (!wait_exit(g_echo, 5000, &st)) {
+        kill(g_echo, SIGKILL);
+        waitpid(g_echo, &st, 0);
+    }
+    g_echo = 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* fixtures                                                            */
 
 static int group_setup(void **state)
@@ -1024,10 +1090,11 @@ static int group_setup(void **state)
     (void)state;
     signal(SIGPIPE, SIG_IGN);
     g_bin = getenv("IT_BRIDGE_BIN");
+    g_echo_bin = getenv("IT_ECHO_BIN");
     g_broker_sh = getenv("IT_BROKER_SH");
     g_node = getenv("IT_BROKER_NODE");
     const char *port = getenv("IT_BROKER_PORT");
-    if (!g_bin || !g_broker_sh || !port || !getenv("BROKER_DIR")) {
+    if (!g_bin || !g_echo_bin || !g_broker_sh || !port || !getenv("BROKER_DIR")) {
         fprintf(stderr, "run me through tests/integration/run.sh (IT_* variables missing)\n");
         return -1;
     }
@@ -1118,6 +1185,7 @@ static int teardown(void **state)
         waitpid(g_aux.pid, NULL, 0);
         g_aux.pid = 0;
     }
+    echo_stop();
     if (g_broker_frozen) {
         kill(broker_pid(), SIGCONT);
         g_broker_frozen = false;
@@ -2285,6 +2353,251 @@ static void test_broker_down_and_back(void **state)
     PASS();
 }
 
+/* ------------------------------------------------------------------ */
+/* rpc routes                                                          */
+
+static void test_rpc_reply(void **state)
+{
+    (void)state;
+    mq_purge("it.rpc");
+    echo_start(NULL);
+    /* Bytes a careless copy would change, and a content type to carry back. */
+    static const char body[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n"
+                               "<q>Gr\xc3\xbc\xc3\x9f \xe2\x82\xac\t </q>";
+    struct resp r;
+    int rc = http_post(g_main.port, "/rpc", "application/atom+xml; charset=utf-8",
+                       "X-Request-Id: rpc-reply-1\r\n", body, &r);
+    assert_resp(rc, &r, 200);
+    assert_int_equal(r.body_len, sizeof body - 1);
+    assert_memory_equal(r.body, body, sizeof body - 1);
+    const char *ct = resp_header(&r, "Content-Type");
+    if (!ct || strcmp(ct, "application/atom+xml; charset=utf-8") != 0)
+        fail_msg("rpc reply Content-Type %s", ct ? ct : "(none)");
+    assert_string_equal(resp_header(&r, "X-Request-Id"), "rpc-reply-1");
+    resp_free(&r);
+    echo_stop();
+
+    /* The worker's x-http-status is the answer's status. */
+    static const char *const status_opts[] = {"-s", "201", NULL};
+    echo_start(status_opts);
+    rc = http_post(g_main.port, "/rpc", XML, NULL, DOC, &r);
+    assert_resp(rc, &r, 201);
+    assert_string_equal(r.body, DOC);
+    resp_free(&r);
+    PASS();
+}
+
+/* No worker: the request waits in the queue with the right properties, and
+ * the client gets 504 after the route's timeout. */
+static void test_rpc_timeout_no_worker(void **state)
+{
+    (void)state;
+    mq_purge("it.rpc");
+    struct conn c;
+    assert_int_equal(conn_open(&c, g_main.port), 0);
+    size_t len;
+    char *raw = fmt_request(&len, "POST", "/rpc-short", XML, "X-Request-Id: rpc-nobody\r\n", DOC,
+                            strlen(DOC));
+    double t0 = now_ms();
+    assert_int_equal(conn_send(&c, raw, len), 0);
+    free(raw);
+    sleep_ms(150);
+    amqp_message_t m;
+    if (mq_get("it.rpc", &m) != 1)
+        fail_msg("the rpc request is not in queue it.rpc");
+    amqp_basic_properties_t *p = &m.properties;
+    assert_true(p->_flags & AMQP_BASIC_REPLY_TO_FLAG);
+    /* The broker rewrites direct reply-to into amq.rabbitmq.reply-to.<channel key>. */
+    if (p->reply_to.len < 22 || memcmp(p->reply_to.bytes, "amq.rabbitmq.reply-to.", 22) != 0)
+        fail_msg("reply_to %.*s", (int)p->reply_to.len, (char *)p->reply_to.bytes);
+    assert_true(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG);
+    assert_true(bytes_eq(p->correlation_id, "rpc-nobody"));
+    assert_true(bytes_eq(p->message_id, "rpc-nobody"));
+    assert_true(p->_flags & AMQP_BASIC_EXPIRATION_FLAG);
+    assert_true(bytes_eq(p->expiration, "700"));
+    assert_true(bytes_eq(p->type, "rpcshort"));
+    assert_int_equal(m.body.len, strlen(DOC));
+    amqp_destroy_message(&m);
+
+    struct resp r;
+    assert_int_equal(conn_read_resp(&c, &r, false), 0);
+    double took = now_ms() - t0;
+    assert_int_equal(r.status, 504);
+    assert_string_equal(resp_header(&r, "X-Request-Id"), "rpc-nobody");
+    if (took < 650 || took > 3000)
+        fail_msg("504 after %.0f ms, route timeout 700 ms", took);
+    resp_free(&r);
+    conn_close(&c);
+    PASS();
+}
+
+/* One worker, so both requests share one channel: a reply that comes after
+ * its request timed out is dropped, never given to the next request; and a
+ * second request with the id of one still waiting is refused. */
+static void test_rpc_late_reply(void **state)
+{
+    (void)state;
+    bridge_start(&g_aux, "rpclate", 1);
+    mq_purge("it.rpc");
+    static const char *const slow[] = {"-d", "1000", "-p", "1", NULL};
+    echo_start(slow);
+
+    struct resp r;
+    double t0 = now_ms();
+    int rc =
+        http_post(g_aux.port, "/rpc-short", XML, "X-Request-Id: late-a\r\n", "<a>first</a>", &r);
+    assert_resp(rc, &r, 504);
+    if (now_ms() - t0 > 2000)
+        fail_msg("504 after %.0f ms", now_ms() - t0);
+    resp_free(&r);
+
+    /* Sent while the worker still works on the first: its reply to the
+     * first comes while this one waits on the same channel. */
+    struct conn c1, c2;
+    assert_int_equal(conn_open(&c1, g_aux.port), 0);
+    assert_int_equal(conn_open(&c2, g_aux.port), 0);
+    size_t len;
+    char *raw =
+        fmt_request(&len, "POST", "/rpc", XML, "X-Request-Id: late-b\r\n", "<b>second</b>", 13);
+    assert_int_equal(conn_send(&c1, raw, len), 0);
+    free(raw);
+    sleep_ms(50);
+    raw = fmt_request(&len, "POST", "/rpc", XML, "X-Request-Id: late-b\r\n", "<b>dup</b>", 10);
+    assert_int_equal(conn_send(&c2, raw, len), 0);
+    free(raw);
+    assert_int_equal(conn_read_resp(&c2, &r, false), 0);
+    assert_int_equal(r.status, 409);
+    resp_free(&r);
+    conn_close(&c2);
+
+    assert_int_equal(conn_read_resp(&c1, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    if (r.body_len != 13 || memcmp(r.body, "<b>second</b>", 13) != 0)
+        fail_msg("the second request got \"%s\", not its own body", r.body);
+    resp_free(&r);
+    conn_close(&c1);
+
+    int st = bridge_stop(&g_aux, 20000);
+    if (st != 0)
+        fail_msg("bridge did not exit 0 on SIGTERM (0x%x)", st);
+    char *log = slurp(g_aux.log, g_aux.mark);
+    bool counted = strstr(log, "1 late rpc replies dropped") != NULL;
+    free(log);
+    if (!counted)
+        fail_msg("the late reply was not counted as dropped");
+    PASS();
+}
+
+/* 200 requests in flight at once, each gets its own body back. */
+static void test_rpc_concurrent(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    mq_purge("it.rpc");
+    echo_start(NULL);
+    static struct conn c[N];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(conn_open(&c[i], g_main.port), 0);
+        conn_set_timeout(&c[i], 10000);
+        char body[64], extra[64];
+        snprintf(body, sizeof body, "<n>%d-%d</n>", (int)getpid(), i);
+        snprintf(extra, sizeof extra, "X-Request-Id: many-%d-%d\r\n", (int)getpid(), i);
+        size_t len;
+        char *raw = fmt_request(&len, "POST", "/rpc", XML, extra, body, strlen(body));
+        assert_int_equal(conn_send(&c[i], raw, len), 0);
+        free(raw);
+    }
+    int wrong = 0;
+    for (int i = 0; i < N; i++) {
+        struct resp r;
+        char body[64];
+        snprintf(body, sizeof body, "<n>%d-%d</n>", (int)getpid(), i);
+        if (conn_read_resp(&c[i], &r, false) != 0)
+            fail_msg("rpc request %d of %d: no answer", i, N);
+        if (r.status != 200 || strcmp(r.body, body) != 0) {
+            if (!wrong++)
+                print_message("request %d: %d \"%s\", expected 200 \"%s\"\n", i, r.status, r.body,
+                              body);
+        }
+        resp_free(&r);
+        conn_close(&c[i]);
+    }
+    assert_int_equal(wrong, 0);
+    PASS();
+}
+
+/* Clients that leave while their rpc request waits: the bridge forgets
+ * them, drops their replies, and goes on serving. */
+static void test_rpc_client_gone(void **state)
+{
+    (void)state;
+    mq_purge("it.rpc");
+    static const char *const slow[] = {"-d", "300", NULL};
+    echo_start(slow);
+    for (int i = 0; i < 10; i++) {
+        struct conn c;
+        assert_int_equal(conn_open(&c, g_main.port), 0);
+        char extra[64];
+        snprintf(extra, sizeof extra, "X-Request-Id: rpc-gone-%d\r\n", i);
+        size_t len;
+        char *raw = fmt_request(&len, "POST", "/rpc", XML, extra, DOC, strlen(DOC));
+        assert_int_equal(conn_send(&c, raw, len), 0);
+        free(raw);
+        sleep_ms(20);
+        if (i % 2)
+            conn_abort(&c);
+        else
+            conn_close(&c);
+    }
+    /* The worker replies to every one of them (10 x 300 ms) while nobody
+     * waits any more. */
+    sleep_ms(3500);
+    expect_serving(&g_main);
+    struct resp r;
+    int rc = http_post(g_main.port, "/rpc", XML, NULL, DOC, &r);
+    assert_resp(rc, &r, 200);
+    assert_string_equal(r.body, DOC);
+    resp_free(&r);
+    PASS();
+}
+
+/* The broker stops while rpc requests wait: 503 at once, not 504 later. */
+static void test_rpc_broker_stopped(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    mq_purge("it.rpc");
+    static const char *const stuck[] = {"-d", "30000", "-p", "1", NULL};
+    echo_start(stuck);
+    struct conn c[N];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(conn_open(&c[i], g_main.port), 0);
+        conn_set_timeout(&c[i], 15000);
+        size_t len;
+        char *raw = fmt_request(&len, "POST", "/rpc", XML, NULL, DOC, strlen(DOC));
+        assert_int_equal(conn_send(&c[i], raw, len), 0);
+        free(raw);
+    }
+    sleep_ms(300);
+    g_broker_stopped = true;
+    if (broker_cmd("stop", NULL) != 0)
+        fail_msg("tests/broker.sh stop failed");
+    mq_disconnect();
+    double stopped = now_ms();
+    for (int i = 0; i < N; i++) {
+        struct resp r;
+        if (conn_read_resp(&c[i], &r, false) != 0)
+            fail_msg("rpc request %d: no answer after the broker stopped", i);
+        if (r.status != 503)
+            fail_msg("rpc request %d: %d after the broker stopped, expected 503", i, r.status);
+        resp_free(&r);
+        conn_close(&c[i]);
+    }
+    if (now_ms() - stopped > 1000)
+        fail_msg("answers came %.0f ms after the broker had stopped", now_ms() - stopped);
+    PASS();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2311,6 +2624,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blocked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_inflight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rpc_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rpc_timeout_no_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rpc_late_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rpc_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rpc_client_gone, setup, teardown),
+        /* stops the broker: its teardown starts it again */
+        cmocka_unit_test_setup_teardown(test_rpc_broker_stopped, setup, teardown),
         /* stops the broker: last, and its teardown restarts it anyway */
         cmocka_unit_test_setup_teardown(test_broker_down_and_back, setup, teardown),
     };
