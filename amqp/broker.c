@@ -68,6 +68,16 @@ enum content_kind {
     CONTENT_SKIP,   /* anything else (a late reply, a stale channel): skip */
 };
 
+/* Where a channel reopen after a channel error stands: each step is a method
+ * sent without waiting, its -ok read by the frame pump, so the loop never
+ * blocks on it. */
+enum reopen_step {
+    REOPEN_NONE,    /* the channel is open (or the connection is down) */
+    REOPEN_OPEN,    /* channel.open sent */
+    REOPEN_CONFIRM, /* confirm.select sent */
+    REOPEN_CONSUME, /* basic.consume of direct reply-to sent */
+};
+
 /* The rpc reply being reassembled from its header and body frames, which may
  * arrive over several pumps; copied, since frame memory is released. */
 struct reply_state {
@@ -117,6 +127,7 @@ struct broker {
     struct reply_state rep;    /* content == CONTENT_REPLY */
 
     bool rpc;                /* some route is rpc: consume direct reply-to */
+    enum reopen_step reopen; /* channel reopen under way */
     struct pending *pending; /* rpc requests waiting for their reply */
     uint64_t late_replies;   /* replies that found no waiting request */
 
@@ -182,8 +193,8 @@ static void rpc_error(amqp_rpc_reply_t r, const char *what, char *buf, size_t le
     }
 }
 
-/* Open the channel, enable confirms. Synchronous: connector thread, or a
- * channel reopen on a live connection (bounded by the rpc timeout). */
+/* Open the channel, enable confirms. Synchronous: the connector thread only
+ * (a reopen on a live connection goes step by step, see reopen_step). */
 static int open_channel(amqp_connection_state_t conn, amqp_channel_t ch, bool confirm, char *err,
                         size_t errlen)
 {
@@ -443,6 +454,7 @@ static void lost(struct broker *b, const char *why)
     event_del(b->hb_ev);
     amqp_destroy_connection(b->conn);
     b->conn = NULL;
+    b->reopen = REOPEN_NONE;
     char reason[BROKER_REASON_LEN];
     snprintf(reason, sizeof reason, "connection lost: %s", why);
     set_state(b, BROKER_DOWN, reason);
@@ -510,8 +522,50 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
     pump(b);
 }
 
+static void send_or_lose(struct broker *b, amqp_method_number_t id, void *method)
+{
+    int rc = amqp_send_method(b->conn, b->channel, id, method);
+    if (rc != AMQP_STATUS_OK)
+        lost(b, amqp_error_string2(rc));
+}
+
+/* The next step of a channel reopen, once the previous one's -ok came. */
+static void reopen_step(struct broker *b)
+{
+    switch (b->reopen) {
+    case REOPEN_NONE:
+        return;
+    case REOPEN_OPEN:
+        if (b->cfg->confirm) {
+            amqp_confirm_select_t sel = {.nowait = 0};
+            b->reopen = REOPEN_CONFIRM;
+            send_or_lose(b, AMQP_CONFIRM_SELECT_METHOD, &sel);
+            return;
+        }
+        /* fall through - no confirms to select */
+    case REOPEN_CONFIRM:
+        if (b->rpc) {
+            amqp_basic_consume_t c = {.queue = amqp_cstring_bytes(BROKER_REPLY_TO),
+                                      .consumer_tag = amqp_empty_bytes,
+                                      .no_ack = 1,
+                                      .arguments = amqp_empty_table};
+            b->reopen = REOPEN_CONSUME;
+            send_or_lose(b, AMQP_BASIC_CONSUME_METHOD, &c);
+            return;
+        }
+        /* fall through - no replies to consume */
+    case REOPEN_CONSUME:
+        b->reopen = REOPEN_NONE;
+        log_info("broker: reopened as channel %u", b->channel);
+        set_state(b, BROKER_UP, NULL);
+        return;
+    }
+}
+
 /* A channel error closed our channel (e.g. publish to a missing exchange):
- * only its requests fail; the connection lives on with a new channel. */
+ * only its requests fail; the connection lives on with a new channel, opened
+ * without blocking the loop. A channel that fails while being reopened means
+ * something is wrong beyond one publish: reconnect instead. */
 static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
 {
     log_warn("broker: channel %u closed by broker: %u %.*s", b->channel, c->reply_code,
@@ -522,19 +576,19 @@ static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
         lost(b, "cannot acknowledge channel close");
         return;
     }
+    if (b->reopen != REOPEN_NONE) {
+        lost(b, "the channel failed while being reopened");
+        return;
+    }
     size_t n = fail_channel(b);
     if (n > 0)
         log_warn("broker: %zu requests waiting on the closed channel answered 503", n);
     /* A fresh channel number keeps stray frames of the old one apart. */
-    amqp_channel_t next = (amqp_channel_t)(b->channel % 2000 + 1);
-    char err[BROKER_REASON_LEN];
-    if (open_channel(b->conn, next, b->cfg->confirm, err, sizeof err) != 0 ||
-        (b->rpc && consume_replies(b->conn, next, err, sizeof err) != 0)) {
-        lost(b, err);
-        return;
-    }
-    b->channel = next;
-    log_info("broker: reopened as channel %u", next);
+    b->channel = (amqp_channel_t)(b->channel % 2000 + 1);
+    b->reopen = REOPEN_OPEN;
+    set_state(b, BROKER_CONNECTING, "reopening the channel after a channel error");
+    amqp_channel_open_t open = {.out_of_band = amqp_empty_bytes};
+    send_or_lose(b, AMQP_CHANNEL_OPEN_METHOD, &open);
 }
 
 static void handle_method(struct broker *b, const amqp_frame_t *f)
@@ -596,6 +650,12 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
         set_state(b, BROKER_BLOCKED, why);
         break;
     }
+    case AMQP_CHANNEL_OPEN_OK_METHOD:
+    case AMQP_CONFIRM_SELECT_OK_METHOD:
+    case AMQP_BASIC_CONSUME_OK_METHOD:
+        if (f->channel == b->channel)
+            reopen_step(b);
+        break;
     case AMQP_CONNECTION_UNBLOCKED_METHOD:
         log_info("broker: unblocked");
         if (b->state == BROKER_BLOCKED)
