@@ -2,6 +2,15 @@
 # run.sh BUILD TEST... - run the integration test programs against ONE private
 # RabbitMQ node started for this run (tests/broker.sh, data under
 # BUILD/it-broker), stopped afterwards whatever happens.
+#
+# Passed through to the tests (tests/lib/harness.h):
+#   IT_BRIDGE_WRAP  command prefix for every bridge the tests start, split on
+#                   blanks (`make test-valgrind`: valgrind ...); its exit
+#                   status counts like the bridge's
+#   IT_TIME_SCALE   multiplies the tests' bounds on how fast the bridge
+#                   starts, stops and answers (default 1)
+#   IT_LOG_LEVEL    the bridge's log level (default info)
+#   IT_KEEP         keep the temporary directory (configs, logs)
 set -euo pipefail
 
 build=${1:?usage: run.sh BUILD TEST...}

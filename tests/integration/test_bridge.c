@@ -3,847 +3,42 @@
  * rabbitmq-c and checked byte for byte. Run through tests/integration/run.sh,
  * which starts the node and passes it in IT_* variables. Tests that stop,
  * freeze or alarm the broker put it back in their teardown, so the order of
- * tests does not matter. */
+ * tests does not matter. The helpers are tests/lib/harness.[ch]. */
 
-#include <amqp.h>
-#include <amqp_tcp_socket.h>
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <setjmp.h>
+#include "harness.h"
+#include "harness_cmocka.h" /* <cmocka.h>, assert_resp... */
 
-#include <cmocka.h>
-
-/* ------------------------------------------------------------------ */
-/* environment given by run.sh                                         */
-
-static const char *g_bin;       /* build/ingest-bridge (absolute) */
-static const char *g_echo_bin;  /* build/echo-worker (absolute) */
-static const char *g_broker_sh; /* tests/broker.sh (absolute) */
-static const char *g_node;      /* node name, for messages */
-static int g_broker_port;       /* the private node's AMQP port */
-static char g_tmp[256];         /* this run's temporary directory */
-static char g_xsd[512];         /* the schema route's XSD */
-
-extern char **environ;
+static char g_xsd[512]; /* the schema route's XSD */
 
 /* Set by PASS() at the end of each test body; teardown prints the bridge's
  * log when it is still false (the test failed somewhere). */
 static bool g_ok;
 #define PASS() (g_ok = true)
 
-/* Undo-lists for tests that disturb the broker; teardown restores. */
-static bool g_broker_stopped;
-static bool g_broker_frozen;
-static bool g_watermark_low;
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-    }
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        abort();
-    }
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    return memcpy(xmalloc(n), s, n);
-}
-
-/* ------------------------------------------------------------------ */
-/* running programs                                                    */
-
-/* fork + exec ARGV with stdout and stderr appended to LOG, stdin from
- * /dev/null, and the environment less every BRIDGE_* variable (a developer's
- * BRIDGE_AMQP_URI must not leak in) plus EXTRA ("K=V" strings, NULL-ended). */
-static pid_t spawn(char *const argv[], const char *log, char *const extra[])
-{
-    size_t n = 0, k = 0;
-    while (environ[n])
-        n++;
-    size_t nx = 0;
-    while (extra && extra[nx])
-        nx++;
-    char **envp = xmalloc((n + nx + 1) * sizeof *envp);
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "BRIDGE_", 7) != 0)
-            envp[k++] = environ[i];
-    for (size_t i = 0; i < nx; i++)
-        envp[k++] = extra[i];
-    envp[k] = NULL;
-
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int in = open("/dev/null", O_RDONLY);
-        int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (in < 0 || out < 0)
-            _exit(126);
-        dup2(in, 0);
-        dup2(out, 1);
-        dup2(out, 2);
-        close(in);
-        close(out);
-        signal(SIGPIPE, SIG_DFL);
-        execve(argv[0], argv, envp);
-        dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    free(envp);
-    return pid;
-}
-
-/* waitpid with a deadline; true when PID exited (status in *st). */
-static bool wait_exit(pid_t pid, int timeout_ms, int *st)
-{
-    double end = now_ms() + timeout_ms;
-    for (;;) {
-        pid_t r = waitpid(pid, st, WNOHANG);
-        if (r == pid)
-            return true;
-        if (r < 0 && errno != EINTR)
-            return true; /* not our child any more */
-        if (now_ms() > end)
-            return false;
-        sleep_ms(10);
-    }
-}
-
-static char *slurp(const char *path, long from)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return xstrdup("");
-    fseek(f, 0, SEEK_END);
-    long end = ftell(f);
-    if (from > end || from < 0)
-        from = 0;
-    fseek(f, from, SEEK_SET);
-    size_t n = (size_t)(end - from);
-    char *s = xmalloc(n + 1);
-    n = fread(s, 1, n, f);
-    s[n] = '\0';
-    fclose(f);
-    return s;
-}
-
-static long file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? (long)st.st_size : 0;
-}
-
-/* Run ARGV to completion (bounded), output captured; returns the raw wait
- * status, or -1 on timeout (the program is then killed). *OUT: malloc'd. */
-static int run_capture(char *const argv[], char *const extra_env[], char **out)
-{
-    char log[512];
-    static int seq;
-    snprintf(log, sizeof log, "%s/run-%d.out", g_tmp, ++seq);
-    pid_t pid = spawn(argv, log, extra_env);
-    int st = 0;
-    if (!wait_exit(pid, 20000, &st)) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &st, 0);
-        st = -1;
-    }
-    *out = slurp(log, 0);
-    return st;
-}
-
-/* tests/broker.sh ARGS...; 0 on success. */
-static int broker_cmd(const char *a1, const char *a2)
-{
-    char log[512];
-    snprintf(log, sizeof log, "%s/broker.out", g_tmp);
-    long mark = file_size(log);
-    char *argv[] = {(char *)g_broker_sh, (char *)a1, (char *)a2, NULL};
-    pid_t pid = spawn(argv, log, NULL);
-    int st;
-    if (!wait_exit(pid, 120000, &st)) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &st, 0);
-        st = -1;
-    }
-    if (st != 0) {
-        char *s = slurp(log, mark);
-        print_message("broker.sh %s %s failed:\n%s\n", a1, a2 ? a2 : "", s);
-        free(s);
-        return -1;
-    }
-    return 0;
-}
-
-static int broker_ctl(const char *a1, const char *a2)
-{
-    char log[512];
-    snprintf(log, sizeof log, "%s/broker.out", g_tmp);
-    long mark = file_size(log);
-    char *argv[] = {(char *)g_broker_sh, "ctl", (char *)a1, (char *)a2, NULL};
-    pid_t pid = spawn(argv, log, NULL);
-    int st;
-    if (!wait_exit(pid, 60000, &st)) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &st, 0);
-        st = -1;
-    }
-    if (st != 0) {
-        char *s = slurp(log, mark);
-        print_message("broker.sh ctl %s %s failed:\n%s\n", a1, a2 ? a2 : "", s);
-        free(s);
-        return -1;
-    }
-    return 0;
-}
-
-/* The node's Erlang VM, from the pid file tests/broker.sh keeps. */
-static pid_t broker_pid(void)
-{
-    const char *dir = getenv("BROKER_DIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/rabbit.pid", dir ? dir : "");
-    char *s = slurp(path, 0);
-    long pid = strtol(s, NULL, 10);
-    free(s);
-    return (pid_t)pid;
-}
-
-/* ------------------------------------------------------------------ */
-/* raw HTTP over sockets                                               */
-
-struct conn {
-    int fd;
-    char *buf; /* bytes read and not consumed yet */
-    size_t len;
-    size_t cap;
-};
-
-#define MAXHDR 64
-
-struct resp {
-    int status;
-    char *head; /* header block, lines NUL-split */
-    const char *hname[MAXHDR];
-    const char *hval[MAXHDR];
-    int nh;
-    char *body; /* NUL-terminated for convenience */
-    size_t body_len;
-    double ms; /* from the request's last byte to the response's */
-};
-
-static void resp_free(struct resp *r)
-{
-    free(r->head);
-    free(r->body);
-    memset(r, 0, sizeof *r);
-}
-
-static const char *resp_header(const struct resp *r, const char *name)
-{
-    for (int i = 0; i < r->nh; i++)
-        if (strcasecmp(r->hname[i], name) == 0)
-            return r->hval[i];
-    return NULL;
-}
-
-static int resp_header_count(const struct resp *r, const char *name)
-{
-    int n = 0;
-    for (int i = 0; i < r->nh; i++)
-        if (strcasecmp(r->hname[i], name) == 0)
-            n++;
-    return n;
-}
-
-static void conn_set_timeout(struct conn *c, int ms)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
-static int conn_open(struct conn *c, int port)
-{
-    memset(c, 0, sizeof *c);
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0)
-        return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(c->fd);
-        c->fd = -1;
-        return -1;
-    }
-    conn_set_timeout(c, 5000);
-    return 0;
-}
-
-static void conn_close(struct conn *c)
-{
-    if (c->fd >= 0)
-        close(c->fd);
-    free(c->buf);
-    memset(c, 0, sizeof *c);
-    c->fd = -1;
-}
-
-/* Close with RST instead of FIN. */
-static void conn_abort(struct conn *c)
-{
-    struct linger lg = {1, 0};
-    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    conn_close(c);
-}
-
-static int conn_send(struct conn *c, const void *p, size_t n)
-{
-    const char *s = p;
-    while (n > 0) {
-        ssize_t w = send(c->fd, s, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        s += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Read more bytes: >0 read, 0 EOF, -1 error or timeout. */
-static int conn_fill(struct conn *c)
-{
-    if (c->cap - c->len < 4096) {
-        size_t ncap = c->cap ? c->cap * 2 : 16384;
-        char *nb = realloc(c->buf, ncap);
-        if (!nb)
-            abort();
-        c->buf = nb;
-        c->cap = ncap;
-    }
-    for (;;) {
-        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len - 1, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        c->len += (size_t)n;
-        c->buf[c->len] = '\0';
-        return n > 0 ? 1 : 0;
-    }
-}
-
-static void conn_consume(struct conn *c, size_t n)
-{
-    memmove(c->buf, c->buf + n, c->len - n);
-    c->len -= n;
-}
-
-/* Make N bytes available; -1 if the peer closed or timed out first. */
-static int conn_need(struct conn *c, size_t n)
-{
-    while (c->len < n)
-        if (conn_fill(c) <= 0)
-            return -1;
-    return 0;
-}
-
-static char *conn_line(struct conn *c, size_t *linelen)
-{
-    char *eol;
-    while (!(c->buf && (eol = memmem(c->buf, c->len, "\r\n", 2))))
-        if (conn_fill(c) <= 0)
-            return NULL;
-    *linelen = (size_t)(eol - c->buf);
-    return c->buf;
-}
-
-/* Read one whole response (status line, headers, body by Content-Length,
- * chunked, or until EOF). HEAD: no body. 0, or -1 when the connection
- * ended or timed out before a whole response. */
-static int conn_read_resp(struct conn *c, struct resp *r, bool head)
-{
-    memset(r, 0, sizeof *r);
-    double t0 = now_ms();
-    char *end;
-again:
-    while (!(c->buf && (end = memmem(c->buf, c->len, "\r\n\r\n", 4))))
-        if (conn_fill(c) <= 0)
-            return -1;
-    size_t hlen = (size_t)(end - c->buf) + 4;
-    free(r->head);
-    r->head = xmalloc(hlen + 1);
-    memcpy(r->head, c->buf, hlen);
-    r->head[hlen] = '\0';
-    conn_consume(c, hlen);
-
-    char *save = NULL;
-    char *line = strtok_r(r->head, "\r\n", &save);
-    if (!line || strncmp(line, "HTTP/1.", 7) != 0 || strlen(line) < 12)
-        return -1;
-    r->status = atoi(line + 9);
-    r->nh = 0;
-    while ((line = strtok_r(NULL, "\r\n", &save)) && r->nh < MAXHDR) {
-        char *colon = strchr(line, ':');
-        if (!colon)
-            continue;
-        *colon = '\0';
-        char *v = colon + 1;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        char *ve = v + strlen(v);
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-            *--ve = '\0';
-        r->hname[r->nh] = line;
-        r->hval[r->nh] = v;
-        r->nh++;
-    }
-    if (r->status == 100)
-        goto again;
-
-    const char *te = resp_header(r, "Transfer-Encoding");
-    const char *cl = resp_header(r, "Content-Length");
-    if (head || r->status == 204 || r->status == 304) {
-        r->body = xstrdup("");
-    } else if (te && strcasecmp(te, "chunked") == 0) {
-        size_t cap = 4096, n = 0;
-        r->body = xmalloc(cap);
-        for (;;) {
-            size_t ll;
-            char *l = conn_line(c, &ll);
-            if (!l)
-                return -1;
-            size_t sz = strtoul(l, NULL, 16);
-            conn_consume(c, ll + 2);
-            if (sz == 0) {
-                /* trailers, then the empty line */
-                for (;;) {
-                    l = conn_line(c, &ll);
-                    if (!l)
-                        return -1;
-                    conn_consume(c, ll + 2);
-                    if (ll == 0)
-                        break;
-                }
-                break;
-            }
-            if (conn_need(c, sz + 2) != 0)
-                return -1;
-            while (n + sz + 1 > cap)
-                cap *= 2;
-            r->body = realloc(r->body, cap);
-            if (!r->body)
-                abort();
-            memcpy(r->body + n, c->buf, sz);
-            n += sz;
-            conn_consume(c, sz + 2);
-        }
-        r->body[n] = '\0';
-        r->body_len = n;
-    } else if (cl) {
-        size_t n = strtoul(cl, NULL, 10);
-        if (conn_need(c, n) != 0)
-            return -1;
-        r->body = xmalloc(n + 1);
-        memcpy(r->body, c->buf, n);
-        r->body[n] = '\0';
-        r->body_len = n;
-        conn_consume(c, n);
-    } else {
-        while (conn_fill(c) > 0) {
-        }
-        r->body = xmalloc(c->len + 1);
-        memcpy(r->body, c->buf ? c->buf : "", c->len);
-        r->body[c->len] = '\0';
-        r->body_len = c->len;
-        conn_consume(c, c->len);
-    }
-    r->ms = now_ms() - t0;
-    return 0;
-}
-
-/* After a response: did the server close the connection within MS?
- * 1 closed (EOF or reset), 0 still open, 2 more bytes arrived instead. */
-static int conn_wait_closed(struct conn *c, int ms)
-{
-    if (c->len > 0)
-        return 2;
-    struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    double end = now_ms() + ms;
-    for (;;) {
-        int left = (int)(end - now_ms());
-        if (left < 0)
-            return 0;
-        int n = poll(&p, 1, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 0)
-            return 0;
-        int f = conn_fill(c);
-        if (f == 0 || (f < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
-            return 1;
-        if (f > 0)
-            return 2;
-    }
-}
-
-/* A request: method, target, optional Content-Type, extra header lines
- * ("Name: value\r\n"...), optional body (Content-Length added when BODY is
- * not NULL and EXTRA does not frame it itself). HTTP/1.1. */
-static char *fmt_request(size_t *len, const char *method, const char *target, const char *ctype,
-                         const char *extra, const void *body, size_t blen)
-{
-    char *out = NULL;
-    size_t outlen = 0;
-    FILE *f = open_memstream(&out, &outlen);
-    if (!f)
-        abort();
-    fprintf(f, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n", method, target);
-    if (ctype)
-        fprintf(f, "Content-Type: %s\r\n", ctype);
-    bool framed =
-        extra && (strcasestr(extra, "Content-Length:") || strcasestr(extra, "Transfer-Encoding:"));
-    if (body && !framed)
-        fprintf(f, "Content-Length: %zu\r\n", blen);
-    if (extra)
-        fputs(extra, f);
-    fputs("\r\n", f);
-    if (body && blen)
-        fwrite(body, 1, blen, f);
-    fclose(f);
-    *len = outlen;
-    return out;
-}
-
-/* Send RAW on a connection and read one response. */
-static int exchange(struct conn *c, const char *raw, size_t len, struct resp *r, bool head)
-{
-    if (conn_send(c, raw, len) != 0)
-        return -1;
-    return conn_read_resp(c, r, head);
-}
-
-/* One request on a fresh connection; 0 or -1 (no whole response). */
-static int http_req(int port, const char *method, const char *target, const char *ctype,
-                    const char *extra, const void *body, size_t blen, struct resp *r)
-{
-    struct conn c;
-    memset(r, 0, sizeof *r);
-    if (conn_open(&c, port) != 0)
-        return -1;
-    size_t len;
-    char *raw = fmt_request(&len, method, target, ctype, extra, body, blen);
-    double t0 = now_ms();
-    int rc = exchange(&c, raw, len, r, strcmp(method, "HEAD") == 0);
-    r->ms = now_ms() - t0;
-    free(raw);
-    conn_close(&c);
-    return rc;
-}
-
-static int http_get(int port, const char *target, struct resp *r)
-{
-    return http_req(port, "GET", target, NULL, NULL, NULL, 0, r);
-}
-
-static int http_post(int port, const char *target, const char *ctype, const char *extra,
-                     const char *body, struct resp *r)
-{
-    return http_req(port, "POST", target, ctype, extra, body, strlen(body), r);
-}
-
 #define XML "application/xml"
 static const char DOC[] = "<?xml version=\"1.0\"?>\n<order><id>1</id></order>\n";
-
-/* Assertions with the response shown on failure. */
-#define assert_resp(rc, r, want)                                                                   \
-    do {                                                                                           \
-        if ((rc) != 0)                                                                             \
-            fail_msg("no whole response (expected %d)", (want));                                   \
-        if ((r)->status != (want))                                                                 \
-            fail_msg("status %d, expected %d; body: %.300s", (r)->status, (want),                  \
-                     (r)->body ? (r)->body : "");                                                  \
-    } while (0)
-
-#define assert_has_header(r, name)                                                                 \
-    do {                                                                                           \
-        if (!resp_header((r), (name)))                                                             \
-            fail_msg("response %d has no %s header", (r)->status, (name));                         \
-    } while (0)
-
-#define assert_contains(hay, needle)                                                               \
-    do {                                                                                           \
-        if (!(hay) || !strstr((hay), (needle)))                                                    \
-            fail_msg("\"%.400s\" does not contain \"%s\"", (hay) ? (hay) : "(null)", (needle));    \
-    } while (0)
-
-/* ------------------------------------------------------------------ */
-/* reading the broker with rabbitmq-c                                  */
-
-static amqp_connection_state_t g_mq;
-
-static bool rpc_ok(amqp_rpc_reply_t r, const char *what)
-{
-    switch (r.reply_type) {
-    case AMQP_RESPONSE_NORMAL:
-        return true;
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-        print_message("amqp %s: %s\n", what, amqp_error_string2(r.library_error));
-        return false;
-    case AMQP_RESPONSE_SERVER_EXCEPTION:
-        if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-            amqp_channel_close_t *m = r.reply.decoded;
-            print_message("amqp %s: channel closed %u %.*s\n", what, m->reply_code,
-                          (int)m->reply_text.len, (char *)m->reply_text.bytes);
-        } else if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-            amqp_connection_close_t *m = r.reply.decoded;
-            print_message("amqp %s: connection closed %u %.*s\n", what, m->reply_code,
-                          (int)m->reply_text.len, (char *)m->reply_text.bytes);
-        } else {
-            print_message("amqp %s: server exception 0x%08x\n", what, r.reply.id);
-        }
-        return false;
-    default:
-        print_message("amqp %s: no reply\n", what);
-        return false;
-    }
-}
-
-static void mq_disconnect(void)
-{
-    if (g_mq) {
-        amqp_destroy_connection(g_mq); /* no close handshake: it may be dead */
-        g_mq = NULL;
-    }
-}
-
-static bool mq_connect(void)
-{
-    if (g_mq)
-        return true;
-    g_mq = amqp_new_connection();
-    amqp_socket_t *s = amqp_tcp_socket_new(g_mq);
-    struct timeval tv = {5, 0};
-    if (!s || amqp_socket_open_noblock(s, "127.0.0.1", g_broker_port, &tv) != AMQP_STATUS_OK) {
-        print_message("amqp: cannot connect to 127.0.0.1:%d\n", g_broker_port);
-        mq_disconnect();
-        return false;
-    }
-    amqp_set_rpc_timeout(g_mq, &tv);
-    if (!rpc_ok(amqp_login(g_mq, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest"),
-                "login")) {
-        mq_disconnect();
-        return false;
-    }
-    amqp_channel_open(g_mq, 1);
-    if (!rpc_ok(amqp_get_rpc_reply(g_mq), "channel.open")) {
-        mq_disconnect();
-        return false;
-    }
-    return true;
-}
-
-static bool mq_declare_once(const char *q, bool reject_all)
-{
-    amqp_table_entry_t e[2];
-    amqp_table_t args = {0, e};
-    if (reject_all) {
-        e[0].key = amqp_cstring_bytes("x-max-length");
-        e[0].value.kind = AMQP_FIELD_KIND_I32;
-        e[0].value.value.i32 = 0;
-        e[1].key = amqp_cstring_bytes("x-overflow");
-        e[1].value.kind = AMQP_FIELD_KIND_UTF8;
-        e[1].value.value.bytes = amqp_cstring_bytes("reject-publish");
-        args.num_entries = 2;
-    }
-    amqp_queue_declare(g_mq, 1, amqp_cstring_bytes(q), 0, 1, 0, 0, args);
-    return rpc_ok(amqp_get_rpc_reply(g_mq), "queue.declare");
-}
-
-static bool mq_purge_once(const char *q)
-{
-    amqp_queue_purge(g_mq, 1, amqp_cstring_bytes(q));
-    return rpc_ok(amqp_get_rpc_reply(g_mq), "queue.purge");
-}
-
-/* 1 got a message into *M (amqp_destroy_message it), 0 queue empty, -1 error. */
-static int mq_get_once(const char *q, amqp_message_t *m)
-{
-    amqp_maybe_release_buffers(g_mq);
-    amqp_rpc_reply_t r = amqp_basic_get(g_mq, 1, amqp_cstring_bytes(q), 1);
-    if (!rpc_ok(r, "basic.get"))
-        return -1;
-    if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD)
-        return 0;
-    if (!rpc_ok(amqp_read_message(g_mq, 1, m, 0), "read_message"))
-        return -1;
-    return 1;
-}
-
-/* Each operation is tried again on a fresh connection once: the broker may
- * have restarted, or a channel error closed channel 1. */
-static void mq_purge(const char *q)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (mq_connect() && mq_purge_once(q))
-            return;
-        mq_disconnect();
-    }
-    fail_msg("cannot purge queue %s (the bridge declares it at connect time)", q);
-}
-
-static int mq_get(const char *q, amqp_message_t *m)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        int rc = mq_connect() ? mq_get_once(q, m) : -1;
-        if (rc >= 0)
-            return rc;
-        mq_disconnect();
-    }
-    fail_msg("basic.get on %s failed", q);
-    return -1;
-}
-
-static bool bytes_eq(amqp_bytes_t b, const char *s)
-{
-    return b.len == strlen(s) && memcmp(b.bytes, s, b.len) == 0;
-}
-
-/* All message ids in Q (consumed). *N: how many. */
-static char **mq_drain_ids(const char *q, size_t *n)
-{
-    size_t cap = 64;
-    char **ids = xmalloc(cap * sizeof *ids);
-    *n = 0;
-    amqp_message_t m;
-    while (mq_get(q, &m) == 1) {
-        if (*n == cap) {
-            cap *= 2;
-            ids = realloc(ids, cap * sizeof *ids);
-            if (!ids)
-                abort();
-        }
-        amqp_bytes_t id = m.properties.message_id;
-        char *s = xmalloc(id.len + 1);
-        memcpy(s, id.bytes, id.len);
-        s[id.len] = '\0';
-        ids[(*n)++] = s;
-        amqp_destroy_message(&m);
-    }
-    return ids;
-}
-
-static bool ids_have(char **ids, size_t n, const char *id)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(ids[i], id) == 0)
-            return true;
-    return false;
-}
-
-static void ids_free(char **ids, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(ids[i]);
-    free(ids);
-}
-
-/* A string header of a message; NULL if absent, "<kind X>" if not a string. */
-static const char *tbl_get(const amqp_table_t *t, const char *key, char *buf, size_t buflen)
-{
-    for (int i = 0; i < t->num_entries; i++) {
-        const amqp_table_entry_t *e = &t->entries[i];
-        if (!bytes_eq(e->key, key))
-            continue;
-        if (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES) {
-            snprintf(buf, buflen, "%.*s", (int)e->value.value.bytes.len,
-                     (char *)e->value.value.bytes.bytes);
-        } else {
-            snprintf(buf, buflen, "<kind %c>", e->value.kind);
-        }
-        return buf;
-    }
-    return NULL;
-}
-
-/* ------------------------------------------------------------------ */
-/* the bridge under test                                               */
-
-struct bridge {
-    pid_t pid; /* 0 when not running */
-    int port;  /* its HTTP port */
-    char cfg[512];
-    char log[512];
-    long mark; /* log offset at the start of the current test */
-};
 
 static struct bridge g_main; /* shared by most tests, started once */
 static struct bridge g_aux;  /* a test's own instance (SIGTERM, blocked) */
 
-static int free_port(void)
+/* The test config: every route kind the tests need. ARG: the number of
+ * workers (const int *). A bridge_config_fn. */
+static char *it_config(int http_port, const void *arg)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t sl = sizeof sa;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
-        perror("free_port");
-        abort();
-    }
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f || fputs(text, f) < 0 || fclose(f) != 0)
-        fail_msg("cannot write %s", path);
-}
-
-/* The test config: every route kind the tests need. */
-static void write_config(const char *path, int http_port, int workers)
-{
-    const char *level = getenv("IT_LOG_LEVEL");
+    int workers = *(const int *)arg;
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -914,172 +109,23 @@ static void write_config(const char *path, int http_port, int workers)
             "path        = /rpc-short\n"
             "mode        = rpc\n"
             "routing_key = it.rpc\n"
-            "timeout     = 700ms\n",
-            http_port, workers, g_broker_port, level ? level : "info", g_xsd);
+            "timeout     = 700ms\n"
+            "\n"
+            "; the same queue, waiting longer than a broker takes to stop\n"
+            "[route rpclong]\n"
+            "path        = /rpc-long\n"
+            "mode        = rpc\n"
+            "routing_key = it.rpc\n"
+            "timeout     = 60s\n",
+            http_port, workers, g_harness.broker_port, g_harness.log_level, g_xsd);
     fclose(f);
-    write_file(path, text);
-    free(text);
+    return text;
 }
 
-/* Print what the bridge logged since the test began: its last lines. */
-static void dump_log(const struct bridge *b, const char *title)
+/* Start a bridge NAME with WORKERS workers and the test config. */
+static void start_bridge(struct bridge *b, const char *name, int workers)
 {
-    enum { TAIL = 150 };
-    if (!b->log[0])
-        return;
-    char *s = slurp(b->log, b->mark);
-    size_t len = strlen(s), lines = 0;
-    const char *from = s;
-    for (size_t i = len; i > 0; i--) {
-        if (s[i - 1] == '\n' && i != len && ++lines == TAIL) {
-            from = s + i;
-            break;
-        }
-    }
-    print_message("---- %s: %s (since this test began%s) ----\n%s%s---- end of %s ----\n", title,
-                  b->log, from != s ? ", last lines" : "", from,
-                  len && s[len - 1] != '\n' ? "\n" : "", title);
-    free(s);
-}
-
-static bool bridge_alive(struct bridge *b, int *st)
-{
-    if (b->pid <= 0)
-        return false;
-    pid_t r = waitpid(b->pid, st, WNOHANG);
-    if (r == b->pid) {
-        b->pid = 0;
-        return false;
-    }
-    return true;
-}
-
-static const char *describe_status(int st, char *buf, size_t n)
-{
-    if (WIFEXITED(st))
-        snprintf(buf, n, "exit %d", WEXITSTATUS(st));
-    else if (WIFSIGNALED(st))
-        snprintf(buf, n, "killed by signal %d", WTERMSIG(st));
-    else
-        snprintf(buf, n, "status 0x%x", st);
-    return buf;
-}
-
-/* Start a bridge named NAME with WORKERS workers; wait for /healthz 200. */
-static void bridge_start(struct bridge *b, const char *name, int workers)
-{
-    snprintf(b->cfg, sizeof b->cfg, "%s/%s.ini", g_tmp, name);
-    snprintf(b->log, sizeof b->log, "%s/%s.log", g_tmp, name);
-    b->mark = file_size(b->log);
-    b->port = free_port();
-    write_config(b->cfg, b->port, workers);
-    char *argv[] = {(char *)g_bin, "-c", b->cfg, NULL};
-    b->pid = spawn(argv, b->log, NULL);
-
-    double end = now_ms() + 20000;
-    int last = 0;
-    while (now_ms() < end) {
-        int st;
-        if (!bridge_alive(b, &st)) {
-            char d[64];
-            dump_log(b, name);
-            fail_msg("bridge %s died at start-up: %s", name, describe_status(st, d, sizeof d));
-        }
-        struct resp r;
-        if (http_get(b->port, "/healthz", &r) == 0) {
-            last = r.status;
-            resp_free(&r);
-            if (last == 200)
-                return;
-        }
-        sleep_ms(50);
-    }
-    dump_log(b, name);
-    fail_msg("bridge %s: /healthz not 200 within 20 s (last %d)", name, last);
-}
-
-/* SIGTERM and wait; returns the raw wait status (-1: had to SIGKILL). */
-static int bridge_stop(struct bridge *b, int timeout_ms)
-{
-    if (b->pid <= 0)
-        return 0;
-    int st = 0;
-    kill(b->pid, SIGTERM);
-    if (!wait_exit(b->pid, timeout_ms, &st)) {
-        kill(b->pid, SIGKILL);
-        waitpid(b->pid, &st, 0);
-        st = -1;
-    }
-    b->pid = 0;
-    return st;
-}
-
-/* Poll /healthz until it answers WANT; false after MS. */
-static bool wait_health(int port, int want, int ms, int *last)
-{
-    double end = now_ms() + ms;
-    *last = 0;
-    do {
-        struct resp r;
-        if (http_get(port, "/healthz", &r) == 0) {
-            *last = r.status;
-            resp_free(&r);
-            if (*last == want)
-                return true;
-        }
-        sleep_ms(50);
-    } while (now_ms() < end);
-    return false;
-}
-
-/* ------------------------------------------------------------------ */
-/* the echo worker (rpc)                                               */
-
-static pid_t g_echo; /* running echo-worker, 0 if none */
-static char g_echo_log[512];
-
-/* Start build/echo-worker on it.rpc with OPTS (NULL-ended, may be NULL) and
- * wait until it says it consumes. */
-static void echo_start(const char *const opts[])
-{
-    char uri[128];
-    snprintf(uri, sizeof uri, "amqp://guest:guest@127.0.0.1:%d/%%2f", g_broker_port);
-    char *argv[16] = {(char *)g_echo_bin, "-u", uri, "-q", "it.rpc"};
-    int n = 5;
-    for (size_t i = 0; opts && opts[i] && n < 15; i++)
-        argv[n++] = (char *)opts[i];
-    argv[n] = NULL;
-    snprintf(g_echo_log, sizeof g_echo_log, "%s/echo.log", g_tmp);
-    long mark = file_size(g_echo_log);
-    g_echo = spawn(argv, g_echo_log, NULL);
-    double end = now_ms() + 15000;
-    while (now_ms() < end) {
-        char *s = slurp(g_echo_log, mark);
-        bool ready = strstr(s, "echo-worker: ready") != NULL;
-        free(s);
-        if (ready)
-            return;
-        int st;
-        if (waitpid(g_echo, &st, WNOHANG) == g_echo) {
-            g_echo = 0;
-            fail_msg("echo-worker exited at start-up (status 0x%x)", st);
-        }
-        sleep_ms(20);
-    }
-    fail_msg("echo-worker not ready within 15 s");
-}
-
-static void echo_stop(void)
-{
-    if (g_echo <= 0)
-        return;
-    int st;
-    kill(g_echo, SIGTERM);
-    if (!wait_exit(g_echo, 5000, &st)) {
-        kill(g_echo, SIGKILL);
-        waitpid(g_echo, &st, 0);
-    }
-    g_echo = 0;
+    bridge_start(b, name, it_config, &workers);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1088,31 +134,11 @@ static void echo_stop(void)
 static int group_setup(void **state)
 {
     (void)state;
-    signal(SIGPIPE, SIG_IGN);
-    g_bin = getenv("IT_BRIDGE_BIN");
-    g_echo_bin = getenv("IT_ECHO_BIN");
-    g_broker_sh = getenv("IT_BROKER_SH");
-    g_node = getenv("IT_BROKER_NODE");
-    const char *port = getenv("IT_BROKER_PORT");
-    if (!g_bin || !g_echo_bin || !g_broker_sh || !port || !getenv("BROKER_DIR")) {
-        fprintf(stderr, "run me through tests/integration/run.sh (IT_* variables missing)\n");
+    harness_use_cmocka();
+    if (harness_init("integration") != 0)
         return -1;
-    }
-    g_broker_port = atoi(port);
-    if (access(g_bin, X_OK) != 0) {
-        fprintf(stderr, "%s: %s (build it with make)\n", g_bin, strerror(errno));
-        return -1;
-    }
-    snprintf(g_tmp, sizeof g_tmp, "%s/bridge-it-XXXXXX",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(g_tmp)) {
-        perror("mkdtemp");
-        return -1;
-    }
-    printf("integration: bridge %s, broker %s on port %d, files in %s\n", g_bin,
-           g_node ? g_node : "?", g_broker_port, g_tmp);
 
-    snprintf(g_xsd, sizeof g_xsd, "%s/order.xsd", g_tmp);
+    snprintf(g_xsd, sizeof g_xsd, "%s/order.xsd", g_harness.tmp);
     write_file(g_xsd, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                       "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\">\n"
                       "  <xs:element name=\"order\">\n"
@@ -1126,18 +152,18 @@ static int group_setup(void **state)
                       "  </xs:element>\n"
                       "</xs:schema>\n");
 
-    if (!mq_connect() || !mq_declare_once("it.full", true)) {
-        fprintf(stderr, "cannot reach the test broker on port %d\n", g_broker_port);
+    if (!mq_connect() || !mq_declare("it.full", mq_args_reject_all())) {
+        fprintf(stderr, "cannot reach the test broker on port %d\n", g_harness.broker_port);
         return -1;
     }
-    bridge_start(&g_main, "main", 2);
+    start_bridge(&g_main, "main", 2);
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    int st = bridge_stop(&g_main, 20000);
+    int st = bridge_stop(&g_main, scale_ms(20000));
     mq_disconnect();
     if (st != 0) {
         char d[64];
@@ -1147,12 +173,7 @@ static int group_teardown(void **state)
                 st == -1 ? "hung, killed" : describe_status(st, d, sizeof d));
         return -1;
     }
-    if (!getenv("IT_KEEP")) {
-        char cmd[600];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", g_tmp);
-    }
+    harness_fini();
     return 0;
 }
 
@@ -1165,7 +186,8 @@ static int setup(void **state)
         char d[64];
         print_message("main bridge had died (%s); its log:\n", describe_status(st, d, sizeof d));
         dump_log(&g_main, "main");
-        bridge_start(&g_main, "main", 2);
+        dump_report(&g_main);
+        start_bridge(&g_main, "main", 2);
     }
     g_main.mark = file_size(g_main.log);
     memset(&g_aux, 0, sizeof g_aux);
@@ -1186,17 +208,9 @@ static int teardown(void **state)
         g_aux.pid = 0;
     }
     echo_stop();
-    if (g_broker_frozen) {
-        kill(broker_pid(), SIGCONT);
-        g_broker_frozen = false;
-    }
-    if (g_watermark_low) {
-        if (broker_ctl("set_vm_memory_high_watermark", "0.4") == 0)
-            g_watermark_low = false;
-    }
-    if (g_broker_stopped) {
-        if (broker_cmd("start", NULL) == 0)
-            g_broker_stopped = false;
+    bool was_stopped = g_harness.broker_stopped;
+    broker_restore();
+    if (was_stopped) {
         int last;
         wait_health(g_main.port, 200, 30000, &last);
     }
@@ -1209,7 +223,7 @@ static int teardown(void **state)
 static char *write_cfg_text(const char *name, const char *text)
 {
     char path[512];
-    snprintf(path, sizeof path, "%s/%s", g_tmp, name);
+    snprintf(path, sizeof path, "%s/%s", g_harness.tmp, name);
     write_file(path, text);
     return xstrdup(path);
 }
@@ -1229,7 +243,7 @@ static char *valid_cfg(const char *http_extra, const char *route_extra)
                  "mode = publish\n"
                  "routing_key = it.ingest\n"
                  "%s",
-                 free_port(), http_extra ? http_extra : "", g_broker_port,
+                 free_port(), http_extra ? http_extra : "", g_harness.broker_port,
                  route_extra ? route_extra : "") < 0)
         abort();
     return s;
@@ -1239,17 +253,19 @@ static void test_config_ok(void **state)
 {
     (void)state;
     char *path = write_cfg_text("ok.ini", valid_cfg(NULL, NULL));
-    char *argv[] = {(char *)g_bin, "-t", "-c", path, NULL};
+    char **argv = bridge_argv((const char *[]){"-t", "-c", path, NULL});
     char *out;
     int st = run_capture(argv, NULL, &out);
+    free(argv);
     if (st != 0)
         fail_msg("-t on a good config: status 0x%x, output:\n%s", st, out);
     assert_contains(out, "config ok");
     free(out);
 
     /* The shipped-style file with every key spelled out is fine too. */
-    argv[3] = g_main.cfg;
+    argv = bridge_argv((const char *[]){"-t", "-c", g_main.cfg, NULL});
     st = run_capture(argv, NULL, &out);
+    free(argv);
     if (st != 0)
         fail_msg("-t on %s: status 0x%x, output:\n%s", g_main.cfg, st, out);
     assert_contains(out, "config ok");
@@ -1263,11 +279,13 @@ static void expect_bad(const char *file, const char *text, bool check_only, char
                        const char *needle1, const char *needle2)
 {
     char *path = write_cfg_text(file, text);
-    char *argv[] = {(char *)g_bin, "-c", path, check_only ? "-t" : NULL, NULL};
+    char **argv = bridge_argv((const char *[]){"-c", path, check_only ? "-t" : NULL, NULL});
     char *out;
     int st = run_capture(argv, env, &out);
+    free(argv);
     if (st == -1)
-        fail_msg("%s: the bridge did not exit within 20 s (it started with a bad config?)", file);
+        fail_msg("%s: the bridge did not exit within %g s (it started with a bad config?)", file,
+                 scale_ms(20000) / 1000.0);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 1)
         fail_msg("%s: status 0x%x, expected exit 1; output:\n%s", file, st, out);
     char want[600];
@@ -1309,7 +327,7 @@ static void test_config_bad(void **state)
                  "[http]\nlisten = 127.0.0.1:%d\n"
                  "[amqp]\nuri = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
                  "[route nopath]\nmode = publish\nrouting_key = x\n",
-                 free_port(), g_broker_port) < 0)
+                 free_port(), g_harness.broker_port) < 0)
         abort();
     expect_bad("nopath.ini", t, true, NULL, "@FILE", "path");
     free(t);
@@ -1326,9 +344,10 @@ static void test_config_bad(void **state)
     free(t);
 
     /* A missing file. */
-    char *argv[] = {(char *)g_bin, "-t", "-c", "/nonexistent/bridge.ini", NULL};
+    char **argv = bridge_argv((const char *[]){"-t", "-c", "/nonexistent/bridge.ini", NULL});
     char *out;
     int st = run_capture(argv, NULL, &out);
+    free(argv);
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 1)
         fail_msg("missing config file: status 0x%x, expected exit 1; output:\n%s", st, out);
     assert_contains(out, "/nonexistent/bridge.ini");
@@ -1399,7 +418,7 @@ static void test_pong_http10(void **state)
         check_pong(&r, false);
         resp_free(&r);
         /* one request per connection: the server closes */
-        if (conn_wait_closed(&c, 2000) != 1)
+        if (conn_wait_closed(&c, scale_ms(2000)) != 1)
             fail_msg("HTTP/1.0 pong: connection not closed by the server");
         conn_close(&c);
     }
@@ -1758,11 +777,11 @@ static void expect_framing_400(const char *what, const char *raw)
     if (r.status != 400)
         fail_msg("%s: status %d, expected 400; body: %s", what, r.status, r.body);
     resp_free(&r);
-    int closed = conn_wait_closed(&c, 2000);
+    int closed = conn_wait_closed(&c, scale_ms(2000));
     if (closed == 2)
         fail_msg("%s: after the 400 the server sent more: %.200s", what, c.buf);
     if (closed != 1)
-        fail_msg("%s: connection still open 2 s after the 400", what);
+        fail_msg("%s: connection still open %g s after the 400", what, scale_ms(2000) / 1000.0);
     conn_close(&c);
 }
 
@@ -1829,7 +848,7 @@ static void test_413(void **state)
     struct resp r;
     int rc = exchange(&c, head, sizeof head - 1, &r, false);
     assert_resp(rc, &r, 413);
-    if (r.ms > 2000)
+    if (r.ms > scale_ms(2000))
         fail_msg("413 took %.0f ms: the body was waited for", r.ms);
     resp_free(&r);
     conn_close(&c);
@@ -1899,7 +918,7 @@ static void test_502_unroutable(void **state)
         int rc = http_post(g_main.port, "/lost", XML, NULL, DOC, &r);
         assert_resp(rc, &r, 502);
         assert_has_header(&r, "X-Request-Id");
-        if (now_ms() - t0 > 2000)
+        if (now_ms() - t0 > scale_ms(2000))
             fail_msg("502 took %.0f ms", now_ms() - t0);
         resp_free(&r);
     }
@@ -2043,11 +1062,7 @@ static void test_client_gone(void **state)
     /* Leave while the publish waits for its confirm: freeze the broker so
      * that the confirm cannot come, hang up, thaw it, and the late ack must
      * be dropped, not given to another request. */
-    pid_t bp = broker_pid();
-    if (bp <= 1)
-        fail_msg("no broker pid file under BROKER_DIR");
-    assert_int_equal(kill(bp, SIGSTOP), 0);
-    g_broker_frozen = true;
+    assert_int_equal(broker_freeze(), 0);
     struct conn c[10];
     for (int i = 0; i < 10; i++) {
         assert_int_equal(conn_open(&c[i], g_main.port), 0);
@@ -2063,7 +1078,7 @@ static void test_client_gone(void **state)
     struct resp r;
     int rc = http_get(g_main.port, "/pong", &r);
     assert_resp(rc, &r, 200);
-    if (r.ms > 1000)
+    if (r.ms > scale_ms(1000))
         fail_msg("pong took %.0f ms with the broker frozen", r.ms);
     resp_free(&r);
     for (int i = 0; i < 10; i++) {
@@ -2073,8 +1088,7 @@ static void test_client_gone(void **state)
             conn_close(&c[i]);
     }
     sleep_ms(300);
-    assert_int_equal(kill(bp, SIGCONT), 0);
-    g_broker_frozen = false;
+    assert_int_equal(broker_thaw(), 0);
     sleep_ms(300);
     expect_serving(&g_main);
     mq_purge("it.ingest");
@@ -2088,26 +1102,25 @@ static void test_blocked(void **state)
 {
     (void)state;
     /* One worker, so that its one connection is the one that gets blocked. */
-    bridge_start(&g_aux, "blocked", 1);
+    start_bridge(&g_aux, "blocked", 1);
     mq_purge("it.ingest");
     struct resp r;
     int rc = http_post(g_aux.port, "/ingest", XML, NULL, DOC, &r);
     assert_resp(rc, &r, 202);
     resp_free(&r);
 
-    assert_int_equal(broker_ctl("set_vm_memory_high_watermark", "0"), 0);
-    g_watermark_low = true;
+    assert_int_equal(broker_alarm(true), 0);
 
     /* The broker says connection.blocked on the next publish. Every answer
      * comes within 1 s; once one is 503 the rest are too. */
     int n503 = 0, n = 0;
-    double end = now_ms() + 10000;
+    double end = now_ms() + scale_ms(10000);
     while (n503 < 5 && now_ms() < end) {
         rc = http_post(g_aux.port, "/ingest", XML, NULL, DOC, &r);
         n++;
         if (rc != 0)
             fail_msg("publish %d under the memory alarm: no answer", n);
-        if (r.ms > 1000)
+        if (r.ms > scale_ms(1000))
             fail_msg("publish %d under the memory alarm answered after %.0f ms", n, r.ms);
         if (r.status == 503) {
             assert_has_header(&r, "Retry-After");
@@ -2121,15 +1134,15 @@ static void test_blocked(void **state)
         sleep_ms(20);
     }
     if (n503 < 5)
-        fail_msg("no 503 within 10 s of the memory alarm (%d publishes)", n);
+        fail_msg("no 503 within %g s of the memory alarm (%d publishes)", scale_ms(10000) / 1000.0,
+                 n);
 
     rc = http_get(g_aux.port, "/pong", &r);
     assert_resp(rc, &r, 200);
     resp_free(&r);
 
-    assert_int_equal(broker_ctl("set_vm_memory_high_watermark", "0.4"), 0);
-    g_watermark_low = false;
-    end = now_ms() + 10000;
+    assert_int_equal(broker_alarm(false), 0);
+    end = now_ms() + scale_ms(10000);
     int last = 0;
     do {
         rc = http_post(g_aux.port, "/ingest", XML, NULL, DOC, &r);
@@ -2140,9 +1153,10 @@ static void test_blocked(void **state)
         sleep_ms(100);
     } while (now_ms() < end);
     if (last != 202)
-        fail_msg("publishes not 202 within 10 s of lifting the alarm (last %d)", last);
+        fail_msg("publishes not 202 within %g s of lifting the alarm (last %d)",
+                 scale_ms(10000) / 1000.0, last);
 
-    int st = bridge_stop(&g_aux, 20000);
+    int st = bridge_stop(&g_aux, scale_ms(20000));
     if (st != 0) {
         char d[64];
         fail_msg("bridge did not exit 0 on SIGTERM: %s",
@@ -2159,7 +1173,7 @@ static void test_sigterm_inflight(void **state)
 {
     (void)state;
     enum { N = 50 };
-    bridge_start(&g_aux, "sigterm", 2);
+    start_bridge(&g_aux, "sigterm", 2);
     mq_purge("it.ingest");
 
     /* 50 keep-alive connections, each proven accepted and served by a pong
@@ -2167,7 +1181,7 @@ static void test_sigterm_inflight(void **state)
     static struct conn c[N];
     for (int i = 0; i < N; i++) {
         assert_int_equal(conn_open(&c[i], g_aux.port), 0);
-        conn_set_timeout(&c[i], 20000);
+        conn_set_timeout(&c[i], scale_ms(20000));
         size_t len;
         char *raw = fmt_request(&len, "GET", "/pong", NULL, NULL, NULL, 0);
         struct resp r;
@@ -2215,11 +1229,12 @@ static void test_sigterm_inflight(void **state)
     print_message("SIGTERM with %d in flight: %d x 202, %d x 503\n", N, n202, n503);
 
     int st;
-    if (!wait_exit(g_aux.pid, 20000, &st))
-        fail_msg("bridge still running 20 s after SIGTERM");
+    if (!wait_exit(g_aux.pid, scale_ms(20000), &st))
+        fail_msg("bridge still running %g s after SIGTERM", scale_ms(20000) / 1000.0);
     g_aux.pid = 0;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         char d[64];
+        dump_report(&g_aux);
         fail_msg("bridge after SIGTERM: %s, expected exit 0", describe_status(st, d, sizeof d));
     }
 
@@ -2288,10 +1303,8 @@ static void test_broker_down_and_back(void **state)
     pthread_create(&th, NULL, poster_thread, &ps);
     sleep_ms(300);
 
-    g_broker_stopped = true;
-    if (broker_cmd("stop", NULL) != 0)
+    if (broker_stop() != 0)
         fail_msg("tests/broker.sh stop failed");
-    mq_disconnect();
 
     /* pong is untouched, publish is 503 + Retry-After at once */
     struct resp r;
@@ -2301,12 +1314,13 @@ static void test_broker_down_and_back(void **state)
     rc = http_post(g_main.port, "/ingest", XML, NULL, DOC, &r);
     assert_resp(rc, &r, 503);
     assert_has_header(&r, "Retry-After");
-    if (r.ms > 1000)
+    if (r.ms > scale_ms(1000))
         fail_msg("503 with the broker down took %.0f ms", r.ms);
     resp_free(&r);
     int last;
-    if (!wait_health(g_main.port, 503, 1000, &last))
-        fail_msg("/healthz %d within 1 s of the broker stopping, expected 503", last);
+    if (!wait_health(g_main.port, 503, scale_ms(1000), &last))
+        fail_msg("/healthz %d within %g s of the broker stopping, expected 503", last,
+                 scale_ms(1000) / 1000.0);
     rc = http_get(g_main.port, "/healthz", &r);
     assert_resp(rc, &r, 503);
     if (r.body_len == 0)
@@ -2314,12 +1328,12 @@ static void test_broker_down_and_back(void **state)
     resp_free(&r);
 
     /* back again */
-    if (broker_cmd("start", NULL) != 0)
+    if (broker_start() != 0)
         fail_msg("tests/broker.sh start failed");
-    g_broker_stopped = false;
     double t0 = now_ms();
-    if (!wait_health(g_main.port, 200, 15000, &last))
-        fail_msg("/healthz %d 15 s after the broker came back, expected 200", last);
+    if (!wait_health(g_main.port, 200, scale_ms(15000), &last))
+        fail_msg("/healthz %d %g s after the broker came back, expected 200", last,
+                 scale_ms(15000) / 1000.0);
     print_message("bridge reconnected %.1f s after the broker was up again\n",
                   (now_ms() - t0) / 1000);
     rc = http_post(g_main.port, "/ingest", XML, NULL, DOC, &r);
@@ -2360,7 +1374,7 @@ static void test_rpc_reply(void **state)
 {
     (void)state;
     mq_purge("it.rpc");
-    echo_start(NULL);
+    echo_start("it.rpc", NULL);
     /* Bytes a careless copy would change, and a content type to carry back. */
     static const char body[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n"
                                "<q>Gr\xc3\xbc\xc3\x9f \xe2\x82\xac\t </q>";
@@ -2379,7 +1393,7 @@ static void test_rpc_reply(void **state)
 
     /* The worker's x-http-status is the answer's status. */
     static const char *const status_opts[] = {"-s", "201", NULL};
-    echo_start(status_opts);
+    echo_start("it.rpc", status_opts);
     rc = http_post(g_main.port, "/rpc", XML, NULL, DOC, &r);
     assert_resp(rc, &r, 201);
     assert_string_equal(r.body, DOC);
@@ -2424,7 +1438,7 @@ static void test_rpc_timeout_no_worker(void **state)
     double took = now_ms() - t0;
     assert_int_equal(r.status, 504);
     assert_string_equal(resp_header(&r, "X-Request-Id"), "rpc-nobody");
-    if (took < 650 || took > 3000)
+    if (took < 650 || took > scale_ms(3000))
         fail_msg("504 after %.0f ms, route timeout 700 ms", took);
     resp_free(&r);
     conn_close(&c);
@@ -2437,17 +1451,17 @@ static void test_rpc_timeout_no_worker(void **state)
 static void test_rpc_late_reply(void **state)
 {
     (void)state;
-    bridge_start(&g_aux, "rpclate", 1);
+    start_bridge(&g_aux, "rpclate", 1);
     mq_purge("it.rpc");
     static const char *const slow[] = {"-d", "1000", "-p", "1", NULL};
-    echo_start(slow);
+    echo_start("it.rpc", slow);
 
     struct resp r;
     double t0 = now_ms();
     int rc =
         http_post(g_aux.port, "/rpc-short", XML, "X-Request-Id: late-a\r\n", "<a>first</a>", &r);
     assert_resp(rc, &r, 504);
-    if (now_ms() - t0 > 2000)
+    if (now_ms() - t0 > scale_ms(2000))
         fail_msg("504 after %.0f ms", now_ms() - t0);
     resp_free(&r);
 
@@ -2477,7 +1491,7 @@ static void test_rpc_late_reply(void **state)
     resp_free(&r);
     conn_close(&c1);
 
-    int st = bridge_stop(&g_aux, 20000);
+    int st = bridge_stop(&g_aux, scale_ms(20000));
     if (st != 0)
         fail_msg("bridge did not exit 0 on SIGTERM (0x%x)", st);
     char *log = slurp(g_aux.log, g_aux.mark);
@@ -2494,11 +1508,11 @@ static void test_rpc_concurrent(void **state)
     (void)state;
     enum { N = 200 };
     mq_purge("it.rpc");
-    echo_start(NULL);
+    echo_start("it.rpc", NULL);
     static struct conn c[N];
     for (int i = 0; i < N; i++) {
         assert_int_equal(conn_open(&c[i], g_main.port), 0);
-        conn_set_timeout(&c[i], 10000);
+        conn_set_timeout(&c[i], scale_ms(10000));
         char body[64], extra[64];
         snprintf(body, sizeof body, "<n>%d-%d</n>", (int)getpid(), i);
         snprintf(extra, sizeof extra, "X-Request-Id: many-%d-%d\r\n", (int)getpid(), i);
@@ -2533,7 +1547,7 @@ static void test_rpc_client_gone(void **state)
     (void)state;
     mq_purge("it.rpc");
     static const char *const slow[] = {"-d", "300", NULL};
-    echo_start(slow);
+    echo_start("it.rpc", slow);
     for (int i = 0; i < 10; i++) {
         struct conn c;
         assert_int_equal(conn_open(&c, g_main.port), 0);
@@ -2568,21 +1582,19 @@ static void test_rpc_broker_stopped(void **state)
     enum { N = 6 };
     mq_purge("it.rpc");
     static const char *const stuck[] = {"-d", "30000", "-p", "1", NULL};
-    echo_start(stuck);
+    echo_start("it.rpc", stuck);
     struct conn c[N];
     for (int i = 0; i < N; i++) {
         assert_int_equal(conn_open(&c[i], g_main.port), 0);
-        conn_set_timeout(&c[i], 15000);
+        conn_set_timeout(&c[i], scale_ms(15000));
         size_t len;
-        char *raw = fmt_request(&len, "POST", "/rpc", XML, NULL, DOC, strlen(DOC));
+        char *raw = fmt_request(&len, "POST", "/rpc-long", XML, NULL, DOC, strlen(DOC));
         assert_int_equal(conn_send(&c[i], raw, len), 0);
         free(raw);
     }
     sleep_ms(300);
-    g_broker_stopped = true;
-    if (broker_cmd("stop", NULL) != 0)
+    if (broker_stop() != 0)
         fail_msg("tests/broker.sh stop failed");
-    mq_disconnect();
     double stopped = now_ms();
     for (int i = 0; i < N; i++) {
         struct resp r;
@@ -2593,7 +1605,7 @@ static void test_rpc_broker_stopped(void **state)
         resp_free(&r);
         conn_close(&c[i]);
     }
-    if (now_ms() - stopped > 1000)
+    if (now_ms() - stopped > scale_ms(1000))
         fail_msg("answers came %.0f ms after the broker had stopped", now_ms() - stopped);
     PASS();
 }

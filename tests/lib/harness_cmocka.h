@@ -1,0 +1,59 @@
+/* harness_cmocka.h - the harness inside cmocka tests: its failures become
+ * cmocka failures, its notes cmocka messages, plus assertions that show the
+ * response on failure. Include after <cmocka.h>; call harness_use_cmocka()
+ * once, before any test runs. */
+#ifndef HARNESS_CMOCKA_H
+#define HARNESS_CMOCKA_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+/* As fail_msg() does it: "ERROR: MSG" on cmocka's error output, then the
+ * test fails at FILE:LINE (cmocka longjmps out of it). */
+static inline void harness_cmocka_fail(const char *file, int line, const char *msg)
+{
+    print_error("ERROR: %s\n", msg);
+    _fail(file, line);
+}
+
+static inline void harness_cmocka_note(const char *msg)
+{
+    print_message("%s", msg);
+}
+
+static inline void harness_use_cmocka(void)
+{
+    g_harness.fail = harness_cmocka_fail;
+    g_harness.note = harness_cmocka_note;
+}
+
+/* Assertions with the response shown on failure. */
+#define assert_resp(rc, r, want)                                                                   \
+    do {                                                                                           \
+        if ((rc) != 0)                                                                             \
+            fail_msg("no whole response (expected %d)", (want));                                   \
+        if ((r)->status != (want))                                                                 \
+            fail_msg("status %d, expected %d; body: %.300s", (r)->status, (want),                  \
+                     (r)->body ? (r)->body : "");                                                  \
+    } while (0)
+
+#define assert_has_header(r, name)                                                                 \
+    do {                                                                                           \
+        if (!resp_header((r), (name)))                                                             \
+            fail_msg("response %d has no %s header", (r)->status, (name));                         \
+    } while (0)
+
+#define assert_contains(hay, needle)                                                               \
+    do {                                                                                           \
+        if (!(hay) || !strstr((hay), (needle)))                                                    \
+            fail_msg("\"%.400s\" does not contain \"%s\"", (hay) ? (hay) : "(null)", (needle));    \
+    } while (0)
+
+#endif
