@@ -36,6 +36,7 @@ LIBOBJ  := $(filter-out $(BUILD)/obj/bridge/main.o,$(OBJ))
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/%,$(wildcard tests/unit/test_*.c))
 ITEST   := $(patsubst tests/integration/%.c,$(BUILD)/integration/%,\
              $(wildcard tests/integration/test_*.c))
+FTEST   := $(patsubst tests/faults/%.c,$(BUILD)/faults/%,$(wildcard tests/faults/test_*.c))
 
 # What `make deps` installs when missing: build tools, the libraries above,
 # the test framework, the broker the tests and `make run` start, wrk for
@@ -44,10 +45,11 @@ DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
            libcmocka-dev libinih-dev rabbitmq-server wrk clang-format valgrind
 
 # Sources clang-format checks: ours, not generated ones.
-FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] \
+FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tests/faults/*.[ch] \
              tests/unit/*.[ch] tests/integration/*.[ch] tests/lib/*.[ch])
 
-.PHONY: all clean deps run test test-unit test-integration test-valgrind unit format-check \
+.PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults unit \
+        format-check \
         format
 all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 
@@ -77,11 +79,16 @@ $(BUILD)/echo-worker: amqp/echo/echo-worker.c
 	@mkdir -p $(dir $@)
 	$(CC) $(HARNESS_CFLAGS) -o $@ $< $(shell pkg-config --libs librabbitmq)
 # Each suite links the shared harness (tests/lib/harness.c), compiled in.
-$(BUILD)/integration/test_%: tests/integration/test_%.c tests/lib/harness.c tests/lib/harness.h \
-                             tests/lib/harness_cmocka.h
+HARNESS := tests/lib/harness.c tests/lib/harness.h tests/lib/harness_cmocka.h
+define link_suite
 	@mkdir -p $(dir $@)
 	$(CC) $(HARNESS_CFLAGS) -Itests/lib -o $@ $< tests/lib/harness.c \
 	    $(shell pkg-config --libs librabbitmq cmocka) -lpthread
+endef
+$(BUILD)/integration/test_%: tests/integration/test_%.c $(HARNESS)
+	$(link_suite)
+$(BUILD)/faults/test_%: tests/faults/test_%.c $(HARNESS)
+	$(link_suite)
 
 deps:
 	@missing=; \
@@ -124,6 +131,14 @@ unit: test-unit
 # One private broker node for the whole run, stopped even on failure.
 test-integration: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(ITEST)
 	tests/integration/run.sh $(BUILD) $(ITEST)
+
+# Faults and hostile input against the real binary (tests/faults/), on their
+# own private node; every measured outcome lands in $(BUILD)/reliability.md,
+# which `make reliability` puts into the README.
+test-faults: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(FTEST)
+	@rm -f $(BUILD)/reliability.md
+	IT_RESULTS=$(CURDIR)/$(BUILD)/reliability.md IT_BROKER_DIR=$(CURDIR)/$(BUILD)/faults-broker \
+	    tests/integration/run.sh $(BUILD) $(FTEST)
 
 # The integration suite with the bridge (not the harness) under valgrind
 # memcheck: the normal build, as sanitizers and valgrind do not mix. An error

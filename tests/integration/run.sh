@@ -18,7 +18,8 @@ shift
 [ $# -gt 0 ] || { echo "run.sh: no integration test programs"; exit 1; }
 here=$(cd "$(dirname "$0")/../.." && pwd)
 
-export BROKER_DIR="$here/$build/it-broker"
+# IT_BROKER_DIR: another state directory (make test-faults keeps its node apart).
+export BROKER_DIR="${IT_BROKER_DIR:-$here/$build/it-broker}"
 broker="$here/tests/broker.sh"
 
 # A node left over by an interrupted run: stop it before wiping its data.

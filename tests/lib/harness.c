@@ -67,6 +67,25 @@ void harness_note(const char *fmt, ...)
     free(msg);
 }
 
+void result_row(const char *what, const char *fmt, ...)
+{
+    char *outcome = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&outcome, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    harness_note("RESULT | %s | %s |\n", what, outcome);
+    const char *path = getenv("IT_RESULTS");
+    FILE *f = path != NULL && path[0] != '\0' ? fopen(path, "a") : NULL;
+    if (f != NULL) {
+        fprintf(f, "| %s | %s |\n", what, outcome);
+        fclose(f);
+    }
+    free(outcome);
+}
+
 int scale_ms(int ms)
 {
     return (int)(ms * g_harness.time_scale);

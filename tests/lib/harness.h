@@ -67,6 +67,12 @@ void harness_fail_at(const char *file, int line, const char *fmt, ...)
 #define harness_fail(...) harness_fail_at(__FILE__, __LINE__, __VA_ARGS__)
 void harness_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* One measured outcome for the README's Reliability table: printed as
+ * "RESULT | WHAT | OUTCOME |" and appended as a markdown row to the file
+ * named by IT_RESULTS, if set (make test-faults sets it). Call it with what
+ * the test measured, after the assertions on it passed. */
+void result_row(const char *what, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* MS stretched by IT_TIME_SCALE: for every bound on how fast the bridge
  * answers, starts or stops (valgrind slows it: start-up ~1 s instead of
  * 50 ms). Not for a route's own timeout, nor for a sleep that must stay
