@@ -135,10 +135,13 @@ test-integration: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(ITEST)
 # Faults and hostile input against the real binary (tests/faults/), on their
 # own private node; every measured outcome lands in $(BUILD)/reliability.md,
 # which `make reliability` puts into the README.
+# Each run gets a node of its own (its directory named after the shell's
+# pid), so two runs side by side never stop each other's broker.
 test-faults: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(FTEST)
 	@rm -f $(BUILD)/reliability.md
-	IT_RESULTS=$(CURDIR)/$(BUILD)/reliability.md IT_BROKER_DIR=$(CURDIR)/$(BUILD)/faults-broker \
-	    tests/integration/run.sh $(BUILD) $(FTEST)
+	@d=$(CURDIR)/$(BUILD)/faults-broker.$$$$; \
+	IT_RESULTS=$(CURDIR)/$(BUILD)/reliability.md IT_BROKER_DIR=$$d \
+	    tests/integration/run.sh $(BUILD) $(FTEST); rc=$$?; rm -rf $$d; exit $$rc
 
 # The integration suite with the bridge (not the harness) under valgrind
 # memcheck: the normal build, as sanitizers and valgrind do not mix. An error
