@@ -48,9 +48,8 @@ DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
 FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tests/faults/*.[ch] \
              tests/unit/*.[ch] tests/integration/*.[ch] tests/lib/*.[ch])
 
-.PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults unit \
-        format-check \
-        format
+.PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults \
+        reliability unit format-check format
 all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 
 $(BUILD)/obj/%.o: %.c
@@ -142,6 +141,11 @@ test-faults: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(FTEST)
 	@d=$(CURDIR)/$(BUILD)/faults-broker.$$$$; \
 	IT_RESULTS=$(CURDIR)/$(BUILD)/reliability.md IT_BROKER_DIR=$$d \
 	    tests/integration/run.sh $(BUILD) $(FTEST); rc=$$?; rm -rf $$d; exit $$rc
+
+# The fault suites, then what they measured into the README's Reliability
+# table (tests/faults/readme.sh): the table is never written by hand.
+reliability: test-faults
+	tests/faults/readme.sh $(BUILD)/reliability.md README.md
 
 # The integration suite with the bridge (not the harness) under valgrind
 # memcheck: the normal build, as sanitizers and valgrind do not mix. An error
