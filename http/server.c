@@ -39,6 +39,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,7 +104,45 @@ struct http_server {
     struct http_req *free_reqs;        /* recycled request contexts */
     struct http_conn **byfd;           /* descriptor -> adopted connection */
     size_t nbyfd;                      /* entries in byfd */
+    size_t read_ahead;                 /* unparsed input a connection may hold */
+    struct http_server *next_server;   /* the registry below */
 };
+
+/* Every server, by listener. evconnlistener gives its error callback the
+ * listener's user data, and evhttp_bind_listener made that its struct evhttp,
+ * not us: on_accept_error finds its server here. Changed only when a server
+ * is made or freed; read on accept errors, which are rare. */
+static pthread_mutex_t servers_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct http_server *servers;
+
+static void servers_add(struct http_server *s)
+{
+    pthread_mutex_lock(&servers_lock);
+    s->next_server = servers;
+    servers = s;
+    pthread_mutex_unlock(&servers_lock);
+}
+
+static void servers_remove(struct http_server *s)
+{
+    pthread_mutex_lock(&servers_lock);
+    for (struct http_server **p = &servers; *p != NULL; p = &(*p)->next_server)
+        if (*p == s) {
+            *p = s->next_server;
+            break;
+        }
+    pthread_mutex_unlock(&servers_lock);
+}
+
+static struct http_server *server_of_listener(const struct evconnlistener *lev)
+{
+    pthread_mutex_lock(&servers_lock);
+    struct http_server *s = servers;
+    while (s != NULL && s->lev != lev)
+        s = s->next_server;
+    pthread_mutex_unlock(&servers_lock);
+    return s;
+}
 
 static void *xcalloc(size_t n, size_t size)
 {
@@ -279,6 +318,12 @@ static struct bufferevent *on_bev(struct event_base *base, void *arg)
     struct http_server *s = arg;
     struct http_conn *c = conn_get(s);
     c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    /* evhttp sets no read limit: while it writes a response (to a client
+     * that reads none, say) its bufferevent goes on reading whatever the
+     * client pipelines into memory, without bound until the deadline. A
+     * high watermark bounds it. */
+    if (c->bev != NULL)
+        bufferevent_setwatermark(c->bev, EV_READ, 0, s->read_ahead);
     /* Runs once evhttp has made the connection, before it reads a byte. */
     event_active(c->timer, EV_TIMEOUT, 0);
     return c->bev;
@@ -299,8 +344,13 @@ static void on_accept_again(evutil_socket_t fd, short what, void *arg)
  * cannot accept: pause it a little instead, and say so once per pause. */
 static void on_accept_error(struct evconnlistener *lev, void *arg)
 {
-    struct http_server *s = arg;
+    (void)arg; /* evhttp's, not ours: see servers */
     int err = EVUTIL_SOCKET_ERROR();
+    struct http_server *s = server_of_listener(lev);
+    if (s == NULL) {
+        log_error("http: accept failed: %s; listener of no server", strerror(err));
+        return;
+    }
     log_warn("http: accept failed: %s; pausing accepts for %d ms", strerror(err),
              HTTP_ACCEPT_PAUSE_MS);
     evconnlistener_disable(lev);
@@ -625,6 +675,11 @@ struct http_server *http_server_new(struct event_base *base, const struct config
     s->worker = worker;
     s->h = *h;
     s->live.next = s->live.prev = &s->live;
+    /* The most evhttp must hold whole in a connection's input: a header
+     * block, or one chunk of a chunked body (up to max_body: a bigger one
+     * is refused from its size line). Content-Length bodies move on to the
+     * request's own buffer as they come. */
+    s->read_ahead = (size_t)cfg->max_body + HTTP_MAX_HEADERS_SIZE;
     reqid_gen_init(&s->ids, worker);
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -671,6 +726,7 @@ struct http_server *http_server_new(struct event_base *base, const struct config
         http_server_free(s);
         return NULL;
     }
+    servers_add(s);
     evconnlistener_set_error_cb(s->lev, on_accept_error);
     /* Every method reaches on_request, which answers 405 itself (evhttp
      * would say 501). */
@@ -708,6 +764,7 @@ void http_server_free(struct http_server *s)
 {
     if (s == NULL)
         return;
+    servers_remove(s);
     /* Frees every connection (on_close recycles its context) and the
      * listener evhttp was given. */
     evhttp_free(s->http);
