@@ -972,6 +972,13 @@ static char *read_line(char *str, int num, void *stream)
         fail(ld, &o, NULL, "line too long (at most %d characters)", num - 3);
         return NULL;
     }
+    /* inih gets the content and one '\n' at most: a run of '\r' before it
+     * (a file converted to CRLF twice) must not spill past its buffer. */
+    if (content < len) {
+        line[content] = '\n';
+        line[content + 1] = '\0';
+        len = content + 1;
+    }
     if (ld->lineno == 1 && len >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0) {
         line += 3;
         len -= 3;
