@@ -42,14 +42,15 @@ FTEST   := $(patsubst tests/faults/%.c,$(BUILD)/faults/%,$(wildcard tests/faults
 # the test framework, the broker the tests and `make run` start, wrk for
 # tests/load, clang-format for format-check.
 DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
-           libcmocka-dev libinih-dev rabbitmq-server wrk clang-format valgrind
+           libcmocka-dev libinih-dev rabbitmq-server wrk clang-format valgrind \
+           clang libclang-rt-dev
 
 # Sources clang-format checks: ours, not generated ones.
 FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tests/faults/*.[ch] \
-             tests/unit/*.[ch] tests/integration/*.[ch] tests/lib/*.[ch])
+             tests/unit/*.[ch] tests/integration/*.[ch] tests/lib/*.[ch] tests/fuzz/*.[ch])
 
 .PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults \
-        reliability unit format-check format
+        reliability fuzz unit format-check format
 all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 
 $(BUILD)/obj/%.o: %.c
@@ -141,6 +142,14 @@ test-faults: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(FTEST)
 	@d=$(CURDIR)/$(BUILD)/faults-broker.$$$$; \
 	IT_RESULTS=$(CURDIR)/$(BUILD)/reliability.md IT_BROKER_DIR=$$d \
 	    tests/integration/run.sh $(BUILD) $(FTEST); rc=$$?; rm -rf $$d; exit $$rc
+
+# libFuzzer targets (tests/fuzz/fuzz_*.c), each for FUZZ_SECONDS on a copy of
+# its seed corpus (tests/fuzz/corpus/<target>): a crash, leak, broken
+# invariant or timeout fails and names the input that did it. Always clang
+# with ASan+UBSan, whatever CC and SANITIZER say; builds into build/fuzz.
+FUZZ_SECONDS ?= 60
+fuzz:
+	WERROR=$(WERROR) tests/fuzz/run.sh build/fuzz $(FUZZ_SECONDS)
 
 # The fault suites, then what they measured into the README's Reliability
 # table (tests/faults/readme.sh): the table is never written by hand.
