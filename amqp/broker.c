@@ -557,7 +557,9 @@ static void reopen_step(struct broker *b)
     case REOPEN_CONSUME:
         b->reopen = REOPEN_NONE;
         log_info("broker: reopened as channel %u", b->channel);
-        set_state(b, BROKER_UP, NULL);
+        /* The state never left UP (or BLOCKED): nobody to tell. */
+        if (b->state == BROKER_UP)
+            b->reason[0] = '\0';
         return;
     }
 }
@@ -565,7 +567,10 @@ static void reopen_step(struct broker *b)
 /* A channel error closed our channel (e.g. publish to a missing exchange):
  * only its requests fail; the connection lives on with a new channel, opened
  * without blocking the loop. A channel that fails while being reopened means
- * something is wrong beyond one publish: reconnect instead. */
+ * something is wrong beyond one publish: reconnect instead. The connection
+ * stays up meanwhile, and so does /healthz: one bad route must not make every
+ * instance look down to a load balancer; broker_publish refuses (503) until
+ * the new channel is ready. */
 static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
 {
     log_warn("broker: channel %u closed by broker: %u %.*s", b->channel, c->reply_code,
@@ -586,7 +591,8 @@ static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
     /* A fresh channel number keeps stray frames of the old one apart. */
     b->channel = (amqp_channel_t)(b->channel % 2000 + 1);
     b->reopen = REOPEN_OPEN;
-    set_state(b, BROKER_CONNECTING, "reopening the channel after a channel error");
+    if (b->state == BROKER_UP)
+        snprintf(b->reason, sizeof b->reason, "reopening the channel after a channel error");
     amqp_channel_open_t open = {.out_of_band = amqp_empty_bytes};
     send_or_lose(b, AMQP_CHANNEL_OPEN_METHOD, &open);
 }
@@ -885,7 +891,7 @@ struct broker *broker_new(struct event_base *base, const struct config *cfg, uns
     b->rpc = has_rpc_route(cfg);
     b->state = BROKER_DOWN;
     snprintf(b->reason, sizeof b->reason, "not connected yet");
-    b->uri_next = worker % cfg->n_uris; /* spread workers over the nodes */
+    b->uri_next = 0; /* a failover list: every worker tries the URIs in order */
     b->backoff_ms = BROKER_BACKOFF_MIN_MS;
     b->pipe_fd[0] = b->pipe_fd[1] = -1;
     if (getrandom(&b->rng, sizeof b->rng, 0) != (ssize_t)sizeof b->rng || b->rng == 0)
@@ -970,7 +976,7 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
                                uint64_t *tag)
 {
     *tag = 0;
-    if (b->state != BROKER_UP || b->conn == NULL)
+    if (b->state != BROKER_UP || b->conn == NULL || b->reopen != REOPEN_NONE)
         return BROKER_PUB_UNAVAILABLE;
 
     amqp_basic_properties_t p;
