@@ -3,10 +3,14 @@
 #   make                 build/ingest-bridge (and build/libbridge.a)
 #   make deps            install missing Debian packages (apt-get; sudo if not root)
 #   make run             deps + build + a local RabbitMQ node if none answers + run bridge.ini
-#   make test            unit + integration tests, then all of it again under ASan+UBSan
+#   make test            unit + integration tests, again under ASan+UBSan, under valgrind,
+#                        then the fault suites and a fuzz smoke run
 #   make test-unit       cmocka unit tests (tests/unit/test_*.c)
 #   make test-integration  the real binary against a private RabbitMQ node
 #   make test-valgrind   the integration suite with the bridge under valgrind memcheck
+#   make test-faults     broker faults and hostile input (tests/faults/)
+#   make reliability     test-faults, then its measurements into README.md
+#   make fuzz            every libFuzzer target for FUZZ_SECONDS (60)
 #   make format-check    clang-format --dry-run -Werror on our sources
 #   make clean
 # Knobs: WERROR=1 (CI), SANITIZER=address,undefined (builds into build/san).
@@ -177,8 +181,9 @@ endif
 	IT_BRIDGE_WRAP="$(VALGRIND)" IT_TIME_SCALE=$(VALGRIND_TIME_SCALE) \
 	    tests/integration/run.sh $(BUILD) $(ITEST)
 
-# The suite, then the same suite built with ASan+UBSan into build/san, then
-# the integration suite with the bridge under valgrind.
+# The suite, then the same suite built with ASan+UBSan into build/san, the
+# integration suite with the bridge under valgrind, the fault suites, and
+# every fuzzer for FUZZ_SECONDS.
 test: test-unit test-integration
 ifndef SANITIZER
 	@echo "== test: again with SANITIZER=address,undefined"
@@ -186,6 +191,10 @@ ifndef SANITIZER
 	    test-unit test-integration
 	@echo "== test: the integration suite under valgrind"
 	@$(MAKE) --no-print-directory test-valgrind
+	@echo "== test: broker faults and hostile input"
+	@$(MAKE) --no-print-directory test-faults
+	@echo "== test: fuzz smoke run, $(FUZZ_SECONDS) s a target"
+	@$(MAKE) --no-print-directory fuzz
 endif
 
 format-check:
