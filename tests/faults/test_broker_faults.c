@@ -936,16 +936,10 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    int st = bridge_stop(&g_main, scale_ms(30000));
+    int st = bridge_stop_clean(&g_main, "main", 30000);
     mq_disconnect();
-    if (st != 0) {
-        char d[64];
-        g_main.mark = 0;
-        dump_log(&g_main, "main");
-        fprintf(stderr, "main bridge did not stop cleanly: %s\n",
-                st == -1 ? "hung, killed" : describe_status(st, d, sizeof d));
+    if (st != 0)
         return -1;
-    }
     harness_fini();
     return 0;
 }
@@ -954,14 +948,8 @@ static int setup(void **state)
 {
     (void)state;
     g_ok = false;
-    int st;
-    if (g_main.pid > 0 && !bridge_alive(&g_main, &st)) {
-        char d[64];
-        print_message("main bridge had died (%s); its log:\n", describe_status(st, d, sizeof d));
-        dump_log(&g_main, "main");
-        dump_report(&g_main);
+    if (!bridge_still_up(&g_main, "main"))
         bridge_start(&g_main, "main", faults_config, &MAIN_CFG);
-    }
     /* A fault of the previous test may still echo (a reconnect under way):
      * start from a bridge that is up. */
     int last;

@@ -529,21 +529,15 @@ static int group_teardown(void **state)
 {
     (void)state;
     listener_stop();
-    int st = bridge_stop(&g_main, scale_ms(20000));
+    int st = bridge_stop_clean(&g_main, "hostile", 20000);
     if (mq_connect()) {
         mq_purge(Q_LOAD);
         amqp_queue_delete(g_harness.mq, 1, amqp_cstring_bytes(Q_LOAD), 0, 0);
         (void)mq_ok(amqp_get_rpc_reply(g_harness.mq), "queue.delete");
     }
     mq_disconnect();
-    if (st != 0) {
-        char d[64];
-        g_main.mark = 0;
-        dump_log(&g_main, "hostile");
-        fprintf(stderr, "the bridge did not stop cleanly: %s\n",
-                st == -1 ? "hung, killed" : describe_status(st, d, sizeof d));
+    if (st != 0)
         return -1;
-    }
     harness_fini();
     return 0;
 }
@@ -552,14 +546,8 @@ static int setup(void **state)
 {
     (void)state;
     g_ok = false;
-    int st;
-    if (g_main.pid > 0 && !bridge_alive(&g_main, &st)) {
-        char d[64];
-        print_message("the bridge had died (%s); its log:\n", describe_status(st, d, sizeof d));
-        dump_log(&g_main, "hostile");
-        dump_report(&g_main);
+    if (!bridge_still_up(&g_main, "hostile"))
         bridge_start(&g_main, "hostile", h_config, NULL);
-    }
     g_main.mark = file_size(g_main.log);
     memset(&g_aux, 0, sizeof g_aux);
     mq_purge(Q_INGEST);

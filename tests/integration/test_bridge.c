@@ -163,16 +163,10 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    int st = bridge_stop(&g_main, scale_ms(20000));
+    int st = bridge_stop_clean(&g_main, "main", 20000);
     mq_disconnect();
-    if (st != 0) {
-        char d[64];
-        g_main.mark = 0;
-        dump_log(&g_main, "main");
-        fprintf(stderr, "main bridge did not stop cleanly: %s\n",
-                st == -1 ? "hung, killed" : describe_status(st, d, sizeof d));
+    if (st != 0)
         return -1;
-    }
     harness_fini();
     return 0;
 }
@@ -181,14 +175,8 @@ static int setup(void **state)
 {
     (void)state;
     g_ok = false;
-    int st;
-    if (g_main.pid > 0 && !bridge_alive(&g_main, &st)) {
-        char d[64];
-        print_message("main bridge had died (%s); its log:\n", describe_status(st, d, sizeof d));
-        dump_log(&g_main, "main");
-        dump_report(&g_main);
+    if (!bridge_still_up(&g_main, "main"))
         start_bridge(&g_main, "main", 2);
-    }
     g_main.mark = file_size(g_main.log);
     memset(&g_aux, 0, sizeof g_aux);
     return 0;

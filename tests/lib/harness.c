@@ -1077,6 +1077,31 @@ void bridge_start(struct bridge *b, const char *name, bridge_config_fn *config, 
     harness_fail("bridge %s: /healthz not 200 within %g s (last %d)", name, limit / 1000.0, last);
 }
 
+int bridge_stop_clean(struct bridge *b, const char *name, int timeout_ms)
+{
+    int st = bridge_stop(b, scale_ms(timeout_ms));
+    if (st == 0)
+        return 0;
+    char d[64];
+    b->mark = 0;
+    dump_log(b, name);
+    fprintf(stderr, "%s bridge did not stop cleanly: %s\n", name,
+            st == -1 ? "hung, killed" : describe_status(st, d, sizeof d));
+    return -1;
+}
+
+bool bridge_still_up(struct bridge *b, const char *name)
+{
+    int st;
+    if (b->pid <= 0 || bridge_alive(b, &st))
+        return true;
+    char d[64];
+    harness_note("%s bridge had died (%s); its log:\n", name, describe_status(st, d, sizeof d));
+    dump_log(b, name);
+    dump_report(b);
+    return false;
+}
+
 int bridge_stop(struct bridge *b, int timeout_ms)
 {
     if (b->pid <= 0)

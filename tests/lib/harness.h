@@ -240,6 +240,14 @@ void bridge_start(struct bridge *b, const char *name, bridge_config_fn *config, 
 int bridge_stop(struct bridge *b, int timeout_ms);
 /* Still running? If not, *ST is its wait status and b->pid becomes 0. */
 bool bridge_alive(struct bridge *b, int *st);
+/* A suite's end: stop the shared bridge NAME (bridge_stop with TIMEOUT_MS,
+ * scaled); 0 when it exited 0, else -1 with its whole log and why on
+ * stderr. */
+int bridge_stop_clean(struct bridge *b, const char *name, int timeout_ms)
+    __attribute__((warn_unused_result));
+/* A test's start: false, with its log and report printed, when the shared
+ * bridge NAME died since (the caller starts it again). */
+bool bridge_still_up(struct bridge *b, const char *name) __attribute__((warn_unused_result));
 /* Print what the bridge logged since the test began (its last 150 lines). */
 void dump_log(const struct bridge *b, const char *title);
 /* Print the lines valgrind (or a sanitizer) wrote, "==PID==...", since this
