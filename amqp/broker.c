@@ -23,7 +23,6 @@
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +31,7 @@
 #include "log.h"
 #include "message.h"
 #include "pending.h"
+#include "seed.h"
 
 #define BROKER_CONNECT_TIMEOUT_S 5 /* TCP connect, handshake and each sync rpc */
 #define BROKER_FRAME_MAX 131072    /* RabbitMQ's default frame_max */
@@ -894,8 +894,9 @@ struct broker *broker_new(struct event_base *base, const struct config *cfg, uns
     b->uri_next = 0; /* a failover list: every worker tries the URIs in order */
     b->backoff_ms = BROKER_BACKOFF_MIN_MS;
     b->pipe_fd[0] = b->pipe_fd[1] = -1;
-    if (getrandom(&b->rng, sizeof b->rng, 0) != (ssize_t)sizeof b->rng || b->rng == 0)
-        b->rng = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)worker << 32) ^ (uint64_t)time(NULL);
+    seed_fill(&b->rng, sizeof b->rng, b);
+    if (b->rng == 0)
+        b->rng = 0x9e3779b97f4a7c15ULL; /* xorshift's one fixed point */
     /* Room for detached entries (clients gone, blocked) beyond max_inflight. */
     b->tracker = tracker_new(cfg->max_inflight * 2, on_tracker_done, b);
     b->pending = pending_new(cfg->max_inflight + 1);

@@ -37,14 +37,13 @@
  * slots (CAP <= 2^30 here, far above any max_inflight). */
 #include "pending.h"
 
-#include <errno.h>
+#include "seed.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
-#include <unistd.h>
 
 #define PENDING_CAP_MAX ((size_t)1 << 30) /* 2 * CAP rounded up fits 32 bits */
 #define NO_ENTRY UINT32_MAX               /* end of the free list */
@@ -164,49 +163,14 @@ static uint64_t siphash13(uint64_t k0, uint64_t k1, const void *data, size_t len
 
 /* ---- The per-table key. */
 
-/* Fill BUF from the kernel's pool without ever blocking (early boot). */
-static bool fill_random(void *buf, size_t len)
-{
-    unsigned char *b = buf;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = getrandom(b + off, len - off, GRND_NONBLOCK);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        off += (size_t)n;
-    }
-    return true;
-}
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
-
-/* Without getrandom: guessable, but distinct per table alive at once (its
- * address) and per run (time in ns, pid). */
+/* The per-table key: from getrandom(), else guessable but distinct per
+ * table alive at once (its address) and per run (time, pid). */
 static void seed(struct pending *p)
 {
     uint64_t k[2];
-    if (fill_random(k, sizeof k)) {
-        p->k0 = k[0];
-        p->k1 = k[1];
-        return;
-    }
-    struct timespec rt, mono;
-    clock_gettime(CLOCK_REALTIME, &rt);
-    clock_gettime(CLOCK_MONOTONIC, &mono);
-    uint64_t s = (uint64_t)rt.tv_sec * UINT64_C(1000000000) + (uint64_t)rt.tv_nsec;
-    s ^= (uint64_t)getpid() << 32;
-    s ^= (uint64_t)(uintptr_t)p;
-    s = splitmix64(&s) ^ ((uint64_t)mono.tv_sec * UINT64_C(1000000000) + (uint64_t)mono.tv_nsec);
-    p->k0 = splitmix64(&s);
-    p->k1 = splitmix64(&s);
+    seed_fill(k, sizeof k, p);
+    p->k0 = k[0];
+    p->k1 = k[1];
 }
 
 /* ---- The table. */

@@ -11,10 +11,9 @@
  * time part moves one millisecond ahead, which keeps order and uniqueness. */
 #include "reqid.h"
 
-#include <errno.h>
-#include <sys/random.h>
+#include "seed.h"
+
 #include <time.h>
-#include <unistd.h>
 
 #define REQID_TIME_CHARS 10                    /* 50 bits, the top 2 zero */
 #define REQID_MS_MAX ((UINT64_C(1) << 48) - 1) /* year 10889 */
@@ -24,50 +23,10 @@ _Static_assert(sizeof(((struct reqid_gen *)0)->rand) == REQID_RAND_LEN, "80 rand
 
 static const char reqid_alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-/* Fill BUF from the kernel's pool without ever blocking (early boot). */
-static bool fill_random(uint8_t *buf, size_t len)
-{
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = getrandom(buf + off, len - off, GRND_NONBLOCK);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        off += (size_t)n;
-    }
-    return true;
-}
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
-
-/* Without getrandom: not secret, but distinct across processes and threads
- * (time in ns, pid, the state's own address). */
-static void fill_fallback(uint8_t *buf, size_t len, const void *salt)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t s = (uint64_t)ts.tv_sec * UINT64_C(1000000000) + (uint64_t)ts.tv_nsec;
-    s ^= (uint64_t)getpid() << 32;
-    s ^= (uint64_t)(uintptr_t)salt;
-    for (size_t i = 0; i < len; i += 8) {
-        uint64_t r = splitmix64(&s);
-        for (size_t j = 0; j < 8 && i + j < len; j++)
-            buf[i + j] = (uint8_t)(r >> (8 * j));
-    }
-}
-
 void reqid_gen_init(struct reqid_gen *g, unsigned worker)
 {
     g->last_ms = 0;
-    if (!fill_random(g->rand, REQID_RAND_LEN))
-        fill_fallback(g->rand, REQID_RAND_LEN, g);
+    seed_fill(g->rand, REQID_RAND_LEN, g);
     g->rand[0] = (uint8_t)worker;
     g->rand[1] &= 0x7f;
 }
@@ -101,7 +60,7 @@ void reqid_next(struct reqid_gen *g, uint64_t now_ms, char out[REQID_GEN_LEN + 1
         g->last_ms = now_ms;
         /* One syscall per millisecond at most; if it fails, counting on
          * from the previous value is still unique and ordered. */
-        if (fill_random(g->rand + 1, REQID_RAND_LEN - 1))
+        if (seed_random(g->rand + 1, REQID_RAND_LEN - 1))
             g->rand[1] &= 0x7f;
         else
             (void)increment(g);

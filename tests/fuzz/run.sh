@@ -37,7 +37,7 @@ sources() {
     case $1 in
     xmlcheck) echo "bridge/xmlcheck.c" ;;
     config) echo "bridge/config.c" ;;
-    hdrmap) echo "bridge/hdrmap.c bridge/reqid.c" ;;
+    hdrmap) echo "bridge/hdrmap.c bridge/reqid.c bridge/seed.c" ;;
     *) echo "unknown target $1" >&2; return 1 ;;
     esac
 }
