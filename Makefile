@@ -11,6 +11,8 @@
 #   make test-faults     broker faults and hostile input (tests/faults/)
 #   make reliability     test-faults, then its measurements into README.md
 #   make fuzz            every libFuzzer target for FUZZ_SECONDS (60)
+#   make bench           the bridge against its limits (broker ceiling, nginx), one table
+#   make bench-plot      req/s, p99 and errors against concurrency, as PNG plots
 #   make format-check    clang-format --dry-run -Werror on our sources
 #   make clean
 # Knobs: WERROR=1 (CI), SANITIZER=address,undefined (builds into build/san).
@@ -51,10 +53,11 @@ DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
 
 # Sources clang-format checks: ours, not generated ones.
 FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tests/faults/*.[ch] \
+             tests/bench/*.[ch] \
              tests/unit/*.[ch] tests/integration/*.[ch] tests/lib/*.[ch] tests/fuzz/*.[ch])
 
 .PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults \
-        reliability fuzz unit format-check format
+        reliability fuzz unit format-check format bench bench-plot bench-deps
 all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 
 $(BUILD)/obj/%.o: %.c
@@ -82,6 +85,12 @@ HARNESS_CFLAGS := $(filter-out -fsanitize=% -fno-sanitize-recover=%,$(CFLAGS))
 $(BUILD)/echo-worker: amqp/echo/echo-worker.c
 	@mkdir -p $(dir $@)
 	$(CC) $(HARNESS_CFLAGS) -o $@ $< $(shell pkg-config --libs librabbitmq)
+# The broker's own limit for `make bench`: a rabbitmq-c publisher (and rpc
+# client) with no HTTP in between. A program of the benchmark, not the bridge.
+$(BUILD)/bench-ceiling: tests/bench/ceiling.c
+	@mkdir -p $(dir $@)
+	$(CC) $(HARNESS_CFLAGS) -o $@ $< $(shell pkg-config --libs librabbitmq)
+
 # Each suite links the shared harness (tests/lib/harness.c), compiled in.
 HARNESS := tests/lib/harness.c tests/lib/harness.h tests/lib/harness_cmocka.h
 define link_suite
@@ -196,6 +205,23 @@ ifndef SANITIZER
 	@echo "== test: fuzz smoke run, $(FUZZ_SECONDS) s a target"
 	@$(MAKE) --no-print-directory fuzz
 endif
+
+# Benchmarks (tests/bench/run.sh): the release build against a private
+# broker node, nginx (one worker) and the direct-publish ceiling, each
+# workload for BENCH_SECONDS (10); `bench-plot` sweeps concurrency for
+# BENCH_PLOT_SECONDS (5) a point. Never part of `make test`: figures, not
+# pass/fail. They install what they need beyond `make deps`.
+BENCH_DEPS := nginx-light gnuplot-nox curl
+bench-deps: deps
+	@$(MAKE) --no-print-directory deps DEPS="$(BENCH_DEPS)"
+
+bench: bench-deps
+	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(BUILD)/bench-ceiling
+	tests/bench/run.sh $(BUILD) table
+
+bench-plot: bench-deps
+	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(BUILD)/bench-ceiling
+	tests/bench/run.sh $(BUILD) plot
 
 format-check:
 	@command -v clang-format >/dev/null || { echo "clang-format missing: make deps"; exit 1; }

@@ -3,12 +3,15 @@
 --   wrk -t1 -c100 -d10s -s tests/load/post.lua http://127.0.0.1:8080/ingest
 -- DOC=path/to/other.xml overrides the document. wrk counts every answer
 -- other than 2xx/3xx under "Non-2xx or 3xx responses" (503 = broker
--- unavailable or max_inflight reached).
+-- unavailable or max_inflight reached). report.lua adds one machine-readable
+-- line at the end (tests/bench/run.sh reads it).
 
 local function script_dir()
   local src = debug.getinfo(1, "S").source
   return src:match("^@(.*/)") or "./"
 end
+
+dofile(script_dir() .. "report.lua")
 
 local path = os.getenv("DOC") or (script_dir() .. "doc.xml")
 local f = assert(io.open(path, "rb"), "cannot open " .. path)
