@@ -13,6 +13,7 @@
 #   make fuzz            every libFuzzer target for FUZZ_SECONDS (60)
 #   make bench           the bridge against its limits (broker ceiling, nginx), one table
 #   make bench-plot      req/s, p99 and errors against concurrency, as PNG plots
+#   make bench-profile   instructions per request (callgrind) on pong, fire and rpc
 #   make format-check    clang-format --dry-run -Werror on our sources
 #   make clean
 # Knobs: WERROR=1 (CI), SANITIZER=address,undefined (builds into build/san).
@@ -57,7 +58,8 @@ FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tes
              tests/unit/*.[ch] tests/integration/*.[ch] tests/lib/*.[ch] tests/fuzz/*.[ch])
 
 .PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults \
-        reliability fuzz unit format-check format bench bench-plot bench-deps
+        reliability fuzz unit format-check format bench bench-plot bench-deps \
+        bench-profile
 all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 
 $(BUILD)/obj/%.o: %.c
@@ -222,6 +224,11 @@ bench: bench-deps
 bench-plot: bench-deps
 	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(BUILD)/bench-ceiling
 	tests/bench/run.sh $(BUILD) plot
+
+# Instructions per request on the pong, fire and rpc paths (callgrind).
+bench-profile: bench-deps
+	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker
+	tests/bench/profile.sh $(BUILD)
 
 format-check:
 	@command -v clang-format >/dev/null || { echo "clang-format missing: make deps"; exit 1; }

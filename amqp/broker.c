@@ -1026,11 +1026,11 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
 
     if (!socket_has_room(amqp_get_sockfd(b->conn), need)) {
         if (!b->socket_full)
-            log_warn("broker: %s is not reading fast enough (socket buffer full): publishes "
-                     "answered 503 until it catches up",
+            log_info("broker: %s is not reading fast enough (socket buffer full): publishes "
+                     "wait until it catches up",
                      b->node);
         b->socket_full = true;
-        return BROKER_PUB_FULL;
+        return BROKER_PUB_BUSY;
     }
     if (b->socket_full) {
         log_info("broker: %s reads again: publishing", b->node);

@@ -34,6 +34,8 @@ enum broker_pub {
     BROKER_PUB_SENT,        /* published, confirm = no: nothing more will come */
     BROKER_PUB_UNAVAILABLE, /* not connected or blocked: answer 503 now */
     BROKER_PUB_FULL,        /* too many in flight: answer 503 now */
+    BROKER_PUB_BUSY,        /* the broker is not reading fast enough (its socket is three
+                               quarters full): nothing was sent; try again later */
     BROKER_PUB_DUPLICATE,   /* rpc: a request with this correlation id already waits */
 };
 

@@ -24,8 +24,27 @@
 #include "xmlcheck.h"
 
 #define WORKER_REASON_LEN 256
-#define WORKER_DRAIN_TICK_MS 20 /* how often a stopping worker looks at what is left */
-#define WORKER_FLUSH_MS 200     /* time given to the last responses to leave */
+#define WORKER_DRAIN_TICK_MS 20  /* how often a stopping worker looks at what is left */
+#define WORKER_FLUSH_MS 200      /* time given to the last responses to leave */
+#define WORKER_BACKLOG_POLL_MS 1 /* how often a backlog looks for room toward the broker */
+/* A request's token while it sits in the backlog: the bit and its position.
+ * Delivery tags (the token once published) never reach bit 63. */
+#define BACKLOG_TOKEN (UINT64_C(1) << 63)
+
+/* Requests waiting for room toward the broker, oldest first. RabbitMQ stops
+ * reading a publisher's socket while its queues catch up (credit flow): the
+ * publishes that do not fit wait here, in order, instead of blocking the loop
+ * or being refused, and go out as the broker reads again. Bounded by
+ * max_inflight (every one counts as pending), by [http] timeout each, and
+ * emptied with 503 the moment the connection is down or blocked. A request
+ * that leaves meanwhile (client gone, timer) leaves a hole, skipped later. */
+struct backlog {
+    struct http_req **slot; /* ring, mask + 1 entries */
+    size_t mask;            /* capacity - 1 (a power of two) */
+    uint64_t head, tail;    /* positions: [head, tail) is in use */
+    size_t live;            /* requests in it (tail - head less the holes) */
+    struct event *poll;     /* while live: try again every WORKER_BACKLOG_POLL_MS */
+};
 
 /* What a worker precomputes per route. */
 struct route_rt {
@@ -44,6 +63,7 @@ struct worker {
     struct xmlcheck *xc;                          /* used by this thread only */
     struct hdrmap headers;                        /* reused per request */
     struct route_rt *rt;                          /* per route, index as cfg->routes */
+    struct backlog backlog;                       /* publishes waiting for room */
     pthread_t thread;                             /* the loop's thread */
     bool started;                                 /* thread created */
 
@@ -135,6 +155,10 @@ static void on_reply(void *arg, void *ctx, const struct broker_reply *rep)
                    rep->len);
 }
 
+static bool publish(struct worker *w, struct http_req *r);
+static void backlog_push(struct worker *w, struct http_req *r);
+static void backlog_fail(struct worker *w, const char *why);
+
 static void on_broker_state(void *arg, enum broker_state s, const char *reason)
 {
     struct worker *w = arg;
@@ -142,6 +166,8 @@ static void on_broker_state(void *arg, enum broker_state s, const char *reason)
     snprintf(w->reason, sizeof w->reason, "%s", reason != NULL ? reason : "");
     pthread_mutex_unlock(&w->reason_lock);
     atomic_store_explicit(&w->broker_state, (int)s, memory_order_release);
+    if (s != BROKER_UP && w->backlog.live > 0)
+        backlog_fail(w, reason != NULL ? reason : broker_state_name(s));
 }
 
 /* ---- requests from http/ ------------------------------------------------ */
@@ -188,14 +214,28 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
         reply_text(r, 400, "Content-Type is longer than 255 bytes");
         return;
     }
+    /* Behind the ones already waiting for room, never before them. */
+    if (w->backlog.live > 0 || !publish(w, r))
+        backlog_push(w, r);
+}
 
+/* Map R's headers and publish it; false when the broker's socket has no room
+ * (nothing sent, R untouched). Otherwise R waits for its confirm or reply, or
+ * has been answered. */
+static bool publish(struct worker *w, struct http_req *r)
+{
+    const struct config_route *route = http_req_route(r);
+    size_t route_idx = (size_t)(route - w->cfg->routes);
+    size_t len = 0;
+    const char *body = http_req_body(r, &len);
+    const char *ctype = http_req_content_type(r);
     struct header_ctx hc = {&w->headers};
     if (hdrmap_begin(&w->headers, http_req_path(r), http_req_query(r)) != 0 ||
         http_req_foreach_header(r, add_header, &hc) != 0 ||
         hdrmap_finish(&w->headers, http_req_client(r)) != 0) {
         log_error("%s: out of memory mapping headers", http_req_id(r));
         reply_text(r, 503, "out of memory");
-        return;
+        return true;
     }
 
     struct bridge_msg m = {
@@ -234,13 +274,110 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
     case BROKER_PUB_FULL:
         reply_text(r, 503, "too many requests waiting for the broker; retry later");
         break;
+    case BROKER_PUB_BUSY:
+        return false;
     }
+    return true;
+}
+
+/* ---- the backlog -------------------------------------------------------- */
+
+static bool in_backlog(const struct http_req *r)
+{
+    return (http_req_token(r) & BACKLOG_TOKEN) != 0;
+}
+
+static void backlog_push(struct worker *w, struct http_req *r)
+{
+    struct backlog *b = &w->backlog;
+    if (b->tail - b->head > b->mask) {
+        reply_text(r, 503, "too many requests waiting for the broker; retry later");
+        return;
+    }
+    b->slot[b->tail & b->mask] = r;
+    http_req_set_token(r, BACKLOG_TOKEN | b->tail);
+    b->tail++;
+    b->live++;
+    /* Bounded like a wait for a confirm: [http] timeout, or the rpc route's. */
+    http_req_set_timer(r, w->rt[http_req_route(r) - w->cfg->routes].tv);
+    if (!event_pending(b->poll, EV_TIMEOUT, NULL)) {
+        struct timeval tv = {0, WORKER_BACKLOG_POLL_MS * 1000};
+        event_add(b->poll, &tv);
+    }
+}
+
+/* R leaves the backlog without being published. */
+static void backlog_remove(struct worker *w, struct http_req *r)
+{
+    struct backlog *b = &w->backlog;
+    uint64_t pos = http_req_token(r) & ~BACKLOG_TOKEN;
+    if (pos < b->head || pos >= b->tail || b->slot[pos & b->mask] != r)
+        return;
+    b->slot[pos & b->mask] = NULL;
+    http_req_set_token(r, 0);
+    if (--b->live == 0) {
+        b->head = b->tail;
+        event_del(b->poll);
+    }
+}
+
+/* Publish from the front while the broker's socket has room. */
+static void backlog_drain(struct worker *w)
+{
+    struct backlog *b = &w->backlog;
+    while (b->head < b->tail) {
+        struct http_req *r = b->slot[b->head & b->mask];
+        if (r != NULL) {
+            http_req_set_token(r, 0);
+            if (!publish(w, r)) {
+                http_req_set_token(r, BACKLOG_TOKEN | b->head);
+                return;
+            }
+            b->live--;
+        }
+        b->slot[b->head & b->mask] = NULL;
+        b->head++;
+    }
+    event_del(b->poll);
+}
+
+/* The connection is down or blocked: nothing in the backlog will go out. */
+static void backlog_fail(struct worker *w, const char *why)
+{
+    struct backlog *b = &w->backlog;
+    size_t n = b->live;
+    while (b->head < b->tail) {
+        struct http_req *r = b->slot[b->head & b->mask];
+        b->slot[b->head & b->mask] = NULL;
+        b->head++;
+        if (r != NULL) {
+            http_req_set_token(r, 0);
+            reply_text(r, 503, "broker unavailable: %s", why);
+        }
+    }
+    b->live = 0;
+    event_del(b->poll);
+    if (n > 0)
+        log_warn("broker: %zu requests waiting for room toward it answered 503", n);
+}
+
+static void on_backlog_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (broker_state(w->broker) == BROKER_UP)
+        backlog_drain(w);
 }
 
 static void on_gone(void *arg, struct http_req *r)
 {
     struct worker *w = arg;
     log_debug("%s: client left before the answer", http_req_id(r));
+    if (in_backlog(r)) {
+        backlog_remove(w, r);
+        return;
+    }
     broker_detach(w->broker, http_req_token(r));
     if (is_rpc(r))
         broker_rpc_forget(w->broker, http_req_id(r), http_req_id_len(r));
@@ -254,6 +391,13 @@ static void on_expired(void *arg, struct http_req *r)
 {
     struct worker *w = arg;
     const struct config_route *route = http_req_route(r);
+    if (in_backlog(r)) {
+        backlog_remove(w, r);
+        log_warn("%s: %s: no room toward the broker in time: answering 503", http_req_id(r),
+                 route->name);
+        reply_text(r, 503, "the broker did not take the message in time; retry later");
+        return;
+    }
     broker_detach(w->broker, http_req_token(r));
     if (route->mode == ROUTE_RPC) {
         broker_rpc_forget(w->broker, http_req_id(r), http_req_id_len(r));
@@ -421,6 +565,16 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
     }
     /* The checker installs its libxml2 error hooks per call: it may be made
      * here, so that a failure stops start-up instead of a worker. */
+    size_t cap = 16;
+    while (cap <= w->cfg->max_inflight)
+        cap *= 2;
+    w->backlog.slot = calloc(cap, sizeof *w->backlog.slot);
+    w->backlog.mask = cap - 1;
+    w->backlog.poll = event_new(w->base, -1, EV_PERSIST, on_backlog_poll, w);
+    if (w->backlog.slot == NULL || w->backlog.poll == NULL) {
+        snprintf(err, errlen, "worker %u: out of memory", id);
+        return -1;
+    }
     w->xc = xmlcheck_new();
     if (w->xc == NULL) {
         snprintf(err, errlen, "worker %u: out of memory", id);
@@ -451,6 +605,9 @@ static void worker_destroy(struct worker *w)
         event_free(w->cmd_ev);
     if (w->drain_ev != NULL)
         event_free(w->drain_ev);
+    if (w->backlog.poll != NULL)
+        event_free(w->backlog.poll);
+    free(w->backlog.slot);
     if (w->base != NULL)
         event_base_free(w->base);
     if (w->xc != NULL)

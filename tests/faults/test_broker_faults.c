@@ -1869,6 +1869,117 @@ static void test_sigterm_under_load(void **state)
     PASS();
 }
 
+/* ------------------------------------------------------------------ */
+/* 10. a broker that stops reading for a while (backpressure)           */
+
+/* One large publish on its own connection, answered or not. */
+struct big_post {
+    int port;
+    char id[48];
+    const char *doc;
+    size_t len;
+    int status; /* -1: no answer */
+    double ms;  /* send to answer */
+    pthread_t th;
+};
+
+static void *big_post_thread(void *p)
+{
+    struct big_post *b = p;
+    char extra[96];
+    snprintf(extra, sizeof extra, "X-Request-Id: %s\r\n", b->id);
+    struct resp r;
+    double t0 = now_ms();
+    int rc = http_req(b->port, "POST", "/durable", XML, extra, b->doc, b->len, &r);
+    b->ms = now_ms() - t0;
+    b->status = rc == 0 ? r.status : -1;
+    if (rc == 0)
+        resp_free(&r);
+    return NULL;
+}
+
+/* The broker freezes for a second (kill -STOP: it reads nothing, as under
+ * its own credit flow, but the connection lives) while 9.6 MB of publishes
+ * arrive: what no longer fits into the socket toward it waits in the
+ * worker's backlog instead of being refused, and goes out when the broker
+ * reads again. Every request 202, every message in the queue. */
+static void test_backpressure(void **state)
+{
+    (void)state;
+    enum { N = 160, BODY = 60 * 1024 };
+    static const struct fcfg cfg = {.workers = 1, .heartbeat = "30s"};
+    bridge_start(&g_aux, "backpressure", faults_config, &cfg);
+    g_aux.mark = file_size(g_aux.log);
+    mq_purge("f.durable");
+    /* A 60 KB document: one element holding text. */
+    char *doc = xmalloc(BODY + 64);
+    int off = snprintf(doc, 64, "<big>");
+    memset(doc + off, 'x', BODY - 16);
+    off += BODY - 16;
+    off += snprintf(doc + off, 16, "</big>");
+    double ms;
+    if (post_status(g_aux.port, "/durable", &ms) != 202)
+        fail_msg("no 202 before the freeze");
+
+    if (broker_freeze() != 0)
+        fail_msg("kill -STOP of the broker failed");
+    double t_freeze = now_ms();
+    static struct big_post posts[N];
+    for (int i = 0; i < N; i++) {
+        posts[i] =
+            (struct big_post){.port = g_aux.port, .doc = doc, .len = (size_t)off, .status = -1};
+        snprintf(posts[i].id, sizeof posts[i].id, "bp-%d-%d", (int)getpid(), i);
+        if (pthread_create(&posts[i].th, NULL, big_post_thread, &posts[i]) != 0)
+            abort();
+    }
+    sleep_ms(1000);
+    int waited = log_count(&g_aux, "not reading fast enough");
+    if (broker_thaw() != 0)
+        fail_msg("kill -CONT failed");
+    double t_thaw = now_ms();
+    int n202 = 0, other = 0, first_other = 0;
+    double slowest = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(posts[i].th, NULL);
+        if (posts[i].status == 202)
+            n202++;
+        else if (other++ == 0)
+            first_other = posts[i].status;
+        if (posts[i].ms > slowest)
+            slowest = posts[i].ms;
+    }
+    double t_all = now_ms();
+    free(doc);
+    if (waited == 0)
+        fail_msg("the socket toward the frozen broker never filled: %d x %d bytes were not "
+                 "enough to test the backlog",
+                 N, BODY);
+    if (other)
+        fail_msg("%d of %d publishes across the pause were not 202 (the first: %d)", other, N,
+                 first_other);
+    size_t nq;
+    char **q = drain_sorted("f.durable", &nq);
+    int lost = 0;
+    for (int i = 0; i < N; i++)
+        if (!sorted_has(q, nq, posts[i].id))
+            lost++;
+    ids_free(q, nq);
+    if (lost)
+        fail_msg("%d accepted messages are not in the queue", lost);
+    if (log_count(&g_aux, "reads again") == 0)
+        fail_msg("the bridge did not log that the broker reads again");
+    expect_alive(&g_aux);
+    stop_clean(&g_aux, scale_ms(HTTP_TIMEOUT_MS + 10000));
+    result_row("broker stops reading for 1 s (kill -STOP, heartbeat 30 s) while 160 x 60 KB "
+               "publishes arrive",
+               "the socket toward it filled and the publishes that did not fit waited in the "
+               "worker's backlog (no 503); %d of %d answered 202, the last %.0f ms after the "
+               "broker read again (%.1f s after the freeze), slowest request %.0f ms; all %d "
+               "in the queue, 0 lost",
+               n202, N, t_all - t_thaw, (t_all - t_freeze) / 1000, slowest, N);
+    PASS();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1881,6 +1992,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kill9_under_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_under_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
     };
     /* FAULTS_ONLY=test_failover (a pattern, * and ? allowed): run just those. */
     if (getenv("FAULTS_ONLY") != NULL)
