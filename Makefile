@@ -91,7 +91,7 @@ $(BUILD)/echo-worker: amqp/echo/echo-worker.c
 # client) with no HTTP in between. A program of the benchmark, not the bridge.
 $(BUILD)/bench-ceiling: tests/bench/ceiling.c
 	@mkdir -p $(dir $@)
-	$(CC) $(HARNESS_CFLAGS) -o $@ $< $(shell pkg-config --libs librabbitmq)
+	$(CC) $(HARNESS_CFLAGS) -o $@ $< $(shell pkg-config --libs librabbitmq) -lpthread
 
 # Each suite links the shared harness (tests/lib/harness.c), compiled in.
 HARNESS := tests/lib/harness.c tests/lib/harness.h tests/lib/harness_cmocka.h

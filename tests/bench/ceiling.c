@@ -5,8 +5,8 @@
  * judged by its ratio to this figure, measured in the same run on the same
  * machine.
  *
- *   bench-ceiling publish -u URI -q QUEUE -f DOC [-w WINDOW] [-d SECONDS] [-t]
- *   bench-ceiling rpc     -u URI -q QUEUE -f DOC [-w WINDOW] [-d SECONDS]
+ *   bench-ceiling publish -u URI -q QUEUE -f DOC [-w WINDOW] [-d SECONDS] [-c CONNS] [-t]
+ *   bench-ceiling rpc     -u URI -q QUEUE -f DOC [-w WINDOW] [-d SECONDS] [-c CONNS]
  *
  * publish: persistent (-t: transient), mandatory, confirms on, at most
  *          WINDOW (default 300) unconfirmed at once; counts acks.
@@ -17,15 +17,19 @@
  * The properties are the ones the bridge sets (content_type, message_id,
  * timestamp, app_id, type, a few headers), so the broker does the same work.
  *
+ * CONNS connections (default: one per CPU, as the bridge has one per worker),
+ * each a thread of its own, share the window.
+ *
  * Output, one line: `ceiling MODE ops=N seconds=S rate=R p50_ms=A p99_ms=B
  * nacks=K returns=K`, latency being publish-to-ack (or publish-to-reply). A
  * nack, a return or a lost connection is counted and printed; a lost
- * connection exits 1. Single-threaded, blocking socket: the window keeps the
- * broker busy while we wait for frames. */
+ * connection exits 1. Each connection is driven by one thread on a blocking
+ * socket: its window keeps the broker busy while it waits for frames. */
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +51,7 @@ struct opts {
     unsigned window;   /* unconfirmed publishes (or unanswered rpcs) at most */
     double seconds;    /* how long to publish */
     bool transient;    /* delivery_mode 1 instead of 2 */
+    unsigned conns;    /* connections (threads), the window split among them */
 };
 
 /* One message in flight: when it left, by delivery tag or correlation id. */
@@ -88,14 +93,15 @@ static void check_reply(amqp_rpc_reply_t r, const char *what)
 static void usage(void)
 {
     fputs("usage: bench-ceiling publish|rpc -u URI -q QUEUE -f DOC [-w WINDOW] [-d SECONDS] "
-          "[-t]\n",
+          "[-c CONNS] [-t]\n",
           stderr);
     exit(2);
 }
 
 static struct opts parse(int argc, char **argv)
 {
-    struct opts o = {.window = 300, .seconds = 10};
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    struct opts o = {.window = 300, .seconds = 10, .conns = cpus > 0 ? (unsigned)cpus : 1};
     if (argc < 2)
         usage();
     if (strcmp(argv[1], "rpc") == 0)
@@ -104,7 +110,7 @@ static struct opts parse(int argc, char **argv)
         usage();
     int c;
     optind = 2;
-    while ((c = getopt(argc, argv, "u:q:f:w:d:t")) != -1) {
+    while ((c = getopt(argc, argv, "u:q:f:w:d:c:t")) != -1) {
         switch (c) {
         case 'u':
             o.uri = optarg;
@@ -114,6 +120,9 @@ static struct opts parse(int argc, char **argv)
             break;
         case 'f':
             o.doc = optarg;
+            break;
+        case 'c':
+            o.conns = (unsigned)strtoul(optarg, NULL, 10);
             break;
         case 'w':
             o.window = (unsigned)strtoul(optarg, NULL, 10);
@@ -128,7 +137,8 @@ static struct opts parse(int argc, char **argv)
             usage();
         }
     }
-    if (!o.uri || !o.queue || !o.doc || o.window == 0 || o.window > MAX_WINDOW || !(o.seconds > 0))
+    if (!o.uri || !o.queue || !o.doc || o.window == 0 || o.window > MAX_WINDOW || o.conns == 0 ||
+        !(o.seconds > 0))
         usage();
     return o;
 }
@@ -179,7 +189,7 @@ static double percentile(double *v, size_t n, double p)
 
 static void record(struct tally *t, struct slot *s)
 {
-    if (s->sent > 0 && t->n_lat < LAT_SLOTS)
+    if (s->sent > 0 && t->n_lat < LAT_SLOTS / 4)
         t->lat[t->n_lat++] = (now_s() - s->sent) * 1000.0;
     s->sent = 0;
 }
@@ -226,10 +236,22 @@ static long reply_slot(amqp_connection_state_t conn, unsigned window)
     return slot;
 }
 
-int main(int argc, char **argv)
+/* One connection's share of the run. */
+struct run {
+    const struct opts *o;
+    amqp_bytes_t body;
+    unsigned window; /* this connection's share of the window */
+    struct tally t;
+    pthread_t th;
+};
+
+static void *run_one(void *arg)
 {
-    struct opts o = parse(argc, argv);
-    amqp_bytes_t body = read_doc(o.doc);
+    struct run *run = arg;
+    const struct opts *op = run->o;
+    struct opts o = *op;
+    o.window = run->window;
+    amqp_bytes_t body = run->body;
     amqp_connection_state_t conn = connect_broker(o.uri);
 
     if (o.rpc) {
@@ -241,7 +263,7 @@ int main(int argc, char **argv)
     check_reply(amqp_get_rpc_reply(conn), "confirm.select");
 
     struct slot *slots = calloc(o.window, sizeof *slots);
-    struct tally t = {.lat = malloc(LAT_SLOTS * sizeof(double))};
+    struct tally t = {.lat = malloc(LAT_SLOTS / 4 * sizeof(double))};
     if (!slots || !t.lat)
         die("out of memory", "slots");
 
@@ -353,17 +375,52 @@ int main(int argc, char **argv)
         }
         amqp_maybe_release_buffers(conn);
     }
-    double secs = now_s() - start;
-    qsort(t.lat, t.n_lat, sizeof(double), cmp_double);
-    printf("ceiling %s ops=%" PRIu64 " seconds=%.2f rate=%.0f p50_ms=%.2f p99_ms=%.2f "
-           "nacks=%" PRIu64 " returns=%" PRIu64 "\n",
-           o.rpc ? "rpc" : "publish", t.ops, secs, (double)t.ops / secs,
-           percentile(t.lat, t.n_lat, 50), percentile(t.lat, t.n_lat, 99), t.nacks, t.returns);
-
     amqp_channel_close(conn, CHANNEL, AMQP_REPLY_SUCCESS);
     amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
     amqp_destroy_connection(conn);
     free(slots);
-    free(t.lat);
+    run->t = t;
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = parse(argc, argv);
+    amqp_bytes_t body = read_doc(o.doc);
+    unsigned n = o.conns < o.window ? o.conns : o.window;
+    struct run *runs = calloc(n, sizeof *runs);
+    if (runs == NULL)
+        die("out of memory", "runs");
+    double start = now_s();
+    for (unsigned i = 0; i < n; i++) {
+        runs[i] = (struct run){.o = &o, .body = body, .window = o.window / n};
+        if (i < o.window % n)
+            runs[i].window++;
+        if (pthread_create(&runs[i].th, NULL, run_one, &runs[i]) != 0)
+            die("pthread_create", strerror(errno));
+    }
+    struct tally all = {.lat = malloc(LAT_SLOTS * sizeof(double))};
+    if (all.lat == NULL)
+        die("out of memory", "latencies");
+    for (unsigned i = 0; i < n; i++) {
+        pthread_join(runs[i].th, NULL);
+        struct tally *t = &runs[i].t;
+        all.ops += t->ops;
+        all.nacks += t->nacks;
+        all.returns += t->returns;
+        size_t k = t->n_lat < LAT_SLOTS - all.n_lat ? t->n_lat : LAT_SLOTS - all.n_lat;
+        memcpy(all.lat + all.n_lat, t->lat, k * sizeof(double));
+        all.n_lat += k;
+        free(t->lat);
+    }
+    double secs = now_s() - start;
+    qsort(all.lat, all.n_lat, sizeof(double), cmp_double);
+    printf("ceiling %s ops=%" PRIu64 " seconds=%.2f rate=%.0f p50_ms=%.2f p99_ms=%.2f "
+           "nacks=%" PRIu64 " returns=%" PRIu64 "\n",
+           o.rpc ? "rpc" : "publish", all.ops, secs, (double)all.ops / secs,
+           percentile(all.lat, all.n_lat, 50), percentile(all.lat, all.n_lat, 99), all.nacks,
+           all.returns);
+    free(all.lat);
+    free(runs);
     return 0;
 }

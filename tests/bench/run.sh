@@ -327,6 +327,8 @@ set title "ingest-bridge: $title against concurrency (${plot_secs} s a point, $(
 set xlabel "concurrent connections"
 set ylabel "$ylab"
 set logscale x
+set xrange [7:14000]
+set yrange [0:10<*]
 set xtics ("10" 10, "100" 100, "1,000" 1000, "10,000" 10000)
 set key outside right
 set grid
