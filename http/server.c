@@ -766,7 +766,10 @@ struct http_server *http_server_new(struct event_base *base, const struct config
                                             EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_max_body_size(s->http, (ev_ssize_t)cfg->max_body);
     evhttp_set_max_headers_size(s->http, HTTP_MAX_HEADERS_SIZE);
-    evhttp_set_timeout_tv(s->http, &tv);
+    /* No evhttp timeout: our deadline (arm_deadline) bounds every moment
+     * of a connection but the bridge's wait, which the bridge bounds; an
+     * evhttp inactivity timeout on top re-armed two bufferevent timers on
+     * every read and write (measured: 6% of the instructions of a pong). */
     evhttp_set_bevcb(s->http, on_bev, s);
     evhttp_set_gencb(s->http, on_request, s);
     return s;
