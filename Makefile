@@ -14,6 +14,7 @@
 #   make bench           the bridge against its limits (broker ceiling, nginx), one table
 #   make bench-plot      req/s, p99 and errors against concurrency, as PNG plots
 #   make bench-profile   instructions per request (callgrind) on pong, fire and rpc
+#   make bench-readme    the latest table and plots into README.md
 #   make format-check    clang-format --dry-run -Werror on our sources
 #   make clean
 # Knobs: WERROR=1 (CI), SANITIZER=address,undefined (builds into build/san).
@@ -59,7 +60,7 @@ FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tes
 
 .PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults \
         reliability fuzz unit format-check format bench bench-plot bench-deps \
-        bench-profile
+        bench-profile bench-readme
 all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 
 $(BUILD)/obj/%.o: %.c
@@ -224,6 +225,10 @@ bench: bench-deps
 bench-plot: bench-deps
 	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(BUILD)/bench-ceiling
 	tests/bench/run.sh $(BUILD) plot
+
+# The latest bench table and plots into README.md and tests/bench/plots/.
+bench-readme:
+	tests/bench/run.sh $(BUILD) readme
 
 # Instructions per request on the pong, fire and rpc paths (callgrind).
 bench-profile: bench-deps

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# run.sh BUILD table|plot - `make bench` and `make bench-plot`: the bridge
-# against the limits it is judged by, measured in one run on one machine.
+# run.sh BUILD table|plot|readme - `make bench`, `make bench-plot` and
+# `make bench-readme`: the bridge against the limits it is judged by,
+# measured in one run on one machine.
 #
 # Starts, all private to this run and all on 127.0.0.1: a RabbitMQ node
 # (tests/broker.sh, data under $BENCH_OUT/broker), the bridge from BUILD
@@ -31,7 +32,7 @@
 # Traffic goes to 127.0.0.1 only and every run is bounded in time.
 set -euo pipefail
 
-build=${1:?usage: run.sh BUILD table|plot}
+build=${1:?usage: run.sh BUILD table|plot|readme}
 what=${2:-table}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$here"
@@ -46,6 +47,36 @@ broker=$here/tests/broker.sh
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
+
+# readme: the latest table.md into README.md between the BENCH markers, and
+# the plots beside it (tests/bench/plots/), as `make bench-readme` does.
+run_readme() {
+    [ -s "$out/table.md" ] || die "no $out/table.md: run make bench first"
+    if ! grep -q '<!-- BENCH:BEGIN -->' README.md || ! grep -q '<!-- BENCH:END -->' README.md; then
+        die "the BENCH markers are missing from README.md"
+    fi
+    local t
+    t=$(mktemp)
+    { echo '<!-- BENCH:BEGIN -->'; cat "$out/table.md"; echo '<!-- BENCH:END -->'; } >"$t"
+    awk -v table="$t" '
+        /<!-- BENCH:BEGIN -->/ { while ((getline line < table) > 0) print line; skip = 1; next }
+        /<!-- BENCH:END -->/ { skip = 0; next }
+        !skip { print }
+    ' README.md >README.md.new
+    mv README.md.new README.md
+    rm -f "$t"
+    mkdir -p tests/bench/plots
+    local f
+    for f in "$out"/plot-*.png; do
+        [ -e "$f" ] && cp "$f" tests/bench/plots/
+    done
+    say "table and plots into README.md and tests/bench/plots/"
+}
+
+if [ "$what" = readme ]; then
+    run_readme
+    exit 0
+fi
 
 for t in wrk nginx; do
     command -v "$t" >/dev/null || die "$t missing: make bench-deps"
@@ -342,5 +373,5 @@ EOF
 case $what in
 table) run_table ;;
 plot) run_plot ;;
-*) die "usage: run.sh BUILD table|plot" ;;
+*) die "usage: run.sh BUILD table|plot|readme" ;;
 esac
