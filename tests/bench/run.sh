@@ -167,17 +167,50 @@ start_bridge() {
 : >"$out/bridge.log"
 start_bridge
 ECHO_URI=$uri "$here/$build/echo-worker" -u "$uri" -q rpc >"$out/echo.log" 2>&1 &
-pids+=("$!")
+echo_pid=$!
+pids+=("$echo_pid")
 sleep 0.5
 
 # --- measuring ----------------------------------------------------------------
+# Where the two cores go: for every run, the CPU seconds (user + system) the
+# broker, the bridge and the load generator used, over the wall seconds, into
+# cpu.tsv; the table's second part shows them as cores kept busy.
+hz=$(getconf CLK_TCK)
+ticks() { # PID -> user + system ticks so far, 0 if it is gone
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0
+}
+broker_ticks() { ticks "$(tr -dc 0-9 <"$BROKER_DIR/rabbit.pid")"; }
+# timed NAME WALL CMD...: run CMD (its stdout passes through) and record the
+# cores each side kept busy meanwhile.
+timed() {
+    local name=$1 wall=$2
+    shift 2
+    local b0 r0 e0 rc=0
+    b0=$(broker_ticks)
+    r0=$(ticks "$bridge_pid")
+    e0=$(ticks "$echo_pid")
+    ( "$@"; rc=$?; times >"$out/times.$$"; exit $rc ) || rc=$?
+    local b1 r1 e1 client
+    b1=$(broker_ticks)
+    r1=$(ticks "$bridge_pid")
+    e1=$(ticks "$echo_pid")
+    # times: the shell, then its children (CMD): "0m1.250s 0m0.310s".
+    client=$(awk 'NR == 2 { n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] } print n }' "$out/times.$$")
+    rm -f "$out/times.$$"
+    awk -v n="$name" -v w="$wall" -v b=$((b1 - b0)) -v r=$((r1 - r0)) -v e=$((e1 - e0)) \
+        -v c="$client" -v hz="$hz" \
+        'BEGIN { printf "%s\t%.2f\t%.2f\t%.2f\t%.2f\n", n, b / hz / w, r / hz / w, e / hz / w, c / w }' \
+        >>"$out/cpu.tsv"
+    return $rc
+}
+
 # wrk_run NAME THREADS CONNS SECONDS SCRIPT URL [ENV...]: prints the BENCH
 # fields of tests/load/report.lua as "requests seconds non2xx p50 p99 sockerr".
 wrk_run() {
     local name=$1 t=$2 c=$3 s=$4 script=$5 url=$6
     shift 6
-    env "$@" wrk -t"$t" -c"$c" -d"${s}s" --timeout 30s -s "$here/tests/load/$script" "$url" \
-        >"$out/wrk-$name.txt" 2>&1 || true
+    timed "$name" "$s" env "$@" wrk -t"$t" -c"$c" -d"${s}s" --timeout 30s \
+        -s "$here/tests/load/$script" "$url" >"$out/wrk-$name.txt" 2>&1 || true
     local line
     line=$(grep '^BENCH ' "$out/wrk-$name.txt" | tail -n1) ||
         die "wrk printed no BENCH line for $name: $(cat "$out/wrk-$name.txt")"
@@ -188,7 +221,8 @@ wrk_run() {
 
 ceiling_run() { # MODE QUEUE -> "ops seconds rate p50 p99"
     local line
-    line=$("$here/$build/bench-ceiling" "$1" -u "$uri" -q "$2" -f "$doc" -w "$window" -d "$secs") ||
+    line=$(timed "ceiling $1" "$secs" "$here/$build/bench-ceiling" "$1" -u "$uri" -q "$2" \
+        -f "$doc" -w "$window" -d "$secs") ||
         die "bench-ceiling $1 failed"
     echo "$line" >>"$out/ceiling.txt"
     local ops seconds rate p50_ms p99_ms nacks returns
@@ -199,6 +233,7 @@ ceiling_run() { # MODE QUEUE -> "ops seconds rate p50 p99"
 # Rows: workload rate p50 p99 errors lost limit_name limit_rate
 : >"$out/results.tsv"
 : >"$out/ceiling.txt"
+: >"$out/cpu.tsv"
 row() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$out/results.tsv"; }
 rate() { awk -v n="$1" -v e="$2" -v s="$3" 'BEGIN { printf "%.0f", (n - e) / s }'; }
 
@@ -294,6 +329,7 @@ run_quorum() {
     done
     local r
     read -r -a r < <(wrk_run quorum 1 100 "$secs" post.lua "http://127.0.0.1:$qport/ingest")
+    sed -i '$d' "$out/cpu.tsv" # it measured the other bridge and node: not this run
     local ok=$((r[0] - r[2])) d
     sleep 1
     d=$("$here/tests/cluster/cluster.sh" ctl "$cluster_dir" list_queues -q name messages |
@@ -316,6 +352,12 @@ print_table() {
             printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6,
                    ($7 == "-" ? "-" : $7 " " $8), ratio
         }' "$out/results.tsv"
+        echo
+        echo "Cores kept busy during each run (CPU seconds over wall seconds; 2 = the whole machine):"
+        echo
+        echo "| run | broker | bridge | echo worker | load generator |"
+        echo "|---|---:|---:|---:|---:|"
+        awk -F'\t' '{ printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5 }' "$out/cpu.tsv"
         echo
         echo "c10k: bridge peak RSS ${rss_kb} kB. ${secs} s a workload, wrk -t1 -c100 unless"
         echo "named; c10k wrk -t2 -c10000. Machine: $machine; $(date -u +%Y-%m-%d)."
