@@ -13,7 +13,8 @@
 #   table  pong-keepalive  wrk -t1 -c100 GET /pong, bridge then nginx
 #          pong-close      the same with Connection: close
 #          fire            POST of tests/load/doc.xml to /ingest (persistent,
-#                          confirms on), then the queue depth against the 2xx
+#                          confirms on) over BENCH_WINDOW connections (the
+#                          ceiling's window), then the queue depth against the 2xx
 #                          count; the limit: bench-ceiling publish (rabbitmq-c
 #                          straight to the broker, window BENCH_WINDOW = 300)
 #          rpc             the same document to /rpc, the echo worker
@@ -287,13 +288,15 @@ run_table() {
     row "ceiling publish (rabbitmq-c, window $window)" "${c[2]}" "${c[3]}" "${c[4]}" "${c[5]}" - - -
     purge ingest
     say "bridge fire"
-    wrk_row fire 1 100 post.lua "$bridge/ingest" "direct publish" "${c[2]}" ingest
+    # As many connections as the ceiling has messages in flight: the same
+    # concurrency on both sides of the ratio.
+    wrk_row fire 1 "$window" post.lua "$bridge/ingest" "direct publish" "${c[2]}" ingest
 
     say "ceiling: direct rpc"
     read -r -a c < <(ceiling_run rpc rpc)
     row "ceiling rpc (rabbitmq-c, window $window)" "${c[2]}" "${c[3]}" "${c[4]}" "${c[5]}" - - -
     say "bridge rpc"
-    wrk_row rpc 1 100 post.lua "$bridge/rpc" "direct rpc" "${c[2]}" -
+    wrk_row rpc 1 "$window" post.lua "$bridge/rpc" "direct rpc" "${c[2]}" -
 
     say "c10k"
     wrk_row c10k-pong 2 10000 pong.lua "$bridge/pong" - - -
@@ -359,8 +362,8 @@ print_table() {
         echo "|---|---:|---:|---:|---:|"
         awk -F'\t' '{ printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5 }' "$out/cpu.tsv"
         echo
-        echo "c10k: bridge peak RSS ${rss_kb} kB. ${secs} s a workload, wrk -t1 -c100 unless"
-        echo "named; c10k wrk -t2 -c10000. Machine: $machine; $(date -u +%Y-%m-%d)."
+        echo "c10k: bridge peak RSS ${rss_kb} kB. ${secs} s a workload; pong wrk -t1 -c100, fire and"
+        echo "rpc wrk -t1 -c$window (the ceiling's window), c10k wrk -t2 -c10000, quorum wrk -t1 -c100. Machine: $machine; $(date -u +%Y-%m-%d)."
     } >"$out/table.md"
     echo
     cat "$out/table.md"
