@@ -48,6 +48,7 @@ enum key_type {
     KEY_BOOL,       /* bool */
     KEY_MODE,       /* enum route_mode */
     KEY_LEVEL,      /* enum log_level */
+    KEY_LOG_FORMAT, /* enum log_format */
     KEY_LISTEN,     /* host:port -> cfg->listen_host, cfg->listen_port */
     KEY_URIS,       /* amqp:// list -> cfg->uris, cfg->n_uris */
 };
@@ -65,7 +66,7 @@ enum section_kind { SEC_HTTP, SEC_AMQP, SEC_LOG, SEC_ROUTE, SEC_COUNT };
 /* Indexes of keys the validation pass names. */
 enum { HK_LISTEN, HK_WORKERS, HK_MAX_BODY, HK_TIMEOUT, HK_PONG_PATH, HK_COUNT };
 enum { AK_URI, AK_HEARTBEAT, AK_CONFIRM, AK_MAX_INFLIGHT, AK_COUNT };
-enum { LK_LEVEL, LK_COUNT };
+enum { LK_LEVEL, LK_FORMAT, LK_ACCESS_LOG, LK_COUNT };
 enum {
     RK_PATH,
     RK_MODE,
@@ -103,6 +104,8 @@ static const struct key_def amqp_keys[AK_COUNT] = {
 
 static const struct key_def log_keys[LK_COUNT] = {
     [LK_LEVEL] = {"level", KEY_LEVEL, CFG(log_level), 0, 0, "info"},
+    [LK_FORMAT] = {"format", KEY_LOG_FORMAT, CFG(log_format), 0, 0, "text"},
+    [LK_ACCESS_LOG] = {"access_log", KEY_BOOL, CFG(access_log), 0, 0, "no"},
 };
 
 static const struct key_def route_keys[RK_COUNT] = {
@@ -133,6 +136,10 @@ static const struct section_def sections[SEC_COUNT] = {
 
 /* Paths the HTTP server answers itself. */
 static const char *const reserved_paths[] = {"/healthz", "/metrics"};
+
+/* Route names /metrics gives the bridge's own answers in its route label
+ * (bridge/metrics.c): a route of that name would be counted with them. */
+static const char *const reserved_route_names[] = {"pong", "healthz", "metrics", "none"};
 
 /* Where a value came from: for "given twice" and for error messages. */
 struct origin {
@@ -336,6 +343,11 @@ const char *config_log_level_name(enum log_level level)
         return "error";
     }
     return "?";
+}
+
+const char *config_log_format_name(enum log_format format)
+{
+    return format == LOG_FORMAT_JSON ? "json" : "text";
 }
 
 /* Bounds in the unit a user writes them in. */
@@ -757,6 +769,15 @@ static int set_value(void *base, const struct key_def *k, const char *v, char *w
         }
         snprintf(why, wl, "'%.64s' is not a level (debug, info, warn or error)", v);
         return -1;
+    case KEY_LOG_FORMAT:
+        for (int f = LOG_FORMAT_TEXT; f <= LOG_FORMAT_JSON; f++) {
+            if (strcasecmp(v, config_log_format_name((enum log_format)f)) == 0) {
+                *(enum log_format *)(void *)field = (enum log_format)f;
+                return 0;
+            }
+        }
+        snprintf(why, wl, "'%.64s' is not a log format (text or json)", v);
+        return -1;
     case KEY_LISTEN:
         return parse_listen(base, v, why, wl);
     case KEY_URIS:
@@ -1152,6 +1173,14 @@ static const char *reserved_path(const char *path)
     return NULL;
 }
 
+static const char *reserved_route_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof reserved_route_names / sizeof reserved_route_names[0]; i++)
+        if (strcasecmp(name, reserved_route_names[i]) == 0)
+            return reserved_route_names[i];
+    return NULL;
+}
+
 static int validate(struct loader *ld)
 {
     const struct config *c = ld->cfg;
@@ -1161,6 +1190,14 @@ static int validate(struct loader *ld)
     for (size_t j = 0; j < c->n_routes; j++) {
         const struct config_route *r = &c->routes[j];
         const struct origin *ko = ld->meta[j].keys;
+        if (reserved_route_name(r->name) != NULL) {
+            const struct route_meta *m = &ld->meta[j];
+            const struct origin o = {m->line, m->env};
+            return fail(ld, &o, NULL,
+                        "route name %s is reserved: /metrics labels the bridge's own answers "
+                        "(pong, healthz, metrics, none) with it",
+                        r->name);
+        }
         if (r->path == NULL)
             return missing(ld, j, "path");
         if (r->routing_key == NULL)

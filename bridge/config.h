@@ -13,6 +13,9 @@ enum route_mode { ROUTE_PUBLISH, ROUTE_RPC };
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
+/* How a log line is written: "TIME LEVEL thread message", or one JSON object. */
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+
 struct config_route {
     char *name;           /* section name after "route ", e.g. "ingest" */
     char *path;           /* exact request path, starts with '/' */
@@ -56,6 +59,8 @@ struct config {
 
     /* [log] */
     enum log_level log_level;
+    enum log_format log_format; /* text | json */
+    bool access_log;            /* one line per answered request */
 
     struct config_route *routes;
     size_t n_routes;
@@ -76,5 +81,6 @@ int config_parse_size(const char *s, size_t *bytes) __attribute__((warn_unused_r
 int config_parse_bool(const char *s, bool *out) __attribute__((warn_unused_result));
 
 const char *config_log_level_name(enum log_level level);
+const char *config_log_format_name(enum log_format format);
 
 #endif

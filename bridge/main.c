@@ -110,6 +110,7 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_level(cfg->log_level);
+    log_set_format(cfg->log_format);
     xmlcheck_global_init();
     struct xmlcheck_schema **schemas = load_schemas(cfg, err, sizeof err);
     if (schemas == NULL) {
