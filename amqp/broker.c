@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,10 +127,11 @@ struct broker {
     bool content_header;       /* waiting for the header frame */
     struct reply_state rep;    /* content == CONTENT_REPLY */
 
-    bool rpc;                /* some route is rpc: consume direct reply-to */
-    enum reopen_step reopen; /* channel reopen under way */
-    struct pending *pending; /* rpc requests waiting for their reply */
-    uint64_t late_replies;   /* replies that found no waiting request */
+    bool rpc;                      /* some route is rpc: consume direct reply-to */
+    enum reopen_step reopen;       /* channel reopen under way */
+    struct pending *pending;       /* rpc requests waiting for their reply */
+    _Atomic uint64_t late_replies; /* replies that found no waiting request; /metrics
+                                      reads it from another worker's thread */
 
     amqp_table_entry_t hdr[BROKER_MAX_HEADERS]; /* reused per publish */
     size_t peak_inflight;                       /* most publishes awaiting a confirm at once */
@@ -739,7 +741,7 @@ static void finish_reply(struct broker *b)
     b->content = CONTENT_NONE;
     void *ctx = pending_remove(b->pending, rs->id, rs->id_len);
     if (ctx == NULL) {
-        b->late_replies++;
+        atomic_fetch_add_explicit(&b->late_replies, 1, memory_order_relaxed);
         log_debug("broker: dropped a reply for %.*s: nobody waits for it", (int)rs->id_len, rs->id);
         return;
     }
@@ -767,7 +769,7 @@ static void start_reply(struct broker *b, const amqp_frame_t *f)
     rs->id[rs->id_len] = '\0';
     if (rs->id_len == 0 || pending_find(b->pending, rs->id, rs->id_len) == NULL) {
         /* Late (timed out, client gone), twice, or not ours: skip it. */
-        b->late_replies++;
+        atomic_fetch_add_explicit(&b->late_replies, 1, memory_order_relaxed);
         log_debug("broker: dropped a reply for '%s': nobody waits for it", rs->id);
         b->content = size > 0 ? CONTENT_SKIP : CONTENT_NONE;
         b->content_left = size;
@@ -942,7 +944,7 @@ void broker_rpc_forget(struct broker *b, const char *correlation_id, size_t len)
 
 uint64_t broker_late_replies(const struct broker *b)
 {
-    return b->late_replies;
+    return atomic_load_explicit(&b->late_replies, memory_order_relaxed);
 }
 
 void broker_detach(struct broker *b, uint64_t tag)

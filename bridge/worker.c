@@ -20,6 +20,7 @@
 #include "hdrmap.h"
 #include "log.h"
 #include "message.h"
+#include "metrics.h"
 #include "server.h"
 #include "xmlcheck.h"
 
@@ -61,6 +62,7 @@ struct worker {
     struct http_server *http;                     /* this thread's listener + connections */
     struct broker *broker;                        /* this thread's connection + channel */
     struct xmlcheck *xc;                          /* used by this thread only */
+    struct metrics_shard *m;                      /* this thread's counters */
     struct hdrmap headers;                        /* reused per request */
     struct route_rt *rt;                          /* per route, index as cfg->routes */
     struct backlog backlog;                       /* publishes waiting for room */
@@ -74,12 +76,15 @@ struct worker {
     bool stopping;                  /* stop requested */
 
     _Atomic int broker_state;       /* enum broker_state, for /healthz */
-    pthread_mutex_t reason_lock;    /* guards reason */
+    bool ever_up;                   /* connected once: the next connection is a reconnect */
+    pthread_mutex_t reason_lock;    /* guards reason and node */
     char reason[WORKER_REASON_LEN]; /* why the broker is not up */
+    char node[WORKER_REASON_LEN];   /* display URI of the current or last node */
 };
 
 struct worker_pool {
     const struct config *cfg; /* immutable */
+    struct metrics *metrics;  /* every worker's counters */
     struct worker *w;         /* cfg->workers entries */
     size_t n;                 /* created so far */
 };
@@ -115,18 +120,23 @@ static void on_done(void *arg, void *ctx, enum tracker_result res)
     struct http_req *r = ctx;
     if (is_rpc(r)) {
         http_req_set_token(r, 0); /* its confirm came; nothing to detach later */
-        if (res == TRACKER_ACK)
+        if (res == TRACKER_ACK) {
+            metrics_confirm(w->m, METRICS_ACK);
             return; /* the broker has it: now the reply (or the timeout) answers */
+        }
         broker_rpc_forget(w->broker, http_req_id(r), http_req_id_len(r));
     }
     switch (res) {
     case TRACKER_ACK:
+        metrics_confirm(w->m, METRICS_ACK);
         http_req_reply(r, 202, NULL, NULL, 0);
         break;
     case TRACKER_NACK:
+        metrics_confirm(w->m, METRICS_NACK);
         reply_text(r, 503, "the broker refused the message (nack); retry later");
         break;
     case TRACKER_RETURNED:
+        metrics_confirm(w->m, METRICS_RETURN);
         reply_text(r, 502,
                    "unroutable: no queue is bound for this route's exchange and routing key");
         break;
@@ -162,8 +172,17 @@ static void backlog_fail(struct worker *w, const char *why);
 static void on_broker_state(void *arg, enum broker_state s, const char *reason)
 {
     struct worker *w = arg;
+    int was = atomic_load_explicit(&w->broker_state, memory_order_relaxed);
+    /* Up again after down or connecting (not after blocked, nor a channel
+     * reopened under an open connection): a new connection. */
+    if (s == BROKER_UP && (was == BROKER_DOWN || was == BROKER_CONNECTING)) {
+        if (w->ever_up)
+            metrics_reconnected(w->m);
+        w->ever_up = true;
+    }
     pthread_mutex_lock(&w->reason_lock);
     snprintf(w->reason, sizeof w->reason, "%s", reason != NULL ? reason : "");
+    snprintf(w->node, sizeof w->node, "%s", broker_node(w->broker));
     pthread_mutex_unlock(&w->reason_lock);
     atomic_store_explicit(&w->broker_state, (int)s, memory_order_release);
     if (s != BROKER_UP && w->backlog.live > 0)
@@ -259,6 +278,7 @@ static bool publish(struct worker *w, struct http_req *r)
     uint64_t tag = 0;
     switch (broker_publish(w->broker, &m, r, &tag)) {
     case BROKER_PUB_WAIT:
+        metrics_published(w->m, METRICS_ROUTE0 + route_idx);
         http_req_set_token(r, tag);
         http_req_set_timer(r, w->rt[route_idx].tv);
         break;
@@ -266,6 +286,7 @@ static bool publish(struct worker *w, struct http_req *r)
         reply_text(r, 409, "a request with this X-Request-Id is already waiting for its reply");
         break;
     case BROKER_PUB_SENT:
+        metrics_published(w->m, METRICS_ROUTE0 + route_idx);
         http_req_reply(r, 202, NULL, NULL, 0);
         break;
     case BROKER_PUB_UNAVAILABLE:
@@ -401,6 +422,7 @@ static void on_expired(void *arg, struct http_req *r)
     broker_detach(w->broker, http_req_token(r));
     if (route->mode == ROUTE_RPC) {
         broker_rpc_forget(w->broker, http_req_id(r), http_req_id_len(r));
+        metrics_rpc_timeout(w->m, METRICS_ROUTE0 + (size_t)(route - w->cfg->routes));
         log_info("%s: %s: no reply within %llu ms: answering 504", http_req_id(r), route->name,
                  (unsigned long long)route->timeout_ms);
         reply_text(r, 504, "no reply from a worker within %llu ms",
@@ -412,6 +434,8 @@ static void on_expired(void *arg, struct http_req *r)
     reply_text(r, 503, "the broker did not confirm the message in time; retry later");
 }
 
+/* One line per worker into buf: first those not up ("worker 1: broker down:
+ * connection refused"), then those up ("worker 0: up amqp://guest@host:5672/%2f"). */
 static bool on_health(void *arg, char *buf, size_t buflen)
 {
     struct worker *self = arg;
@@ -419,21 +443,54 @@ static bool on_health(void *arg, char *buf, size_t buflen)
     bool ok = true;
     size_t off = 0;
     buf[0] = '\0';
-    for (size_t i = 0; i < p->n; i++) {
-        struct worker *w = &p->w[i];
-        int s = atomic_load_explicit(&w->broker_state, memory_order_acquire);
-        if (s == BROKER_UP)
-            continue;
-        ok = false;
-        pthread_mutex_lock(&w->reason_lock);
-        int n = snprintf(buf + off, buflen - off, "worker %u: broker %s: %s\n", w->id,
-                         broker_state_name((enum broker_state)s), w->reason);
-        pthread_mutex_unlock(&w->reason_lock);
-        if (n < 0 || (size_t)n >= buflen - off)
-            break;
-        off += (size_t)n;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < p->n; i++) {
+            struct worker *w = &p->w[i];
+            int s = atomic_load_explicit(&w->broker_state, memory_order_acquire);
+            if ((s == BROKER_UP) != (pass == 1))
+                continue;
+            int n;
+            pthread_mutex_lock(&w->reason_lock);
+            if (s == BROKER_UP)
+                n = snprintf(buf + off, buflen - off, "worker %u: up %s\n", w->id, w->node);
+            else
+                n = snprintf(buf + off, buflen - off, "worker %u: broker %s: %s\n", w->id,
+                             broker_state_name((enum broker_state)s), w->reason);
+            pthread_mutex_unlock(&w->reason_lock);
+            if (s != BROKER_UP)
+                ok = false;
+            if (n < 0 || (size_t)n >= buflen - off)
+                return ok && pass == 1;
+            off += (size_t)n;
+        }
     }
     return ok;
+}
+
+/* /metrics: every worker's counters and broker connection, read now. */
+static int on_metrics(void *arg, char **body, size_t *len)
+{
+    struct worker *self = arg;
+    struct worker_pool *p = self->pool;
+    struct metrics_worker_info *info = calloc(p->n + 1, sizeof *info);
+    char(*nodes)[WORKER_REASON_LEN] = calloc(p->n + 1, sizeof *nodes);
+    int rc = -1;
+    if (info != NULL && nodes != NULL) {
+        for (size_t i = 0; i < p->n; i++) {
+            struct worker *w = &p->w[i];
+            info[i].connected =
+                atomic_load_explicit(&w->broker_state, memory_order_acquire) == BROKER_UP;
+            pthread_mutex_lock(&w->reason_lock);
+            memcpy(nodes[i], w->node, sizeof nodes[i]);
+            pthread_mutex_unlock(&w->reason_lock);
+            info[i].node = nodes[i];
+            info[i].late_replies = broker_late_replies(w->broker);
+        }
+        rc = metrics_render(p->metrics, info, body, len);
+    }
+    free(nodes);
+    free(info);
+    return rc;
 }
 
 /* ---- stopping ----------------------------------------------------------- */
@@ -511,6 +568,7 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
     w->pool = p;
     w->cfg = p->cfg;
     w->schemas = schemas;
+    w->m = metrics_shard(p->metrics, id);
     w->cmd_fd[0] = w->cmd_fd[1] = -1;
     hdrmap_init(&w->headers);
     pthread_mutex_init(&w->reason_lock, NULL);
@@ -537,7 +595,9 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
         .gone = on_gone,
         .expired = on_expired,
         .health = on_health,
+        .metrics = on_metrics,
         .arg = w,
+        .counters = w->m,
     };
     char herr[256];
     w->http = http_server_new(w->base, w->cfg, id, &h, herr, sizeof herr);
@@ -630,9 +690,12 @@ struct worker_pool *worker_pool_new(const struct config *cfg,
         return NULL;
     }
     p->cfg = cfg;
+    p->metrics = metrics_new(cfg);
     p->w = calloc((size_t)cfg->workers, sizeof *p->w);
-    if (p->w == NULL) {
+    if (p->w == NULL || p->metrics == NULL) {
         snprintf(err, errlen, "out of memory");
+        free(p->w);
+        metrics_free(p->metrics);
         free(p);
         return NULL;
     }
@@ -682,5 +745,6 @@ void worker_pool_free(struct worker_pool *p)
     for (size_t i = 0; i < p->n; i++)
         worker_destroy(&p->w[i]);
     free(p->w);
+    metrics_free(p->metrics);
     free(p);
 }

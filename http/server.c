@@ -50,12 +50,13 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "reqid.h"
 
 #define HTTP_MAX_HEADERS_SIZE (64 * 1024) /* request line + headers */
 #define HTTP_RETRY_AFTER "1"              /* seconds, on every 503 */
 #define HTTP_ACCEPT_PAUSE_MS 250          /* accept paused this long on EMFILE & co */
-#define HTTP_HEALTH_LEN 1024              /* /healthz body */
+#define HTTP_HEALTH_LINE 400              /* /healthz body, per worker */
 
 static const char PONG[] = "Pong!";
 
@@ -82,6 +83,9 @@ struct http_req {
     const char *path;                 /* owned by req */
     const char *query;                /* owned by req; NULL if none */
     const char *ctype;                /* owned by req; NULL if none */
+    const char *target;               /* request target as sent; owned by req */
+    size_t slot;                      /* metrics slot of its route */
+    uint64_t t0;                      /* loop_us() when it was read whole */
     size_t id_len;                    /* strlen(id) */
     char id[REQID_MAX + 1];           /* X-Request-Id, taken or generated */
     struct http_req *next_free;       /* free list */
@@ -100,6 +104,7 @@ struct http_server {
     struct reqid_gen ids;              /* this worker's request ids */
     bool draining;                     /* stop accepting, close after each answer */
     size_t pending;                    /* requests handed to the bridge, unanswered */
+    size_t n_conns;                    /* live connection contexts */
     struct http_conn live;             /* sentinel of the live connection list */
     struct http_conn *free_conns;      /* recycled contexts (events kept) */
     struct http_req *free_reqs;        /* recycled request contexts */
@@ -184,6 +189,7 @@ static struct http_conn *conn_get(struct http_server *s)
     c->prev = &s->live;
     s->live.next->prev = c;
     s->live.next = c;
+    metrics_set_connections(s->h.counters, ++s->n_conns);
     return c;
 }
 
@@ -199,6 +205,7 @@ static void conn_put(struct http_conn *c)
     c->prev = NULL;
     c->next = s->free_conns;
     s->free_conns = c;
+    metrics_set_connections(s->h.counters, --s->n_conns);
 }
 
 static void conn_free(struct http_conn *c)
@@ -238,6 +245,7 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
     if (r != NULL) {
         c->waiting = NULL;
         s->pending--;
+        metrics_set_inflight(s->h.counters, s->pending);
         s->h.gone(s->h.arg, r);
         req_put(s, r);
     }
@@ -436,10 +444,75 @@ static const char *fmt_size(char *buf, size_t n)
     return p;
 }
 
-/* The one place responses leave. Frees evhttp's request. */
-static void send_response(struct http_server *s, struct evhttp_request *req, const char *id,
+/* What a response answers, for its headers, its count and the access log. */
+struct answer {
+    const char *id;     /* X-Request-Id */
+    const char *target; /* request target as sent */
+    size_t slot;        /* metrics slot (enum metrics_slot) */
+    uint64_t t0;        /* loop_us() of the turn the request was read whole in */
+};
+
+/* Microseconds on the loop's clock, which libevent reads once per turn of
+ * the loop: timing a request costs no clock call of its own. An answer
+ * given in the turn its request was read whole in takes 0 by this clock. */
+static uint64_t loop_us(struct timeval tv)
+{
+    return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
+static const char *method_name(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    case EVHTTP_REQ_TRACE:
+        return "TRACE";
+    case EVHTTP_REQ_CONNECT:
+        return "CONNECT";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    }
+    return "?";
+}
+
+/* One access log line ([log] access_log = yes). */
+static void log_access(struct http_server *s, struct evhttp_request *req, const struct answer *a,
+                       int status, size_t bytes, uint64_t ns)
+{
+    char *addr = NULL;
+    ev_uint16_t port = 0;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon != NULL)
+        evhttp_connection_get_peer(evcon, &addr, &port);
+    const struct log_field f[] = {
+        {"route", LOG_FIELD_STR, metrics_slot_name(s->cfg, a->slot), 0},
+        {"method", LOG_FIELD_STR, method_name(evhttp_request_get_command(req)), 0},
+        {"path", LOG_FIELD_STR, a->target, 0},
+        {"status", LOG_FIELD_INT, NULL, status},
+        {"bytes", LOG_FIELD_INT, NULL, (int64_t)bytes},
+        {"duration_ms", LOG_FIELD_MS, NULL, (int64_t)ns},
+        {"id", LOG_FIELD_STR, a->id, 0},
+        {"client", LOG_FIELD_STR, addr, 0},
+    };
+    log_record(LOG_INFO, "access", f, sizeof f / sizeof f[0]);
+}
+
+/* The one place responses leave: counted, logged if asked. Frees evhttp's
+ * request. */
+static void send_response(struct http_server *s, struct evhttp_request *req, const struct answer *a,
                           int status, const char *ctype, const char *body, size_t len, int flags)
 {
+    const char *id = a->id;
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     evhttp_add_header(out, "X-Request-Id", id);
     if (ctype != NULL)
@@ -456,20 +529,29 @@ static void send_response(struct http_server *s, struct evhttp_request *req, con
     char n[24];
     evhttp_add_header(out, "Content-Length", fmt_size(n, len));
     /* evhttp would send a body given for HEAD: the length only. */
+    size_t sent = 0;
     if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD && len > 0) {
+        sent = len;
         struct evbuffer *b = evhttp_request_get_output_buffer(req);
         if (flags & SEND_STATIC)
             evbuffer_add_reference(b, body, len, NULL, NULL);
         else
             evbuffer_add(b, body, len);
     }
+    struct timeval now;
+    event_base_gettimeofday_cached(s->base, &now);
+    /* The loop's clock is the wall clock: a step back gives 0, not a wrap. */
+    uint64_t ns = loop_us(now) > a->t0 ? (loop_us(now) - a->t0) * 1000 : 0;
+    metrics_answered(s->h.counters, a->slot, status, ns);
+    if (s->cfg->access_log)
+        log_access(s, req, a, status, sent, ns);
     evhttp_send_reply(req, status, reason_of(status), NULL);
 }
 
-static void send_text(struct http_server *s, struct evhttp_request *req, const char *id, int status,
-                      const char *text, int flags)
+static void send_text(struct http_server *s, struct evhttp_request *req, const struct answer *a,
+                      int status, const char *text, int flags)
 {
-    send_response(s, req, id, status, "text/plain", text, strlen(text), flags | SEND_STATIC);
+    send_response(s, req, a, status, "text/plain", text, strlen(text), flags | SEND_STATIC);
 }
 
 /* ---- requests ----------------------------------------------------------- */
@@ -585,20 +667,41 @@ static const struct config_route *find_route(const struct config *cfg, const cha
     return NULL;
 }
 
-static void answer_health(struct http_server *s, struct evhttp_request *req, const char *id)
+/* "ok" when healthy, then a line per worker; when not, the lines alone,
+ * those of the workers not up first. */
+static void answer_health(struct http_server *s, struct evhttp_request *req, const struct answer *a)
 {
-    char buf[HTTP_HEALTH_LEN];
-    if (s->h.health(s->h.arg, buf, sizeof buf)) {
-        send_text(s, req, id, 200, "ok\n", 0);
+    size_t len = (size_t)s->cfg->workers * HTTP_HEALTH_LINE + 4;
+    char *buf = malloc(len);
+    if (buf == NULL) {
+        send_text(s, req, a, 500, "out of memory\n", 0);
         return;
     }
-    send_response(s, req, id, 503, "text/plain", buf, strlen(buf), 0);
+    memcpy(buf, "ok\n", 4);
+    bool ok = s->h.health(s->h.arg, buf + 3, len - 3);
+    const char *body = ok ? buf : buf + 3;
+    send_response(s, req, a, ok ? 200 : 503, "text/plain", body, strlen(body), 0);
+    free(buf);
+}
+
+static void answer_metrics(struct http_server *s, struct evhttp_request *req,
+                           const struct answer *a)
+{
+    char *body = NULL;
+    size_t len = 0;
+    if (s->h.metrics(s->h.arg, &body, &len) != 0) {
+        send_text(s, req, a, 500, "out of memory\n", 0);
+        return;
+    }
+    send_response(s, req, a, 200, METRICS_CONTENT_TYPE, body, len, 0);
+    free(body);
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct http_server *s = arg;
     struct http_conn *c = conn_of(s, req);
+    struct answer a = {NULL, evhttp_request_get_uri(req), METRICS_NONE, 0};
     struct head_info hi;
     scan_headers(req, &hi);
 
@@ -612,6 +715,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         id = idbuf;
         id_len = REQID_GEN_LEN;
     }
+    a.id = id;
+    a.t0 = loop_us(now);
+    if (a.target == NULL)
+        a.target = "";
     if (c != NULL)
         arm_deadline(c); /* the next request's clock; stopped below if this one waits */
 
@@ -620,7 +727,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         char msg[128];
         snprintf(msg, sizeof msg, "ambiguous request framing: %s\n", why);
         log_debug("%s: %s", id, msg);
-        send_response(s, req, id, 400, "text/plain", msg, strlen(msg), SEND_CLOSE);
+        send_response(s, req, &a, 400, "text/plain", msg, strlen(msg), SEND_CLOSE);
         return;
     }
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
@@ -630,37 +737,45 @@ static void on_request(struct evhttp_request *req, void *arg)
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
 
-    bool pong = strcmp(path, s->cfg->pong_path) == 0;
-    if (pong || strcmp(path, "/healthz") == 0) {
+    if (strcmp(path, s->cfg->pong_path) == 0)
+        a.slot = METRICS_PONG;
+    else if (strcmp(path, "/healthz") == 0)
+        a.slot = METRICS_HEALTHZ;
+    else if (strcmp(path, "/metrics") == 0)
+        a.slot = METRICS_METRICS;
+    if (a.slot != METRICS_NONE) {
         if (!get) {
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-            send_text(s, req, id, 405, "method not allowed: use GET or HEAD\n", 0);
+            send_text(s, req, &a, 405, "method not allowed: use GET or HEAD\n", 0);
         } else if (s->draining) {
-            send_text(s, req, id, 503, "shutting down\n", 0);
-        } else if (pong) {
-            send_response(s, req, id, 200, "text/plain", PONG, sizeof PONG - 1, SEND_STATIC);
+            send_text(s, req, &a, 503, "shutting down\n", 0);
+        } else if (a.slot == METRICS_PONG) {
+            send_response(s, req, &a, 200, "text/plain", PONG, sizeof PONG - 1, SEND_STATIC);
+        } else if (a.slot == METRICS_HEALTHZ) {
+            answer_health(s, req, &a);
         } else {
-            answer_health(s, req, id);
+            answer_metrics(s, req, &a);
         }
         return;
     }
     const struct config_route *route = find_route(s->cfg, path);
     if (route == NULL) {
-        send_text(s, req, id, 404, "no route for this path\n", 0);
+        send_text(s, req, &a, 404, "no route for this path\n", 0);
         return;
     }
+    a.slot = METRICS_ROUTE0 + (size_t)(route - s->cfg->routes);
     if (cmd != EVHTTP_REQ_POST) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-        send_text(s, req, id, 405, "method not allowed: use POST\n", 0);
+        send_text(s, req, &a, 405, "method not allowed: use POST\n", 0);
         return;
     }
     if (!xml_type(hi.ctype)) {
-        send_text(s, req, id, 415, "Content-Type must be application/xml, text/xml or */*+xml\n",
+        send_text(s, req, &a, 415, "Content-Type must be application/xml, text/xml or */*+xml\n",
                   0);
         return;
     }
     if (s->draining) {
-        send_text(s, req, id, 503, "shutting down\n", 0);
+        send_text(s, req, &a, 503, "shutting down\n", 0);
         return;
     }
 
@@ -674,9 +789,13 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (r->query != NULL && r->query[0] == '\0')
         r->query = NULL;
     r->ctype = hi.ctype;
+    r->target = a.target;
+    r->slot = a.slot;
+    r->t0 = a.t0;
     memcpy(r->id, id, id_len + 1);
     r->id_len = id_len;
     s->pending++;
+    metrics_set_inflight(s->h.counters, s->pending);
     if (c != NULL)
         c->waiting = r;
     s->h.route(s->h.arg, r, route);
@@ -912,6 +1031,8 @@ void http_req_reply(struct http_req *r, int status, const char *ctype, const cha
         arm_deadline(c);
     }
     s->pending--;
-    send_response(s, r->req, r->id, status, ctype != NULL ? ctype : "text/plain", body, len, 0);
+    metrics_set_inflight(s->h.counters, s->pending);
+    const struct answer a = {r->id, r->target, r->slot, r->t0};
+    send_response(s, r->req, &a, status, ctype != NULL ? ctype : "text/plain", body, len, 0);
     req_put(s, r);
 }

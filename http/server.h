@@ -13,6 +13,7 @@ struct event_base;
 struct timeval;
 struct config;
 struct config_route;
+struct metrics_shard;
 
 /* One POSTed request on a route, waiting for the bridge to answer it. */
 struct http_req;
@@ -27,9 +28,16 @@ struct http_handlers {
     /* R's timer (http_req_set_timer) ran out while R waited. The bridge
      * must forget R and answer it (http_req_reply). */
     void (*expired)(void *arg, struct http_req *r);
-    /* /healthz: true when healthy; otherwise write the reason into buf. */
+    /* /healthz: true when healthy. Either way buf gets one line per worker
+     * (the reasons of those not up first). */
     bool (*health)(void *arg, char *buf, size_t buflen);
+    /* /metrics: the exposition into *body (malloc'd, the server frees it),
+     * *len bytes. 0, or -1 (out of memory: 500). */
+    int (*metrics)(void *arg, char **body, size_t *len);
     void *arg;
+    /* Where this worker's answers, their durations and its gauges are
+     * counted; written by this worker's thread only. */
+    struct metrics_shard *counters;
 };
 
 struct http_server;

@@ -1,0 +1,337 @@
+/* metrics.c - per-worker counters and their Prometheus exposition.
+ *
+ * Each counter has one writer, its worker's thread, which adds with a
+ * relaxed load and a relaxed store: on x86-64 a plain load, add and store,
+ * no lock prefix, no cache line shared with another writer (each shard is
+ * its own cache-aligned allocation). A scrape on any thread reads every
+ * shard with relaxed loads: a counter may be a few increments behind, never
+ * torn, and the sum of monotonic counters stays monotonic. */
+#include "metrics.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+#define METRICS_CODE_MIN 100 /* status codes counted: 100..599 */
+#define METRICS_CODES 500
+#define METRICS_ALIGN 64 /* a cache line: shards never share one */
+
+typedef _Atomic uint64_t counter;
+
+/* Upper bounds of the duration buckets, in nanoseconds and as the le label
+ * writes them: 0.5 ms .. 10 s. */
+static const uint64_t bucket_ns[METRICS_BUCKETS] = {
+    500000,    1000000,   2500000,   5000000,    10000000,   25000000,   50000000,
+    100000000, 250000000, 500000000, 1000000000, 2500000000, 5000000000, 10000000000,
+};
+static const char *const bucket_le[METRICS_BUCKETS] = {
+    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
+    "0.1",    "0.25",  "0.5",    "1",     "2.5",  "5",     "10",
+};
+
+static const char *const builtin_names[METRICS_ROUTE0] = {"pong", "healthz", "metrics", "none"};
+static const char *const confirm_names[METRICS_CONFIRM_KINDS] = {"ack", "nack", "return"};
+
+/* One route label's counters in one shard. */
+struct slot_ctr {
+    counter codes[METRICS_CODES];         /* answers by status - METRICS_CODE_MIN */
+    counter buckets[METRICS_BUCKETS + 1]; /* durations, per bucket (not cumulative); +Inf */
+    counter sum_ns;                       /* total duration */
+    counter published;                    /* messages handed to the broker */
+    counter rpc_timeouts;                 /* rpc requests answered 504 */
+};
+
+struct metrics_shard {
+    counter confirms[METRICS_CONFIRM_KINDS]; /* by enum metrics_confirm */
+    counter reconnects;                      /* connections made after a loss */
+    counter inflight;                        /* gauge: requests waiting on the broker */
+    counter connections;                     /* gauge: open client connections */
+    struct slot_ctr slots[];                 /* metrics->n_slots */
+};
+
+struct metrics {
+    const struct config *cfg;      /* immutable; route names and modes */
+    unsigned n_shards;             /* cfg->workers */
+    size_t n_slots;                /* METRICS_ROUTE0 + cfg->n_routes */
+    struct metrics_shard **shards; /* one per worker */
+};
+
+static void add(counter *c, uint64_t n)
+{
+    /* One writer: no read-modify-write instruction needed. */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static uint64_t get(counter *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+struct metrics *metrics_new(const struct config *cfg)
+{
+    struct metrics *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return NULL;
+    m->cfg = cfg;
+    m->n_shards = (unsigned)cfg->workers;
+    m->n_slots = METRICS_ROUTE0 + cfg->n_routes;
+    m->shards = calloc(m->n_shards, sizeof *m->shards);
+    if (m->shards == NULL) {
+        free(m);
+        return NULL;
+    }
+    size_t size = sizeof(struct metrics_shard) + m->n_slots * sizeof(struct slot_ctr);
+    size = (size + METRICS_ALIGN - 1) / METRICS_ALIGN * METRICS_ALIGN;
+    for (unsigned i = 0; i < m->n_shards; i++) {
+        m->shards[i] = aligned_alloc(METRICS_ALIGN, size);
+        if (m->shards[i] == NULL) {
+            metrics_free(m);
+            return NULL;
+        }
+        /* All-zero bytes are a zero atomic counter on every target we build for. */
+        memset(m->shards[i], 0, size);
+    }
+    return m;
+}
+
+void metrics_free(struct metrics *m)
+{
+    if (m == NULL)
+        return;
+    for (unsigned i = 0; i < m->n_shards; i++)
+        free(m->shards[i]);
+    free(m->shards);
+    free(m);
+}
+
+struct metrics_shard *metrics_shard(struct metrics *m, unsigned worker)
+{
+    return worker < m->n_shards ? m->shards[worker] : NULL;
+}
+
+const char *metrics_slot_name(const struct config *cfg, size_t slot)
+{
+    if (slot < METRICS_ROUTE0)
+        return builtin_names[slot];
+    if (slot - METRICS_ROUTE0 < cfg->n_routes)
+        return cfg->routes[slot - METRICS_ROUTE0].name;
+    return "none";
+}
+
+/* ---- the hot path ---------------------------------------------------- */
+
+void metrics_answered(struct metrics_shard *s, size_t slot, int status, uint64_t ns)
+{
+    struct slot_ctr *c = &s->slots[slot];
+    /* Every status the bridge sends is a final one; anything else would
+     * be a bug, and is not counted rather than counted wrongly. */
+    if (status >= METRICS_CODE_MIN && status < METRICS_CODE_MIN + METRICS_CODES)
+        add(&c->codes[status - METRICS_CODE_MIN], 1);
+    size_t b = 0;
+    while (b < METRICS_BUCKETS && ns > bucket_ns[b])
+        b++;
+    add(&c->buckets[b], 1);
+    add(&c->sum_ns, ns);
+}
+
+void metrics_published(struct metrics_shard *s, size_t slot)
+{
+    add(&s->slots[slot].published, 1);
+}
+
+void metrics_confirm(struct metrics_shard *s, enum metrics_confirm kind)
+{
+    add(&s->confirms[kind], 1);
+}
+
+void metrics_rpc_timeout(struct metrics_shard *s, size_t slot)
+{
+    add(&s->slots[slot].rpc_timeouts, 1);
+}
+
+void metrics_reconnected(struct metrics_shard *s)
+{
+    add(&s->reconnects, 1);
+}
+
+void metrics_set_inflight(struct metrics_shard *s, size_t n)
+{
+    atomic_store_explicit(&s->inflight, n, memory_order_relaxed);
+}
+
+void metrics_set_connections(struct metrics_shard *s, size_t n)
+{
+    atomic_store_explicit(&s->connections, n, memory_order_relaxed);
+}
+
+/* ---- scraping -------------------------------------------------------- */
+
+/* Sum over the shards of the counter at byte offset OFF of a shard. */
+static uint64_t total(const struct metrics *m, size_t off)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < m->n_shards; i++)
+        n += get((counter *)(void *)((char *)m->shards[i] + off));
+    return n;
+}
+
+/* Offset of counter FIELD (+ I counters) of SLOT in a shard. */
+#define SLOT_OFF(slot, field, i)                                                                   \
+    (offsetof(struct metrics_shard, slots) + (slot) * sizeof(struct slot_ctr) +                    \
+     offsetof(struct slot_ctr, field) + (i) * sizeof(counter))
+#define SHARD_OFF(field, i) (offsetof(struct metrics_shard, field) + (i) * sizeof(counter))
+
+/* A label value: backslash, double quote and newline escaped, as the text
+ * format asks. */
+static void put_label(FILE *f, const char *v)
+{
+    for (; *v != '\0'; v++) {
+        if (*v == '\\' || *v == '"')
+            fprintf(f, "\\%c", *v);
+        else if (*v == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*v, f);
+    }
+}
+
+static void family(FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void route_sample(FILE *f, const struct metrics *m, const char *name, size_t slot,
+                         uint64_t v)
+{
+    fprintf(f, "%s{route=\"", name);
+    put_label(f, metrics_slot_name(m->cfg, slot));
+    fprintf(f, "\"} %llu\n", (unsigned long long)v);
+}
+
+static void render_requests(FILE *f, const struct metrics *m)
+{
+    family(f, "bridge_http_requests_total", "counter",
+           "HTTP responses the bridge sent, by route and status code.");
+    for (size_t s = 0; s < m->n_slots; s++) {
+        for (size_t c = 0; c < METRICS_CODES; c++) {
+            uint64_t n = total(m, SLOT_OFF(s, codes, c));
+            if (n == 0)
+                continue;
+            fputs("bridge_http_requests_total{route=\"", f);
+            put_label(f, metrics_slot_name(m->cfg, s));
+            fprintf(f, "\",code=\"%zu\"} %llu\n", c + METRICS_CODE_MIN, (unsigned long long)n);
+        }
+    }
+}
+
+static void render_durations(FILE *f, const struct metrics *m)
+{
+    const char *name = "bridge_request_duration_seconds";
+    family(f, name, "histogram",
+           "Time from a request read whole to its response handed to the socket, by route.");
+    for (size_t s = 0; s < m->n_slots; s++) {
+        /* Buckets read once each, and the count is their sum: +Inf equals
+         * _count even while the workers keep counting. */
+        uint64_t cum = 0;
+        const char *route = metrics_slot_name(m->cfg, s);
+        for (size_t b = 0; b <= METRICS_BUCKETS; b++) {
+            cum += total(m, SLOT_OFF(s, buckets, b));
+            fprintf(f, "%s_bucket{route=\"", name);
+            put_label(f, route);
+            fprintf(f, "\",le=\"%s\"} %llu\n", b < METRICS_BUCKETS ? bucket_le[b] : "+Inf",
+                    (unsigned long long)cum);
+        }
+        uint64_t ns = total(m, SLOT_OFF(s, sum_ns, 0));
+        fprintf(f, "%s_sum{route=\"", name);
+        put_label(f, route);
+        fprintf(f, "\"} %llu.%09llu\n", (unsigned long long)(ns / 1000000000u),
+                (unsigned long long)(ns % 1000000000u));
+        fprintf(f, "%s_count{route=\"", name);
+        put_label(f, route);
+        fprintf(f, "\"} %llu\n", (unsigned long long)cum);
+    }
+}
+
+static void render_broker(FILE *f, const struct metrics *m, const struct metrics_worker_info *info)
+{
+    family(f, "bridge_amqp_published_total", "counter",
+           "Messages handed to the broker, by route (rpc requests included).");
+    for (size_t r = 0; r < m->cfg->n_routes; r++)
+        route_sample(f, m, "bridge_amqp_published_total", METRICS_ROUTE0 + r,
+                     total(m, SLOT_OFF(METRICS_ROUTE0 + r, published, 0)));
+
+    family(f, "bridge_amqp_confirms_total", "counter",
+           "Publisher confirms of publishes still awaited by a request: ack, nack, or return "
+           "(unroutable).");
+    for (size_t k = 0; k < METRICS_CONFIRM_KINDS; k++)
+        fprintf(f, "bridge_amqp_confirms_total{result=\"%s\"} %llu\n", confirm_names[k],
+                (unsigned long long)total(m, SHARD_OFF(confirms, k)));
+
+    family(f, "bridge_rpc_timeouts_total", "counter",
+           "rpc requests answered 504: no reply within the route's timeout.");
+    for (size_t r = 0; r < m->cfg->n_routes; r++)
+        if (m->cfg->routes[r].mode == ROUTE_RPC)
+            route_sample(f, m, "bridge_rpc_timeouts_total", METRICS_ROUTE0 + r,
+                         total(m, SLOT_OFF(METRICS_ROUTE0 + r, rpc_timeouts, 0)));
+
+    uint64_t late = 0;
+    for (unsigned i = 0; i < m->n_shards; i++)
+        late += info[i].late_replies;
+    family(f, "bridge_rpc_late_replies_total", "counter",
+           "rpc replies dropped because no request waited for them any more.");
+    fprintf(f, "bridge_rpc_late_replies_total %llu\n", (unsigned long long)late);
+
+    family(f, "bridge_inflight", "gauge",
+           "Requests waiting on the broker (a confirm or an rpc reply), all workers.");
+    fprintf(f, "bridge_inflight %llu\n", (unsigned long long)total(m, SHARD_OFF(inflight, 0)));
+
+    family(f, "bridge_http_connections", "gauge", "Open client connections, all workers.");
+    fprintf(f, "bridge_http_connections %llu\n",
+            (unsigned long long)total(m, SHARD_OFF(connections, 0)));
+
+    family(f, "bridge_broker_connected", "gauge",
+           "1 when the worker's broker connection is up, else 0 (down, connecting, blocked).");
+    for (unsigned i = 0; i < m->n_shards; i++)
+        fprintf(f, "bridge_broker_connected{worker=\"%u\"} %d\n", i, info[i].connected ? 1 : 0);
+
+    family(f, "bridge_broker_node_info", "gauge",
+           "The broker node (URI without password) each worker is on, or was last on.");
+    for (unsigned i = 0; i < m->n_shards; i++) {
+        if (info[i].node == NULL || info[i].node[0] == '\0')
+            continue;
+        fprintf(f, "bridge_broker_node_info{worker=\"%u\",node=\"", i);
+        put_label(f, info[i].node);
+        fputs("\"} 1\n", f);
+    }
+
+    family(f, "bridge_broker_reconnects_total", "counter",
+           "Broker connections made again after a loss, all workers.");
+    fprintf(f, "bridge_broker_reconnects_total %llu\n",
+            (unsigned long long)total(m, SHARD_OFF(reconnects, 0)));
+}
+
+int metrics_render(const struct metrics *m, const struct metrics_worker_info *info, char **out,
+                   size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    FILE *f = open_memstream(out, len);
+    if (f == NULL)
+        return -1;
+    render_requests(f, m);
+    render_durations(f, m);
+    render_broker(f, m, info);
+    bool bad = ferror(f) != 0;
+    if (fclose(f) != 0 || bad) {
+        free(*out);
+        *out = NULL;
+        *len = 0;
+        return -1;
+    }
+    return 0;
+}

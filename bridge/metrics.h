@@ -1,0 +1,82 @@
+/* metrics.h - the counters behind /metrics: one shard per worker, written
+ * only by that worker's thread (no lock, no atomic read-modify-write on the
+ * hot path), summed over the shards when /metrics is scraped and written in
+ * the Prometheus text exposition format. */
+#ifndef BRIDGE_METRICS_H
+#define BRIDGE_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+
+/* What a response is counted under (its "route" label): the bridge's own
+ * answers, then route I of the config at METRICS_ROUTE0 + I. */
+enum metrics_slot {
+    METRICS_PONG,    /* route="pong": pong_path */
+    METRICS_HEALTHZ, /* route="healthz" */
+    METRICS_METRICS, /* route="metrics" */
+    METRICS_NONE,    /* route="none": no route (404), or refused before routing */
+    METRICS_ROUTE0,  /* first configured route */
+};
+
+enum metrics_confirm {
+    METRICS_ACK,    /* basic.ack of a waiting publish */
+    METRICS_NACK,   /* basic.nack */
+    METRICS_RETURN, /* basic.return (unroutable), then its ack */
+    METRICS_CONFIRM_KINDS,
+};
+
+/* Histogram buckets of bridge_request_duration_seconds, upper bounds. */
+#define METRICS_BUCKETS 14
+
+/* Every worker's counters. */
+struct metrics;
+/* One worker's counters. */
+struct metrics_shard;
+
+/* Shards for cfg->workers workers and cfg->n_routes routes. NULL when out
+ * of memory. */
+struct metrics *metrics_new(const struct config *cfg) __attribute__((warn_unused_result));
+void metrics_free(struct metrics *m);
+struct metrics_shard *metrics_shard(struct metrics *m, unsigned worker);
+
+/* The route label of SLOT ("pong", ..., or the route's name). */
+const char *metrics_slot_name(const struct config *cfg, size_t slot);
+
+/* ---- the hot path: only the shard's own worker thread calls these ---- */
+
+/* A response with STATUS left for SLOT, NS nanoseconds after the request
+ * was read whole. */
+void metrics_answered(struct metrics_shard *s, size_t slot, int status, uint64_t ns);
+/* A message was handed to the broker for SLOT. */
+void metrics_published(struct metrics_shard *s, size_t slot);
+void metrics_confirm(struct metrics_shard *s, enum metrics_confirm kind);
+/* An rpc request of SLOT got no reply in its route's timeout. */
+void metrics_rpc_timeout(struct metrics_shard *s, size_t slot);
+/* The worker's connection came back after a loss. */
+void metrics_reconnected(struct metrics_shard *s);
+/* Gauges: requests waiting on the broker, open client connections. */
+void metrics_set_inflight(struct metrics_shard *s, size_t n);
+void metrics_set_connections(struct metrics_shard *s, size_t n);
+
+/* ---- scraping: any thread ------------------------------------------ */
+
+/* What the scraper learns of each worker's broker connection at the time. */
+struct metrics_worker_info {
+    bool connected;        /* up (blocked counts as connected but not up: false) */
+    const char *node;      /* display URI of the current or last node; "" if none */
+    uint64_t late_replies; /* rpc replies dropped: nobody waited for them */
+};
+
+/* The exposition (text format 0.0.4) of every shard, summed, with INFO[i]
+ * for worker i, into *OUT (malloc'd, *LEN bytes, NUL-terminated). 0, or -1
+ * when out of memory. */
+int metrics_render(const struct metrics *m, const struct metrics_worker_info *info, char **out,
+                   size_t *len) __attribute__((warn_unused_result));
+
+/* The Content-Type of what metrics_render writes. */
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+#endif
