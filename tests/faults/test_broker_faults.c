@@ -872,8 +872,9 @@ static double log_time(const struct bridge *b, const char *needle, bool last)
     return t;
 }
 
-/* How many times /healthz's body says NEEDLE ("worker ": one line per
- * worker that is not up); -1 if it did not answer. *MS: how long it took. */
+/* How many times /healthz's body says NEEDLE (": broker ": one line per
+ * worker that is not up; those up say "worker N: up NODE"); -1 if it did
+ * not answer. *MS: how long it took. */
 static int health_count(int port, const char *needle, double *ms)
 {
     struct resp r;
@@ -1283,7 +1284,7 @@ static void test_freeze_heartbeat(void **state)
     /* Each connection notices on its own (heartbeats have their own
      * phase): wait until /healthz names both workers down. */
     double end = now_ms() + scale_ms(8000);
-    while (health_count(g_aux.port, "worker ", NULL) < 2) {
+    while (health_count(g_aux.port, ": broker ", NULL) < 2) {
         if (now_ms() > end)
             fail_msg("/healthz does not name both workers down %.0f ms into the freeze",
                      now_ms() - t_freeze);
