@@ -838,6 +838,54 @@ static void test_log_level_names(void **state)
     }
 }
 
+/* [log] format and access_log: defaults, the file, the environment (which
+ * wins), bad values; and the route names /metrics keeps for itself. */
+static void test_log_format_and_access_log(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("", NULL);
+    assert_int_equal(cfg->log_format, LOG_FORMAT_TEXT);
+    assert_false(cfg->access_log);
+    config_free(cfg);
+
+    cfg = load_ok("[log]\nformat = json\naccess_log = yes\n", NULL);
+    assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
+    assert_true(cfg->access_log);
+    config_free(cfg);
+
+    char *env[] = {"BRIDGE_LOG_FORMAT=TEXT", "BRIDGE_LOG_ACCESS_LOG=off", NULL};
+    cfg = load_ok("[log]\nformat = json\naccess_log = yes\n", env);
+    assert_int_equal(cfg->log_format, LOG_FORMAT_TEXT);
+    assert_false(cfg->access_log);
+    config_free(cfg);
+
+    char *env_on[] = {"BRIDGE_LOG_FORMAT=json", "BRIDGE_LOG_ACCESS_LOG=1", NULL};
+    cfg = load_ok("", env_on);
+    assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
+    assert_true(cfg->access_log);
+    config_free(cfg);
+
+    assert_string_equal(config_log_format_name(LOG_FORMAT_TEXT), "text");
+    assert_string_equal(config_log_format_name(LOG_FORMAT_JSON), "json");
+
+    expect_file_error("[log]\nformat = xml\n", NULL,
+                      ":2: format: 'xml' is not a log format (text or json)");
+    expect_file_error("[log]\naccess_log = sometimes\n", NULL,
+                      ":2: access_log: 'sometimes' is not a boolean");
+    char *bad[] = {"BRIDGE_LOG_FORMAT=yaml", NULL};
+    expect_env_error("", bad, "environment BRIDGE_LOG_FORMAT: 'yaml' is not a log format");
+
+    static const char *const reserved[] = {"pong", "healthz", "metrics", "none", "Metrics"};
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++) {
+        char text[128], want[64];
+        snprintf(text, sizeof text, "[route %s]\npath = /x\nrouting_key = x\n", reserved[i]);
+        snprintf(want, sizeof want, ":1: route name %s is reserved", reserved[i]);
+        expect_file_error(text, NULL, want);
+    }
+    char *made[] = {"BRIDGE_ROUTE_NONE_PATH=/x", "BRIDGE_ROUTE_NONE_ROUTING_KEY=x", NULL};
+    expect_env_error("", made, "environment BRIDGE_ROUTE_NONE_");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -864,6 +912,7 @@ int main(void)
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_bool),
         cmocka_unit_test(test_log_level_names),
+        cmocka_unit_test(test_log_format_and_access_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

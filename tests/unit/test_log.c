@@ -1,6 +1,7 @@
 /* test_log.c - log lines as written to stderr (captured with dup2): format,
  * time, level filter, thread names, escaping, truncation, whole lines from
- * several threads at once. */
+ * several threads at once; JSON lines and their escaping; lines with fields
+ * (the access log) in both formats. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -349,6 +350,177 @@ static void test_errno_kept(void **state)
     free(out);
 }
 
+/* ---- JSON --------------------------------------------------------- */
+
+/* log_json_escape of S into a buffer of ROOM bytes, NUL-terminated. */
+static char *jesc(const char *s, size_t room, bool truncated)
+{
+    static char buf[4096];
+    assert_true(room < sizeof buf);
+    memset(buf, '#', sizeof buf);
+    size_t n = log_json_escape(buf, room, s, truncated);
+    assert_true(n <= room);
+    assert_int_equal(buf[room], '#'); /* nothing written past ROOM */
+    buf[n] = '\0';
+    return buf;
+}
+
+static void test_json_escape(void **state)
+{
+    (void)state;
+    assert_string_equal(jesc("plain text", 100, false), "plain text");
+    assert_string_equal(jesc("", 100, false), "");
+    assert_string_equal(jesc("a\"b\\c", 100, false), "a\\\"b\\\\c");
+    assert_string_equal(jesc("\n\r\t\x01\x1f\x7f", 100, false), "\\n\\r\\t\\u0001\\u001f\x7f");
+    /* Valid UTF-8 passes whole: 2, 3 and 4 bytes. */
+    assert_string_equal(jesc("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 100, false),
+                        "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+    /* Invalid UTF-8: one replacement per bad byte. */
+    assert_string_equal(jesc("a\xff"
+                             "b",
+                             100, false),
+                        "a\\ufffdb");
+    assert_string_equal(jesc("\xc0\xaf", 100, false), "\\ufffd\\ufffd");            /* overlong */
+    assert_string_equal(jesc("\xed\xa0\x80", 100, false), "\\ufffd\\ufffd\\ufffd"); /* surrogate */
+    assert_string_equal(jesc("\xf4\x90\x80\x80", 100, false),
+                        "\\ufffd\\ufffd\\ufffd\\ufffd");                 /* above U+10FFFF */
+    assert_string_equal(jesc("\xe2\x82", 100, false), "\\ufffd\\ufffd"); /* cut short */
+    assert_string_equal(jesc("\xc3", 100, false), "\\ufffd");
+
+    /* Too long: cut at a unit's boundary, "..." at the end, within ROOM. */
+    assert_string_equal(jesc("abcdefghij", 10, false), "abcdefghij");
+    assert_string_equal(jesc("abcdefghijk", 10, false), "abcdefg...");
+    assert_string_equal(jesc("abc", 10, true), "abc...");
+    assert_string_equal(jesc("\"\"\"\"\"\"", 8, false), "\\\"\\\"..."); /* never half an escape */
+    assert_string_equal(jesc("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", 7, false),
+                        "\xc3\xa9\xc3\xa9..."); /* nor a character */
+    assert_string_equal(jesc("\x01\x01", 11, false), "\\u0001...");
+    assert_string_equal(jesc("abc", 2, false), "ab"); /* no room for "...": cut short */
+}
+
+static void write_json(void)
+{
+    log_set_level(LOG_INFO);
+    log_set_format(LOG_FORMAT_JSON);
+    log_info("hello \"%s\"\tthere", "you");
+    log_debug("not written");
+    log_set_thread("w7");
+    log_warn("%s", "back\\slash");
+    log_set_thread("main");
+    log_set_format(LOG_FORMAT_TEXT);
+}
+
+#define JSON_RE                                                                                    \
+    "^\\{\"time\":\"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z\","          \
+    "\"level\":\"(debug|info|warn|error)\",\"worker\":\"[a-z0-9]+\",\"msg\":\"([^\"\\\\]|\\\\.)*"  \
+    "\""                                                                                           \
+    "(,\"[a-z_]+\":(\"([^\"\\\\]|\\\\.)*\"|-?[0-9]+(\\.[0-9]+)?))*\\}$"
+
+static void assert_json_line(const char *line)
+{
+    regex_t re;
+    assert_int_equal(regcomp(&re, JSON_RE, REG_EXTENDED | REG_NEWLINE), 0);
+    int rc = regexec(&re, line, 0, NULL, 0);
+    regfree(&re);
+    if (rc != 0)
+        fail_msg("bad JSON log line: %s", line);
+}
+
+static void test_json_lines(void **state)
+{
+    (void)state;
+    char *out = capture(write_json);
+    assert_int_equal(count_lines(out), 2);
+    char *second = strchr(out, '\n') + 1;
+    assert_json_line(out);
+    assert_json_line(second);
+    const char *want1 = "\",\"level\":\"info\",\"worker\":\"main\",\"msg\":\"hello "
+                        "\\\"you\\\"\\tthere\"}\n";
+    assert_memory_equal(out + 9 + PREFIX_LEN, want1, strlen(want1));
+    const char *want2 = "\",\"level\":\"warn\",\"worker\":\"w7\",\"msg\":\"back\\\\slash\"}\n";
+    assert_string_equal(second + 9 + PREFIX_LEN, want2);
+    free(out);
+}
+
+static void write_json_long(void)
+{
+    log_set_format(LOG_FORMAT_JSON);
+    char *big = malloc(5000);
+    assert_non_null(big);
+    memset(big, '"', 4999);
+    big[4999] = '\0';
+    log_info("%s", big);
+    const struct log_field f[] = {
+        {"path", LOG_FIELD_STR, big, 0},
+        {"status", LOG_FIELD_INT, NULL, 200},
+    };
+    log_record(LOG_INFO, big, f, 2);
+    free(big);
+    log_set_format(LOG_FORMAT_TEXT);
+}
+
+/* A message far over the line's size still makes one whole, closed object,
+ * and the fields after a long message still get their room. */
+static void test_json_long_lines(void **state)
+{
+    (void)state;
+    char *out = capture(write_json_long);
+    assert_int_equal(count_lines(out), 2);
+    char *second = strchr(out, '\n') + 1;
+    second[-1] = '\0';
+    assert_true(strlen(out) <= LINE_MAX_BYTES - 1);
+    assert_true(strlen(out) > LINE_MAX_BYTES - 10); /* filled, not given up */
+    assert_json_line(out);
+    assert_non_null(strstr(out, "\\\"...\"}"));
+    assert_true(strlen(second) <= LINE_MAX_BYTES);
+    assert_json_line(second);
+    assert_non_null(strstr(second, "...\",\"path\":\"\\\""));
+    assert_non_null(strstr(second, "...\",\"status\":200}\n"));
+    free(out);
+}
+
+static const struct log_field access_fields[] = {
+    {"route", LOG_FIELD_STR, "ingest", 0},
+    {"method", LOG_FIELD_STR, "POST", 0},
+    {"path", LOG_FIELD_STR, "/a b?x=\"1\"", 0},
+    {"status", LOG_FIELD_INT, NULL, 202},
+    {"bytes", LOG_FIELD_INT, NULL, 0},
+    {"duration_ms", LOG_FIELD_MS, NULL, 1234567},
+    {"id", LOG_FIELD_STR, "", 0},
+    {"client", LOG_FIELD_STR, NULL, 0},
+    {"short", LOG_FIELD_MS, NULL, 999},
+};
+
+static void write_fields(void)
+{
+    /* Written whatever the level: the caller asked for it. */
+    log_set_level(LOG_ERROR);
+    log_record(LOG_INFO, "access", access_fields, sizeof access_fields / sizeof access_fields[0]);
+    log_set_format(LOG_FORMAT_JSON);
+    log_record(LOG_INFO, "access", access_fields, sizeof access_fields / sizeof access_fields[0]);
+    log_set_format(LOG_FORMAT_TEXT);
+    log_set_level(LOG_INFO);
+}
+
+static void test_fields(void **state)
+{
+    (void)state;
+    char *out = capture(write_fields);
+    assert_int_equal(count_lines(out), 2);
+    char *second = strchr(out, '\n') + 1;
+    second[-1] = '\0';
+    assert_line_format(out);
+    assert_string_equal(message_of(out),
+                        "access route=ingest method=POST path=\"/a b?x=\\\"1\\\"\" status=202 "
+                        "bytes=0 duration_ms=1.234 id=\"\" client=\"\" short=0.000");
+    assert_json_line(second);
+    assert_non_null(strstr(second,
+                           "\"msg\":\"access\",\"route\":\"ingest\",\"method\":\"POST\","
+                           "\"path\":\"/a b?x=\\\"1\\\"\",\"status\":202,\"bytes\":0,"
+                           "\"duration_ms\":1.234,\"id\":\"\",\"client\":\"\",\"short\":0.000}\n"));
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -359,6 +531,10 @@ int main(void)
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_threads_never_interleave),
         cmocka_unit_test(test_errno_kept),
+        cmocka_unit_test(test_json_escape),
+        cmocka_unit_test(test_json_lines),
+        cmocka_unit_test(test_json_long_lines),
+        cmocka_unit_test(test_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
