@@ -136,6 +136,12 @@ static int teardown(void **state)
         g_aux.pid = 0;
     }
     echo_stop();
+    bool was_stopped = g_harness.broker_stopped;
+    broker_restore();
+    if (was_stopped) {
+        int last;
+        wait_health(g_main.port, 200, scale_ms(30000), &last);
+    }
     return 0;
 }
 
@@ -625,6 +631,65 @@ static void test_healthz_names_nodes(void **state)
     PASS();
 }
 
+/* The broker stopped: /healthz 503 naming both workers down, /metrics
+ * shows them disconnected (and where they were); started again: both
+ * reconnect, and that is counted. */
+static void test_broker_down_and_back(void **state)
+{
+    (void)state;
+    static struct scrape a, b;
+    scrape(g_main.port, &a);
+    assert_int_equal(broker_stop(), 0);
+    int last = 0;
+    if (!wait_health(g_main.port, 503, scale_ms(15000), &last))
+        fail_msg("/healthz %d with the broker stopped", last);
+    /* Each worker notices on its own: wait until both say so. */
+    struct resp r;
+    double end = now_ms() + scale_ms(15000);
+    for (;;) {
+        int rc = http_get(g_main.port, "/healthz", &r);
+        assert_int_equal(rc, 0);
+        if (r.status == 503 && strstr(r.body, "worker 0: broker ") != NULL &&
+            strstr(r.body, "worker 1: broker ") != NULL)
+            break;
+        if (now_ms() > end)
+            fail_msg("/healthz does not name both workers down: %d %s", r.status, r.body);
+        resp_free(&r);
+        sleep_ms(50);
+    }
+    assert_int_equal(strncmp(r.body, "worker ", 7), 0); /* the first line names a worker */
+    assert_null(strstr(r.body, ": up "));
+    resp_free(&r);
+    scrape(g_main.port, &b);
+    char node[160];
+    for (int w = 0; w < 2; w++) {
+        char labels[200];
+        snprintf(labels, sizeof labels, "worker=\"%d\"", w);
+        assert_non_null(find(&b, "bridge_broker_connected", labels));
+        assert_int_equal(val(&b, "bridge_broker_connected", labels), 0);
+        snprintf(node, sizeof node, "amqp://guest@127.0.0.1:%d/%%2f", g_harness.broker_port);
+        snprintf(labels, sizeof labels, "worker=\"%d\",node=\"%s\"", w, node);
+        assert_int_equal(val(&b, "bridge_broker_node_info", labels), 1); /* where it was */
+    }
+    assert_int_equal(post(g_main.port, "/ingest", NULL), 503);
+
+    assert_int_equal(broker_start(), 0);
+    if (!wait_health(g_main.port, 200, scale_ms(30000), &last))
+        fail_msg("/healthz %d after the broker came back", last);
+    scrape(g_main.port, &b);
+    double rec = val(&b, "bridge_broker_reconnects_total", "") -
+                 val(&a, "bridge_broker_reconnects_total", "");
+    if (rec < 2)
+        fail_msg("%g reconnects counted, expected one per worker (2)", rec);
+    assert_int_equal(val(&b, "bridge_broker_connected", "worker=\"0\""), 1);
+    assert_int_equal(val(&b, "bridge_broker_connected", "worker=\"1\""), 1);
+    const char *l503 = "route=\"ingest\",code=\"503\"";
+    assert_int_equal(val(&b, "bridge_http_requests_total", l503) -
+                         val(&a, "bridge_http_requests_total", l503),
+                     1);
+    PASS();
+}
+
 /* ------------------------------------------------------------------ */
 /* logs                                                                */
 
@@ -784,6 +849,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_healthz_names_nodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json_access_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_text_access_log, setup, teardown),
+        /* stops the broker: last, and its teardown starts it again */
+        cmocka_unit_test_setup_teardown(test_broker_down_and_back, setup, teardown),
     };
     return cmocka_run_group_tests_name("ingest-bridge metrics and logs", tests, group_setup,
                                        group_teardown);
