@@ -287,7 +287,8 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
     fprintf(f, "bridge_rpc_late_replies_total %llu\n", (unsigned long long)late);
 
     family(f, "bridge_inflight", "gauge",
-           "Requests waiting on the broker (a confirm or an rpc reply), all workers.");
+           "Requests waiting on the broker (room to publish, a confirm, an rpc reply), all "
+           "workers.");
     fprintf(f, "bridge_inflight %llu\n", (unsigned long long)total(m, SHARD_OFF(inflight, 0)));
 
     family(f, "bridge_http_connections", "gauge", "Open client connections, all workers.");
