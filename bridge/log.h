@@ -21,10 +21,10 @@ enum log_field_type {
     LOG_FIELD_MS,  /* num nanoseconds, written as milliseconds with 3 decimals */
 };
 struct log_field {
-    const char *key; /* a plain word: [a-z_] */
-    enum log_field_type type;
-    const char *str; /* LOG_FIELD_STR; NULL is written as "" */
-    int64_t num;     /* the other types */
+    const char *key;          /* a plain word: [a-z_] */
+    enum log_field_type type; /* which of str and num holds the value */
+    const char *str;          /* LOG_FIELD_STR; NULL is written as "" */
+    int64_t num;              /* the other types */
 };
 /* One line: MSG, then each field; text: " key=value" (a value quoted when
  * it holds a space, '"' or '=', or is empty), json: members of the object.

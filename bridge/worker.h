@@ -1,6 +1,7 @@
 /* worker.h - one event-loop thread: its HTTP server, its broker connection,
- * its XML checker. Workers share nothing on the hot path; /healthz reads the
- * others' broker state through atomics. */
+ * its XML checker, its shard of the counters. Workers share nothing on the
+ * hot path; /healthz and /metrics read the others' broker state through
+ * atomics (and a lock taken only when that state changes or is read). */
 #ifndef BRIDGE_WORKER_H
 #define BRIDGE_WORKER_H
 
