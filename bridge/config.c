@@ -30,13 +30,14 @@
 #define MAX_SECTION_TEXT 48
 #define MAX_ROUTE_NAME (MAX_SECTION_TEXT - 6) /* after "route " */
 #define AMQP_SHORTSTR_MAX 255                 /* exchange, routing key, queue */
-#define MAX_KEYS 9                            /* most keys in one section */
+#define MAX_KEYS 10                           /* most keys in one section */
 #define REASON_LEN 256
 #define ENV_PREFIX "BRIDGE_"
 #define DEFAULT_VHOST_ENCODED "%2f"
 
 enum key_type {
     KEY_STRING,     /* any text, "" allowed */
+    KEY_FILE,       /* "" or a file that must be readable at start-up */
     KEY_PATH,       /* request path: starts with '/', no query */
     KEY_AMQP_NAME,  /* exchange, routing key: an AMQP short string */
     KEY_QUEUE,      /* queue to declare: short string, not amq.* */
@@ -64,8 +65,29 @@ struct key_def {
 enum section_kind { SEC_HTTP, SEC_AMQP, SEC_LOG, SEC_ROUTE, SEC_COUNT };
 
 /* Indexes of keys the validation pass names. */
-enum { HK_LISTEN, HK_WORKERS, HK_MAX_BODY, HK_TIMEOUT, HK_PONG_PATH, HK_COUNT };
-enum { AK_URI, AK_HEARTBEAT, AK_CONFIRM, AK_MAX_INFLIGHT, AK_COUNT };
+enum {
+    HK_LISTEN,
+    HK_WORKERS,
+    HK_MAX_BODY,
+    HK_TIMEOUT,
+    HK_PONG_PATH,
+    HK_TLS_CERT,
+    HK_TLS_KEY,
+    HK_AUTH_TOKEN_FILE,
+    HK_METRICS_AUTH,
+    HK_COUNT
+};
+enum {
+    AK_URI,
+    AK_HEARTBEAT,
+    AK_CONFIRM,
+    AK_MAX_INFLIGHT,
+    AK_TLS_CA,
+    AK_TLS_CERT,
+    AK_TLS_KEY,
+    AK_TLS_VERIFY,
+    AK_COUNT
+};
 enum { LK_LEVEL, LK_FORMAT, LK_ACCESS_LOG, LK_COUNT };
 enum {
     RK_PATH,
@@ -77,6 +99,7 @@ enum {
     RK_SCHEMA,
     RK_ROOT,
     RK_TIMEOUT,
+    RK_AUTH_TOKEN_FILE,
     RK_COUNT
 };
 
@@ -93,6 +116,10 @@ static const struct key_def http_keys[HK_COUNT] = {
     [HK_MAX_BODY] = {"max_body", KEY_SIZE, CFG(max_body), 1, GIB, "1MiB"},
     [HK_TIMEOUT] = {"timeout", KEY_DURATION, CFG(http_timeout_ms), 100, HOUR_MS, "30s"},
     [HK_PONG_PATH] = {"pong_path", KEY_PATH, CFG(pong_path), 0, 0, "/pong"},
+    [HK_TLS_CERT] = {"tls_cert", KEY_FILE, CFG(tls_cert), 0, 0, ""},
+    [HK_TLS_KEY] = {"tls_key", KEY_FILE, CFG(tls_key), 0, 0, ""},
+    [HK_AUTH_TOKEN_FILE] = {"auth_token_file", KEY_FILE, CFG(auth_token_file), 0, 0, ""},
+    [HK_METRICS_AUTH] = {"metrics_auth", KEY_BOOL, CFG(metrics_auth), 0, 0, "no"},
 };
 
 static const struct key_def amqp_keys[AK_COUNT] = {
@@ -100,6 +127,10 @@ static const struct key_def amqp_keys[AK_COUNT] = {
     [AK_HEARTBEAT] = {"heartbeat", KEY_DURATION, CFG(heartbeat_ms), 0, HOUR_MS, "30s"},
     [AK_CONFIRM] = {"confirm", KEY_BOOL, CFG(confirm), 0, 0, "yes"},
     [AK_MAX_INFLIGHT] = {"max_inflight", KEY_COUNT, CFG(max_inflight), 1, 1000000, "10000"},
+    [AK_TLS_CA] = {"tls_ca", KEY_FILE, CFG(amqp_tls_ca), 0, 0, ""},
+    [AK_TLS_CERT] = {"tls_cert", KEY_FILE, CFG(amqp_tls_cert), 0, 0, ""},
+    [AK_TLS_KEY] = {"tls_key", KEY_FILE, CFG(amqp_tls_key), 0, 0, ""},
+    [AK_TLS_VERIFY] = {"tls_verify", KEY_BOOL, CFG(amqp_tls_verify), 0, 0, "yes"},
 };
 
 static const struct key_def log_keys[LK_COUNT] = {
@@ -118,6 +149,7 @@ static const struct key_def route_keys[RK_COUNT] = {
     [RK_SCHEMA] = {"schema", KEY_STRING, RT(schema), 0, 0, ""},
     [RK_ROOT] = {"root", KEY_LOCAL_NAME, RT(root), 0, 0, ""},
     [RK_TIMEOUT] = {"timeout", KEY_DURATION, RT(timeout_ms), 1, HOUR_MS, "5s"},
+    [RK_AUTH_TOKEN_FILE] = {"auth_token_file", KEY_FILE, RT(auth_token_file), 0, 0, ""},
 };
 
 struct section_def {
@@ -472,14 +504,17 @@ static void free_uris(struct config_uri *u, size_t n)
  * URI: it may hold a password. */
 static int parse_uri(const char *text, size_t len, struct config_uri *u, char *why, size_t wl)
 {
-    static const char scheme[] = "amqp://";
+    static const char plain_scheme[] = "amqp://";
     static const char tls_scheme[] = "amqps://";
-    if (len >= sizeof tls_scheme - 1 && strncasecmp(text, tls_scheme, sizeof tls_scheme - 1) == 0) {
-        snprintf(why, wl, "amqps://: TLS is not supported yet");
-        return -1;
-    }
-    if (len < sizeof scheme - 1 || strncmp(text, scheme, sizeof scheme - 1) != 0) {
-        snprintf(why, wl, "must start with amqp://");
+    size_t scheme_len;
+    if (len >= sizeof tls_scheme - 1 && strncmp(text, tls_scheme, sizeof tls_scheme - 1) == 0) {
+        scheme_len = sizeof tls_scheme - 1;
+        u->tls = true;
+    } else if (len >= sizeof plain_scheme - 1 &&
+               strncmp(text, plain_scheme, sizeof plain_scheme - 1) == 0) {
+        scheme_len = sizeof plain_scheme - 1;
+    } else {
+        snprintf(why, wl, "must start with amqp:// or amqps://");
         return -1;
     }
     u->text = strndup(text, len);
@@ -491,7 +526,7 @@ static int parse_uri(const char *text, size_t len, struct config_uri *u, char *w
         snprintf(why, wl, "spaces or control characters inside a URI");
         return -1;
     }
-    const char *auth = u->text + sizeof scheme - 1;
+    const char *auth = u->text + scheme_len;
     size_t auth_len = strcspn(auth, "/");
     const char *at = memchr(auth, '@', auth_len);
     if (at != NULL && memchr(at + 1, '@', auth_len - (size_t)(at + 1 - auth)) != NULL) {
@@ -511,8 +546,6 @@ static int parse_uri(const char *text, size_t len, struct config_uri *u, char *w
     const char *bad = NULL;
     if (amqp_parse_url(work, &ci) != AMQP_STATUS_OK)
         bad = "not a valid URI (amqp://user:password@host:port/vhost)";
-    else if (ci.ssl)
-        bad = "amqps://: TLS is not supported yet";
     else if (ci.host[0] == '\0')
         bad = "missing host";
     else if (ci.port < 1 || ci.port > 65535)
@@ -547,8 +580,8 @@ static int parse_uri(const char *text, size_t len, struct config_uri *u, char *w
     const char *slash = auth[auth_len] == '/' ? auth + auth_len : NULL;
     const char *vhost = slash != NULL ? slash + 1 : DEFAULT_VHOST_ENCODED;
     bool v6 = strchr(u->host, ':') != NULL;
-    if (asprintf(&u->display, "amqp://%.*s@%s%s%s:%d/%s", user_len, user, v6 ? "[" : "", u->host,
-                 v6 ? "]" : "", u->port, vhost) < 0) {
+    if (asprintf(&u->display, "%s://%.*s@%s%s%s:%d/%s", u->tls ? "amqps" : "amqp", user_len, user,
+                 v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, vhost) < 0) {
         u->display = NULL;
         snprintf(why, wl, "out of memory");
         return -1;
@@ -646,6 +679,14 @@ static int check_text(enum key_type type, const char *v, char *why, size_t wl)
             }
         }
         return 0;
+    case KEY_FILE:
+        /* Certificates, keys and token files are read once at start-up:
+         * one that cannot be read stops it here, named with its line. */
+        if (v[0] != '\0' && access(v, R_OK) != 0) {
+            snprintf(why, wl, "cannot read %.200s: %s", v, strerror(errno));
+            return -1;
+        }
+        return 0;
     case KEY_LOCAL_NAME:
         for (const char *p = v; *p != '\0'; p++) {
             if (*p == ' ' || is_ctl(*p) || strchr(":<>/=&'\"", *p) != NULL) {
@@ -688,6 +729,7 @@ static int set_value(void *base, const struct key_def *k, const char *v, char *w
     const char *end;
     switch (k->type) {
     case KEY_STRING:
+    case KEY_FILE:
     case KEY_PATH:
     case KEY_AMQP_NAME:
     case KEY_QUEUE:
@@ -1100,7 +1142,7 @@ static int apply_env_route(struct loader *ld, const char *rest, size_t len, cons
     if (best < 0)
         return fail(ld, o, NULL,
                     "expected BRIDGE_ROUTE_<NAME>_<KEY>, KEY one of path, mode, exchange, "
-                    "routing_key, queue, persistent, schema, root, timeout");
+                    "routing_key, queue, persistent, schema, root, timeout, auth_token_file");
     size_t name_len = len - best_len - 1;
     if (!valid_route_name(rest, name_len))
         return fail(ld, o, NULL, "route name must be 1..%d letters, digits, '_', '-' or '.'",
@@ -1181,12 +1223,48 @@ static const char *reserved_route_name(const char *name)
     return NULL;
 }
 
+/* A certificate and its key: both or neither. */
+static int check_pair(struct loader *ld, enum section_kind kind, size_t cert_key, size_t key_key,
+                      const char *cert, const char *key)
+{
+    if ((cert[0] == '\0') == (key[0] == '\0'))
+        return 0;
+    size_t given = cert[0] != '\0' ? cert_key : key_key;
+    size_t other = cert[0] != '\0' ? key_key : cert_key;
+    const struct key_def *keys = sections[kind].keys;
+    return fail(ld, &ld->glob[kind][given], keys[given].name,
+                "needs %s in [%s] too (both or neither)", keys[other].name, sections[kind].name);
+}
+
+static int validate_tls(struct loader *ld)
+{
+    const struct config *c = ld->cfg;
+    if (check_pair(ld, SEC_HTTP, HK_TLS_CERT, HK_TLS_KEY, c->tls_cert, c->tls_key) != 0 ||
+        check_pair(ld, SEC_AMQP, AK_TLS_CERT, AK_TLS_KEY, c->amqp_tls_cert, c->amqp_tls_key) != 0)
+        return -1;
+    if (c->metrics_auth && c->auth_token_file[0] == '\0')
+        return fail(ld, &ld->glob[SEC_HTTP][HK_METRICS_AUTH], "metrics_auth",
+                    "needs [http] auth_token_file (the tokens /metrics asks for)");
+    bool amqps = false;
+    for (size_t i = 0; i < c->n_uris; i++)
+        amqps = amqps || c->uris[i].tls;
+    static const size_t tls_keys[] = {AK_TLS_CA, AK_TLS_CERT};
+    const char *const tls_vals[] = {c->amqp_tls_ca, c->amqp_tls_cert};
+    for (size_t i = 0; !amqps && i < 2; i++)
+        if (tls_vals[i][0] != '\0')
+            return fail(ld, &ld->glob[SEC_AMQP][tls_keys[i]], amqp_keys[tls_keys[i]].name,
+                        "set, but no uri is amqps://");
+    return 0;
+}
+
 static int validate(struct loader *ld)
 {
     const struct config *c = ld->cfg;
     const struct origin *pong = &ld->glob[SEC_HTTP][HK_PONG_PATH];
     if (reserved_path(c->pong_path) != NULL)
         return fail(ld, pong, "pong_path", "%s is answered by the bridge itself", c->pong_path);
+    if (validate_tls(ld) != 0)
+        return -1;
     for (size_t j = 0; j < c->n_routes; j++) {
         const struct config_route *r = &c->routes[j];
         const struct origin *ko = ld->meta[j].keys;
@@ -1226,6 +1304,12 @@ void config_free(struct config *cfg)
     free(cfg->file);
     free(cfg->listen_host);
     free(cfg->pong_path);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->auth_token_file);
+    free(cfg->amqp_tls_ca);
+    free(cfg->amqp_tls_cert);
+    free(cfg->amqp_tls_key);
     free_uris(cfg->uris, cfg->n_uris);
     for (size_t i = 0; i < cfg->n_routes; i++) {
         struct config_route *r = &cfg->routes[i];
@@ -1236,6 +1320,7 @@ void config_free(struct config *cfg)
         free(r->queue);
         free(r->schema);
         free(r->root);
+        free(r->auth_token_file);
     }
     free(cfg->routes);
     free(cfg);

@@ -17,16 +17,17 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 struct config_route {
-    char *name;           /* section name after "route ", e.g. "ingest" */
-    char *path;           /* exact request path, starts with '/' */
-    enum route_mode mode; /* publish | rpc */
-    char *exchange;       /* "" = default exchange */
-    char *routing_key;    /* routing key used for every publish */
-    char *queue;          /* "" = declare nothing; else durable queue to declare and bind */
-    bool persistent;      /* delivery_mode 2 */
-    char *schema;         /* "" = none; else XSD file path */
-    char *root;           /* "" = any; else required root element local name */
-    uint64_t timeout_ms;  /* rpc: how long to wait for the reply */
+    char *name;            /* section name after "route ", e.g. "ingest" */
+    char *path;            /* exact request path, starts with '/' */
+    enum route_mode mode;  /* publish | rpc */
+    char *exchange;        /* "" = default exchange */
+    char *routing_key;     /* routing key used for every publish */
+    char *queue;           /* "" = declare nothing; else durable queue to declare and bind */
+    bool persistent;       /* delivery_mode 2 */
+    char *schema;          /* "" = none; else XSD file path */
+    char *root;            /* "" = any; else required root element local name */
+    uint64_t timeout_ms;   /* rpc: how long to wait for the reply */
+    char *auth_token_file; /* "" = [http] auth_token_file applies; else this route's tokens */
 };
 
 struct config_uri {
@@ -37,6 +38,7 @@ struct config_uri {
     char *user;
     char *password;
     char *vhost;
+    bool tls; /* amqps:// */
 };
 
 struct config {
@@ -49,6 +51,10 @@ struct config {
     size_t max_body;          /* bytes */
     uint64_t http_timeout_ms; /* idle / total header deadline per connection */
     char *pong_path;
+    char *tls_cert;        /* "" = plain HTTP; else PEM certificate (chain) of the listener */
+    char *tls_key;         /* PEM private key of tls_cert; both or neither */
+    char *auth_token_file; /* "" = no auth; else bearer tokens, one a line */
+    bool metrics_auth;     /* /metrics asks for a token of auth_token_file */
 
     /* [amqp] */
     struct config_uri *uris; /* failover list, in order */
@@ -56,6 +62,10 @@ struct config {
     uint64_t heartbeat_ms; /* 0 = no heartbeats; whole seconds on the wire */
     bool confirm;          /* 202 only after basic.ack */
     size_t max_inflight;   /* per worker */
+    char *amqp_tls_ca;     /* amqps://: CA file to verify the broker; "" = system CAs */
+    char *amqp_tls_cert;   /* amqps://: client certificate (PEM), "" = none */
+    char *amqp_tls_key;    /* its private key; both or neither */
+    bool amqp_tls_verify;  /* verify the broker's certificate and host name */
 
     /* [log] */
     enum log_level log_level;

@@ -360,7 +360,7 @@ static void test_uri_error_hides_password(void **state)
     const char *bad[] = {
         "[amqp]\nuri = amqp://u:sekret@h:99999/v\n",
         "[amqp]\nuri = amqp://u:sekret@h/\n",
-        "[amqp]\nuri = amqps://u:sekret@h/v\n",
+        "[amqp]\nuri = amqps://u:sekret@h:0/v\n",
         "[amqp]\nuri = amqp://u:sekret@h/v, amqp://u:sekret@h:0/v\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -479,10 +479,9 @@ static void test_value_errors(void **state)
         {"[http]\nlisten = [::1:8080\n", ":2: listen: '[::1:8080': missing ']'"},
         {"[http]\nlisten = [nope]:8080\n", ":2: listen: '[nope]:8080': not an IPv6 address"},
         /* uri */
-        {"[amqp]\nuri = http://h/v\n", ":2: uri: must start with amqp://"},
-        {"[amqp]\nuri = amqps://h/v\n", ":2: uri: amqps://: TLS is not supported yet"},
-        {"[amqp]\nuri = amqp://h/v, amqps://h2/v\n",
-         ":2: uri: entry 2: amqps://: TLS is not supported yet"},
+        {"[amqp]\nuri = http://h/v\n", ":2: uri: must start with amqp:// or amqps://"},
+        {"[amqp]\nuri = AMQPS://h/v\n", ":2: uri: must start with amqp:// or amqps://"},
+        {"[amqp]\nuri = amqp://h/v, amqps://h2:0/v\n", ":2: uri: entry 2: port must be 1..65535"},
         {"[amqp]\nuri = amqp://h:99999/v\n", ":2: uri: not a valid URI"},
         {"[amqp]\nuri = amqp://h/a/b\n", ":2: uri: not a valid URI"},
         {"[amqp]\nuri = amqp://h:0/v\n", ":2: uri: port must be 1..65535"},
@@ -667,8 +666,8 @@ static void test_env_errors(void **state)
     expect_env_error("", bad_size, "environment BRIDGE_HTTP_MAX_BODY: 'lots' is not a size");
     char *bad_dur[] = {"BRIDGE_ROUTE_A_TIMEOUT=10 parsecs", NULL};
     expect_env_error(ROUTE_A, bad_dur, "environment BRIDGE_ROUTE_A_TIMEOUT: '10 parsecs'");
-    char *tls[] = {"BRIDGE_AMQP_URI=amqps://h/v", NULL};
-    expect_env_error("", tls, "environment BRIDGE_AMQP_URI: amqps://: TLS is not supported");
+    char *tls[] = {"BRIDGE_AMQP_URI=amqps://h/v", "BRIDGE_AMQP_TLS_CA=/nonexistent/ca.pem", NULL};
+    expect_env_error("", tls, "environment BRIDGE_AMQP_TLS_CA: cannot read /nonexistent/ca.pem");
     char *twice[] = {"BRIDGE_LOG_LEVEL=info", "BRIDGE_LOG_LEVEL=debug", NULL};
     expect_env_error("", twice, "environment BRIDGE_LOG_LEVEL: level is also set by");
     char *dup_path[] = {"BRIDGE_ROUTE_B_PATH=/a", "BRIDGE_ROUTE_B_ROUTING_KEY=b", NULL};
@@ -686,6 +685,79 @@ static void test_env_errors(void **state)
 }
 
 /* ---- scalar parsers ---------------------------------------------------- */
+
+/* TLS and auth keys: amqps:// URIs, files that must be readable, pairs that
+ * go together, from the file and from the environment. */
+static void test_tls_and_auth_keys(void **state)
+{
+    (void)state;
+    char f[sizeof TMP_TEMPLATE];
+    write_tmp("x\n", 2, f); /* stands for a PEM file or a token file */
+    char *text = NULL;
+    assert_true(asprintf(&text,
+                         "[http]\ntls_cert = %s\ntls_key = %s\nauth_token_file = %s\n"
+                         "metrics_auth = yes\n"
+                         "[amqp]\nuri = amqps://u:p@mq.example:5999/v, amqps://mq2/v\n"
+                         "tls_ca = %s\ntls_cert = %s\ntls_key = %s\ntls_verify = no\n"
+                         "[route a]\npath = /a\nrouting_key = a\nauth_token_file = %s\n",
+                         f, f, f, f, f, f, f) > 0);
+    struct config *cfg = load_ok(text, NULL);
+    assert_string_equal(cfg->tls_cert, f);
+    assert_string_equal(cfg->tls_key, f);
+    assert_string_equal(cfg->auth_token_file, f);
+    assert_true(cfg->metrics_auth);
+    assert_true(cfg->uris[0].tls);
+    assert_int_equal(cfg->uris[0].port, 5999);
+    assert_string_equal(cfg->uris[0].display, "amqps://u@mq.example:5999/v");
+    assert_int_equal(cfg->uris[1].port, 5671); /* amqps' default port */
+    assert_string_equal(cfg->uris[1].display, "amqps://guest@mq2:5671/v");
+    assert_string_equal(cfg->amqp_tls_ca, f);
+    assert_false(cfg->amqp_tls_verify);
+    assert_string_equal(route(cfg, "a")->auth_token_file, f);
+    config_free(cfg);
+    free(text);
+
+    /* Defaults: plain, no auth, verify on. */
+    cfg = load_ok("", NULL);
+    assert_string_equal(cfg->tls_cert, "");
+    assert_string_equal(cfg->auth_token_file, "");
+    assert_false(cfg->metrics_auth);
+    assert_false(cfg->uris[0].tls);
+    assert_true(cfg->amqp_tls_verify);
+    config_free(cfg);
+
+    /* The environment reaches every new key, the route's too. */
+    char e1[256], e2[256], e3[256];
+    snprintf(e1, sizeof e1, "BRIDGE_HTTP_AUTH_TOKEN_FILE=%s", f);
+    snprintf(e2, sizeof e2, "BRIDGE_ROUTE_A_AUTH_TOKEN_FILE=%s", f);
+    snprintf(e3, sizeof e3, "BRIDGE_AMQP_TLS_CA=%s", f);
+    char *env[] = {e1, e2, e3, "BRIDGE_AMQP_URI=amqps://h/v", "BRIDGE_HTTP_METRICS_AUTH=on", NULL};
+    cfg = load_ok(ROUTE_A, env);
+    assert_string_equal(cfg->auth_token_file, f);
+    assert_string_equal(route(cfg, "a")->auth_token_file, f);
+    assert_string_equal(cfg->amqp_tls_ca, f);
+    assert_true(cfg->metrics_auth);
+    config_free(cfg);
+
+    /* Errors, each naming its line and key. */
+    char *bad = NULL;
+    assert_true(asprintf(&bad, "[http]\ntls_cert = %s\n", f) > 0);
+    expect_file_error(bad, NULL, ":2: tls_cert: needs tls_key in [http] too (both or neither)");
+    free(bad);
+    assert_true(asprintf(&bad, "[amqp]\nuri = amqps://h/v\ntls_key = %s\n", f) > 0);
+    expect_file_error(bad, NULL, ":3: tls_key: needs tls_cert in [amqp] too (both or neither)");
+    free(bad);
+    assert_true(asprintf(&bad, "[amqp]\ntls_ca = %s\n", f) > 0);
+    expect_file_error(bad, NULL, ":2: tls_ca: set, but no uri is amqps://");
+    free(bad);
+    expect_file_error("[http]\nmetrics_auth = yes\n", NULL,
+                      ":2: metrics_auth: needs [http] auth_token_file");
+    expect_file_error("[http]\ntls_key = /nonexistent/key.pem\n", NULL,
+                      ":2: tls_key: cannot read /nonexistent/key.pem: No such file or directory");
+    expect_file_error("[route a]\nauth_token_file = /nonexistent/t\n", NULL,
+                      ":2: auth_token_file: cannot read /nonexistent/t");
+    unlink(f);
+}
 
 static void test_parse_duration(void **state)
 {
@@ -908,6 +980,7 @@ int main(void)
         cmocka_unit_test(test_env_sections),
         cmocka_unit_test(test_env_routes),
         cmocka_unit_test(test_env_errors),
+        cmocka_unit_test(test_tls_and_auth_keys),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_bool),
