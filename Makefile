@@ -20,7 +20,7 @@
 # Knobs: WERROR=1 (CI), SANITIZER=address,undefined (builds into build/san).
 
 CC      ?= cc
-PKGS    := libevent librabbitmq libxml-2.0 inih
+PKGS    := libevent libevent_openssl librabbitmq libxml-2.0 inih openssl
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wundef
 CFLAGS  ?= -O2 -g
@@ -48,10 +48,12 @@ FTEST   := $(patsubst tests/faults/%.c,$(BUILD)/faults/%,$(wildcard tests/faults
 
 # What `make deps` installs when missing: build tools, the libraries above,
 # the test framework, the broker the tests and `make run` start, wrk for
-# tests/load, clang-format for format-check.
+# tests/load, clang-format for format-check; OpenSSL's headers (HTTPS, amqps,
+# token digests) and its command line tool (the tests make their
+# certificates with it).
 DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
            libcmocka-dev libinih-dev rabbitmq-server wrk clang-format valgrind \
-           clang libclang-rt-dev
+           clang libclang-rt-dev libssl-dev openssl
 
 # Sources clang-format checks: ours, not generated ones.
 FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tests/faults/*.[ch] \
