@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "server.h"
 #include "worker.h"
 #include "xmlcheck.h"
 
@@ -23,7 +24,8 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: ingest-bridge [-c FILE] [-t] [-V] [-h]\n"
                  "  -c FILE  config file (default: bridge.ini in the working directory)\n"
-                 "  -t       check the config (and every route's schema), print 'config ok', exit\n"
+                 "  -t       check the config (schemas, certificates, token files), print 'config "
+                 "ok', exit\n"
                  "  -V       print the version and exit\n"
                  "  -h       this help\n"
                  "Every key can be overridden from the environment: BRIDGE_<SECTION>_<KEY>,\n"
@@ -120,6 +122,16 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
+        /* The certificate and token files too: what the workers would load. */
+        struct http_shared *sh = http_shared_new(cfg, err, sizeof err);
+        if (sh == NULL) {
+            fprintf(stderr, "%s\n", err);
+            free_schemas(schemas, cfg->n_routes);
+            config_free(cfg);
+            xmlcheck_global_cleanup();
+            return 1;
+        }
+        http_shared_free(sh);
         printf("config ok\n");
         free_schemas(schemas, cfg->n_routes);
         config_free(cfg);
@@ -149,9 +161,10 @@ int main(int argc, char **argv)
         worker_pool_stop(pool);
         goto out;
     }
-    log_info("ingest-bridge %s listening on %s:%d with %d workers, %zu routes, broker %s%s",
-             BRIDGE_VERSION, cfg->listen_host, cfg->listen_port, cfg->workers, cfg->n_routes,
-             cfg->uris[0].display, cfg->n_uris > 1 ? " (+ failover)" : "");
+    log_info("ingest-bridge %s listening on %s://%s:%d with %d workers, %zu routes, broker %s%s",
+             BRIDGE_VERSION, cfg->tls_cert[0] != '\0' ? "https" : "http", cfg->listen_host,
+             cfg->listen_port, cfg->workers, cfg->n_routes, cfg->uris[0].display,
+             cfg->n_uris > 1 ? " (+ failover)" : "");
 
     int sig = 0;
     while (sigwait(&stop, &sig) != 0) {

@@ -83,10 +83,11 @@ struct worker {
 };
 
 struct worker_pool {
-    const struct config *cfg; /* immutable */
-    struct metrics *metrics;  /* every worker's counters */
-    struct worker *w;         /* cfg->workers entries */
-    size_t n;                 /* created so far */
+    const struct config *cfg;   /* immutable */
+    struct metrics *metrics;    /* every worker's counters */
+    struct http_shared *shared; /* TLS context and tokens, read by every worker */
+    struct worker *w;           /* cfg->workers entries */
+    size_t n;                   /* created so far */
 };
 
 /* ---- answering ---------------------------------------------------------- */
@@ -600,7 +601,7 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
         .counters = w->m,
     };
     char herr[256];
-    w->http = http_server_new(w->base, w->cfg, id, &h, herr, sizeof herr);
+    w->http = http_server_new(w->base, w->cfg, p->shared, id, &h, herr, sizeof herr);
     if (w->http == NULL) {
         snprintf(err, errlen, "worker %u: %s", id, herr);
         return -1;
@@ -699,6 +700,12 @@ struct worker_pool *worker_pool_new(const struct config *cfg,
         free(p);
         return NULL;
     }
+    /* Certificates and token files, once for every worker. */
+    p->shared = http_shared_new(cfg, err, errlen);
+    if (p->shared == NULL) {
+        worker_pool_free(p);
+        return NULL;
+    }
     for (int i = 0; i < cfg->workers; i++) {
         p->n++;
         if (worker_init(&p->w[i], p, (unsigned)i, schemas, err, errlen) != 0) {
@@ -744,6 +751,7 @@ void worker_pool_free(struct worker_pool *p)
         return;
     for (size_t i = 0; i < p->n; i++)
         worker_destroy(&p->w[i]);
+    http_shared_free(p->shared);
     free(p->w);
     metrics_free(p->metrics);
     free(p);

@@ -32,6 +32,7 @@
 #include <sys/queue.h> /* before event2/keyvalq_struct.h: TAILQ_FOREACH */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -39,6 +40,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,10 +50,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
 #include "reqid.h"
+#include "tls.h"
 
 #define HTTP_MAX_HEADERS_SIZE (64 * 1024) /* request line + headers */
 #define HTTP_RETRY_AFTER "1"              /* seconds, on every 503 */
@@ -92,28 +96,31 @@ struct http_req {
 };
 
 struct http_server {
-    struct event_base *base;           /* the worker's loop */
-    const struct config *cfg;          /* immutable */
-    unsigned worker;                   /* index */
-    struct http_handlers h;            /* the bridge */
-    struct evhttp *http;               /* evhttp server */
-    struct evconnlistener *lev;        /* our listener (evhttp accepts on it) */
-    struct evhttp_bound_socket *bound; /* lev as evhttp knows it; NULL once draining */
-    struct event *accept_ev;           /* re-enables accepting after EMFILE & co */
-    const struct timeval *deadline;    /* common timeout of cfg->http_timeout_ms */
-    struct reqid_gen ids;              /* this worker's request ids */
-    bool draining;                     /* stop accepting, close after each answer */
-    size_t pending;                    /* requests handed to the bridge, unanswered */
-    size_t n_conns;                    /* live connection contexts */
-    struct http_conn live;             /* sentinel of the live connection list */
-    struct http_conn *free_conns;      /* recycled contexts (events kept) */
-    struct http_req *free_reqs;        /* recycled request contexts */
-    struct http_conn **byfd;           /* descriptor -> adopted connection */
-    size_t nbyfd;                      /* entries in byfd */
-    size_t read_ahead;                 /* unparsed input a connection may hold */
-    struct http_server *next_server;   /* the registry below */
-    time_t date_sec;                   /* the second date_text was made for */
-    char date_text[40];                /* Date header value, made once a second */
+    struct event_base *base;                /* the worker's loop */
+    const struct config *cfg;               /* immutable */
+    const struct http_shared *sh;           /* TLS context and tokens, shared read-only */
+    const struct tls_server *tls;           /* NULL = plain HTTP */
+    const struct auth_tokens *metrics_auth; /* tokens /metrics asks for, NULL = open */
+    unsigned worker;                        /* index */
+    struct http_handlers h;                 /* the bridge */
+    struct evhttp *http;                    /* evhttp server */
+    struct evconnlistener *lev;             /* our listener (evhttp accepts on it) */
+    struct evhttp_bound_socket *bound;      /* lev as evhttp knows it; NULL once draining */
+    struct event *accept_ev;                /* re-enables accepting after EMFILE & co */
+    const struct timeval *deadline;         /* common timeout of cfg->http_timeout_ms */
+    struct reqid_gen ids;                   /* this worker's request ids */
+    bool draining;                          /* stop accepting, close after each answer */
+    size_t pending;                         /* requests handed to the bridge, unanswered */
+    size_t n_conns;                         /* live connection contexts */
+    struct http_conn live;                  /* sentinel of the live connection list */
+    struct http_conn *free_conns;           /* recycled contexts (events kept) */
+    struct http_req *free_reqs;             /* recycled request contexts */
+    struct http_conn **byfd;                /* descriptor -> adopted connection */
+    size_t nbyfd;                           /* entries in byfd */
+    size_t read_ahead;                      /* unparsed input a connection may hold */
+    struct http_server *next_server;        /* the registry below */
+    time_t date_sec;                        /* the second date_text was made for */
+    char date_text[40];                     /* Date header value, made once a second */
 };
 
 /* Every server, by listener. evconnlistener gives its error callback the
@@ -328,7 +335,26 @@ static struct bufferevent *on_bev(struct event_base *base, void *arg)
 {
     struct http_server *s = arg;
     struct http_conn *c = conn_get(s);
-    c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (s->tls != NULL) {
+        /* evhttp gives the descriptor later (bufferevent_setfd): the
+         * handshake starts then, under the same request deadline as the
+         * rest, so a client that never finishes it is cut off too. A NULL
+         * here would make evhttp fall back to plain HTTP on this port:
+         * out of memory ends the process instead, as everywhere. */
+        SSL *ssl = tls_server_ssl(s->tls);
+        c->bev = ssl != NULL ? bufferevent_openssl_socket_new(
+                                   base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE)
+                             : NULL;
+        if (c->bev == NULL) {
+            log_error("out of memory");
+            abort();
+        }
+        /* A client that closes without close_notify is at end of file
+         * like a plain one, not in error. */
+        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    } else {
+        c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
     /* evhttp sets no read limit: while it writes a response (to a client
      * that reads none, say) its bufferevent goes on reading whatever the
      * client pipelines into memory, without bound until the deadline. A
@@ -380,6 +406,8 @@ static const char *reason_of(int status)
         return "Accepted";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
     case 404:
         return "Not Found";
     case 405:
@@ -596,6 +624,8 @@ struct head_info {
     const char *id;    /* X-Request-Id, first one */
     const char *ctype; /* Content-Type, first one */
     const char *te;    /* Transfer-Encoding, first one */
+    const char *auth;  /* Authorization, first one */
+    int n_auth;        /* Authorization headers */
     int n_cl;          /* Content-Length headers */
     int n_te;          /* Transfer-Encoding headers */
 };
@@ -608,6 +638,10 @@ static void scan_headers(struct evhttp_request *req, struct head_info *hi)
     {
         const char *k = kv->key;
         switch (k[0] | 0x20) {
+        case 'a':
+            if (strcasecmp(k, "Authorization") == 0 && hi->n_auth++ == 0)
+                hi->auth = kv->value;
+            break;
         case 'c':
             if (strcasecmp(k, "Content-Length") == 0)
                 hi->n_cl++;
@@ -665,6 +699,34 @@ static const struct config_route *find_route(const struct config *cfg, const cha
         if (strcmp(cfg->routes[i].path, path) == 0)
             return &cfg->routes[i];
     return NULL;
+}
+
+/* Bearer auth of a request that asks for tokens T: true when it may go on,
+ * else it has been answered 401. Checked before anything reads the body's
+ * bytes (evhttp has received them, up to max_body: it calls us only with
+ * the whole request); when no token is asked for it costs one test. */
+static bool authorized(struct http_server *s, struct evhttp_request *req, const struct answer *a,
+                       const struct auth_tokens *t, const struct head_info *hi)
+{
+    if (t == NULL)
+        return true;
+    /* Two Authorization headers: which one a proxy in front of us would
+     * read is anybody's guess. Refused. */
+    enum auth_result ar = hi->n_auth > 1 ? AUTH_INVALID : auth_check(t, hi->auth);
+    if (ar == AUTH_OK)
+        return true;
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    if (ar == AUTH_INVALID) {
+        evhttp_add_header(out, "WWW-Authenticate",
+                          "Bearer realm=\"ingest-bridge\", error=\"invalid_token\"");
+        log_debug("%s: 401: invalid bearer token", a->id);
+        send_text(s, req, a, 401, "invalid bearer token\n", 0);
+    } else {
+        evhttp_add_header(out, "WWW-Authenticate", "Bearer realm=\"ingest-bridge\"");
+        log_debug("%s: 401: no bearer token", a->id);
+        send_text(s, req, a, 401, "a bearer token is required: Authorization: Bearer TOKEN\n", 0);
+    }
+    return false;
 }
 
 /* "ok" when healthy, then a line per worker; when not, the lines alone,
@@ -743,6 +805,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         a.slot = METRICS_HEALTHZ;
     else if (strcmp(path, "/metrics") == 0)
         a.slot = METRICS_METRICS;
+    /* /metrics asks for a token when [http] metrics_auth says so, before
+     * whatever answers it. pong and /healthz stay open. */
+    if (a.slot == METRICS_METRICS && s->metrics_auth != NULL &&
+        !authorized(s, req, &a, s->metrics_auth, &hi))
+        return;
     if (a.slot != METRICS_NONE) {
         if (!get) {
             evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
@@ -764,6 +831,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     a.slot = METRICS_ROUTE0 + (size_t)(route - s->cfg->routes);
+    if (!authorized(s, req, &a, http_shared_auth(s->sh, (size_t)(route - s->cfg->routes)), &hi))
+        return;
     if (cmd != EVHTTP_REQ_POST) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
         send_text(s, req, &a, 405, "method not allowed: use POST\n", 0);
@@ -811,8 +880,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 /* ---- the interface ------------------------------------------------------ */
 
 struct http_server *http_server_new(struct event_base *base, const struct config *cfg,
-                                    unsigned worker, const struct http_handlers *h, char *err,
-                                    size_t errlen)
+                                    const struct http_shared *sh, unsigned worker,
+                                    const struct http_handlers *h, char *err, size_t errlen)
 {
     struct http_server *s = calloc(1, sizeof *s);
     if (s == NULL) {
@@ -821,6 +890,9 @@ struct http_server *http_server_new(struct event_base *base, const struct config
     }
     s->base = base;
     s->cfg = cfg;
+    s->sh = sh;
+    s->tls = http_shared_tls_server(sh);
+    s->metrics_auth = cfg->metrics_auth ? http_shared_auth(sh, cfg->n_routes) : NULL;
     s->worker = worker;
     s->h = *h;
     s->live.next = s->live.prev = &s->live;

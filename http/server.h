@@ -41,12 +41,29 @@ struct http_handlers {
 };
 
 struct http_server;
+struct tls_server;
+struct auth_tokens;
 
-/* Bind cfg->listen_host:listen_port with SO_REUSEPORT on BASE. NULL on
- * failure with the reason in err. */
+/* What every worker's server shares (http/shared.c): the HTTPS context and
+ * the bearer tokens, every file read and checked here. Made once before the
+ * workers start, read-only afterwards. NULL with the reason, naming the
+ * file, in err. */
+struct http_shared;
+struct http_shared *http_shared_new(const struct config *cfg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+void http_shared_free(struct http_shared *sh);
+bool http_shared_tls(const struct http_shared *sh); /* the listener speaks HTTPS */
+const struct tls_server *http_shared_tls_server(const struct http_shared *sh);
+/* The tokens route ROUTE (index into cfg->routes) asks for; ROUTE beyond
+ * the routes: [http] auth_token_file's. NULL = none asked for. */
+const struct auth_tokens *http_shared_auth(const struct http_shared *sh, size_t route);
+
+/* Bind cfg->listen_host:listen_port with SO_REUSEPORT on BASE; HTTPS when SH
+ * has a TLS context. NULL on failure with the reason in err. */
 struct http_server *http_server_new(struct event_base *base, const struct config *cfg,
-                                    unsigned worker, const struct http_handlers *h, char *err,
-                                    size_t errlen) __attribute__((warn_unused_result));
+                                    const struct http_shared *sh, unsigned worker,
+                                    const struct http_handlers *h, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 /* Stop accepting new connections; requests on open connections are answered
  * 503 + Connection: close from now on. */
 void http_server_drain(struct http_server *s);

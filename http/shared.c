@@ -1,0 +1,87 @@
+/* shared.c - what every worker's HTTP server shares, made once before the
+ * workers start and read-only afterwards: the HTTPS context and the bearer
+ * tokens ([http] auth_token_file, and each route's own). Every file is read
+ * here, so a bad certificate or token file stops start-up (and `-t`) with
+ * its name, never a worker. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "auth.h"
+#include "config.h"
+#include "server.h"
+#include "tls.h"
+
+struct http_shared {
+    struct tls_server *tls;                /* NULL = plain HTTP */
+    struct auth_tokens *global;            /* [http] auth_token_file; NULL = none */
+    struct auth_tokens **own;              /* per route (as cfg->routes): its own file, or NULL */
+    const struct auth_tokens **route_auth; /* per route: what it asks for (own, global or NULL) */
+    size_t n_routes;
+};
+
+struct http_shared *http_shared_new(const struct config *cfg, char *err, size_t errlen)
+{
+    struct http_shared *sh = calloc(1, sizeof *sh);
+    if (sh == NULL || (sh->own = calloc(cfg->n_routes + 1, sizeof *sh->own)) == NULL ||
+        (sh->route_auth = calloc(cfg->n_routes + 1, sizeof *sh->route_auth)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        http_shared_free(sh);
+        return NULL;
+    }
+    sh->n_routes = cfg->n_routes;
+    char why[512];
+    if (cfg->tls_cert[0] != '\0' &&
+        (sh->tls = tls_server_new(cfg->tls_cert, cfg->tls_key, why, sizeof why)) == NULL) {
+        snprintf(err, errlen, "%s: [http] %s", cfg->file, why);
+        goto fail;
+    }
+    if (cfg->auth_token_file[0] != '\0' &&
+        (sh->global = auth_tokens_load(cfg->auth_token_file, why, sizeof why)) == NULL) {
+        snprintf(err, errlen, "%s: [http] auth_token_file: %s", cfg->file, why);
+        goto fail;
+    }
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        const struct config_route *r = &cfg->routes[i];
+        sh->route_auth[i] = sh->global;
+        if (r->auth_token_file[0] == '\0')
+            continue;
+        sh->own[i] = auth_tokens_load(r->auth_token_file, why, sizeof why);
+        if (sh->own[i] == NULL) {
+            snprintf(err, errlen, "%s: route %s: auth_token_file: %s", cfg->file, r->name, why);
+            goto fail;
+        }
+        sh->route_auth[i] = sh->own[i];
+    }
+    return sh;
+fail:
+    http_shared_free(sh);
+    return NULL;
+}
+
+void http_shared_free(struct http_shared *sh)
+{
+    if (sh == NULL)
+        return;
+    tls_server_free(sh->tls);
+    auth_tokens_free(sh->global);
+    for (size_t i = 0; sh->own != NULL && i < sh->n_routes; i++)
+        auth_tokens_free(sh->own[i]);
+    free(sh->own);
+    free(sh->route_auth);
+    free(sh);
+}
+
+bool http_shared_tls(const struct http_shared *sh)
+{
+    return sh->tls != NULL;
+}
+
+const struct tls_server *http_shared_tls_server(const struct http_shared *sh)
+{
+    return sh->tls;
+}
+
+const struct auth_tokens *http_shared_auth(const struct http_shared *sh, size_t route)
+{
+    return route < sh->n_routes ? sh->route_auth[route] : sh->global;
+}

@@ -1,0 +1,80 @@
+/* tls.c - the HTTPS listener's OpenSSL context. SSL_CTX is safe to share
+ * between threads once set up: only SSL_new reads it (and its session
+ * cache, which OpenSSL locks itself). */
+#include "tls.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+struct tls_server {
+    SSL_CTX *ctx; /* read-only once tls_server_new returns */
+};
+
+/* The first queued OpenSSL error as text ("no start line", ...). */
+static const char *ssl_reason(void)
+{
+    unsigned long e = ERR_get_error();
+    const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
+    ERR_clear_error();
+    return r != NULL ? r : "unknown error";
+}
+
+struct tls_server *tls_server_new(const char *cert, const char *key, char *err, size_t errlen)
+{
+    struct tls_server *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ERR_clear_error();
+    t->ctx = SSL_CTX_new(TLS_server_method());
+    if (t->ctx == NULL) {
+        snprintf(err, errlen, "TLS: %s", ssl_reason());
+        goto fail;
+    }
+    if (SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION) != 1) {
+        snprintf(err, errlen, "TLS: cannot require TLS 1.2: %s", ssl_reason());
+        goto fail;
+    }
+    /* No renegotiation (a client could make us spend CPU at will), no
+     * compression (CRIME). Session tickets keep reconnects cheap. */
+    SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                    SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* libevent hands OpenSSL the same buffer again after a partial write
+     * only if it may move between calls. */
+    SSL_CTX_set_mode(t->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                 SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_use_certificate_chain_file(t->ctx, cert) != 1) {
+        snprintf(err, errlen, "tls_cert %s: not a PEM certificate: %s", cert, ssl_reason());
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1) {
+        snprintf(err, errlen, "tls_key %s: not a PEM private key (without a passphrase): %s", key,
+                 ssl_reason());
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(t->ctx) != 1) {
+        snprintf(err, errlen, "tls_key %s does not belong to tls_cert %s: %s", key, cert,
+                 ssl_reason());
+        goto fail;
+    }
+    return t;
+fail:
+    tls_server_free(t);
+    return NULL;
+}
+
+void tls_server_free(struct tls_server *t)
+{
+    if (t == NULL)
+        return;
+    SSL_CTX_free(t->ctx);
+    free(t);
+}
+
+void *tls_server_ssl(const struct tls_server *t)
+{
+    return SSL_new(t->ctx);
+}
