@@ -10,6 +10,7 @@
 #include "broker.h"
 
 #include <amqp.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -22,6 +23,10 @@
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -42,6 +47,10 @@
 #define BROKER_REASON_LEN 256
 /* Bytes of frame and properties a publish adds to its body and headers. */
 #define BROKER_FRAME_OVERHEAD 512
+/* amqps://: what TLS adds on the wire per record (16 KiB of payload at most):
+ * header, MAC or tag, padding; generous, it only sizes the room check. */
+#define BROKER_TLS_RECORD 16384
+#define BROKER_TLS_RECORD_OVERHEAD 64
 /* Bounds of TCP_USER_TIMEOUT on the broker socket (see connect_main). */
 #define BROKER_USER_TIMEOUT_MIN_MS 5000
 #define BROKER_USER_TIMEOUT_MAX_MS 60000
@@ -136,6 +145,7 @@ struct broker {
     amqp_table_entry_t hdr[BROKER_MAX_HEADERS]; /* reused per publish */
     size_t peak_inflight;                       /* most publishes awaiting a confirm at once */
     bool socket_full; /* publishes refused for a full socket; logged once */
+    bool tls;         /* the current connection is amqps:// */
 };
 
 const char *broker_state_name(enum broker_state s)
@@ -288,6 +298,81 @@ static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch, const
         }                                                                                          \
     }
 
+/* The first queued OpenSSL error of this thread as text, or "". */
+static const char *ssl_reason(void)
+{
+    unsigned long e = ERR_get_error();
+    const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
+    ERR_clear_error();
+    return r != NULL ? r : "";
+}
+
+/* An amqps:// socket for U: TLS 1.2 or later, the broker's certificate
+ * checked against [amqp] tls_ca (else the system's CAs) and its name or
+ * address against U's host, a client certificate if one is configured.
+ * Host names are checked by OpenSSL itself (X509_VERIFY_PARAM, which knows
+ * IP addresses and wildcards), not by rabbitmq-c 0.11's own check, which
+ * only knows DNS names. Connector thread only. NULL with the reason in err. */
+static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const struct config *cfg,
+                                 const struct config_uri *u, char *err, size_t errlen)
+{
+    ERR_clear_error();
+    amqp_socket_t *sock = amqp_ssl_socket_new(conn);
+    SSL_CTX *ctx = sock != NULL ? amqp_ssl_socket_get_context(sock) : NULL;
+    if (ctx == NULL) {
+        snprintf(err, errlen, "TLS: cannot set up a context: %s", ssl_reason());
+        return NULL;
+    }
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+        snprintf(err, errlen, "TLS: cannot require TLS 1.2: %s", ssl_reason());
+        return NULL;
+    }
+    amqp_ssl_socket_set_verify_hostname(sock, 0); /* OpenSSL's check below instead */
+    amqp_ssl_socket_set_verify_peer(sock, cfg->amqp_tls_verify);
+    if (cfg->amqp_tls_verify) {
+        int ok = cfg->amqp_tls_ca[0] != '\0'
+                     ? amqp_ssl_socket_set_cacert(sock, cfg->amqp_tls_ca) == AMQP_STATUS_OK
+                     : SSL_CTX_set_default_verify_paths(ctx) == 1;
+        if (!ok) {
+            snprintf(err, errlen, "tls_ca %s: no CA certificate in it: %s",
+                     cfg->amqp_tls_ca[0] != '\0' ? cfg->amqp_tls_ca : "(system)", ssl_reason());
+            return NULL;
+        }
+        /* Fail the handshake itself on a bad certificate, not after it. */
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
+        struct in6_addr a6;
+        struct in_addr a4;
+        bool ip = inet_pton(AF_INET, u->host, &a4) == 1 || inet_pton(AF_INET6, u->host, &a6) == 1;
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if ((ip ? X509_VERIFY_PARAM_set1_ip_asc(param, u->host)
+                : X509_VERIFY_PARAM_set1_host(param, u->host, 0)) != 1) {
+            snprintf(err, errlen, "TLS: cannot check the name %s: %s", u->host, ssl_reason());
+            return NULL;
+        }
+    }
+    if (cfg->amqp_tls_cert[0] != '\0' &&
+        amqp_ssl_socket_set_key(sock, cfg->amqp_tls_cert, cfg->amqp_tls_key) != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "tls_cert %s / tls_key %s: cannot use them: %s", cfg->amqp_tls_cert,
+                 cfg->amqp_tls_key, ssl_reason());
+        return NULL;
+    }
+    return sock;
+}
+
+/* Why amqp_socket_open_noblock failed, into the job's err; for TLS with
+ * OpenSSL's reason ("certificate verify failed: ...") when it has one. */
+static void tls_connect_error(struct connect_job *j, const struct config_uri *u, int rc)
+{
+    const char *why = u->tls ? ssl_reason() : "";
+    if (why[0] != '\0')
+        snprintf(j->err, sizeof j->err, "connect to %s:%d: %s: %s", u->host, u->port,
+                 amqp_error_string2(rc), why);
+    else
+        snprintf(j->err, sizeof j->err, "connect to %s:%d: %s", u->host, u->port,
+                 amqp_error_string2(rc));
+}
+
 /* The connector thread: everything that blocks, bounded by timeouts. */
 static void *connect_main(void *p)
 {
@@ -302,15 +387,16 @@ static void *connect_main(void *p)
         snprintf(j->err, sizeof j->err, "out of memory");
         goto out;
     }
-    amqp_socket_t *sock = amqp_tcp_socket_new(conn);
+    amqp_socket_t *sock =
+        u->tls ? tls_socket(conn, j->cfg, u, j->err, sizeof j->err) : amqp_tcp_socket_new(conn);
     if (sock == NULL) {
-        snprintf(j->err, sizeof j->err, "out of memory");
+        if (!u->tls)
+            snprintf(j->err, sizeof j->err, "out of memory");
         goto fail;
     }
     int rc = amqp_socket_open_noblock(sock, u->host, u->port, &tv);
     if (rc != AMQP_STATUS_OK) {
-        snprintf(j->err, sizeof j->err, "connect to %s:%d: %s", u->host, u->port,
-                 amqp_error_string2(rc));
+        tls_connect_error(j, u, rc);
         goto fail;
     }
     /* rabbitmq-c writes without a time limit. A broker that stops reading
@@ -506,6 +592,7 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
         return;
     }
     b->conn = b->job.conn;
+    b->tls = b->job.uri->tls;
     b->channel = b->job.channel;
     b->job.conn = NULL;
     b->content = CONTENT_NONE;
@@ -1012,6 +1099,8 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
     }
     size_t n = 0;
     size_t need = m->body_len + BROKER_FRAME_OVERHEAD + m->message_id_len;
+    if (b->tls)
+        need += (need / BROKER_TLS_RECORD + 1) * BROKER_TLS_RECORD_OVERHEAD;
     if (m->headers != NULL) {
         for (size_t i = 0; i < m->headers->n && n < BROKER_MAX_HEADERS; i++) {
             const struct hdrmap_kv *kv = &m->headers->kv[i];
