@@ -439,6 +439,13 @@ static void *connect_main(void *p)
                                    AMQP_SASL_METHOD_PLAIN, u->user, u->password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         rpc_error(r, "login", j->err, sizeof j->err);
+        /* TLS 1.3: a broker that refuses our certificate says so only now,
+         * in an alert, which rabbitmq-c reports as "a SSL error"; OpenSSL's
+         * reason, when it is still queued, says which. */
+        const char *why = u->tls ? ssl_reason() : "";
+        size_t n = strlen(j->err);
+        if (why[0] != '\0' && n < sizeof j->err)
+            snprintf(j->err + n, sizeof j->err - n, ": %s", why);
         goto fail;
     }
     if (open_channel(conn, j->channel, j->cfg->confirm, j->err, sizeof j->err) != 0)

@@ -5,6 +5,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -51,8 +52,12 @@ struct tls_server *tls_server_new(const char *cert, const char *key, char *err, 
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1) {
-        snprintf(err, errlen, "tls_key %s: not a PEM private key (without a passphrase): %s", key,
-                 ssl_reason());
+        if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH)
+            snprintf(err, errlen, "tls_key %s does not belong to tls_cert %s", key, cert);
+        else
+            snprintf(err, errlen, "tls_key %s: not a PEM private key (without a passphrase): %s",
+                     key, ssl_reason());
+        ERR_clear_error();
         goto fail;
     }
     if (SSL_CTX_check_private_key(t->ctx) != 1) {
