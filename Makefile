@@ -101,7 +101,7 @@ HARNESS := tests/lib/harness.c tests/lib/harness.h tests/lib/harness_cmocka.h
 define link_suite
 	@mkdir -p $(dir $@)
 	$(CC) $(HARNESS_CFLAGS) -Itests/lib -o $@ $< tests/lib/harness.c \
-	    $(shell pkg-config --libs librabbitmq cmocka) -lpthread
+	    $(shell pkg-config --libs librabbitmq cmocka openssl) -lpthread
 endef
 $(BUILD)/integration/test_%: tests/integration/test_%.c $(HARNESS)
 	$(link_suite)

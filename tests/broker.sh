@@ -15,7 +15,11 @@
 #   BROKER_DIR   state directory (default build/broker); everything lives there
 #   BROKER_PORT  AMQP port (default: the first free port from 5699 up)
 #   BROKER_NODE  node name (default bridgetest-<pid>@localhost)
-# The first `start` in a directory records node name and port in
+#   BROKER_TLS_DIR  if set: also a TLS (amqps) listener with the certificates
+#                there (tests/tls-certs.sh: ca.pem, server.pem, server-key.pem),
+#                clients must show a certificate of that CA
+#   BROKER_TLS_PORT  its port (default: the first free one from AMQP port + 1000)
+# The first `start` in a directory records node name and ports in
 # $BROKER_DIR/node.env; later commands (and a restart) reuse them, so a
 # restarted node keeps its durable queues.
 set -euo pipefail
@@ -62,6 +66,8 @@ setup_env() {
     fi
     NODE=${BROKER_NODE:-${NODE:-}}
     PORT=${BROKER_PORT:-${PORT:-}}
+    TLS_DIR=${BROKER_TLS_DIR:-${TLS_DIR:-}}
+    TLS_PORT=${BROKER_TLS_PORT:-${TLS_PORT:-}}
     if [ -z "$NODE" ]; then
         NODE="bridgetest-$$@localhost"
     fi
@@ -70,6 +76,13 @@ setup_env() {
         while answers 127.0.0.1 "$PORT" || answers 127.0.0.1 $((PORT + 20000)); do
             PORT=$((PORT + 1))
             [ "$PORT" -lt 5799 ] || die "no free port in 5699..5798"
+        done
+    fi
+    if [ -n "$TLS_DIR" ] && [ -z "$TLS_PORT" ]; then
+        TLS_PORT=$((PORT + 1000))
+        while answers 127.0.0.1 "$TLS_PORT"; do
+            TLS_PORT=$((TLS_PORT + 1))
+            [ "$TLS_PORT" -lt $((PORT + 1100)) ] || die "no free TLS port above $((PORT + 1000))"
         done
     fi
     export HOME="$DIR/home"
@@ -95,7 +108,8 @@ setup_env() {
 
 write_files() {
     mkdir -p "$HOME" "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
-    printf 'NODE=%q\nPORT=%q\n' "$NODE" "$PORT" >"$DIR/node.env"
+    printf 'NODE=%q\nPORT=%q\nTLS_DIR=%q\nTLS_PORT=%q\n' "$NODE" "$PORT" "$TLS_DIR" "$TLS_PORT" \
+        >"$DIR/node.env"
     if [ ! -s "$HOME/.erlang.cookie" ]; then
         rm -f "$HOME/.erlang.cookie"
         (umask 077; od -An -N20 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F >"$HOME/.erlang.cookie")
@@ -110,6 +124,18 @@ disk_free_limit.absolute = 1MB
 log.console = false
 log.file.level = info
 EOF
+    if [ -n "$TLS_DIR" ]; then
+        local t
+        t=$(cd "$TLS_DIR" && pwd)
+        cat >>"$RABBITMQ_CONFIG_FILE" <<EOF
+listeners.ssl.1 = 127.0.0.1:$TLS_PORT
+ssl_options.cacertfile = $t/ca.pem
+ssl_options.certfile = $t/server.pem
+ssl_options.keyfile = $t/server-key.pem
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
+EOF
+    fi
 }
 
 ctl() {
@@ -205,7 +231,14 @@ cmd_start() {
         sleep 0.1
     done
     answers 127.0.0.1 "$PORT" || { show_logs; die "node $NODE runs but port $PORT does not answer"; }
-    say "node $NODE up on port $PORT after $((SECONDS - t0))s"
+    if [ -n "$TLS_DIR" ]; then
+        for i in $(seq 100); do
+            answers 127.0.0.1 "$TLS_PORT" && break
+            sleep 0.1
+        done
+        answers 127.0.0.1 "$TLS_PORT" || { show_logs; die "node $NODE: TLS port $TLS_PORT does not answer"; }
+    fi
+    say "node $NODE up on port $PORT${TLS_PORT:+ (TLS $TLS_PORT)} after $((SECONDS - t0))s"
 }
 
 show_logs() {
@@ -282,7 +315,8 @@ case $cmd in
         ;;
     env)
         setup_env
-        printf 'BROKER_NODE=%s\nBROKER_PORT=%s\nBROKER_DIR=%s\n' "$NODE" "$PORT" "$DIR"
+        printf 'BROKER_NODE=%s\nBROKER_PORT=%s\nBROKER_DIR=%s\nBROKER_TLS_PORT=%s\n' "$NODE" "$PORT" \
+            "$DIR" "$TLS_PORT"
         ;;
     answers)
         [ $# -eq 1 ] || die "usage: broker.sh answers HOST:PORT"

@@ -11,6 +11,9 @@
 #                   starts, stops and answers (default 1)
 #   IT_LOG_LEVEL    the bridge's log level (default info)
 #   IT_KEEP         keep the temporary directory (configs, logs)
+# and, from here: IT_TLS_DIR (the run's certificates, tests/tls-certs.sh) and
+# IT_BROKER_TLS_PORT (the node's amqps:// listener, which asks clients for a
+# certificate of that CA).
 set -euo pipefail
 
 build=${1:?usage: run.sh BUILD TEST...}
@@ -31,12 +34,19 @@ rm -rf "$BROKER_DIR"
 cleanup() {
     local rc=$?
     "$broker" stop || true
+    rm -rf "$BROKER_DIR.tls"
     exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Fresh certificates for the run (tests/tls-certs.sh): the node gets a TLS
+# listener with them, the TLS suite an HTTPS bridge.
+tls_dir="$BROKER_DIR.tls"
+rm -rf "$tls_dir"
+"$here/tests/tls-certs.sh" "$tls_dir"
+export BROKER_TLS_DIR="$tls_dir"
 "$broker" start
 eval "$("$broker" env)"
 
@@ -45,6 +55,8 @@ export IT_BRIDGE_BIN="$here/$build/ingest-bridge"
 export IT_ECHO_BIN="$here/$build/echo-worker"
 export IT_BROKER_PORT="$BROKER_PORT"
 export IT_BROKER_NODE="$BROKER_NODE"
+export IT_BROKER_TLS_PORT="$BROKER_TLS_PORT"
+export IT_TLS_DIR="$tls_dir"
 export IT_BROKER_SH="$broker"
 export BROKER_DIR
 # Sanitizer builds: a report fails the bridge's exit status, which the tests

@@ -10,6 +10,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -163,6 +166,9 @@ int harness_init(const char *suite)
         return -1;
     }
     h->broker_port = atoi(port);
+    const char *tls_port = getenv("IT_BROKER_TLS_PORT");
+    h->broker_tls_port = tls_port ? atoi(tls_port) : 0;
+    h->tls_dir = getenv("IT_TLS_DIR");
     h->log_level = getenv("IT_LOG_LEVEL") ? getenv("IT_LOG_LEVEL") : "info";
     const char *scale = getenv("IT_TIME_SCALE");
     if (scale && *scale) {
@@ -489,8 +495,51 @@ int conn_open(struct conn *c, int port)
     return 0;
 }
 
+/* The first queued OpenSSL error as text. */
+static const char *ssl_reason(void)
+{
+    unsigned long e = ERR_get_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    ERR_clear_error();
+    return r ? r : "no OpenSSL error queued";
+}
+
+int conn_open_tls(struct conn *c, int port, const char *ca, const char *cert, const char *key)
+{
+    if (conn_open(c, port) != 0)
+        return -1;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx)
+        abort();
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    const char *why = NULL;
+    if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
+        why = "cannot load the CA file";
+    else if (cert && (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+                      SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1))
+        why = "cannot load the client certificate";
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx), "127.0.0.1");
+    SSL *ssl = why ? NULL : SSL_new(ctx);
+    SSL_CTX_free(ctx); /* the SSL holds its own reference */
+    if (!why && (!ssl || SSL_set_fd(ssl, c->fd) != 1))
+        why = "cannot set up the connection";
+    if (!why && SSL_connect(ssl) != 1)
+        why = "handshake failed";
+    if (why) {
+        harness_note("TLS to 127.0.0.1:%d: %s: %s\n", port, why, ssl_reason());
+        SSL_free(ssl);
+        conn_close(c);
+        return -1;
+    }
+    c->ssl = ssl;
+    return 0;
+}
+
 void conn_close(struct conn *c)
 {
+    if (c->ssl)
+        SSL_free(c->ssl); /* no close_notify: the bridge takes end of file as one */
     if (c->fd >= 0)
         close(c->fd);
     free(c->buf);
@@ -509,7 +558,8 @@ int conn_send(struct conn *c, const void *p, size_t n)
 {
     const char *s = p;
     while (n > 0) {
-        ssize_t w = send(c->fd, s, n, MSG_NOSIGNAL);
+        ssize_t w = c->ssl ? SSL_write(c->ssl, s, (int)(n > 1 << 30 ? 1 << 30 : n))
+                           : send(c->fd, s, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -529,6 +579,23 @@ int conn_fill(struct conn *c)
             abort();
         c->buf = nb;
         c->cap = ncap;
+    }
+    if (c->ssl) {
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, c->buf + c->len, (int)(c->cap - c->len - 1));
+        if (n > 0) {
+            c->len += (size_t)n;
+            c->buf[c->len] = '\0';
+            return 1;
+        }
+        int e = SSL_get_error(c->ssl, n);
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+            return 0; /* close_notify, or the peer closed the socket */
+        if (e == SSL_ERROR_SYSCALL && errno == ECONNRESET)
+            return 0;
+        if (e != SSL_ERROR_SYSCALL && e != SSL_ERROR_WANT_READ)
+            errno = EPROTO;
+        return -1;
     }
     for (;;) {
         ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len - 1, 0);
@@ -722,6 +789,20 @@ int exchange(struct conn *c, const char *raw, size_t len, struct resp *r, bool h
     return conn_read_resp(c, r, head);
 }
 
+/* One request on the fresh connection C, which it closes. */
+static int request_once(struct conn *c, const char *method, const char *target, const char *ctype,
+                        const char *extra, const void *body, size_t blen, struct resp *r)
+{
+    size_t len;
+    char *raw = fmt_request(&len, method, target, ctype, extra, body, blen);
+    double t0 = now_ms();
+    int rc = exchange(c, raw, len, r, strcmp(method, "HEAD") == 0);
+    r->ms = now_ms() - t0;
+    free(raw);
+    conn_close(c);
+    return rc;
+}
+
 int http_req(int port, const char *method, const char *target, const char *ctype, const char *extra,
              const void *body, size_t blen, struct resp *r)
 {
@@ -729,14 +810,17 @@ int http_req(int port, const char *method, const char *target, const char *ctype
     memset(r, 0, sizeof *r);
     if (conn_open(&c, port) != 0)
         return -1;
-    size_t len;
-    char *raw = fmt_request(&len, method, target, ctype, extra, body, blen);
-    double t0 = now_ms();
-    int rc = exchange(&c, raw, len, r, strcmp(method, "HEAD") == 0);
-    r->ms = now_ms() - t0;
-    free(raw);
-    conn_close(&c);
-    return rc;
+    return request_once(&c, method, target, ctype, extra, body, blen, r);
+}
+
+int https_req(int port, const char *ca, const char *method, const char *target, const char *ctype,
+              const char *extra, const void *body, size_t blen, struct resp *r)
+{
+    struct conn c;
+    memset(r, 0, sizeof *r);
+    if (conn_open_tls(&c, port, ca, NULL, NULL) != 0)
+        return -1;
+    return request_once(&c, method, target, ctype, extra, body, blen, r);
 }
 
 int http_get(int port, const char *target, struct resp *r)
@@ -1040,7 +1124,7 @@ const char *describe_status(int st, char *buf, size_t n)
     return buf;
 }
 
-void bridge_start(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg)
+void bridge_spawn(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg)
 {
     snprintf(b->cfg, sizeof b->cfg, "%s/%s.ini", g_harness.tmp, name);
     snprintf(b->log, sizeof b->log, "%s/%s.log", g_harness.tmp, name);
@@ -1052,7 +1136,11 @@ void bridge_start(struct bridge *b, const char *name, bridge_config_fn *config, 
     char **argv = bridge_argv((const char *[]){"-c", b->cfg, NULL});
     b->pid = spawn(argv, b->log, NULL);
     free(argv);
+}
 
+void bridge_start(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg)
+{
+    bridge_spawn(b, name, config, arg);
     int limit = scale_ms(20000);
     double end = now_ms() + limit;
     int last = 0;
@@ -1065,7 +1153,7 @@ void bridge_start(struct bridge *b, const char *name, bridge_config_fn *config, 
             harness_fail("bridge %s died at start-up: %s", name, describe_status(st, d, sizeof d));
         }
         struct resp r;
-        if (http_get(b->port, "/healthz", &r) == 0) {
+        if (bridge_get(b, "/healthz", &r) == 0) {
             last = r.status;
             resp_free(&r);
             if (last == 200)
@@ -1119,13 +1207,20 @@ int bridge_stop(struct bridge *b, int timeout_ms)
     return st;
 }
 
-bool wait_health(int port, int want, int ms, int *last)
+int bridge_get(const struct bridge *b, const char *target, struct resp *r)
+{
+    if (b->tls_ca)
+        return https_req(b->port, b->tls_ca, "GET", target, NULL, NULL, NULL, 0, r);
+    return http_get(b->port, target, r);
+}
+
+bool bridge_wait_health(const struct bridge *b, int want, int ms, int *last)
 {
     double end = now_ms() + ms;
     *last = 0;
     do {
         struct resp r;
-        if (http_get(port, "/healthz", &r) == 0) {
+        if (bridge_get(b, "/healthz", &r) == 0) {
             *last = r.status;
             resp_free(&r);
             if (*last == want)
@@ -1134,6 +1229,12 @@ bool wait_health(int port, int want, int ms, int *last)
         sleep_ms(50);
     } while (now_ms() < end);
     return false;
+}
+
+bool wait_health(int port, int want, int ms, int *last)
+{
+    struct bridge b = {.port = port};
+    return bridge_wait_health(&b, want, ms, last);
 }
 
 /* ------------------------------------------------------------------ */

@@ -32,6 +32,8 @@ struct harness {
     const char *broker_dir; /* BROKER_DIR: the node's state (pid file) */
     const char *node;       /* IT_BROKER_NODE: node name, for messages; may be NULL */
     int broker_port;        /* IT_BROKER_PORT: the private node's AMQP port */
+    int broker_tls_port;    /* IT_BROKER_TLS_PORT: its amqps:// port (TLS listener) */
+    const char *tls_dir;    /* IT_TLS_DIR: the run's certificates (tests/tls-certs.sh) */
     const char *log_level;  /* IT_LOG_LEVEL for the bridge's config, default "info" */
     char **wrap;            /* IT_BRIDGE_WRAP split on blanks, NULL-ended; NULL if unset */
     double time_scale;      /* IT_TIME_SCALE (default 1), see scale_ms() */
@@ -132,6 +134,7 @@ void broker_restore(void);
 
 struct conn {
     int fd;    /* -1 when closed */
+    void *ssl; /* SSL * over fd (conn_open_tls), NULL for plain HTTP */
     char *buf; /* bytes read and not consumed yet, NUL-terminated */
     size_t len;
     size_t cap;
@@ -157,6 +160,11 @@ int resp_header_count(const struct resp *r, const char *name);
 /* Connect to 127.0.0.1:PORT, send/receive timeouts 5 s (scaled); 0 or -1. */
 int conn_open(struct conn *c, int port);
 void conn_set_timeout(struct conn *c, int ms);
+/* conn_open, then a TLS handshake (TLS 1.2+) that checks the server's
+ * certificate against the CA file CA and the address 127.0.0.1; CERT and
+ * KEY (both may be NULL): a client certificate. 0, or -1 with the reason
+ * noted. conn_send, conn_fill and conn_close then go through TLS. */
+int conn_open_tls(struct conn *c, int port, const char *ca, const char *cert, const char *key);
 void conn_close(struct conn *c);
 void conn_abort(struct conn *c); /* close with RST instead of FIN */
 int conn_send(struct conn *c, const void *p, size_t n);
@@ -184,6 +192,9 @@ int exchange(struct conn *c, const char *raw, size_t len, struct resp *r, bool h
 int http_req(int port, const char *method, const char *target, const char *ctype, const char *extra,
              const void *body, size_t blen, struct resp *r);
 int http_get(int port, const char *target, struct resp *r);
+/* http_req over TLS (conn_open_tls with CA, no client certificate). */
+int https_req(int port, const char *ca, const char *method, const char *target, const char *ctype,
+              const char *extra, const void *body, size_t blen, struct resp *r);
 int http_post(int port, const char *target, const char *ctype, const char *extra, const char *body,
               struct resp *r);
 
@@ -217,12 +228,13 @@ const char *tbl_get(const amqp_table_t *t, const char *key, char *buf, size_t bu
 /* ---- the bridge under test ---------------------------------------------- */
 
 struct bridge {
-    pid_t pid;     /* 0 when not running */
-    int port;      /* its HTTP port */
-    char cfg[512]; /* TMP/NAME.ini */
-    char log[512]; /* TMP/NAME.log: its stdout and stderr (and valgrind's) */
-    long mark;     /* log offset at the start of the current test */
-    long start;    /* log offset when this process was started */
+    pid_t pid;          /* 0 when not running */
+    int port;           /* its HTTP port */
+    char cfg[512];      /* TMP/NAME.ini */
+    char log[512];      /* TMP/NAME.log: its stdout and stderr (and valgrind's) */
+    long mark;          /* log offset at the start of the current test */
+    long start;         /* log offset when this process was started */
+    const char *tls_ca; /* set before bridge_start: it speaks HTTPS, its certificate from this CA */
 };
 
 /* The whole text of a config (malloc'd) for a bridge that listens on
@@ -235,6 +247,8 @@ int free_port(void); /* a TCP port nothing listens on right now */
  * /healthz says 200 (20 s, scaled). harness_fail, its log printed, if it
  * dies or does not get there. */
 void bridge_start(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg);
+/* bridge_start without the wait: the bridge is starting when it returns. */
+void bridge_spawn(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg);
 /* SIGTERM and wait; returns the raw wait status (-1: had to SIGKILL). A
  * status other than 0 prints the valgrind/sanitizer report, if any. */
 int bridge_stop(struct bridge *b, int timeout_ms);
@@ -258,6 +272,10 @@ bool dump_report(const struct bridge *b);
 const char *describe_status(int st, char *buf, size_t n);
 /* Poll /healthz until it answers WANT; false after MS (*LAST: the last status). */
 bool wait_health(int port, int want, int ms, int *last);
+/* GET TARGET from B, over HTTPS when b->tls_ca is set. */
+int bridge_get(const struct bridge *b, const char *target, struct resp *r);
+/* wait_health for B, over HTTPS when b->tls_ca is set. */
+bool bridge_wait_health(const struct bridge *b, int want, int ms, int *last);
 
 /* ---- the echo worker (rpc) ---------------------------------------------- */
 
