@@ -41,6 +41,7 @@ struct tls_cfg {
     bool amqps;             /* amqps:// to the node's TLS listener, else plain amqp:// */
     const char *amqp_ca;    /* [amqp] tls_ca: a file of the run's TLS directory */
     bool client_cert;       /* [amqp] tls_cert/tls_key: the run's client certificate */
+    bool no_verify;         /* [amqp] tls_verify = no */
     bool auth;              /* token files, metrics_auth */
     const char *http_limit; /* [http] timeout */
 };
@@ -85,6 +86,8 @@ static char *tls_config(int http_port, const void *arg)
     if (c->client_cert)
         fprintf(f, "tls_cert = %s\ntls_key = %s\n", tls_file("client.pem"),
                 tls_file("client-key.pem"));
+    if (c->no_verify)
+        fprintf(f, "tls_verify = no\n");
     fprintf(f, "[log]\n"
                "level = debug\n"
                "[route ingest]\n"
@@ -405,6 +408,18 @@ static void test_amqps_wrong_ca(void **state)
     assert_resp(rc, &r, 200);
     resp_free(&r);
     assert_int_equal(bridge_stop_clean(&g_aux, "wrong-ca", 20000), 0);
+
+    /* The same CA with tls_verify = no: connected (what the check refused
+     * above was the certificate, nothing else). */
+    const struct tls_cfg blind = {
+        .amqps = true, .amqp_ca = "other-ca.pem", .client_cert = true, .no_verify = true};
+    bridge_start(&g_aux, "no-verify", tls_config, &blind);
+    mq_purge("it.tls");
+    rc = http_post(g_aux.port, "/ingest", XML, "X-Request-Id: tls-blind\r\n", DOC, &r);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+    expect_in_queue("it.tls", "tls-blind");
+    assert_int_equal(bridge_stop_clean(&g_aux, "no-verify", 20000), 0);
     PASS();
 }
 
