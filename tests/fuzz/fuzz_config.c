@@ -70,16 +70,25 @@ static bool amqp_name_ok(const char *s)
 
 static void check_uri(const struct config_uri *u)
 {
-    FUZZ_CHECK(u->text != NULL && strncmp(u->text, "amqp://", 7) == 0, "uri text");
+    /* amqp:// or amqps://, and the tls flag, the text and the display agree. */
+    const char *scheme = u->tls ? "amqps://" : "amqp://";
+    size_t sl = strlen(scheme);
+    FUZZ_CHECK(u->text != NULL && strncmp(u->text, scheme, sl) == 0, "uri text");
     FUZZ_CHECK(u->host != NULL && u->host[0] != '\0', "uri host");
     FUZZ_CHECK(u->port >= 1 && u->port <= 65535, "uri port %d", u->port);
     FUZZ_CHECK(u->user != NULL && u->password != NULL, "uri user/password");
     FUZZ_CHECK(u->vhost != NULL && u->vhost[0] != '\0', "uri vhost");
     /* "amqp://USER@...": the user as written has no ':', so no password. */
-    FUZZ_CHECK(u->display != NULL && strncmp(u->display, "amqp://", 7) == 0, "display");
-    const char *at = strchr(u->display + 7, '@');
-    FUZZ_CHECK(at != NULL && memchr(u->display + 7, ':', (size_t)(at - u->display - 7)) == NULL,
+    FUZZ_CHECK(u->display != NULL && strncmp(u->display, scheme, sl) == 0, "display");
+    const char *at = strchr(u->display + sl, '@');
+    FUZZ_CHECK(at != NULL && memchr(u->display + sl, ':', (size_t)(at - u->display - sl)) == NULL,
                "display shows more than the user: %s", u->display);
+}
+
+/* A certificate and its key: both set or neither. */
+static bool pair_ok(const char *cert, const char *key)
+{
+    return cert != NULL && key != NULL && (cert[0] == '\0') == (key[0] == '\0');
 }
 
 /* Everything README promises about a config that loaded. */
@@ -95,8 +104,17 @@ static void check_config(const struct config *c)
     FUZZ_CHECK(c->http_timeout_ms >= 100 && c->http_timeout_ms <= HOUR_MS, "http timeout");
     FUZZ_CHECK(path_ok(c->pong_path), "pong_path %s", c->pong_path);
     FUZZ_CHECK(c->n_uris >= 1 && c->uris != NULL, "no URI");
-    for (size_t i = 0; i < c->n_uris; i++)
+    bool amqps = false;
+    for (size_t i = 0; i < c->n_uris; i++) {
         check_uri(&c->uris[i]);
+        amqps = amqps || c->uris[i].tls;
+    }
+    FUZZ_CHECK(pair_ok(c->tls_cert, c->tls_key), "[http] tls_cert / tls_key");
+    FUZZ_CHECK(pair_ok(c->amqp_tls_cert, c->amqp_tls_key), "[amqp] tls_cert / tls_key");
+    FUZZ_CHECK(c->amqp_tls_ca != NULL && (amqps || c->amqp_tls_ca[0] == '\0'),
+               "[amqp] tls_ca without amqps://");
+    FUZZ_CHECK(c->auth_token_file != NULL && (!c->metrics_auth || c->auth_token_file[0] != '\0'),
+               "metrics_auth without a token file");
     FUZZ_CHECK(c->heartbeat_ms <= HOUR_MS, "heartbeat");
     FUZZ_CHECK(c->max_inflight >= 1 && c->max_inflight <= 1000000, "max_inflight");
     FUZZ_CHECK(c->log_level >= LOG_DEBUG && c->log_level <= LOG_ERROR, "log level");
@@ -117,6 +135,7 @@ static void check_config(const struct config *c)
         FUZZ_CHECK(r->root != NULL && strpbrk(r->root, " :<>/=&'\"") == NULL && !has_ctl(r->root),
                    "route %s: root %s", r->name, r->root);
         FUZZ_CHECK(r->timeout_ms >= 1 && r->timeout_ms <= HOUR_MS, "route %s: timeout", r->name);
+        FUZZ_CHECK(r->auth_token_file != NULL, "route %s: auth_token_file", r->name);
         for (size_t j = 0; j < i; j++) {
             FUZZ_CHECK(strcasecmp(c->routes[j].name, r->name) != 0, "route %s twice", r->name);
             FUZZ_CHECK(strcmp(c->routes[j].path, r->path) != 0, "path %s twice", r->path);
