@@ -32,6 +32,7 @@ die() { say "$*"; exit 1; }
 
 # answers HOST PORT: does anything accept a TCP connection there?
 answers() {
+    # shellcheck disable=SC2016 # $1 and $2 are the inner shell's arguments
     timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
 }
 
@@ -173,8 +174,7 @@ ensure_epmd() {
     fi
     say "epmd is not running; starting it"
     epmd -daemon
-    local i
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         epmd -names >/dev/null 2>&1 && return
         sleep 0.1
     done
@@ -225,8 +225,7 @@ cmd_start() {
         fi
         sleep 0.5
     done
-    local i
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         answers 127.0.0.1 "$PORT" && break
         sleep 0.1
     done
@@ -253,20 +252,20 @@ show_logs() {
 cmd_stop() {
     setup_env
     [ -f "$DIR/node.env" ] || { say "no node recorded in $DIR"; return 0; }
-    local pids i
+    local pids
     pids=$(node_pids)
     if [ -z "$pids" ]; then
         say "node $NODE is not running"
         return 0
     fi
-    say "stopping node $NODE (pid $(echo $pids))"
+    say "stopping node $NODE (pid ${pids//$'\n'/ })"
     # `stop PIDFILE` returns once the VM has exited.
     if [ -s "$PIDFILE" ]; then
         timeout 60 "$RMQ_BIN/rabbitmqctl" -n "$NODE" stop "$PIDFILE" >/dev/null 2>&1 || true
     else
         timeout 60 "$RMQ_BIN/rabbitmqctl" -n "$NODE" stop >/dev/null 2>&1 || true
     fi
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         pids=$(node_pids)
         [ -z "$pids" ] && break
         sleep 0.1
@@ -275,7 +274,7 @@ cmd_stop() {
         say "node still there after rabbitmqctl stop: SIGTERM"
         # shellcheck disable=SC2086
         kill -TERM $pids 2>/dev/null || true
-        for i in $(seq 100); do
+        for _ in $(seq 100); do
             pids=$(node_pids)
             [ -z "$pids" ] && break
             sleep 0.1

@@ -8,13 +8,16 @@ set -euo pipefail
 results=${1:?usage: readme.sh RESULTS README}
 readme=${2:?usage: readme.sh RESULTS README}
 [ -s "$results" ] || { echo "readme.sh: $results is empty: run make test-faults first" >&2; exit 1; }
-grep -q '<!-- RELIABILITY:BEGIN -->' "$readme" && grep -q '<!-- RELIABILITY:END -->' "$readme" ||
-    { echo "readme.sh: the RELIABILITY markers are missing from $readme" >&2; exit 1; }
+if ! grep -q '<!-- RELIABILITY:BEGIN -->' "$readme" || ! grep -q '<!-- RELIABILITY:END -->' "$readme"; then
+    echo "readme.sh: the RELIABILITY markers are missing from $readme" >&2
+    exit 1
+fi
 
 table=$(mktemp)
 trap 'rm -f "$table"' EXIT
 {
     echo "<!-- RELIABILITY:BEGIN -->"
+    # shellcheck source=/dev/null # the machine's own os-release
     echo "Measured by \`make reliability\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(. /etc/os-release && echo "$PRETTY_NAME"):"
     echo
     echo "| fault or input | outcome measured |"

@@ -31,11 +31,12 @@ if [ -f "$BROKER_DIR/node.env" ]; then
 fi
 rm -rf "$BROKER_DIR"
 
+# shellcheck disable=SC2317 # reached through the trap below
 cleanup() {
     local rc=$?
     "$broker" stop || true
     rm -rf "$BROKER_DIR.tls"
-    exit $rc
+    exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
