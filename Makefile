@@ -16,6 +16,7 @@
 #   make bench-profile   instructions per request (callgrind) on pong, fire and rpc
 #   make bench-readme    the latest table and plots into README.md
 #   make format-check    clang-format --dry-run -Werror on our sources
+#   make lint            yamllint, shellcheck, the man page (tests/lint.sh)
 #   make clean
 # Knobs: WERROR=1 (CI), SANITIZER=address,undefined (builds into build/san).
 
@@ -48,12 +49,13 @@ FTEST   := $(patsubst tests/faults/%.c,$(BUILD)/faults/%,$(wildcard tests/faults
 
 # What `make deps` installs when missing: build tools, the libraries above,
 # the test framework, the broker the tests and `make run` start, wrk for
-# tests/load, clang-format for format-check; OpenSSL's headers (HTTPS, amqps,
-# token digests) and its command line tool (the tests make their
-# certificates with it).
+# tests/load, clang-format for format-check; OpenSSL's headers (HTTPS,
+# amqps, token digests) and its command line tool (the tests make their
+# certificates with it); yamllint, shellcheck and groff for make lint.
 DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
            libcmocka-dev libinih-dev rabbitmq-server wrk clang-format valgrind \
-           clang libclang-rt-dev libssl-dev openssl
+           clang libclang-rt-dev libssl-dev openssl yamllint shellcheck \
+           groff-base
 
 # Sources clang-format checks: ours, not generated ones.
 FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tests/faults/*.[ch] \
@@ -62,7 +64,7 @@ FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tes
 
 .PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults \
         reliability fuzz unit format-check format bench bench-plot bench-deps \
-        bench-profile bench-readme
+        bench-profile bench-readme lint
 all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 
 $(BUILD)/obj/%.o: %.c
@@ -196,8 +198,8 @@ endif
 	    tests/integration/run.sh $(BUILD) $(ITEST)
 
 # The suite, then the same suite built with ASan+UBSan into build/san, the
-# integration suite with the bridge under valgrind, the fault suites, and
-# every fuzzer for FUZZ_SECONDS.
+# integration suite with the bridge under valgrind, the fault suites, every
+# fuzzer for FUZZ_SECONDS, then lint.
 test: test-unit test-integration
 ifndef SANITIZER
 	@echo "== test: again with SANITIZER=address,undefined"
@@ -209,6 +211,8 @@ ifndef SANITIZER
 	@$(MAKE) --no-print-directory test-faults
 	@echo "== test: fuzz smoke run, $(FUZZ_SECONDS) s a target"
 	@$(MAKE) --no-print-directory fuzz
+	@echo "== test: lint"
+	@$(MAKE) --no-print-directory lint
 endif
 
 # Benchmarks (tests/bench/run.sh): the release build against a private
@@ -236,6 +240,10 @@ bench-readme:
 bench-profile: bench-deps
 	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 	tests/bench/profile.sh $(BUILD)
+
+# The files no compiler reads.
+lint:
+	tests/lint.sh
 
 format-check:
 	@command -v clang-format >/dev/null || { echo "clang-format missing: make deps"; exit 1; }
