@@ -17,6 +17,7 @@
 #   make bench-readme    the latest table and plots into README.md
 #   make format-check    clang-format --dry-run -Werror on our sources
 #   make lint            yamllint, shellcheck, the man page (tests/lint.sh)
+#   make test-docker     docker/ checked without an engine (tests/docker/check.sh)
 #   make clean
 # Knobs: WERROR=1 (CI), SANITIZER=address,undefined (builds into build/san).
 
@@ -51,11 +52,13 @@ FTEST   := $(patsubst tests/faults/%.c,$(BUILD)/faults/%,$(wildcard tests/faults
 # the test framework, the broker the tests and `make run` start, wrk for
 # tests/load, clang-format for format-check; OpenSSL's headers (HTTPS,
 # amqps, token digests) and its command line tool (the tests make their
-# certificates with it); yamllint, shellcheck and groff for make lint.
+# certificates with it); yamllint, shellcheck and groff for make lint;
+# yamllint, shellcheck and groff for make lint, python3-yaml for the compose
+# file's check.
 DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
            libcmocka-dev libinih-dev rabbitmq-server wrk clang-format valgrind \
            clang libclang-rt-dev libssl-dev openssl yamllint shellcheck \
-           groff-base
+           groff-base python3-yaml
 
 # Sources clang-format checks: ours, not generated ones.
 FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tests/faults/*.[ch] \
@@ -64,7 +67,7 @@ FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tes
 
 .PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults \
         reliability fuzz unit format-check format bench bench-plot bench-deps \
-        bench-profile bench-readme lint
+        bench-profile bench-readme lint test-docker
 all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 
 $(BUILD)/obj/%.o: %.c
@@ -199,7 +202,7 @@ endif
 
 # The suite, then the same suite built with ASan+UBSan into build/san, the
 # integration suite with the bridge under valgrind, the fault suites, every
-# fuzzer for FUZZ_SECONDS, then lint.
+# fuzzer for FUZZ_SECONDS, then lint and test-docker.
 test: test-unit test-integration
 ifndef SANITIZER
 	@echo "== test: again with SANITIZER=address,undefined"
@@ -211,8 +214,8 @@ ifndef SANITIZER
 	@$(MAKE) --no-print-directory test-faults
 	@echo "== test: fuzz smoke run, $(FUZZ_SECONDS) s a target"
 	@$(MAKE) --no-print-directory fuzz
-	@echo "== test: lint"
-	@$(MAKE) --no-print-directory lint
+	@echo "== test: lint, docker/ without an engine"
+	@$(MAKE) --no-print-directory lint test-docker
 endif
 
 # Benchmarks (tests/bench/run.sh): the release build against a private
@@ -241,9 +244,11 @@ bench-profile: bench-deps
 	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 	tests/bench/profile.sh $(BUILD)
 
-# The files no compiler reads.
+# The files no compiler reads; docker/ without an engine.
 lint:
 	tests/lint.sh
+test-docker: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
+	tests/docker/check.sh $(BUILD)
 
 format-check:
 	@command -v clang-format >/dev/null || { echo "clang-format missing: make deps"; exit 1; }
