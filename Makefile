@@ -18,6 +18,8 @@
 #   make format-check    clang-format --dry-run -Werror on our sources
 #   make lint            yamllint, shellcheck, the man page (tests/lint.sh)
 #   make test-docker     docker/ checked without an engine (tests/docker/check.sh)
+#   make install         PREFIX (/usr/local), DESTDIR; make uninstall
+#   make test-install    make install into a temporary DESTDIR, checked
 #   make clean
 # Knobs: WERROR=1 (CI), SANITIZER=address,undefined (builds into build/san).
 
@@ -67,7 +69,7 @@ FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tes
 
 .PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults \
         reliability fuzz unit format-check format bench bench-plot bench-deps \
-        bench-profile bench-readme lint test-docker
+        bench-profile bench-readme lint test-docker install uninstall test-install
 all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 
 $(BUILD)/obj/%.o: %.c
@@ -202,7 +204,7 @@ endif
 
 # The suite, then the same suite built with ASan+UBSan into build/san, the
 # integration suite with the bridge under valgrind, the fault suites, every
-# fuzzer for FUZZ_SECONDS, then lint and test-docker.
+# fuzzer for FUZZ_SECONDS, then lint, test-docker and test-install.
 test: test-unit test-integration
 ifndef SANITIZER
 	@echo "== test: again with SANITIZER=address,undefined"
@@ -214,8 +216,8 @@ ifndef SANITIZER
 	@$(MAKE) --no-print-directory test-faults
 	@echo "== test: fuzz smoke run, $(FUZZ_SECONDS) s a target"
 	@$(MAKE) --no-print-directory fuzz
-	@echo "== test: lint, docker/ without an engine"
-	@$(MAKE) --no-print-directory lint test-docker
+	@echo "== test: lint, docker/ without an engine, make install"
+	@$(MAKE) --no-print-directory lint test-docker test-install
 endif
 
 # Benchmarks (tests/bench/run.sh): the release build against a private
@@ -244,11 +246,44 @@ bench-profile: bench-deps
 	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 	tests/bench/profile.sh $(BUILD)
 
-# The files no compiler reads; docker/ without an engine.
+# Install layout (GNU names). With PREFIX=/usr the config goes to /etc.
+# An existing config is kept: it is the operator's.
+PREFIX     ?= /usr/local
+bindir     ?= $(PREFIX)/bin
+sysconfdir ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+mandir     ?= $(PREFIX)/share/man
+unitdir    ?= $(PREFIX)/lib/systemd/system
+CONFDIR    := $(DESTDIR)$(sysconfdir)/ingest-bridge
+install: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
+	install -d $(DESTDIR)$(bindir) $(CONFDIR) $(DESTDIR)$(mandir)/man8 $(DESTDIR)$(unitdir)
+	install -m 755 $(BUILD)/ingest-bridge $(DESTDIR)$(bindir)/ingest-bridge
+	install -m 755 $(BUILD)/echo-worker $(DESTDIR)$(bindir)/ingest-bridge-echo-worker
+	install -m 644 bridge/ingest-bridge.8 $(DESTDIR)$(mandir)/man8/ingest-bridge.8
+	sed -e 's|@BINDIR@|$(bindir)|g' -e 's|@SYSCONFDIR@|$(sysconfdir)|g' \
+	    bridge/ingest-bridge.service.in >$(DESTDIR)$(unitdir)/ingest-bridge.service.tmp
+	chmod 644 $(DESTDIR)$(unitdir)/ingest-bridge.service.tmp
+	mv -f $(DESTDIR)$(unitdir)/ingest-bridge.service.tmp $(DESTDIR)$(unitdir)/ingest-bridge.service
+	@if [ -e $(CONFDIR)/bridge.ini ]; then \
+	    echo "install: keeping $(CONFDIR)/bridge.ini (the shipped one is bridge.ini in the source)"; \
+	else \
+	    echo "install -m 644 bridge.ini $(CONFDIR)/bridge.ini"; \
+	    install -m 644 bridge.ini $(CONFDIR)/bridge.ini; \
+	fi
+
+# Everything install wrote but the config, which may hold the operator's edits.
+uninstall:
+	rm -f $(DESTDIR)$(bindir)/ingest-bridge $(DESTDIR)$(bindir)/ingest-bridge-echo-worker \
+	    $(DESTDIR)$(mandir)/man8/ingest-bridge.8 $(DESTDIR)$(unitdir)/ingest-bridge.service
+	@echo "uninstall: kept $(CONFDIR) (remove it by hand)"
+
+# The files no compiler reads, docker/ without an engine, make install into
+# a temporary directory.
 lint:
 	tests/lint.sh
 test-docker: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 	tests/docker/check.sh $(BUILD)
+test-install: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
+	tests/install/check.sh $(BUILD)
 
 format-check:
 	@command -v clang-format >/dev/null || { echo "clang-format missing: make deps"; exit 1; }
