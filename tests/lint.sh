@@ -7,11 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-say() { printf 'lint: %s\n' "$*"; }
-fail() {
-    say "FAIL: $*" >&2
-    exit 1
-}
+CHECK_NAME=lint
+# shellcheck source=tests/lib/check.sh
+. tests/lib/check.sh
 for tool in yamllint shellcheck groff; do
     command -v "$tool" >/dev/null || fail "$tool missing: make deps"
 done
@@ -22,20 +20,20 @@ ours() { find . -path ./build -prune -o -path ./.git -prune -o -type f "$@" -pri
 mapfile -t yaml < <(ours \( -name '*.yml' -o -name '*.yaml' -o -name .yamllint \))
 [ ${#yaml[@]} -gt 0 ] || fail "no YAML files found"
 yamllint --strict "${yaml[@]}" || fail "yamllint"
-say "ok: yamllint --strict, ${#yaml[@]} files"
+ok "yamllint --strict, ${#yaml[@]} files"
 
-# Shell scripts by their #! line, whatever their name.
+# Shell scripts by their #! line, whatever their name, and sourced *.sh.
 # shellcheck disable=SC2016 # $1 is the inner shell's argument
-mapfile -t scripts < <(ours -perm -u+x -exec sh -c \
-    'head -n 1 "$1" | grep -Eq "^#!(/usr)?/bin/(env )?(ba)?sh"' _ {} \;)
+mapfile -t scripts < <(ours \( -name '*.sh' -o -perm -u+x -exec sh -c \
+    'head -n 1 "$1" | grep -Eq "^#!(/usr)?/bin/(env )?(ba)?sh"' _ {} \; \))
 [ ${#scripts[@]} -ge 5 ] || fail "found only ${#scripts[@]} shell scripts: ${scripts[*]}"
-shellcheck "${scripts[@]}" || fail "shellcheck"
-say "ok: shellcheck, ${#scripts[@]} scripts: ${scripts[*]#./}"
+shellcheck -x "${scripts[@]}" || fail "shellcheck"
+ok "shellcheck, ${#scripts[@]} scripts: ${scripts[*]#./}"
 
 man=bridge/ingest-bridge.8
 warnings=$(groff -man -Tutf8 -ww -z "$man" 2>&1)
 [ -z "$warnings" ] || fail "groff: $warnings"
-say "ok: groff -man -ww $man: no warnings"
+ok "groff -man -ww $man: no warnings"
 
 # Each key table of config.c against the man page's subsection of that
 # section: every key there as a ".TP / .B key" item.
@@ -50,9 +48,10 @@ check_keys() { # check_keys TABLE SUBSECTION_TITLE
         grep -A1 -x '\.TP' <<<"$text" | grep -qx "\\.B $key" || fail "$man: $2 does not describe key $key"
         n=$((n + 1))
     done
-    say "ok: $man describes the $n keys of $2"
+    ok "$man describes the $n keys of $2"
 }
 check_keys http_keys '[http]'
 check_keys amqp_keys '[amqp]'
 check_keys log_keys '[log]'
 check_keys route_keys '[route \fIname\fP]'
+say "$checks checks passed"

@@ -9,17 +9,9 @@ build=${1:-build}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$here"
 make=${MAKE:-make}
-checks=0
-
-say() { printf 'install/check: %s\n' "$*"; }
-fail() {
-    say "FAIL: $*" >&2
-    exit 1
-}
-ok() {
-    checks=$((checks + 1))
-    say "ok: $*"
-}
+CHECK_NAME=install/check
+# shellcheck source=tests/lib/check.sh
+. tests/lib/check.sh
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
