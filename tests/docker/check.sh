@@ -250,7 +250,9 @@ for try in 1 2 3; do
     say "the broker node did not start (try $try): another port"
 done
 eval "$(tests/broker.sh env)"
-http_port=$(free_port 18080)
+# The bridge binds with SO_REUSEPORT, so a second run picking the same port
+# would share it unnoticed: start from a random one.
+http_port=$(free_port $((18080 + RANDOM % 1000)))
 local_env() { # KEY=VALUE... with the service addresses made local
     local kv
     for kv in "$@"; do
