@@ -176,6 +176,29 @@ grep -q "/dev/tcp/127.0.0.1/$port " <<<"${health_argv[*]}" || fail "HEALTHCHECK 
 grep -q 'GET /healthz ' <<<"${health_argv[*]}" || fail "HEALTHCHECK does not ask /healthz: $health"
 ok "port $port: BRIDGE_HTTP_LISTEN, compose ${published}:${target}, EXPOSE, HEALTHCHECK"
 
+# ---- the build context: what the build stage copies is enough to build ----
+
+# COPY sources of the build stage (relative to the repository root, the
+# context), none of them excluded by .dockerignore.
+mapfile -t sources < <(sed -n 's/^COPY \([^-].*\) [^ ]*$/\1/p' <<<"$build_stage" | tr ' ' '\n')
+[ ${#sources[@]} -gt 0 ] || fail "$dockerfile: the build stage copies nothing"
+ctx=$(mktemp -d)
+for src in "${sources[@]}"; do
+    [ -e "$src" ] || fail "$dockerfile: COPY $src: no such file in the repository"
+    if grep -qx -e "${src%/}" -e "${src%/}/" .dockerignore; then
+        fail ".dockerignore excludes $src, which $dockerfile copies"
+    fi
+    cp -r "$src" "$ctx/"
+done
+# make -n there: every prerequisite of `make all` present (nothing compiled).
+if ! out=$(make -C "$ctx" -n all 2>&1); then
+    rm -rf "$ctx"
+    fail "make all in a context of only ${sources[*]}: $out"
+fi
+rm -rf "$ctx"
+grep -q 'bridge/main.c' <<<"$out" || fail "make -n all did not plan to build bridge/main.c: $out"
+ok "the build stage's COPY (${sources[*]}) holds all make all needs; none in .dockerignore"
+
 # ---- packages: what each stage installs against what the build needs ------
 
 # The build stage has the -dev package of every pkg-config module the
