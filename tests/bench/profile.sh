@@ -64,8 +64,10 @@ run() {
             "http://127.0.0.1:$port$path" >"$out/wrk-$name.txt" 2>&1
         local line non2xx
         line=$(grep '^BENCH ' "$out/wrk-$name.txt")
-        requests=$(echo "$line" | sed 's/.*requests=\([0-9]*\).*/\1/')
-        non2xx=$(echo "$line" | sed 's/.*non2xx=\([0-9]*\).*/\1/')
+        requests=${line##*requests=}
+        requests=${requests%%[!0-9]*}
+        non2xx=${line##*non2xx=}
+        non2xx=${non2xx%%[!0-9]*}
         [ "$non2xx" = 0 ] || say "$name: $non2xx answers were not 2xx"
     else
         curl -sf "http://127.0.0.1:$port/healthz" >/dev/null
