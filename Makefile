@@ -56,11 +56,13 @@ FTEST   := $(patsubst tests/faults/%.c,$(BUILD)/faults/%,$(wildcard tests/faults
 # amqps, token digests) and its command line tool (the tests make their
 # certificates with it); yamllint, shellcheck and groff for make lint;
 # yamllint, shellcheck and groff for make lint, python3-yaml for the compose
-# file's check.
+# file's check; yamllint, shellcheck and groff for make lint, python3-yaml
+# for the compose file's check, man-db for test-install to find and render
+# the installed man page.
 DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
            libcmocka-dev libinih-dev rabbitmq-server wrk clang-format valgrind \
            clang libclang-rt-dev libssl-dev openssl yamllint shellcheck \
-           groff-base python3-yaml
+           groff-base python3-yaml man-db
 
 # Sources clang-format checks: ours, not generated ones.
 FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tests/faults/*.[ch] \
