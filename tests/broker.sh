@@ -231,7 +231,7 @@ cmd_start() {
     done
     answers 127.0.0.1 "$PORT" || { show_logs; die "node $NODE runs but port $PORT does not answer"; }
     if [ -n "$TLS_DIR" ]; then
-        for i in $(seq 100); do
+        for _ in $(seq 100); do
             answers 127.0.0.1 "$TLS_PORT" && break
             sleep 0.1
         done
