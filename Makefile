@@ -54,11 +54,9 @@ FTEST   := $(patsubst tests/faults/%.c,$(BUILD)/faults/%,$(wildcard tests/faults
 # the test framework, the broker the tests and `make run` start, wrk for
 # tests/load, clang-format for format-check; OpenSSL's headers (HTTPS,
 # amqps, token digests) and its command line tool (the tests make their
-# certificates with it); yamllint, shellcheck and groff for make lint;
-# yamllint, shellcheck and groff for make lint, python3-yaml for the compose
-# file's check; yamllint, shellcheck and groff for make lint, python3-yaml
-# for the compose file's check, man-db for test-install to find and render
-# the installed man page.
+# certificates with it); yamllint, shellcheck and groff for make lint,
+# python3-yaml for the compose file's check, man-db for test-install to find
+# and render the installed man page.
 DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
            libcmocka-dev libinih-dev rabbitmq-server wrk clang-format valgrind \
            clang libclang-rt-dev libssl-dev openssl yamllint shellcheck \
