@@ -30,7 +30,7 @@
 #define MAX_SECTION_TEXT 48
 #define MAX_ROUTE_NAME (MAX_SECTION_TEXT - 6) /* after "route " */
 #define AMQP_SHORTSTR_MAX 255                 /* exchange, routing key, queue */
-#define MAX_KEYS 10                           /* most keys in one section */
+#define MAX_KEYS 11                           /* most keys in one section */
 #define REASON_LEN 256
 #define ENV_PREFIX "BRIDGE_"
 #define DEFAULT_VHOST_ENCODED "%2f"
@@ -48,6 +48,7 @@ enum key_type {
     KEY_DURATION,   /* ms, s, m -> uint64_t milliseconds within [min, max] */
     KEY_BOOL,       /* bool */
     KEY_MODE,       /* enum route_mode */
+    KEY_QUEUE_TYPE, /* enum queue_type */
     KEY_LEVEL,      /* enum log_level */
     KEY_LOG_FORMAT, /* enum log_format */
     KEY_LISTEN,     /* host:port -> cfg->listen_host, cfg->listen_port */
@@ -95,6 +96,7 @@ enum {
     RK_EXCHANGE,
     RK_ROUTING_KEY,
     RK_QUEUE,
+    RK_QUEUE_TYPE,
     RK_PERSISTENT,
     RK_SCHEMA,
     RK_ROOT,
@@ -145,6 +147,7 @@ static const struct key_def route_keys[RK_COUNT] = {
     [RK_EXCHANGE] = {"exchange", KEY_AMQP_NAME, RT(exchange), 0, 0, ""},
     [RK_ROUTING_KEY] = {"routing_key", KEY_AMQP_NAME, RT(routing_key), 0, 0, NULL},
     [RK_QUEUE] = {"queue", KEY_QUEUE, RT(queue), 0, 0, ""},
+    [RK_QUEUE_TYPE] = {"queue_type", KEY_QUEUE_TYPE, RT(queue_type), 0, 0, "classic"},
     [RK_PERSISTENT] = {"persistent", KEY_BOOL, RT(persistent), 0, 0, "yes"},
     [RK_SCHEMA] = {"schema", KEY_STRING, RT(schema), 0, 0, ""},
     [RK_ROOT] = {"root", KEY_LOCAL_NAME, RT(root), 0, 0, ""},
@@ -380,6 +383,17 @@ const char *config_log_level_name(enum log_level level)
 const char *config_log_format_name(enum log_format format)
 {
     return format == LOG_FORMAT_JSON ? "json" : "text";
+}
+
+const char *config_queue_type_name(enum queue_type t)
+{
+    switch (t) {
+    case QUEUE_CLASSIC:
+        return "classic";
+    case QUEUE_QUORUM:
+        return "quorum";
+    }
+    return "?";
 }
 
 /* Bounds in the unit a user writes them in. */
@@ -802,6 +816,15 @@ static int set_value(void *base, const struct key_def *k, const char *v, char *w
             return -1;
         }
         return 0;
+    case KEY_QUEUE_TYPE:
+        for (int t = QUEUE_CLASSIC; t <= QUEUE_QUORUM; t++) {
+            if (strcasecmp(v, config_queue_type_name((enum queue_type)t)) == 0) {
+                *(enum queue_type *)(void *)field = (enum queue_type)t;
+                return 0;
+            }
+        }
+        snprintf(why, wl, "'%.64s' is not a queue type (classic or quorum)", v);
+        return -1;
     case KEY_LEVEL:
         for (int l = LOG_DEBUG; l <= LOG_ERROR; l++) {
             if (strcasecmp(v, config_log_level_name((enum log_level)l)) == 0) {
@@ -1142,7 +1165,8 @@ static int apply_env_route(struct loader *ld, const char *rest, size_t len, cons
     if (best < 0)
         return fail(ld, o, NULL,
                     "expected BRIDGE_ROUTE_<NAME>_<KEY>, KEY one of path, mode, exchange, "
-                    "routing_key, queue, persistent, schema, root, timeout, auth_token_file");
+                    "routing_key, queue, queue_type, persistent, schema, root, timeout, "
+                    "auth_token_file");
     size_t name_len = len - best_len - 1;
     if (!valid_route_name(rest, name_len))
         return fail(ld, o, NULL, "route name must be 1..%d letters, digits, '_', '-' or '.'",
@@ -1288,6 +1312,12 @@ static int validate(struct loader *ld)
             if (strcmp(c->routes[i].path, r->path) == 0)
                 return fail(ld, &ko[RK_PATH], "path", "%s is already the path of route %s", r->path,
                             c->routes[i].name);
+        /* The type only matters when the bridge declares the queue; a
+         * quorum route without one would suggest replication it does not
+         * get (the queue it reaches may well be classic). */
+        if (r->queue_type == QUEUE_QUORUM && r->queue[0] == '\0')
+            return fail(ld, &ko[RK_QUEUE_TYPE], "queue_type",
+                        "quorum needs queue: the type is used when the bridge declares the queue");
         if (r->exchange[0] == '\0' && r->routing_key[0] == '\0')
             return fail(ld, &ko[RK_ROUTING_KEY], "routing_key",
                         "empty: with the default exchange the message would reach no queue");

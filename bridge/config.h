@@ -11,23 +11,27 @@
 
 enum route_mode { ROUTE_PUBLISH, ROUTE_RPC };
 
+/* The x-queue-type a route's queue is declared with. */
+enum queue_type { QUEUE_CLASSIC, QUEUE_QUORUM };
+
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 /* How a log line is written: "TIME LEVEL thread message", or one JSON object. */
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 struct config_route {
-    char *name;            /* section name after "route ", e.g. "ingest" */
-    char *path;            /* exact request path, starts with '/' */
-    enum route_mode mode;  /* publish | rpc */
-    char *exchange;        /* "" = default exchange */
-    char *routing_key;     /* routing key used for every publish */
-    char *queue;           /* "" = declare nothing; else durable queue to declare and bind */
-    bool persistent;       /* delivery_mode 2 */
-    char *schema;          /* "" = none; else XSD file path */
-    char *root;            /* "" = any; else required root element local name */
-    uint64_t timeout_ms;   /* rpc: how long to wait for the reply */
-    char *auth_token_file; /* "" = [http] auth_token_file applies; else this route's tokens */
+    char *name;                 /* section name after "route ", e.g. "ingest" */
+    char *path;                 /* exact request path, starts with '/' */
+    enum route_mode mode;       /* publish | rpc */
+    char *exchange;             /* "" = default exchange */
+    char *routing_key;          /* routing key used for every publish */
+    char *queue;                /* "" = declare nothing; else durable queue to declare and bind */
+    enum queue_type queue_type; /* sent as x-queue-type when queue is declared */
+    bool persistent;            /* delivery_mode 2 */
+    char *schema;               /* "" = none; else XSD file path */
+    char *root;                 /* "" = any; else required root element local name */
+    uint64_t timeout_ms;        /* rpc: how long to wait for the reply */
+    char *auth_token_file;      /* "" = [http] auth_token_file applies; else this route's tokens */
 };
 
 struct config_uri {
@@ -92,5 +96,7 @@ int config_parse_bool(const char *s, bool *out) __attribute__((warn_unused_resul
 
 const char *config_log_level_name(enum log_level level);
 const char *config_log_format_name(enum log_format format);
+/* "classic" or "quorum": the x-queue-type value on the wire. */
+const char *config_queue_type_name(enum queue_type t);
 
 #endif

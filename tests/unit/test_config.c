@@ -210,6 +210,7 @@ static void test_route_defaults(void **state)
     assert_non_null(r->exchange);
     assert_string_equal(r->exchange, "");
     assert_string_equal(r->queue, "");
+    assert_int_equal(r->queue_type, QUEUE_CLASSIC);
     assert_true(r->persistent);
     assert_string_equal(r->schema, "");
     assert_string_equal(r->root, "");
@@ -239,6 +240,7 @@ static void test_every_key_set(void **state)
                                  "exchange = ex\n"
                                  "routing_key = orders.v2\n"
                                  "queue = orders\n"
+                                 "queue_type = quorum\n"
                                  "persistent = false\n"
                                  "schema = /etc/orders.xsd\n"
                                  "root = order\n"
@@ -262,6 +264,7 @@ static void test_every_key_set(void **state)
     assert_string_equal(r->exchange, "ex");
     assert_string_equal(r->routing_key, "orders.v2");
     assert_string_equal(r->queue, "orders");
+    assert_int_equal(r->queue_type, QUEUE_QUORUM);
     assert_false(r->persistent);
     assert_string_equal(r->schema, "/etc/orders.xsd");
     assert_string_equal(r->root, "order");
@@ -684,6 +687,51 @@ static void test_env_errors(void **state)
     config_free(cfg);
 }
 
+/* queue_type: its values, its rule, and its environment name, whose key
+ * ends like another key's ("queue") and may follow a route name that holds
+ * "queue" itself. */
+static void test_queue_type(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[route a]\npath = /a\nrouting_key = a\nqueue = a\n"
+                                 "queue_type = Quorum\n"
+                                 "[route b]\npath = /b\nrouting_key = b\nqueue = b\n"
+                                 "queue_type = classic\n",
+                                 NULL);
+    assert_int_equal(route(cfg, "a")->queue_type, QUEUE_QUORUM);
+    assert_int_equal(route(cfg, "b")->queue_type, QUEUE_CLASSIC);
+    assert_string_equal(config_queue_type_name(QUEUE_QUORUM), "quorum");
+    assert_string_equal(config_queue_type_name(QUEUE_CLASSIC), "classic");
+    config_free(cfg);
+
+    char *env[] = {
+        "BRIDGE_ROUTE_A_QUEUE_TYPE=quorum",       "BRIDGE_ROUTE_MY_QUEUE_QUEUE_TYPE=quorum",
+        "BRIDGE_ROUTE_MY_QUEUE_QUEUE=mine",       "BRIDGE_ROUTE_MY_QUEUE_PATH=/mine",
+        "BRIDGE_ROUTE_MY_QUEUE_ROUTING_KEY=mine", NULL};
+    cfg = load_ok("[route a]\npath = /a\nrouting_key = a\nqueue = a\n", env);
+    assert_int_equal(cfg->n_routes, 2);
+    assert_int_equal(route(cfg, "a")->queue_type, QUEUE_QUORUM);
+    const struct config_route *r = route(cfg, "my_queue");
+    assert_string_equal(r->queue, "mine");
+    assert_int_equal(r->queue_type, QUEUE_QUORUM);
+    config_free(cfg);
+
+    static const struct error_case cases[] = {
+        {"[route a]\nqueue_type = stream\n",
+         ":2: queue_type: 'stream' is not a queue type (classic or quorum)"},
+        {"[route a]\nqueue_type =\n", ":2: queue_type: '' is not a queue type"},
+        {"[route a]\npath = /a\nrouting_key = a\nqueue_type = quorum\n",
+         ":4: queue_type: quorum needs queue"},
+    };
+    run_error_cases(cases, sizeof cases / sizeof cases[0]);
+    char *bad[] = {"BRIDGE_ROUTE_A_QUEUE_TYPE=mirrored", NULL};
+    expect_env_error(ROUTE_A, bad,
+                     "environment BRIDGE_ROUTE_A_QUEUE_TYPE: 'mirrored' is not a queue type");
+    char *no_queue[] = {"BRIDGE_ROUTE_A_QUEUE_TYPE=quorum", NULL};
+    expect_env_error(ROUTE_A, no_queue,
+                     "environment BRIDGE_ROUTE_A_QUEUE_TYPE: quorum needs queue");
+}
+
 /* ---- scalar parsers ---------------------------------------------------- */
 
 /* TLS and auth keys: amqps:// URIs, files that must be readable, pairs that
@@ -981,6 +1029,7 @@ int main(void)
         cmocka_unit_test(test_env_routes),
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_tls_and_auth_keys),
+        cmocka_unit_test(test_queue_type),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_parse_bool),
