@@ -67,6 +67,8 @@ struct connect_job {
     amqp_channel_t channel;       /* channel to open */
     amqp_connection_state_t conn; /* result: open connection, or NULL */
     char err[BROKER_REASON_LEN];  /* result: why it failed */
+    bool refused;                 /* result: the broker refused a queue as the config
+                                     declares it (406 PRECONDITION_FAILED) */
     int notify_fd;                /* write end of the broker's pipe */
 };
 
@@ -115,6 +117,7 @@ struct broker {
     char reason[BROKER_REASON_LEN]; /* why not up */
     char node[BROKER_REASON_LEN];   /* display URI of the current/last node */
     size_t uri_next;                /* index of the URI to try next */
+    bool ever_up;                   /* connected at least once since start */
     uint64_t backoff_ms;            /* current reconnect delay ceiling */
     uint64_t rng;                   /* xorshift state for jitter */
 
@@ -161,6 +164,8 @@ const char *broker_state_name(enum broker_state s)
         return "blocked";
     case BROKER_CLOSED:
         return "closed";
+    case BROKER_FAILED:
+        return "failed";
     }
     return "?";
 }
@@ -252,15 +257,85 @@ static bool has_rpc_route(const struct config *cfg)
     return false;
 }
 
+int broker_existing_queue_type(const char *text, size_t len, char *out, size_t outlen)
+{
+    static const char mark[] = "current is ";
+    const size_t ml = sizeof mark - 1;
+    const char *end = text + len;
+    if (memmem(text, len, "'x-queue-type'", 14) == NULL)
+        return -1;
+    const char *p = memmem(text, len, mark, ml);
+    if (p == NULL)
+        return -1;
+    p += ml;
+    /* "current is none": declared without x-queue-type, which RabbitMQ
+     * makes a classic queue. */
+    if ((size_t)(end - p) >= 4 && memcmp(p, "none", 4) == 0) {
+        snprintf(out, outlen, "classic");
+        return 0;
+    }
+    /* "current is 'quorum'" or "current is the value 'quorum' of type ..." */
+    const char *q = memchr(p, '\'', (size_t)(end - p));
+    if (q == NULL)
+        return -1;
+    q++;
+    const char *qe = memchr(q, '\'', (size_t)(end - q));
+    if (qe == NULL || qe == q)
+        return -1;
+    snprintf(out, outlen, "%.*s", (int)(qe - q), q);
+    return 0;
+}
+
+/* A 406 on queue.declare: the queue exists with other properties than the
+ * route declares. Name the route, both types when the broker's text gives
+ * the existing one, and quote the broker. */
+static void describe_refusal(const struct config_route *rt, const amqp_channel_close_t *c,
+                             char *err, size_t errlen)
+{
+    const char *want = config_queue_type_name(rt->queue_type);
+    const char *text = c->reply_text.bytes;
+    size_t len = c->reply_text.len;
+    char have[32];
+    if (broker_existing_queue_type(text, len, have, sizeof have) == 0)
+        snprintf(err, errlen,
+                 "route %s: queue '%s' exists as a %s queue but the route has queue_type = %s "
+                 "(broker: %u %.*s)",
+                 rt->name, rt->queue, have, want, c->reply_code, (int)len, text);
+    else
+        snprintf(err, errlen,
+                 "route %s: queue '%s' exists with other arguments than the route declares "
+                 "(durable, queue_type = %s) (broker: %u %.*s)",
+                 rt->name, rt->queue, want, c->reply_code, (int)len, text);
+}
+
+/* Declare (and bind) every route's queue. *REFUSED: the broker answered
+ * 406 PRECONDITION_FAILED, a mismatch with the config no retry can fix. */
 static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch, const struct config *cfg,
-                          char *err, size_t errlen)
+                          bool *refused, char *err, size_t errlen)
 {
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct config_route *rt = &cfg->routes[i];
         if (rt->queue[0] == '\0')
             continue;
-        amqp_queue_declare(conn, ch, amqp_cstring_bytes(rt->queue), 0, 1, 0, 0, amqp_empty_table);
+        /* Always sent, classic too: RabbitMQ takes x-queue-type = classic
+         * as equal to a classic queue declared without it, and a quorum
+         * queue then refuses the declare instead of being used silently. */
+        amqp_table_entry_t type = {
+            .key = amqp_cstring_bytes("x-queue-type"),
+            .value = {.kind = AMQP_FIELD_KIND_UTF8,
+                      .value.bytes = amqp_cstring_bytes(config_queue_type_name(rt->queue_type))},
+        };
+        amqp_table_t args = {.num_entries = 1, .entries = &type};
+        amqp_queue_declare(conn, ch, amqp_cstring_bytes(rt->queue), 0, 1, 0, 0, args);
         amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
+        if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+            r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
+            ((const amqp_channel_close_t *)r.reply.decoded)->reply_code ==
+                AMQP_PRECONDITION_FAILED) {
+            describe_refusal(rt, r.reply.decoded, err, errlen);
+            *refused = true;
+            return -1;
+        }
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
             char what[300];
             snprintf(what, sizeof what, "route %s: declare queue '%s'", rt->name, rt->queue);
@@ -450,7 +525,7 @@ static void *connect_main(void *p)
     }
     if (open_channel(conn, j->channel, j->cfg->confirm, j->err, sizeof j->err) != 0)
         goto fail;
-    if (declare_queues(conn, j->channel, j->cfg, j->err, sizeof j->err) != 0)
+    if (declare_queues(conn, j->channel, j->cfg, &j->refused, j->err, sizeof j->err) != 0)
         goto fail;
     if (has_rpc_route(j->cfg) && consume_replies(conn, j->channel, j->err, sizeof j->err) != 0)
         goto fail;
@@ -488,7 +563,7 @@ static void schedule_retry(struct broker *b)
 
 static void start_connect(struct broker *b)
 {
-    if (b->state == BROKER_CLOSED || b->thread_running)
+    if (b->state == BROKER_CLOSED || b->state == BROKER_FAILED || b->thread_running)
         return;
     const struct config_uri *u = &b->cfg->uris[b->uri_next % b->cfg->n_uris];
     b->uri_next = (b->uri_next + 1) % b->cfg->n_uris;
@@ -592,8 +667,23 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
             amqp_destroy_connection(b->job.conn);
         return;
     }
+    if (b->job.conn == NULL && b->job.refused && !b->ever_up) {
+        /* The config and the broker disagree on a queue before this worker
+         * ever served: a config error found late. Retrying cannot help;
+         * the worker pool stops the bridge (exit 1). */
+        log_error("broker: %s: %s", b->node, b->job.err);
+        set_state(b, BROKER_FAILED, b->job.err);
+        return;
+    }
     if (b->job.conn == NULL) {
-        log_warn("broker: %s: %s", b->node, b->job.err);
+        /* The same refusal on a reconnect (someone redeclared the queue
+         * while the bridge ran) must not end a serving bridge: it answers
+         * 503, /healthz names the reason, and it retries in case the queue
+         * is put right. */
+        if (b->job.refused)
+            log_error("broker: %s: %s", b->node, b->job.err);
+        else
+            log_warn("broker: %s: %s", b->node, b->job.err);
         set_state(b, BROKER_DOWN, b->job.err);
         schedule_retry(b);
         return;
@@ -612,6 +702,7 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
         event_add(b->hb_ev, &tv);
     }
     b->backoff_ms = BROKER_BACKOFF_MIN_MS;
+    b->ever_up = true;
     log_info("broker: connected to %s", b->node);
     set_state(b, BROKER_UP, NULL);
     /* Frames may already sit in the library's buffer from the handshake. */
@@ -987,7 +1078,10 @@ struct broker *broker_new(struct event_base *base, const struct config *cfg, uns
     b->rpc = has_rpc_route(cfg);
     b->state = BROKER_DOWN;
     snprintf(b->reason, sizeof b->reason, "not connected yet");
-    b->uri_next = 0; /* a failover list: every worker tries the URIs in order */
+    /* The URIs are the nodes of one cluster: worker i starts on node i mod
+     * n, so that the workers spread over the nodes, and moves on to the next
+     * node after a loss or a failed attempt. */
+    b->uri_next = worker % cfg->n_uris;
     b->backoff_ms = BROKER_BACKOFF_MIN_MS;
     b->pipe_fd[0] = b->pipe_fd[1] = -1;
     seed_fill(&b->rng, sizeof b->rng, b);

@@ -21,6 +21,8 @@ enum broker_state {
     BROKER_UP,         /* connected, channel open, confirm mode */
     BROKER_BLOCKED,    /* connected but the broker sent connection.blocked */
     BROKER_CLOSED,     /* broker_close() was called; no reconnect */
+    BROKER_FAILED,     /* before ever serving, the broker refused a route's queue as
+                          configured (406): no reconnect, the bridge must stop */
 };
 
 const char *broker_state_name(enum broker_state s);
@@ -85,6 +87,12 @@ void broker_detach(struct broker *b, uint64_t tag);
 void broker_rpc_forget(struct broker *b, const char *correlation_id, size_t len);
 /* Replies dropped because no request waited for them. */
 uint64_t broker_late_replies(const struct broker *b);
+
+/* From the text of a 406 PRECONDITION_FAILED on queue.declare, the type the
+ * existing queue has ("classic" for one declared without x-queue-type) into
+ * OUT. 0, or -1 when the text is not about x-queue-type. */
+int broker_existing_queue_type(const char *text, size_t len, char *out, size_t outlen)
+    __attribute__((warn_unused_result));
 
 /* Close channel and connection cleanly (bounded), fail what is still
  * pending as TRACKER_LOST, never reconnect. */

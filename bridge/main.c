@@ -164,10 +164,17 @@ int main(int argc, char **argv)
     log_info("ingest-bridge %s listening on %s://%s:%d with %d workers, %zu routes, broker %s%s",
              BRIDGE_VERSION, cfg->tls_cert[0] != '\0' ? "https" : "http", cfg->listen_host,
              cfg->listen_port, cfg->workers, cfg->n_routes, cfg->uris[0].display,
-             cfg->n_uris > 1 ? " (+ failover)" : "");
+             cfg->n_uris > 1 ? " (+ more nodes: worker i starts on node i mod n)" : "");
 
     int sig = 0;
     while (sigwait(&stop, &sig) != 0) {
+    }
+    /* A worker that cannot start for good raises SIGTERM itself. */
+    if (worker_pool_failed(pool, err, sizeof err)) {
+        log_error("cannot start: %s", err);
+        worker_pool_stop(pool);
+        log_info("stopped");
+        goto out;
     }
     log_info("%s received: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     worker_pool_stop(pool);

@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -88,7 +89,29 @@ struct worker_pool {
     struct http_shared *shared; /* TLS context and tokens, read by every worker */
     struct worker *w;           /* cfg->workers entries */
     size_t n;                   /* created so far */
+
+    pthread_mutex_t fail_lock;       /* guards failed, failure */
+    bool failed;                     /* a worker cannot go on: the bridge must stop */
+    char failure[WORKER_REASON_LEN]; /* the first such worker's reason */
 };
+
+/* A worker's broker refused the config before it ever served: keep the first
+ * reason and ask main to stop, as SIGTERM would (main sigwaits for it; every
+ * thread has it blocked), then main sees worker_pool_failed and exits 1. A
+ * runtime error never stops the bridge; this one is a config error found
+ * late, as start-up's last step. */
+static void pool_fail(struct worker_pool *p, unsigned id, const char *why)
+{
+    pthread_mutex_lock(&p->fail_lock);
+    bool first = !p->failed;
+    if (first) {
+        p->failed = true;
+        snprintf(p->failure, sizeof p->failure, "worker %u: %s", id, why);
+    }
+    pthread_mutex_unlock(&p->fail_lock);
+    if (first)
+        kill(getpid(), SIGTERM);
+}
 
 /* ---- answering ---------------------------------------------------------- */
 
@@ -188,6 +211,8 @@ static void on_broker_state(void *arg, enum broker_state s, const char *reason)
     atomic_store_explicit(&w->broker_state, (int)s, memory_order_release);
     if (s != BROKER_UP && w->backlog.live > 0)
         backlog_fail(w, reason != NULL ? reason : broker_state_name(s));
+    if (s == BROKER_FAILED)
+        pool_fail(w->pool, w->id, reason != NULL ? reason : "the broker refused the config");
 }
 
 /* ---- requests from http/ ------------------------------------------------ */
@@ -692,11 +717,13 @@ struct worker_pool *worker_pool_new(const struct config *cfg,
     }
     p->cfg = cfg;
     p->metrics = metrics_new(cfg);
+    pthread_mutex_init(&p->fail_lock, NULL);
     p->w = calloc((size_t)cfg->workers, sizeof *p->w);
     if (p->w == NULL || p->metrics == NULL) {
         snprintf(err, errlen, "out of memory");
         free(p->w);
         metrics_free(p->metrics);
+        pthread_mutex_destroy(&p->fail_lock);
         free(p);
         return NULL;
     }
@@ -745,6 +772,16 @@ void worker_pool_stop(struct worker_pool *p)
     }
 }
 
+bool worker_pool_failed(struct worker_pool *p, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&p->fail_lock);
+    bool failed = p->failed;
+    if (failed)
+        snprintf(err, errlen, "%s", p->failure);
+    pthread_mutex_unlock(&p->fail_lock);
+    return failed;
+}
+
 void worker_pool_free(struct worker_pool *p)
 {
     if (p == NULL)
@@ -754,5 +791,6 @@ void worker_pool_free(struct worker_pool *p)
     http_shared_free(p->shared);
     free(p->w);
     metrics_free(p->metrics);
+    pthread_mutex_destroy(&p->fail_lock);
     free(p);
 }

@@ -25,6 +25,12 @@ int worker_pool_start(struct worker_pool *p, char *err, size_t errlen)
 /* Graceful stop: stop accepting, answer or wait for what is in flight (up to
  * its timeout), close the broker connections, join the threads. */
 void worker_pool_stop(struct worker_pool *p);
+/* True when a worker could not start for good (its broker refused a route's
+ * queue as configured), with the reason in err; that worker also sent the
+ * process SIGTERM, so that main's wait ends. Main then stops the pool and
+ * exits 1. */
+bool worker_pool_failed(struct worker_pool *p, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 void worker_pool_free(struct worker_pool *p);
 
 #endif

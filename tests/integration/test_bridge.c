@@ -344,6 +344,135 @@ static void test_config_bad(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* queue_type and the URI list as a cluster                            */
+
+/* A bridge with one publish route on QUEUE of TYPE, WORKERS workers, and
+ * URIS as [amqp] uri ("" = the test node). A bridge_config_fn. */
+struct qt_arg {
+    const char *queue;
+    const char *type;
+    int workers;
+    const char *uris;
+};
+
+static char *qt_config(int http_port, const void *arg)
+{
+    const struct qt_arg *a = arg;
+    char *s = NULL, uri[256];
+    if (a->uris[0] != '\0')
+        snprintf(uri, sizeof uri, "%s", a->uris);
+    else
+        snprintf(uri, sizeof uri, "amqp://guest:guest@127.0.0.1:%d/%%2f", g_harness.broker_port);
+    if (asprintf(&s,
+                 "[http]\nlisten = 127.0.0.1:%d\nworkers = %d\n"
+                 "[amqp]\nuri = %s\n"
+                 "[log]\nlevel = %s\n"
+                 "[route ingest]\npath = /ingest\nrouting_key = %s\nqueue = %s\n"
+                 "queue_type = %s\n",
+                 http_port, a->workers, uri, g_harness.log_level, a->queue, a->queue, a->type) < 0)
+        abort();
+    return s;
+}
+
+/* The type the test node gives QUEUE, from rabbitmqctl list_queues. */
+static bool queue_has_type(const char *queue, const char *type)
+{
+    char *argv[] = {(char *)g_harness.broker_sh, "ctl", "list_queues", "-q", "name", "type", NULL};
+    char *out;
+    int st = run_capture(argv, NULL, &out);
+    char line[300];
+    snprintf(line, sizeof line, "%s\t%s\n", queue, type);
+    bool found = st == 0 && strstr(out, line) != NULL;
+    if (!found)
+        print_message("list_queues (status 0x%x):\n%s", st, out);
+    free(out);
+    return found;
+}
+
+static void test_queue_type(void **state)
+{
+    (void)state;
+    /* A quorum route declares a quorum queue and publishes to it. */
+    struct qt_arg q = {"it.qt.quorum", "quorum", 1, ""};
+    bridge_start(&g_aux, "quorum", qt_config, &q);
+    struct resp r;
+    int rc = http_post(g_aux.port, "/ingest", XML, "X-Request-Id: qt-1\r\n", DOC, &r);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+    assert_true(queue_has_type("it.qt.quorum", "quorum"));
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+    size_t n;
+    char **ids = mq_drain_ids("it.qt.quorum", &n);
+    assert_true(ids_have(ids, n, "qt-1"));
+    ids_free(ids, n);
+
+    /* The same queue, now wanted classic: start-up stops with exit 1 and
+     * both types named, instead of a reconnect loop. */
+    char *t = valid_cfg(NULL, "queue = it.qt.quorum\nqueue_type = classic\n");
+    expect_bad("qt-quorum-as-classic.ini", t, false, NULL,
+               "route ingest: queue 'it.qt.quorum' exists as a quorum queue but the route has "
+               "queue_type = classic",
+               "received 'classic' but current is 'quorum'");
+    free(t);
+
+    /* A classic queue made without x-queue-type (by another program), wanted
+     * quorum: refused the same way. */
+    assert_true(mq_declare("it.qt.classic", amqp_empty_table));
+    t = valid_cfg(NULL, "queue = it.qt.classic\nqueue_type = quorum\n");
+    expect_bad("qt-classic-as-quorum.ini", t, false, NULL,
+               "route ingest: queue 'it.qt.classic' exists as a classic queue but the route has "
+               "queue_type = quorum",
+               "cannot start");
+    free(t);
+
+    /* ... and wanted classic, as by default: x-queue-type = classic matches it. */
+    struct qt_arg c = {"it.qt.classic", "classic", 1, ""};
+    bridge_start(&g_aux, "classic", qt_config, &c);
+    rc = http_post(g_aux.port, "/ingest", XML, "X-Request-Id: qt-2\r\n", DOC, &r);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+    mq_purge("it.qt.classic");
+    PASS();
+}
+
+/* Worker i starts on URI i mod n; /healthz names each worker's node. Two
+ * spellings of the one test node stand for two cluster nodes. */
+static void test_workers_spread_over_uris(void **state)
+{
+    (void)state;
+    char uris[256];
+    snprintf(uris, sizeof uris,
+             "amqp://guest:guest@127.0.0.1:%d/%%2f, amqp://guest:guest@localhost:%d/%%2f",
+             g_harness.broker_port, g_harness.broker_port);
+    struct qt_arg a = {"it.ingest", "classic", 3, uris};
+    bridge_start(&g_aux, "spread", qt_config, &a);
+    struct resp r;
+    int rc = http_get(g_aux.port, "/healthz", &r);
+    assert_resp(rc, &r, 200);
+    char want[3][160];
+    snprintf(want[0], sizeof want[0], "worker 0: up amqp://guest@127.0.0.1:%d/",
+             g_harness.broker_port);
+    snprintf(want[1], sizeof want[1], "worker 1: up amqp://guest@localhost:%d/",
+             g_harness.broker_port);
+    snprintf(want[2], sizeof want[2], "worker 2: up amqp://guest@127.0.0.1:%d/",
+             g_harness.broker_port);
+    for (int i = 0; i < 3; i++)
+        assert_contains(r.body, want[i]);
+    resp_free(&r);
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+
+    /* The main bridge (one URI): every worker on it, "ok" first. */
+    rc = http_get(g_main.port, "/healthz", &r);
+    assert_resp(rc, &r, 200);
+    assert_true(strncmp(r.body, "ok\n", 3) == 0);
+    assert_contains(r.body, "worker 0: up amqp://");
+    assert_contains(r.body, "worker 1: up amqp://");
+    resp_free(&r);
+    PASS();
+}
+
+/* ------------------------------------------------------------------ */
 /* pong                                                                */
 
 static void check_pong(const struct resp *r, bool head)
@@ -1620,6 +1749,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_502_unroutable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_503_nack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_healthz, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_type, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_workers_spread_over_uris, setup, teardown),
         cmocka_unit_test_setup_teardown(test_results_matched_concurrently, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blocked, setup, teardown),
