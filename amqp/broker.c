@@ -57,6 +57,8 @@
 /* Largest rpc reply body taken; a larger one is answered 502. */
 #define BROKER_MAX_REPLY (64u << 20)
 #define BROKER_CTYPE_MAX 255 /* content_type is an AMQP short string */
+/* At most one renewal of a nacked channel this often (see renew_channel). */
+#define BROKER_RENEW_MIN_MS 1000
 
 /* Everything the connector thread needs and produces; the loop does not touch
  * it while the thread runs. */
@@ -140,6 +142,9 @@ struct broker {
     struct reply_state rep;    /* content == CONTENT_REPLY */
 
     bool rpc;                      /* some route is rpc: consume direct reply-to */
+    bool quorum;                   /* some route declares a quorum queue */
+    bool channel_acked;            /* a basic.ack arrived on the current channel */
+    uint64_t renewed_ms;           /* when a nacked channel was last renewed (monotonic) */
     enum reopen_step reopen;       /* channel reopen under way */
     struct pending *pending;       /* rpc requests waiting for their reply */
     _Atomic uint64_t late_replies; /* replies that found no waiting request; /metrics
@@ -247,6 +252,21 @@ static int consume_replies(amqp_connection_state_t conn, amqp_channel_t ch, char
         return -1;
     }
     return 0;
+}
+
+static bool has_quorum_route(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        if (cfg->routes[i].queue[0] != '\0' && cfg->routes[i].queue_type == QUEUE_QUORUM)
+            return true;
+    return false;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static bool has_rpc_route(const struct config *cfg)
@@ -693,6 +713,7 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
     b->channel = b->job.channel;
     b->job.conn = NULL;
     b->content = CONTENT_NONE;
+    b->channel_acked = false;
     tracker_reset(b->tracker);
     event_assign(b->sock_ev, b->base, amqp_get_sockfd(b->conn), EV_READ | EV_PERSIST, on_socket, b);
     event_add(b->sock_ev, NULL);
@@ -751,6 +772,23 @@ static void reopen_step(struct broker *b)
     }
 }
 
+/* Fail what waits on the current channel and open the next one, step by
+ * step without blocking (reopen_step); WHY is /healthz's reason meanwhile. */
+static void start_reopen(struct broker *b, const char *why)
+{
+    size_t n = fail_channel(b);
+    if (n > 0)
+        log_warn("broker: %zu requests waiting on channel %u answered 503", n, b->channel);
+    /* A fresh channel number keeps stray frames of the old one apart. */
+    b->channel = (amqp_channel_t)(b->channel % 2000 + 1);
+    b->channel_acked = false;
+    b->reopen = REOPEN_OPEN;
+    if (b->state == BROKER_UP)
+        snprintf(b->reason, sizeof b->reason, "%s", why);
+    amqp_channel_open_t open = {.out_of_band = amqp_empty_bytes};
+    send_or_lose(b, AMQP_CHANNEL_OPEN_METHOD, &open);
+}
+
 /* A channel error closed our channel (e.g. publish to a missing exchange):
  * only its requests fail; the connection lives on with a new channel, opened
  * without blocking the loop. A channel that fails while being reopened means
@@ -772,16 +810,32 @@ static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
         lost(b, "the channel failed while being reopened");
         return;
     }
-    size_t n = fail_channel(b);
-    if (n > 0)
-        log_warn("broker: %zu requests waiting on the closed channel answered 503", n);
-    /* A fresh channel number keeps stray frames of the old one apart. */
-    b->channel = (amqp_channel_t)(b->channel % 2000 + 1);
-    b->reopen = REOPEN_OPEN;
-    if (b->state == BROKER_UP)
-        snprintf(b->reason, sizeof b->reason, "reopening the channel after a channel error");
-    amqp_channel_open_t open = {.out_of_band = amqp_empty_bytes};
-    send_or_lose(b, AMQP_CHANNEL_OPEN_METHOD, &open);
+    start_reopen(b, "reopening the channel after a channel error");
+}
+
+/* A quorum queue's publishes nacked on a channel that never had an ack: on
+ * RabbitMQ 3.10 a channel opened while a quorum queue elects a new leader
+ * (we reconnect within ~100 ms of a node's crash) may keep sending to the
+ * dead leader, and every publish on it is nacked for as long as it lives,
+ * though the queue is fine. A new channel looks the leader up again. A
+ * channel that had acks is left alone: its nacks are the queue's answer
+ * (full, reject-publish), and so are those of a renewed channel when the
+ * nacks go on, renewed at most once every BROKER_RENEW_MIN_MS. */
+static void renew_channel(struct broker *b)
+{
+    uint64_t now = mono_ms();
+    if (!b->quorum || b->channel_acked || b->reopen != REOPEN_NONE || b->conn == NULL ||
+        (b->renewed_ms != 0 && now - b->renewed_ms < BROKER_RENEW_MIN_MS))
+        return;
+    b->renewed_ms = now;
+    log_warn("broker: publishes nacked on channel %u, which never had an ack: opening a new "
+             "channel (a quorum queue's leader may have changed while it opened)",
+             b->channel);
+    amqp_channel_close_t close = {.reply_code = AMQP_REPLY_SUCCESS,
+                                  .reply_text = amqp_cstring_bytes("renewing the channel")};
+    send_or_lose(b, AMQP_CHANNEL_CLOSE_METHOD, &close);
+    if (b->conn != NULL)
+        start_reopen(b, "renewing a channel whose publishes were nacked");
 }
 
 static void handle_method(struct broker *b, const amqp_frame_t *f)
@@ -791,6 +845,7 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
     case AMQP_BASIC_ACK_METHOD: {
         const amqp_basic_ack_t *a = m->decoded;
         if (f->channel == b->channel) {
+            b->channel_acked = true;
             size_t late = tracker_ack(b->tracker, a->delivery_tag, a->multiple);
             if (late > 0)
                 log_debug("broker: dropped %zu late confirms", late);
@@ -799,8 +854,10 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
     }
     case AMQP_BASIC_NACK_METHOD: {
         const amqp_basic_nack_t *n = m->decoded;
-        if (f->channel == b->channel)
+        if (f->channel == b->channel) {
             (void)tracker_nack(b->tracker, n->delivery_tag, n->multiple);
+            renew_channel(b);
+        }
         break;
     }
     case AMQP_BASIC_RETURN_METHOD: {
@@ -1076,6 +1133,7 @@ struct broker *broker_new(struct event_base *base, const struct config *cfg, uns
     b->reply = reply;
     b->arg = arg;
     b->rpc = has_rpc_route(cfg);
+    b->quorum = has_quorum_route(cfg);
     b->state = BROKER_DOWN;
     snprintf(b->reason, sizeof b->reason, "not connected yet");
     /* The URIs are the nodes of one cluster: worker i starts on node i mod
