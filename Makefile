@@ -9,6 +9,7 @@
 #   make test-integration  the real binary against a private RabbitMQ node
 #   make test-valgrind   the integration suite with the bridge under valgrind memcheck
 #   make test-faults     broker faults and hostile input (tests/faults/)
+#   make test-cluster    two bridges on a three-node RabbitMQ cluster, nodes killed
 #   make reliability     test-faults, then its measurements into README.md
 #   make fuzz            every libFuzzer target for FUZZ_SECONDS (60)
 #   make bench           the bridge against its limits (broker ceiling, nginx), one table
@@ -49,6 +50,7 @@ UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/%,$(wildcard tests/unit/test_*.c))
 ITEST   := $(patsubst tests/integration/%.c,$(BUILD)/integration/%,\
              $(wildcard tests/integration/test_*.c))
 FTEST   := $(patsubst tests/faults/%.c,$(BUILD)/faults/%,$(wildcard tests/faults/test_*.c))
+CTEST   := $(patsubst tests/cluster/%.c,$(BUILD)/cluster/%,$(wildcard tests/cluster/test_*.c))
 
 # What `make deps` installs when missing: build tools, the libraries above,
 # the test framework, the broker the tests and `make run` start, wrk for
@@ -64,11 +66,11 @@ DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
 
 # Sources clang-format checks: ours, not generated ones.
 FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tests/faults/*.[ch] \
-             tests/bench/*.[ch] \
+             tests/bench/*.[ch] tests/cluster/*.[ch] \
              tests/unit/*.[ch] tests/integration/*.[ch] tests/lib/*.[ch] tests/fuzz/*.[ch])
 
 .PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults \
-        reliability fuzz unit format-check format bench bench-plot bench-deps \
+        test-cluster reliability fuzz unit format-check format bench bench-plot bench-deps \
         bench-profile bench-readme lint test-docker install uninstall test-install
 all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 
@@ -113,6 +115,8 @@ endef
 $(BUILD)/integration/test_%: tests/integration/test_%.c $(HARNESS)
 	$(link_suite)
 $(BUILD)/faults/test_%: tests/faults/test_%.c $(HARNESS)
+	$(link_suite)
+$(BUILD)/cluster/test_%: tests/cluster/test_%.c $(HARNESS)
 	$(link_suite)
 
 deps:
@@ -167,6 +171,12 @@ test-faults: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(FTEST)
 	@d=$(CURDIR)/$(BUILD)/faults-broker.$$$$; \
 	IT_RESULTS=$(CURDIR)/$(BUILD)/reliability.md IT_BROKER_DIR=$$d \
 	    tests/integration/run.sh $(BUILD) $(FTEST); rc=$$?; rm -rf $$d; exit $$rc
+
+# Two bridges on a private three-node cluster (tests/cluster.sh) with a
+# quorum queue, under load, two nodes killed in turn; its figures land in
+# $(BUILD)/cluster-results.txt. Two to three minutes on two cores.
+test-cluster: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(CTEST)
+	IT_RESULTS=$(CURDIR)/$(BUILD)/cluster-results.txt tests/cluster/run.sh $(BUILD) $(CTEST)
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c), each for FUZZ_SECONDS on a copy of
 # its seed corpus (tests/fuzz/corpus/<target>): a crash, leak, broken
