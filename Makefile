@@ -4,7 +4,7 @@
 #   make deps            install missing Debian packages (apt-get; sudo if not root)
 #   make run             deps + build + a local RabbitMQ node if none answers + run bridge.ini
 #   make test            unit + integration tests, again under ASan+UBSan, under valgrind,
-#                        then the fault suites and a fuzz smoke run
+#                        then the fault suites, the cluster test and a fuzz smoke run
 #   make test-unit       cmocka unit tests (tests/unit/test_*.c)
 #   make test-integration  the real binary against a private RabbitMQ node
 #   make test-valgrind   the integration suite with the bridge under valgrind memcheck
@@ -213,8 +213,9 @@ endif
 	    tests/integration/run.sh $(BUILD) $(ITEST)
 
 # The suite, then the same suite built with ASan+UBSan into build/san, the
-# integration suite with the bridge under valgrind, the fault suites, every
-# fuzzer for FUZZ_SECONDS, then lint, test-docker and test-install.
+# integration suite with the bridge under valgrind, the fault suites, the
+# cluster test, every fuzzer for FUZZ_SECONDS, then lint, test-docker and
+# test-install.
 test: test-unit test-integration
 ifndef SANITIZER
 	@echo "== test: again with SANITIZER=address,undefined"
@@ -224,6 +225,8 @@ ifndef SANITIZER
 	@$(MAKE) --no-print-directory test-valgrind
 	@echo "== test: broker faults and hostile input"
 	@$(MAKE) --no-print-directory test-faults
+	@echo "== test: two bridges on a three-node cluster, nodes killed"
+	@$(MAKE) --no-print-directory test-cluster
 	@echo "== test: fuzz smoke run, $(FUZZ_SECONDS) s a target"
 	@$(MAKE) --no-print-directory fuzz
 	@echo "== test: lint, docker/ without an engine, make install"

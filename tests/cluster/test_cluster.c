@@ -378,6 +378,7 @@ static void test_failover(void **state)
             fail_msg("pthread_create");
         g_n_cl++;
     }
+    double t_load = now_ms();
     sleep_ms(LOAD_BEFORE_MS);
 
     /* 1. The queue's leader crashes. */
@@ -418,6 +419,7 @@ static void test_failover(void **state)
 
     sleep_ms(LOAD_AFTER_MS);
     clients_stop();
+    double load_s = (now_ms() - t_load) / 1000;
     int sent = 0, accepted = 0, n503 = 0, other = 0, noanswer = 0, first_other = 0;
     for (int i = 0; i < 2 * CLIENTS_PER_BRIDGE; i++) {
         sent += cl[i].n;
@@ -463,19 +465,20 @@ static void test_failover(void **state)
             dups++;
     ids_free(ids, n_ids);
 
-    harness_note("CLUSTER | requests sent %d | accepted (202) %d | 503 %d | other status %d | "
-                 "no answer %d | lost %d | in the queue %zu (%zu duplicates) | recovered after "
-                 "the leader crash in %.1f s, after the connected-node crash in %.1f s |\n",
-                 sent, accepted + g_n_probes, n503, other, noanswer, lost, n_ids, dups, rec1 / 1000,
-                 rec2 / 1000);
+    harness_note(
+        "CLUSTER | requests sent %d in %.0f s | accepted (202) %d | 503 %d | other status %d | "
+        "no answer %d | lost %d | in the queue %zu (%zu duplicates) | recovered after "
+        "the leader crash in %.1f s, after the connected-node crash in %.1f s |\n",
+        sent, load_s, accepted + g_n_probes, n503, other, noanswer, lost, n_ids, dups, rec1 / 1000,
+        rec2 / 1000);
     if (getenv("IT_RESULTS") != NULL) {
         FILE *f = fopen(getenv("IT_RESULTS"), "w");
         if (f != NULL) {
             fprintf(f,
-                    "sent=%d\naccepted=%d\nn503=%d\nother=%d\nnoanswer=%d\nlost=%d\n"
+                    "sent=%d\nload_s=%.0f\naccepted=%d\nn503=%d\nother=%d\nnoanswer=%d\nlost=%d\n"
                     "queued=%zu\nduplicates=%zu\nrecover_leader_ms=%.0f\nrecover_node_ms=%.0f\n",
-                    sent, accepted + g_n_probes, n503, other, noanswer, lost, n_ids, dups, rec1,
-                    rec2);
+                    sent, load_s, accepted + g_n_probes, n503, other, noanswer, lost, n_ids, dups,
+                    rec1, rec2);
             fclose(f);
         }
     }
