@@ -44,7 +44,7 @@
 #define BROKER_BACKOFF_MIN_MS 100  /* first retry after a loss */
 #define BROKER_BACKOFF_MAX_MS 5000 /* cap of the exponential backoff */
 #define BROKER_MAX_HEADERS 160     /* bridge headers + hdrmap's 128 copied ones */
-#define BROKER_REASON_LEN 256
+#define BROKER_REASON_LEN 512      /* room for a route, a queue and the broker's 406 text */
 /* Bytes of frame and properties a publish adds to its body and headers. */
 #define BROKER_FRAME_OVERHEAD 512
 /* amqps://: what TLS adds on the wire per record (16 KiB of payload at most):

@@ -25,7 +25,7 @@
 #include "server.h"
 #include "xmlcheck.h"
 
-#define WORKER_REASON_LEN 256
+#define WORKER_REASON_LEN 512
 #define WORKER_DRAIN_TICK_MS 20  /* how often a stopping worker looks at what is left */
 #define WORKER_FLUSH_MS 200      /* time given to the last responses to leave */
 #define WORKER_BACKLOG_POLL_MS 1 /* how often a backlog looks for room toward the broker */
