@@ -436,6 +436,97 @@ static void test_queue_type(void **state)
     PASS();
 }
 
+/* Two routes: "ok" declares the quorum queue it.qt.ok; "full" publishes to
+ * it.qt.full, a quorum queue the test made that nacks every publish. A
+ * bridge_config_fn. */
+static char *renew_config(int http_port, const void *arg)
+{
+    (void)arg;
+    char *s = NULL;
+    if (asprintf(&s,
+                 "[http]\nlisten = 127.0.0.1:%d\nworkers = 1\n"
+                 "[amqp]\nuri = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
+                 "[log]\nlevel = %s\n"
+                 "[route ok]\npath = /ok\nrouting_key = it.qt.ok\nqueue = it.qt.ok\n"
+                 "queue_type = quorum\n"
+                 "[route full]\npath = /full\nrouting_key = it.qt.full\n",
+                 http_port, g_harness.broker_port, g_harness.log_level) < 0)
+        abort();
+    return s;
+}
+
+static int count_in(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* With a quorum route, nacks on a channel that never had an ack renew the
+ * channel (RabbitMQ 3.10 can leave a channel opened during a leader
+ * election nacking forever); nacks on a channel that had acks do not. */
+static void test_quorum_nack_renews_channel(void **state)
+{
+    (void)state;
+    amqp_table_t full = mq_args_reject_all();
+    amqp_table_entry_t e[3] = {full.entries[0], full.entries[1]};
+    e[2].key = amqp_cstring_bytes("x-queue-type");
+    e[2].value.kind = AMQP_FIELD_KIND_UTF8;
+    e[2].value.value.bytes = amqp_cstring_bytes("quorum");
+    assert_true(mq_declare("it.qt.full", (amqp_table_t){3, e}));
+    /* A quorum queue rejects once over its length: one message first. */
+    amqp_basic_properties_t p = {._flags = 0};
+    assert_int_equal(amqp_basic_publish(g_harness.mq, 1, amqp_empty_bytes,
+                                        amqp_cstring_bytes("it.qt.full"), 0, 0, &p,
+                                        amqp_cstring_bytes("filler")),
+                     AMQP_STATUS_OK);
+    amqp_queue_declare_ok_t *ok = NULL;
+    for (int i = 0; i < 100 && (ok == NULL || ok->message_count == 0); i++) {
+        sleep_ms(20);
+        ok = amqp_queue_declare(g_harness.mq, 1, amqp_cstring_bytes("it.qt.full"), 1, 0, 0, 0,
+                                amqp_empty_table);
+    }
+    assert_true(ok != NULL && ok->message_count == 1);
+    bridge_start(&g_aux, "renew", renew_config, NULL);
+
+    struct resp r;
+    int rc = http_post(g_aux.port, "/full", XML, NULL, DOC, &r);
+    assert_resp(rc, &r, 503);
+    assert_contains(r.body, "nack");
+    resp_free(&r);
+    /* The next publish goes out on the new channel, once it is open. */
+    double end = now_ms() + scale_ms(5000);
+    int status = 0;
+    while (now_ms() < end) {
+        rc = http_post(g_aux.port, "/ok", XML, NULL, DOC, &r);
+        status = rc == 0 ? r.status : -1;
+        resp_free(&r);
+        if (status == 202)
+            break;
+        sleep_ms(20);
+    }
+    assert_int_equal(status, 202);
+    /* This channel had an ack: its nacks are the queue's answer. */
+    for (int i = 0; i < 3; i++) {
+        rc = http_post(g_aux.port, "/full", XML, NULL, DOC, &r);
+        assert_resp(rc, &r, 503);
+        resp_free(&r);
+    }
+    rc = http_post(g_aux.port, "/ok", XML, NULL, DOC, &r);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+    char *log = slurp(g_aux.log, 0);
+    int renewed = count_in(log, "which never had an ack: opening a new channel");
+    free(log);
+    if (renewed != 1)
+        fail_msg("the channel was renewed %d times, expected once", renewed);
+    mq_purge("it.qt.ok");
+    mq_purge("it.qt.full");
+    PASS();
+}
+
 /* Worker i starts on URI i mod n; /healthz names each worker's node. Two
  * spellings of the one test node stand for two cluster nodes. */
 static void test_workers_spread_over_uris(void **state)
@@ -1751,6 +1842,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_healthz, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_workers_spread_over_uris, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quorum_nack_renews_channel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_results_matched_concurrently, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_gone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blocked, setup, teardown),
