@@ -17,7 +17,7 @@
 # Environment: CLUSTER_PORT, the first AMQP port to try (default 5750; each
 # node takes the next free one, its distribution port is AMQP + 20000).
 # CLUSTER_NAME, the node name prefix (default bridgecl-<pid>); nodes are
-# NAME-I@localhost. The first start records everything in DIR/cluster.env.
+# NAME-I@localhost. Each node's name and port are recorded in DIR/nI/node.env.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,7 +27,7 @@ say() { printf 'cluster.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
 usage() {
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -45,7 +45,7 @@ node_dirs() {
 
 # Read NODE and PORT of node directory D.
 node_env() {
-    NODE= PORT=
+    NODE='' PORT=''
     # shellcheck disable=SC1091
     . "$1/node.env"
 }
@@ -141,7 +141,9 @@ cmd_kill() {
     d=$(node_at "$1" "$2")
     node_env "$d"
     p=$(tr -dc 0-9 <"$d/rabbit.pid" 2>/dev/null || true)
-    [ -n "$p" ] && [ -d "/proc/$p" ] || die "node $NODE: no running VM in $d/rabbit.pid"
+    if [ -z "$p" ] || [ ! -d "/proc/$p" ]; then
+        die "node $NODE: no running VM in $d/rabbit.pid"
+    fi
     say "kill -9 node $NODE (pid $p)"
     kill -KILL "$p"
     local i

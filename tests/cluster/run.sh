@@ -22,12 +22,12 @@ rm -rf "$IT_CLUSTER_DIR"
 cleanup() {
     local rc=$?
     "$cl" stop "$IT_CLUSTER_DIR" || true
-    if [ $rc -ne 0 ] && [ -n "${IT_KEEP:-}" ]; then
+    if [ "$rc" -ne 0 ] && [ -n "${IT_KEEP:-}" ]; then
         echo "run.sh: cluster data kept in $IT_CLUSTER_DIR"
     else
         rm -rf "$IT_CLUSTER_DIR"
     fi
-    exit $rc
+    exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
