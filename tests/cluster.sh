@@ -63,11 +63,13 @@ print_nodes() {
     done
 }
 
-# One node's broker.sh, with its directory.
+# One node's broker.sh, with its directory. Name and port come from the
+# node's node.env: a BROKER_PORT or BROKER_NODE meant for a single node
+# (make test-faults BROKER_PORT=...) must not give every node the same one.
 nb() {
     local d=$1
     shift
-    BROKER_DIR="$d" "$broker" "$@"
+    env -u BROKER_PORT -u BROKER_NODE BROKER_DIR="$d" "$broker" "$@"
 }
 
 cmd_start() {
