@@ -210,7 +210,7 @@ static unsigned bridge_nodes(const struct bridge *b)
     if (http_get(b->port, "/healthz", &r) != 0)
         return 0;
     unsigned set = 0;
-    for (const char *p = r.body; p && (p = strstr(p, "up on amqp://")) != NULL; p++) {
+    for (const char *p = r.body; p && (p = strstr(p, "up amqp://")) != NULL; p++) {
         const char *at = strchr(p, '@');
         const char *colon = at ? strchr(at, ':') : NULL;
         int n = colon ? node_by_port(atoi(colon + 1)) : 0;
