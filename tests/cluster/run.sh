@@ -19,6 +19,7 @@ export IT_CLUSTER_DIR="$here/$build/cluster.$$"
 export IT_CLUSTER_SH="$cl"
 rm -rf "$IT_CLUSTER_DIR"
 
+# shellcheck disable=SC2317 # reached through the trap below
 cleanup() {
     local rc=$?
     "$cl" stop "$IT_CLUSTER_DIR" || true
