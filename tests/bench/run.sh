@@ -23,7 +23,7 @@
 #                          and on /ingest; the bridge's peak RSS
 #          quorum          (when BENCH_QUORUM=1, the default) fire to a
 #                          route whose queue is a quorum queue on a three-node
-#                          cluster, if tests/cluster/cluster.sh exists
+#                          cluster, if tests/cluster.sh exists
 #   plot   pong, fire and rpc at 10, 100, 1,000 and 10,000 connections
 #          (BENCH_PLOT_SECONDS, 5, each), nginx's pong beside them; PNG plots
 #          of req/s, p99 and errors against concurrency (gnuplot)
@@ -105,7 +105,7 @@ cleanup() {
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     [ -z "${nginx_dir:-}" ] || { [ ! -s "$nginx_dir/nginx.pid" ] || kill -QUIT "$(cat "$nginx_dir/nginx.pid")" 2>/dev/null || true; }
     BROKER_DIR=$out/broker "$broker" stop >/dev/null 2>&1 || true
-    [ -z "${cluster_dir:-}" ] || "$here/tests/cluster/cluster.sh" stop "$cluster_dir" >/dev/null 2>&1 || true
+    [ -z "${cluster_dir:-}" ] || "$here/tests/cluster.sh" stop "$cluster_dir" >/dev/null 2>&1 || true
     exit $rc
 }
 trap cleanup EXIT
@@ -304,20 +304,21 @@ run_table() {
     rss_kb=$(awk '/^VmHWM/ {print $2}' "/proc/$bridge_pid/status")
     say "bridge peak RSS: $rss_kb kB"
 
-    if [ "${BENCH_QUORUM:-1}" = 1 ] && [ -x "$here/tests/cluster/cluster.sh" ]; then
+    if [ "${BENCH_QUORUM:-1}" = 1 ] && [ -x "$here/tests/cluster.sh" ]; then
         run_quorum
     fi
     print_table
 }
 
 # Fire to a quorum queue replicated on a three-node cluster: a second bridge
-# whose route declares it, against tests/cluster/cluster.sh's nodes.
+# whose route declares it, against tests/cluster.sh's nodes.
 run_quorum() {
     say "quorum: starting a three-node cluster"
     cluster_dir=$out/cluster
     rm -rf "$cluster_dir"
     local curis
-    curis=$("$here/tests/cluster/cluster.sh" start "$cluster_dir") || die "cluster did not start"
+    "$here/tests/cluster.sh" start "$cluster_dir" >/dev/null || die "cluster did not start"
+    curis=$("$here/tests/cluster.sh" uris "$cluster_dir")
     local qport
     qport=$(free_port $((bridge_port + 1)))
     BRIDGE_HTTP_LISTEN=127.0.0.1:$qport BRIDGE_AMQP_URI=$curis BRIDGE_LOG_LEVEL=warn \
@@ -331,18 +332,18 @@ run_quorum() {
         sleep 0.1
     done
     local r
-    read -r -a r < <(wrk_run quorum 1 100 "$secs" post.lua "http://127.0.0.1:$qport/ingest")
+    read -r -a r < <(wrk_run quorum 1 "$window" "$secs" post.lua "http://127.0.0.1:$qport/ingest")
     sed -i '$d' "$out/cpu.tsv" # it measured the other bridge and node: not this run
     local ok=$((r[0] - r[2])) d
     sleep 1
-    d=$("$here/tests/cluster/cluster.sh" ctl "$cluster_dir" list_queues -q name messages |
+    d=$("$here/tests/cluster.sh" ctl "$cluster_dir" 1 list_queues -q name messages |
         awk '$1 == "ingest_quorum" {print $2}')
     row "fire, quorum queue (3 nodes)" "$(rate "${r[0]}" "${r[2]}" "${r[1]}")" "${r[3]}" "${r[4]}" \
         "$((r[2] + r[5]))" "$((ok > d ? ok - d : 0))" "fire, classic" \
         "$(awk -F'\t' '$1 == "fire" {print $2}' "$out/results.tsv")"
     kill -TERM "$qpid" 2>/dev/null || true
     wait "$qpid" 2>/dev/null || true
-    "$here/tests/cluster/cluster.sh" stop "$cluster_dir" >/dev/null 2>&1 || true
+    "$here/tests/cluster.sh" stop "$cluster_dir" >/dev/null 2>&1 || true
     cluster_dir=
 }
 
@@ -363,7 +364,7 @@ print_table() {
         awk -F'\t' '{ printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5 }' "$out/cpu.tsv"
         echo
         echo "c10k: bridge peak RSS ${rss_kb} kB. ${secs} s a workload; pong wrk -t1 -c100, fire and"
-        echo "rpc wrk -t1 -c$window (the ceiling's window), c10k wrk -t2 -c10000, quorum wrk -t1 -c100. Machine: $machine; $(date -u +%Y-%m-%d)."
+        echo "rpc wrk -t1 -c$window (the ceiling's window), c10k wrk -t2 -c10000, quorum as fire. Machine: $machine; $(date -u +%Y-%m-%d)."
     } >"$out/table.md"
     echo
     cat "$out/table.md"
