@@ -368,22 +368,29 @@ static void backlog_remove(struct worker *w, struct http_req *r)
     }
 }
 
-/* Publish from the front while the broker's socket has room. */
+/* Publish from the front while the broker's socket has room. Each request
+ * leaves the ring before its publish: a publish that loses the connection
+ * empties the backlog (backlog_fail, from the state callback) while R is
+ * answered by publish itself, never twice. A full socket (false) puts it
+ * back at the front, nothing having happened. */
 static void backlog_drain(struct worker *w)
 {
     struct backlog *b = &w->backlog;
     while (b->head < b->tail) {
-        struct http_req *r = b->slot[b->head & b->mask];
-        if (r != NULL) {
-            http_req_set_token(r, 0);
-            if (!publish(w, r)) {
-                http_req_set_token(r, BACKLOG_TOKEN | b->head);
-                return;
-            }
-            b->live--;
+        uint64_t pos = b->head++;
+        struct http_req *r = b->slot[pos & b->mask];
+        b->slot[pos & b->mask] = NULL;
+        if (r == NULL)
+            continue;
+        b->live--;
+        http_req_set_token(r, 0);
+        if (!publish(w, r)) {
+            b->head = pos;
+            b->slot[pos & b->mask] = r;
+            b->live++;
+            http_req_set_token(r, BACKLOG_TOKEN | pos);
+            return;
         }
-        b->slot[b->head & b->mask] = NULL;
-        b->head++;
     }
     event_del(b->poll);
 }
