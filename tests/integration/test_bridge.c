@@ -1606,6 +1606,29 @@ static void test_rpc_reply(void **state)
     assert_resp(rc, &r, 201);
     assert_string_equal(r.body, DOC);
     resp_free(&r);
+    echo_stop();
+
+    /* 204 has no body and no Content-Length, whatever the reply carried:
+     * the next response on the same connection is read as itself. */
+    static const char *const nobody_opts[] = {"-s", "204", NULL};
+    echo_start("it.rpc", nobody_opts);
+    struct conn c;
+    assert_int_equal(conn_open(&c, g_main.port), 0);
+    size_t len;
+    char *raw = fmt_request(&len, "POST", "/rpc", XML, NULL, DOC, strlen(DOC));
+    rc = exchange(&c, raw, len, &r, false);
+    free(raw);
+    assert_resp(rc, &r, 204);
+    if (resp_header(&r, "Content-Length") != NULL)
+        fail_msg("204 with Content-Length: %s", resp_header(&r, "Content-Length"));
+    resp_free(&r);
+    raw = fmt_request(&len, "GET", "/pong", NULL, NULL, NULL, 0);
+    rc = exchange(&c, raw, len, &r, false);
+    free(raw);
+    assert_resp(rc, &r, 200);
+    assert_string_equal(r.body, "Pong!");
+    resp_free(&r);
+    conn_close(&c);
     PASS();
 }
 
