@@ -189,7 +189,7 @@ static void on_reply(void *arg, void *ctx, const struct broker_reply *rep)
                    rep->len);
 }
 
-static bool publish(struct worker *w, struct http_req *r);
+static bool publish(struct worker *w, struct http_req *r, bool queued);
 static void backlog_push(struct worker *w, struct http_req *r);
 static void backlog_fail(struct worker *w, const char *why);
 
@@ -260,14 +260,15 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
         return;
     }
     /* Behind the ones already waiting for room, never before them. */
-    if (w->backlog.live > 0 || !publish(w, r))
+    if (w->backlog.live > 0 || !publish(w, r, false))
         backlog_push(w, r);
 }
 
 /* Map R's headers and publish it; false when the broker's socket has no room
  * (nothing sent, R untouched). Otherwise R waits for its confirm or reply, or
- * has been answered. */
-static bool publish(struct worker *w, struct http_req *r)
+ * has been answered. QUEUED: R comes out of the backlog, whose wait counts
+ * against the same bound: its timer runs on from backlog_push. */
+static bool publish(struct worker *w, struct http_req *r, bool queued)
 {
     const struct config_route *route = http_req_route(r);
     size_t route_idx = (size_t)(route - w->cfg->routes);
@@ -306,7 +307,8 @@ static bool publish(struct worker *w, struct http_req *r)
     case BROKER_PUB_WAIT:
         metrics_published(w->m, METRICS_ROUTE0 + route_idx);
         http_req_set_token(r, tag);
-        http_req_set_timer(r, w->rt[route_idx].tv);
+        if (!queued)
+            http_req_set_timer(r, w->rt[route_idx].tv);
         break;
     case BROKER_PUB_DUPLICATE:
         reply_text(r, 409, "a request with this X-Request-Id is already waiting for its reply");
@@ -384,7 +386,7 @@ static void backlog_drain(struct worker *w)
             continue;
         b->live--;
         http_req_set_token(r, 0);
-        if (!publish(w, r)) {
+        if (!publish(w, r, true)) {
             b->head = pos;
             b->slot[pos & b->mask] = r;
             b->live++;
