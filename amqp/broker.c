@@ -1216,6 +1216,13 @@ static bool socket_has_room(int fd, size_t need)
     return (size_t)unsent + need <= (size_t)sndbuf / 4 * 3;
 }
 
+bool broker_has_room(const struct broker *b, size_t body_len)
+{
+    if (b->state != BROKER_UP || b->conn == NULL)
+        return false;
+    return socket_has_room(amqp_get_sockfd(b->conn), body_len + BROKER_FRAME_OVERHEAD);
+}
+
 static amqp_bytes_t bytes_of(const char *s)
 {
     return s == NULL ? amqp_empty_bytes : amqp_cstring_bytes(s);

@@ -80,6 +80,11 @@ const char *broker_node(const struct broker *b);
 
 enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, void *ctx,
                                uint64_t *tag) __attribute__((warn_unused_result));
+/* Would a publish of a BODY_LEN-byte body find room in the socket toward the
+ * broker now (broker_publish's own check, without its headers)? A cheap
+ * look before mapping a waiting request for broker_publish; false when not
+ * up. */
+bool broker_has_room(const struct broker *b, size_t body_len);
 /* The request behind TAG left: drop its confirm when it comes. */
 void broker_detach(struct broker *b, uint64_t tag);
 /* The rpc request waiting under CORRELATION_ID was answered otherwise

@@ -422,7 +422,16 @@ static void on_backlog_poll(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct worker *w = arg;
-    if (broker_state(w->broker) == BROKER_UP)
+    struct backlog *b = &w->backlog;
+    if (broker_state(w->broker) != BROKER_UP)
+        return;
+    /* Every millisecond while the broker is slow: look before mapping the
+     * front request's headers for a publish that would not fit anyway. */
+    struct http_req *front = b->head < b->tail ? b->slot[b->head & b->mask] : NULL;
+    size_t len = 0;
+    if (front != NULL)
+        (void)http_req_body(front, &len);
+    if (front == NULL || broker_has_room(w->broker, len))
         backlog_drain(w);
 }
 
