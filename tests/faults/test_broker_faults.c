@@ -976,14 +976,8 @@ static int teardown(void **state)
     waiters_free();
     if (!g_ok) {
         dump_log(&g_main, "main bridge log");
-        if (g_aux.log[0])
-            dump_log(&g_aux, "this test's bridge log");
     }
-    if (g_aux.pid > 0) {
-        kill(g_aux.pid, SIGKILL);
-        waitpid(g_aux.pid, NULL, 0);
-        g_aux.pid = 0;
-    }
+    bridge_aux_end(&g_aux, g_ok);
     echo_stop();
     node2_stop();
     broker_restore();

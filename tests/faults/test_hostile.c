@@ -560,14 +560,8 @@ static int teardown(void **state)
     fds_close_all();
     if (!g_ok) {
         dump_log(&g_main, "bridge log");
-        if (g_aux.log[0])
-            dump_log(&g_aux, "this test's bridge log");
     }
-    if (g_aux.pid > 0) {
-        kill(g_aux.pid, SIGKILL);
-        waitpid(g_aux.pid, NULL, 0);
-        g_aux.pid = 0;
-    }
+    bridge_aux_end(&g_aux, g_ok);
     /* Whatever a test did, the bridge must still be there. */
     int st;
     if (g_main.pid > 0 && !bridge_alive(&g_main, &st)) {

@@ -127,21 +127,10 @@ static int teardown(void **state)
     (void)state;
     if (!g_ok) {
         dump_log(&g_main, "main bridge log");
-        if (g_aux.log[0])
-            dump_log(&g_aux, "this test's bridge log");
     }
-    if (g_aux.pid > 0) {
-        kill(g_aux.pid, SIGKILL);
-        waitpid(g_aux.pid, NULL, 0);
-        g_aux.pid = 0;
-    }
+    bridge_aux_end(&g_aux, g_ok);
     echo_stop();
-    bool was_stopped = g_harness.broker_stopped;
-    broker_restore();
-    if (was_stopped) {
-        int last;
-        wait_health(g_main.port, 200, scale_ms(30000), &last);
-    }
+    broker_restore_for(&g_main);
     return 0;
 }
 

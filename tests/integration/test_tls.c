@@ -177,14 +177,8 @@ static int teardown(void **state)
     if (!g_ok) {
         dump_log(&g_tls, "tls bridge log");
         dump_log(&g_auth, "auth bridge log");
-        if (g_aux.log[0])
-            dump_log(&g_aux, "this test's bridge log");
     }
-    if (g_aux.pid > 0) {
-        kill(g_aux.pid, SIGKILL);
-        waitpid(g_aux.pid, NULL, 0);
-        g_aux.pid = 0;
-    }
+    bridge_aux_end(&g_aux, g_ok);
     return 0;
 }
 

@@ -1178,6 +1178,27 @@ int bridge_stop_clean(struct bridge *b, const char *name, int timeout_ms)
     return -1;
 }
 
+void bridge_aux_end(struct bridge *aux, bool ok)
+{
+    if (!ok && aux->log[0])
+        dump_log(aux, "this test's bridge log");
+    if (aux->pid > 0) {
+        kill(aux->pid, SIGKILL);
+        waitpid(aux->pid, NULL, 0);
+        aux->pid = 0;
+    }
+}
+
+void broker_restore_for(const struct bridge *b)
+{
+    bool was_stopped = g_harness.broker_stopped;
+    broker_restore();
+    if (was_stopped) {
+        int last;
+        (void)wait_health(b->port, 200, scale_ms(30000), &last);
+    }
+}
+
 bool bridge_still_up(struct bridge *b, const char *name)
 {
     int st;

@@ -262,6 +262,13 @@ int bridge_stop_clean(struct bridge *b, const char *name, int timeout_ms)
 /* A test's start: false, with its log and report printed, when the shared
  * bridge NAME died since (the caller starts it again). */
 bool bridge_still_up(struct bridge *b, const char *name) __attribute__((warn_unused_result));
+/* A test's end for the bridge it started of its own (AUX, may never have
+ * been started): when the test failed (!OK) print its log, then kill -9 and
+ * reap it if it runs. */
+void bridge_aux_end(struct bridge *aux, bool ok);
+/* broker_restore(), and when the broker had been stopped, wait (up to 30 s,
+ * scaled) for B's /healthz to say 200 again before the next test. */
+void broker_restore_for(const struct bridge *b);
 /* Print what the bridge logged since the test began (its last 150 lines). */
 void dump_log(const struct bridge *b, const char *title);
 /* Print the lines valgrind (or a sanitizer) wrote, "==PID==...", since this
