@@ -59,6 +59,11 @@
 #define BROKER_CTYPE_MAX 255 /* content_type is an AMQP short string */
 /* At most one renewal of a nacked channel this often (see renew_channel). */
 #define BROKER_RENEW_MIN_MS 1000
+/* A correlation id: "<16 hex digits>-<worker>-<sequence in hex>" (see
+ * broker_publish); the longest fits PENDING_ID_MAX. */
+#define BROKER_CID_PREFIX_MAX 32
+#define BROKER_CID_MAX (BROKER_CID_PREFIX_MAX + 16)
+_Static_assert(BROKER_CID_MAX <= PENDING_ID_MAX, "a correlation id fits the rpc table");
 
 /* Everything the connector thread needs and produces; the loop does not touch
  * it while the thread runs. */
@@ -100,7 +105,9 @@ struct reply_state {
     char ctype[BROKER_CTYPE_MAX + 1]; /* content_type, "" if none */
     bool has_ctype;                   /* the reply had a content_type */
     int status;                       /* HTTP status to answer with */
-    const char *error;                /* why the reply cannot be used, or NULL */
+    enum broker_reply_bad bad;        /* why the reply cannot be used */
+    const char *error;                /* its text, or NULL */
+    char errbuf[128];                 /* room for an error text naming a value */
     char *buf;                        /* body so far */
     size_t len;                       /* bytes in buf */
     size_t cap;                       /* bytes allocated */
@@ -141,13 +148,16 @@ struct broker {
     bool content_header;       /* waiting for the header frame */
     struct reply_state rep;    /* content == CONTENT_REPLY */
 
-    bool rpc;                      /* some route is rpc: consume direct reply-to */
-    bool quorum;                   /* some route declares a quorum queue */
-    bool channel_acked;            /* a basic.ack arrived on the current channel */
-    uint64_t renewed_ms;           /* when a nacked channel was last renewed (monotonic) */
-    enum reopen_step reopen;       /* channel reopen under way */
-    struct pending *pending;       /* rpc requests waiting for their reply */
-    _Atomic uint64_t late_replies; /* replies that found no waiting request; /metrics
+    bool rpc;                /* some route is rpc: consume direct reply-to */
+    bool quorum;             /* some route declares a quorum queue */
+    bool channel_acked;      /* a basic.ack arrived on the current channel */
+    uint64_t renewed_ms;     /* when a nacked channel was last renewed (monotonic) */
+    enum reopen_step reopen; /* channel reopen under way */
+    struct pending *pending; /* rpc requests waiting for their reply, by correlation id;
+                                      each entry keeps its publish's delivery tag */
+    char cid_prefix[BROKER_CID_PREFIX_MAX]; /* random per broker: "<16 hex>-<worker>-" */
+    uint64_t rpc_seq;                       /* the last rpc handle given out (1, 2, ...) */
+    _Atomic uint64_t late_replies;          /* replies that found no waiting request; /metrics
                                       reads it from another worker's thread */
 
     amqp_table_entry_t hdr[BROKER_MAX_HEADERS]; /* reused per publish */
@@ -917,8 +927,20 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
     }
 }
 
-/* x-http-status of a reply: 200 when absent; -1 when present but not a
- * final HTTP status (200..599). */
+/* May a reply's content_type become a Content-Type header? Not with a
+ * control byte (CR and LF would end the header, NUL cut it): HTAB, the
+ * visible ASCII and bytes >= 0x80 (obs-text) only. */
+static bool ctype_ok(const void *bytes, size_t len)
+{
+    const unsigned char *c = bytes;
+    for (size_t i = 0; i < len; i++)
+        if ((c[i] < 0x20 && c[i] != '\t') || c[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* x-http-status of a reply: 200 when absent; when present but not a final
+ * HTTP status (200..599): -N for an informational N (100..199), else -1. */
 static int reply_status(const amqp_basic_properties_t *p)
 {
     if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
@@ -970,6 +992,8 @@ static int reply_status(const amqp_basic_properties_t *p)
         default:
             return -1;
         }
+        if (n >= 100 && n <= 199)
+            return (int)-n;
         return n >= 200 && n <= 599 ? (int)n : -1;
     }
     return 200;
@@ -981,7 +1005,8 @@ static void finish_reply(struct broker *b)
 {
     struct reply_state *rs = &b->rep;
     b->content = CONTENT_NONE;
-    void *ctx = pending_remove(b->pending, rs->id, rs->id_len);
+    uint64_t tag = 0;
+    void *ctx = pending_remove(b->pending, rs->id, rs->id_len, &tag);
     if (ctx == NULL) {
         atomic_fetch_add_explicit(&b->late_replies, 1, memory_order_relaxed);
         log_debug("broker: dropped a reply for %.*s: nobody waits for it", (int)rs->id_len, rs->id);
@@ -992,8 +1017,13 @@ static void finish_reply(struct broker *b)
         .content_type = rs->has_ctype ? rs->ctype : NULL,
         .body = rs->buf != NULL ? rs->buf : "",
         .len = rs->len,
+        .bad = rs->bad,
         .error = rs->error,
     };
+    /* A reply may overtake the confirm of its request (the broker confirms a
+     * persistent message once on disk): that confirm is dropped. */
+    if (tag != 0)
+        (void)tracker_detach(b->tracker, tag);
     b->reply(b->arg, ctx, &r);
 }
 
@@ -1017,21 +1047,44 @@ static void start_reply(struct broker *b, const amqp_frame_t *f)
         b->content_left = size;
         return;
     }
+    rs->bad = BROKER_REPLY_OK;
+    rs->error = NULL;
+    /* An empty content_type is none: application/xml, as without one. */
     rs->has_ctype = p != NULL && (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) &&
-                    p->content_type.len <= BROKER_CTYPE_MAX;
+                    p->content_type.len > 0 && p->content_type.len <= BROKER_CTYPE_MAX;
     if (rs->has_ctype) {
         memcpy(rs->ctype, p->content_type.bytes, p->content_type.len);
         rs->ctype[p->content_type.len] = '\0';
+        if (!ctype_ok(p->content_type.bytes, p->content_type.len)) {
+            /* It would not make a header (evhttp refuses CR/LF and then
+             * silently sends text/html; a NUL would cut it short): the
+             * worker is broken, and guessing a type for its body is not ours
+             * to do. */
+            rs->bad = BROKER_REPLY_BAD_CTYPE;
+            rs->error = "the worker's reply has a content_type with control characters";
+        }
     }
     rs->status = reply_status(p);
-    rs->error =
-        rs->status < 0 ? "the worker's reply has an x-http-status that is not 200..599" : NULL;
+    if (rs->status < 0 && rs->bad == BROKER_REPLY_OK) {
+        rs->bad = BROKER_REPLY_BAD_STATUS;
+        if (rs->status >= -199 && rs->status <= -100)
+            snprintf(rs->errbuf, sizeof rs->errbuf,
+                     "the worker's reply has x-http-status %d, an informational (1xx) status, "
+                     "which cannot be a final response",
+                     -rs->status);
+        else
+            snprintf(rs->errbuf, sizeof rs->errbuf,
+                     "the worker's reply has an x-http-status that is not 200..599");
+        rs->error = rs->errbuf;
+    }
     rs->len = 0;
     if (size > BROKER_MAX_REPLY) {
+        rs->bad = BROKER_REPLY_TOO_LARGE;
         rs->error = "the worker's reply is larger than 64 MiB";
     } else if (size > rs->cap) {
         char *nb = realloc(rs->buf, (size_t)size);
         if (nb == NULL) {
+            rs->bad = BROKER_REPLY_NO_MEMORY;
             rs->error = "out of memory for the worker's reply";
         } else {
             rs->buf = nb;
@@ -1074,7 +1127,7 @@ static void handle_frame(struct broker *b, const amqp_frame_t *f)
         size_t n = f->payload.body_fragment.len;
         if (n > b->content_left)
             n = (size_t)b->content_left;
-        if (b->content == CONTENT_REPLY && b->rep.error == NULL) {
+        if (b->content == CONTENT_REPLY && b->rep.bad == BROKER_REPLY_OK) {
             memcpy(b->rep.buf + b->rep.len, f->payload.body_fragment.bytes, n);
             b->rep.len += n;
         }
@@ -1143,6 +1196,10 @@ struct broker *broker_new(struct event_base *base, const struct config *cfg, uns
     b->backoff_ms = BROKER_BACKOFF_MIN_MS;
     b->pipe_fd[0] = b->pipe_fd[1] = -1;
     seed_fill(&b->rng, sizeof b->rng, b);
+    uint64_t prefix;
+    seed_fill(&prefix, sizeof prefix, &b->cid_prefix);
+    snprintf(b->cid_prefix, sizeof b->cid_prefix, "%016llx-%u-", (unsigned long long)prefix,
+             worker);
     if (b->rng == 0)
         b->rng = 0x9e3779b97f4a7c15ULL; /* xorshift's one fixed point */
     /* Room for detached entries (clients gone, blocked) beyond max_inflight. */
@@ -1183,9 +1240,23 @@ const char *broker_node(const struct broker *b)
     return b->node;
 }
 
-void broker_rpc_forget(struct broker *b, const char *correlation_id, size_t len)
+/* The correlation id of rpc handle SEQ into OUT (BROKER_CID_MAX + 1 bytes);
+ * its length. */
+static size_t format_cid(const struct broker *b, uint64_t seq, char *out)
 {
-    (void)pending_remove(b->pending, correlation_id, len);
+    int n = snprintf(out, BROKER_CID_MAX + 1, "%s%llx", b->cid_prefix, (unsigned long long)seq);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+void broker_rpc_forget(struct broker *b, uint64_t handle)
+{
+    if (handle == 0)
+        return;
+    char cid[BROKER_CID_MAX + 1];
+    uint64_t tag = 0;
+    size_t len = format_cid(b, handle, cid);
+    if (pending_remove(b->pending, cid, len, &tag) != NULL && tag != 0)
+        (void)tracker_detach(b->tracker, tag); /* a no-op once its confirm came */
 }
 
 uint64_t broker_late_replies(const struct broker *b)
@@ -1255,10 +1326,6 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         p._flags |= AMQP_BASIC_REPLY_TO_FLAG;
         p.reply_to = amqp_cstring_bytes(m->reply_to);
     }
-    if (m->correlation_id != NULL) {
-        p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
-        p.correlation_id = amqp_cstring_bytes(m->correlation_id);
-    }
     if (m->expiration != NULL) {
         p._flags |= AMQP_BASIC_EXPIRATION_FLAG;
         p.expiration = amqp_cstring_bytes(m->expiration);
@@ -1293,45 +1360,51 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         log_info("broker: %s reads again: publishing", b->node);
         b->socket_full = false;
     }
-    /* An rpc request waits for its reply under its correlation id, which
-     * must be unique among the waiting ones. */
-    bool rpc = m->correlation_id != NULL;
-    size_t cid_len = rpc ? strlen(m->correlation_id) : 0;
-    if (rpc) {
-        if (!b->rpc)
-            return BROKER_PUB_UNAVAILABLE;
-        switch (pending_add(b->pending, m->correlation_id, cid_len, ctx)) {
-        case PENDING_ADDED:
-            break;
-        case PENDING_DUPLICATE:
-            return BROKER_PUB_DUPLICATE;
-        case PENDING_FULL:
-        case PENDING_BADID:
-            return BROKER_PUB_FULL;
-        }
-    }
+    bool rpc = m->reply_to != NULL;
+    if (rpc && !b->rpc)
+        return BROKER_PUB_UNAVAILABLE;
+    uint64_t dtag = 0; /* delivery tag, confirm = yes */
     if (b->cfg->confirm) {
-        *tag = tracker_add(b->tracker, ctx, m->message_id, m->message_id_len);
-        if (*tag == 0) {
-            if (rpc)
-                (void)pending_remove(b->pending, m->correlation_id, cid_len);
+        dtag = tracker_add(b->tracker, ctx, m->message_id, m->message_id_len);
+        if (dtag == 0)
             return BROKER_PUB_FULL;
-        }
         size_t waiting = tracker_attached(b->tracker);
         if (waiting > b->peak_inflight)
             b->peak_inflight = waiting;
     }
+    /* An rpc request waits for its reply under a correlation id of our own,
+     * new for every publish: never the client's X-Request-Id, which a retry
+     * or another client may send again while (or after) this one waits, so
+     * that a late reply could reach the wrong request. The random prefix
+     * keeps apart the ids of other workers and of earlier runs, whose late
+     * replies may still be on their way. */
+    char cid[BROKER_CID_MAX + 1];
+    size_t cid_len = 0;
+    uint64_t seq = 0;
+    if (rpc) {
+        seq = b->rpc_seq + 1;
+        cid_len = format_cid(b, seq, cid);
+        if (pending_add(b->pending, cid, cid_len, ctx, dtag) != PENDING_ADDED) {
+            if (dtag != 0)
+                tracker_unadd(b->tracker, dtag);
+            return BROKER_PUB_FULL; /* a sequence number never repeats: full */
+        }
+        b->rpc_seq = seq;
+        p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        p.correlation_id = (amqp_bytes_t){cid_len, cid};
+    }
+    *tag = rpc ? seq : dtag;
     amqp_bytes_t body = {m->body_len, (void *)(uintptr_t)m->body};
     int rc = amqp_basic_publish(b->conn, b->channel, bytes_of(m->exchange),
                                 bytes_of(m->routing_key), 1, 0, &p, body);
     if (rc != AMQP_STATUS_OK) {
         /* The request is answered by our caller; forget its tag first so
          * lost() does not answer it a second time. */
-        if (*tag != 0)
-            tracker_unadd(b->tracker, *tag);
+        if (dtag != 0)
+            tracker_unadd(b->tracker, dtag);
         *tag = 0;
         if (rpc)
-            (void)pending_remove(b->pending, m->correlation_id, cid_len);
+            (void)pending_remove(b->pending, cid, cid_len, NULL);
         lost(b, amqp_error_string2(rc));
         return BROKER_PUB_UNAVAILABLE;
     }
