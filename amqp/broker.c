@@ -122,13 +122,14 @@ struct broker {
     broker_reply_fn *reply;         /* rpc reply for a waiting request */
     void *arg;                      /* for the callbacks */
 
-    enum broker_state state;        /* see broker.h */
-    char reason[BROKER_REASON_LEN]; /* why not up */
-    char node[BROKER_REASON_LEN];   /* display URI of the current/last node */
-    size_t uri_next;                /* index of the URI to try next */
-    bool ever_up;                   /* connected at least once since start */
-    uint64_t backoff_ms;            /* current reconnect delay ceiling */
-    uint64_t rng;                   /* xorshift state for jitter */
+    enum broker_state state;          /* see broker.h */
+    char reason[BROKER_REASON_LEN];   /* why not up */
+    char node[BROKER_REASON_LEN];     /* display URI of the current/last node, for the log */
+    char hostport[BROKER_REASON_LEN]; /* its host:port, for /healthz and /metrics */
+    size_t uri_next;                  /* index of the URI to try next */
+    bool ever_up;                     /* connected at least once since start */
+    uint64_t backoff_ms;              /* current reconnect delay ceiling */
+    uint64_t rng;                     /* xorshift state for jitter */
 
     amqp_connection_state_t conn; /* NULL while not connected */
     amqp_channel_t channel;       /* our one channel; bumped on reopen */
@@ -604,6 +605,11 @@ static void start_connect(struct broker *b)
     b->job.channel = 1;
     b->job.notify_fd = b->pipe_fd[1];
     snprintf(b->node, sizeof b->node, "%s", u->display);
+    /* /healthz and /metrics answer anyone who asks: no user name, no vhost
+     * (and never a password) there, only where the node is. */
+    bool v6 = strchr(u->host, ':') != NULL;
+    snprintf(b->hostport, sizeof b->hostport, "%s%s%s:%d", v6 ? "[" : "", u->host, v6 ? "]" : "",
+             u->port);
     int rc = pthread_create(&b->thread, NULL, connect_main, &b->job);
     if (rc != 0) {
         log_error("broker: cannot start connector thread: %s", strerror(rc));
@@ -1237,7 +1243,7 @@ const char *broker_reason(const struct broker *b)
 
 const char *broker_node(const struct broker *b)
 {
-    return b->node;
+    return b->hostport;
 }
 
 /* The correlation id of rpc handle SEQ into OUT (BROKER_CID_MAX + 1 bytes);

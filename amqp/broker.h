@@ -83,7 +83,8 @@ void broker_start(struct broker *b);
 enum broker_state broker_state(const struct broker *b);
 /* Why the broker is not up ("connection refused", "blocked: low on memory"). */
 const char *broker_reason(const struct broker *b);
-/* The URI (display form) of the current or last connection, "" if none. */
+/* host:port of the current or last connection's node, "" if none: for
+ * /healthz and /metrics, which must name no user, password or vhost. */
 const char *broker_node(const struct broker *b);
 
 /* Publish M for request CTX. *TAG: what names the request to the broker

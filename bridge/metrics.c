@@ -315,7 +315,7 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
         fprintf(f, "bridge_broker_connected{worker=\"%u\"} %d\n", i, info[i].connected ? 1 : 0);
 
     family(f, "bridge_broker_node_info", "gauge",
-           "The broker node (URI without password) each worker is on, or was last on.");
+           "The broker node (host:port) each worker is on, or was last on.");
     for (unsigned i = 0; i < m->n_shards; i++) {
         if (info[i].node == NULL || info[i].node[0] == '\0')
             continue;

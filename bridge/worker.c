@@ -80,7 +80,7 @@ struct worker {
     bool ever_up;                   /* connected once: the next connection is a reconnect */
     pthread_mutex_t reason_lock;    /* guards reason and node */
     char reason[WORKER_REASON_LEN]; /* why the broker is not up */
-    char node[WORKER_REASON_LEN];   /* display URI of the current or last node */
+    char node[WORKER_REASON_LEN];   /* host:port of the current or last node */
 };
 
 struct worker_pool {
@@ -481,7 +481,7 @@ static void on_expired(void *arg, struct http_req *r)
 }
 
 /* One line per worker into buf: first those not up ("worker 1: broker down:
- * connection refused"), then those up ("worker 0: up amqp://guest@host:5672/%2f"). */
+ * connection refused"), then those up ("worker 0: up 127.0.0.1:5672"). */
 static bool on_health(void *arg, char *buf, size_t buflen)
 {
     struct worker *self = arg;
