@@ -8,6 +8,7 @@
  * drains whole frames until AMQP_STATUS_TIMEOUT (PITFALLS: one frame per
  * event leaves acks parked in the library's buffer). */
 #include "broker.h"
+#include "broker_test.h"
 
 #include <amqp.h>
 #include <amqp_ssl_socket.h>
@@ -57,6 +58,9 @@
 /* Largest rpc reply body taken; a larger one is answered 502. */
 #define BROKER_MAX_REPLY (64u << 20)
 #define BROKER_CTYPE_MAX 255 /* content_type is an AMQP short string */
+/* The reply buffer kept between replies; a larger one is given back after
+ * its reply, so that one 64 MiB reply does not stay with the worker. */
+#define BROKER_REPLY_KEEP (64u << 10)
 /* At most one renewal of a nacked channel this often (see renew_channel). */
 #define BROKER_RENEW_MIN_MS 1000
 /* A correlation id: "<16 hex digits>-<worker>-<sequence in hex>" (see
@@ -165,6 +169,7 @@ struct broker {
     size_t peak_inflight;                       /* most publishes awaiting a confirm at once */
     bool socket_full; /* publishes refused for a full socket; logged once */
     bool tls;         /* the current connection is amqps:// */
+    bool closing;     /* broker_close is taking the frames queued during the channel close */
 };
 
 const char *broker_state_name(enum broker_state s)
@@ -840,8 +845,8 @@ static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
 static void renew_channel(struct broker *b)
 {
     uint64_t now = mono_ms();
-    if (!b->quorum || b->channel_acked || b->reopen != REOPEN_NONE || b->conn == NULL ||
-        (b->renewed_ms != 0 && now - b->renewed_ms < BROKER_RENEW_MIN_MS))
+    if (b->closing || !b->quorum || b->channel_acked || b->reopen != REOPEN_NONE ||
+        b->conn == NULL || (b->renewed_ms != 0 && now - b->renewed_ms < BROKER_RENEW_MIN_MS))
         return;
     b->renewed_ms = now;
     log_warn("broker: publishes nacked on channel %u, which never had an ack: opening a new "
@@ -880,13 +885,20 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
         const amqp_basic_return_t *r = m->decoded;
         log_debug("broker: message returned: %u %.*s", r->reply_code, (int)r->reply_text.len,
                   (const char *)r->reply_text.bytes);
-        b->content = f->channel == b->channel ? CONTENT_RETURN : CONTENT_SKIP;
+        /* A stale channel's content (its header and body frames carry its
+         * number) is skipped frame by frame, and must not end one of ours
+         * that is halfway through. */
+        if (f->channel != b->channel)
+            break;
+        b->content = CONTENT_RETURN;
         b->content_header = true;
         break;
     }
     case AMQP_BASIC_DELIVER_METHOD:
         /* Our one consumer is direct reply-to on our channel. */
-        b->content = f->channel == b->channel && b->rpc ? CONTENT_REPLY : CONTENT_SKIP;
+        if (f->channel != b->channel)
+            break; /* as for a return */
+        b->content = b->rpc ? CONTENT_REPLY : CONTENT_SKIP;
         b->content_header = true;
         break;
     case AMQP_CHANNEL_CLOSE_METHOD:
@@ -1005,6 +1017,17 @@ static int reply_status(const amqp_basic_properties_t *p)
     return 200;
 }
 
+/* The reply buffer back to at most BROKER_REPLY_KEEP bytes. */
+static void shrink_reply(struct reply_state *rs)
+{
+    if (rs->cap <= BROKER_REPLY_KEEP)
+        return;
+    free(rs->buf);
+    rs->buf = NULL;
+    rs->cap = 0;
+    rs->len = 0;
+}
+
 /* The whole reply is here: hand it to the request that waits for it, if one
  * still does (it may have timed out or its client left meanwhile). */
 static void finish_reply(struct broker *b)
@@ -1016,6 +1039,7 @@ static void finish_reply(struct broker *b)
     if (ctx == NULL) {
         atomic_fetch_add_explicit(&b->late_replies, 1, memory_order_relaxed);
         log_debug("broker: dropped a reply for %.*s: nobody waits for it", (int)rs->id_len, rs->id);
+        shrink_reply(rs);
         return;
     }
     struct broker_reply r = {
@@ -1030,7 +1054,8 @@ static void finish_reply(struct broker *b)
      * persistent message once on disk): that confirm is dropped. */
     if (tag != 0)
         (void)tracker_detach(b->tracker, tag);
-    b->reply(b->arg, ctx, &r);
+    b->reply(b->arg, ctx, &r); /* the answer copied the body */
+    shrink_reply(rs);
 }
 
 static void start_reply(struct broker *b, const amqp_frame_t *f)
@@ -1102,8 +1127,27 @@ static void start_reply(struct broker *b, const amqp_frame_t *f)
         finish_reply(b);
 }
 
+/* An rpc request published with confirm = no came back unroutable: without
+ * a confirm to carry the verdict, the return itself is the answer (502, not
+ * a 504 later). A return carries the properties we sent: the correlation id
+ * names the request. */
+static void rpc_returned(struct broker *b, const amqp_basic_properties_t *p)
+{
+    if (b->cfg->confirm || p == NULL || !(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG))
+        return; /* with confirms, the ack after the return answers it */
+    void *ctx = pending_remove(b->pending, p->correlation_id.bytes, p->correlation_id.len, NULL);
+    if (ctx != NULL)
+        b->done(b->arg, ctx, TRACKER_RETURNED);
+}
+
 static void handle_frame(struct broker *b, const amqp_frame_t *f)
 {
+    /* Content frames belong to the method that began the content on their
+     * own channel: one of another channel (a stale one after a renewal)
+     * is not ours to take. */
+    if ((f->frame_type == AMQP_FRAME_HEADER || f->frame_type == AMQP_FRAME_BODY) &&
+        f->channel != b->channel)
+        return;
     switch (f->frame_type) {
     case AMQP_FRAME_METHOD:
         handle_method(b, f);
@@ -1123,6 +1167,7 @@ static void handle_frame(struct broker *b, const amqp_frame_t *f)
                 !tracker_return(b->tracker, p->message_id.bytes, p->message_id.len))
                 log_debug("broker: return for unknown message %.*s", (int)p->message_id.len,
                           (const char *)p->message_id.bytes);
+            rpc_returned(b, p);
         }
         if (b->content_left == 0)
             b->content = CONTENT_NONE;
@@ -1305,6 +1350,44 @@ static amqp_bytes_t bytes_of(const char *s)
     return s == NULL ? amqp_empty_bytes : amqp_cstring_bytes(s);
 }
 
+/* Remember M's request CTX before its publish: *DTAG its delivery tag
+ * (confirm = yes, else 0); for rpc (M->reply_to set) *SEQ its handle and CID
+ * (BROKER_CID_MAX + 1 bytes, *CID_LEN) its correlation id. BROKER_PUB_WAIT,
+ * or why not (nothing remembered then). */
+static enum broker_pub enlist(struct broker *b, const struct bridge_msg *m, void *ctx,
+                              uint64_t *dtag, uint64_t *seq, char *cid, size_t *cid_len)
+{
+    bool rpc = m->reply_to != NULL;
+    if (rpc && !b->rpc)
+        return BROKER_PUB_UNAVAILABLE;
+    if (b->cfg->confirm) {
+        *dtag = tracker_add(b->tracker, ctx, m->message_id, m->message_id_len);
+        if (*dtag == 0)
+            return BROKER_PUB_FULL;
+        size_t waiting = tracker_attached(b->tracker);
+        if (waiting > b->peak_inflight)
+            b->peak_inflight = waiting;
+    }
+    /* An rpc request waits for its reply under a correlation id of our own,
+     * new for every publish: never the client's X-Request-Id, which a retry
+     * or another client may send again while (or after) this one waits, so
+     * that a late reply could reach the wrong request. The random prefix
+     * keeps apart the ids of other workers and of earlier runs, whose late
+     * replies may still be on their way. */
+    if (rpc) {
+        *seq = b->rpc_seq + 1;
+        *cid_len = format_cid(b, *seq, cid);
+        if (pending_add(b->pending, cid, *cid_len, ctx, *dtag) != PENDING_ADDED) {
+            if (*dtag != 0)
+                tracker_unadd(b->tracker, *dtag);
+            *dtag = 0;
+            return BROKER_PUB_FULL; /* a sequence number never repeats: full */
+        }
+        b->rpc_seq = *seq;
+    }
+    return BROKER_PUB_WAIT;
+}
+
 enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, void *ctx,
                                uint64_t *tag)
 {
@@ -1367,35 +1450,13 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         b->socket_full = false;
     }
     bool rpc = m->reply_to != NULL;
-    if (rpc && !b->rpc)
-        return BROKER_PUB_UNAVAILABLE;
-    uint64_t dtag = 0; /* delivery tag, confirm = yes */
-    if (b->cfg->confirm) {
-        dtag = tracker_add(b->tracker, ctx, m->message_id, m->message_id_len);
-        if (dtag == 0)
-            return BROKER_PUB_FULL;
-        size_t waiting = tracker_attached(b->tracker);
-        if (waiting > b->peak_inflight)
-            b->peak_inflight = waiting;
-    }
-    /* An rpc request waits for its reply under a correlation id of our own,
-     * new for every publish: never the client's X-Request-Id, which a retry
-     * or another client may send again while (or after) this one waits, so
-     * that a late reply could reach the wrong request. The random prefix
-     * keeps apart the ids of other workers and of earlier runs, whose late
-     * replies may still be on their way. */
+    uint64_t dtag = 0, seq = 0;
     char cid[BROKER_CID_MAX + 1];
     size_t cid_len = 0;
-    uint64_t seq = 0;
+    enum broker_pub res = enlist(b, m, ctx, &dtag, &seq, cid, &cid_len);
+    if (res != BROKER_PUB_WAIT)
+        return res;
     if (rpc) {
-        seq = b->rpc_seq + 1;
-        cid_len = format_cid(b, seq, cid);
-        if (pending_add(b->pending, cid, cid_len, ctx, dtag) != PENDING_ADDED) {
-            if (dtag != 0)
-                tracker_unadd(b->tracker, dtag);
-            return BROKER_PUB_FULL; /* a sequence number never repeats: full */
-        }
-        b->rpc_seq = seq;
         p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
         p.correlation_id = (amqp_bytes_t){cid_len, cid};
     }
@@ -1421,6 +1482,30 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
     return b->cfg->confirm || rpc ? BROKER_PUB_WAIT : BROKER_PUB_SENT;
 }
 
+/* While amqp_channel_close waited for close-ok, rabbitmq-c queued every
+ * other frame it read: acks and nacks of our last publishes, returns, rpc
+ * replies. The broker sent them before its close-ok, so they are real
+ * answers: honour them (202, 502, the reply) instead of failing those
+ * requests as lost. Only these frames: anything else (a method that would
+ * send one back) is dropped, the channel being closed. */
+static void take_queued(struct broker *b)
+{
+    b->closing = true;
+    while (b->conn != NULL && amqp_frames_enqueued(b->conn)) {
+        amqp_frame_t f;
+        struct timeval tv = {0, 0};
+        if (amqp_simple_wait_frame_noblock(b->conn, &f, &tv) != AMQP_STATUS_OK)
+            break;
+        if (f.frame_type == AMQP_FRAME_METHOD) {
+            amqp_method_number_t id = f.payload.method.id;
+            if (id != AMQP_BASIC_ACK_METHOD && id != AMQP_BASIC_NACK_METHOD &&
+                id != AMQP_BASIC_RETURN_METHOD && id != AMQP_BASIC_DELIVER_METHOD)
+                continue;
+        }
+        handle_frame(b, &f);
+    }
+}
+
 void broker_close(struct broker *b)
 {
     if (b->state == BROKER_CLOSED)
@@ -1434,8 +1519,10 @@ void broker_close(struct broker *b)
         event_del(b->hb_ev);
         /* Bounded by the rpc timeout set at connect. */
         amqp_rpc_reply_t r = amqp_channel_close(b->conn, b->channel, AMQP_REPLY_SUCCESS);
-        if (r.reply_type == AMQP_RESPONSE_NORMAL)
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            take_queued(b);
             r = amqp_connection_close(b->conn, AMQP_REPLY_SUCCESS);
+        }
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
             char err[BROKER_REASON_LEN];
             rpc_error(r, "close", err, sizeof err);
@@ -1488,4 +1575,52 @@ void broker_free(struct broker *b)
     if (b->pipe_fd[1] >= 0)
         close(b->pipe_fd[1]);
     free(b);
+}
+
+/* ---- for tests/unit/test_broker.c (broker_test.h) ---- */
+
+void broker_test_up(struct broker *b, uint16_t channel)
+{
+    b->channel = channel;
+    b->content = CONTENT_NONE;
+    b->channel_acked = false;
+    tracker_reset(b->tracker);
+    b->state = BROKER_UP;
+}
+
+void broker_test_renew(struct broker *b, uint16_t channel)
+{
+    (void)fail_channel(b);
+    b->channel = channel;
+    b->channel_acked = false;
+}
+
+int broker_test_enlist(struct broker *b, const struct bridge_msg *m, void *ctx, uint64_t *tag)
+{
+    uint64_t dtag = 0, seq = 0;
+    char cid[BROKER_CID_MAX + 1];
+    size_t cid_len = 0;
+    *tag = 0;
+    if (enlist(b, m, ctx, &dtag, &seq, cid, &cid_len) != BROKER_PUB_WAIT)
+        return -1;
+    *tag = m->reply_to != NULL ? seq : dtag;
+    return 0;
+}
+
+size_t broker_test_cid(const struct broker *b, uint64_t handle, char *out, size_t outlen)
+{
+    char cid[BROKER_CID_MAX + 1];
+    size_t n = format_cid(b, handle, cid);
+    snprintf(out, outlen, "%s", cid);
+    return n;
+}
+
+void broker_test_frame(struct broker *b, const amqp_frame_t *f)
+{
+    handle_frame(b, f);
+}
+
+size_t broker_test_reply_capacity(const struct broker *b)
+{
+    return b->rep.cap;
 }
