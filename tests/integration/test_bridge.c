@@ -1839,6 +1839,66 @@ static void test_rpc_bad_content_type(void **state)
     PASS();
 }
 
+/* A bridge with confirm = no and an rpc route to a routing key no queue is
+ * bound to. A bridge_config_fn; ARG unused. */
+static char *noconfirm_config(int http_port, const void *arg)
+{
+    (void)arg;
+    char *s = NULL;
+    if (asprintf(&s,
+                 "[http]\nlisten = 127.0.0.1:%d\nworkers = 1\n"
+                 "[amqp]\nuri = amqp://guest:guest@127.0.0.1:%d/%%2f\nconfirm = no\n"
+                 "[log]\nlevel = %s\n"
+                 "[route nowhere]\npath = /rpc-nowhere\nmode = rpc\nrouting_key = it.nowhere\n"
+                 "timeout = 5s\n",
+                 http_port, g_harness.broker_port, g_harness.log_level) < 0)
+        abort();
+    return s;
+}
+
+/* confirm = no: an unroutable rpc request is answered 502 from its return
+ * (matched by correlation id), not 504 once the route's timeout is over. */
+static void test_rpc_unroutable_without_confirms(void **state)
+{
+    (void)state;
+    bridge_start(&g_aux, "noconfirm", noconfirm_config, NULL);
+    struct resp r;
+    int rc = http_post(g_aux.port, "/rpc-nowhere", XML, "X-Request-Id: rpc-nowhere\r\n", DOC, &r);
+    assert_resp(rc, &r, 502);
+    double ms = r.ms;
+    if (ms > scale_ms(2500)) /* the timeout is 5 s: a 502 from it would take that */
+        fail_msg("502 after %.0f ms: not from the return", ms);
+    assert_string_equal(resp_header(&r, "X-Request-Id"), "rpc-nowhere");
+    resp_free(&r);
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+    result_row("rpc, confirm = no, unroutable request",
+               "502 from the broker's return, matched by correlation id, in %.0f ms (route "
+               "timeout 5 s: no 504)",
+               ms);
+    PASS();
+}
+
+/* x-http-status 1xx: informational, never a final response: 502 naming
+ * it, counted as reason="status". */
+static void test_rpc_informational_status(void **state)
+{
+    (void)state;
+    mq_purge("it.rpc");
+    static const char *const opts[] = {"-s", "101", NULL};
+    echo_start("it.rpc", opts);
+    const char *series = "bridge_rpc_bad_replies_total{reason=\"status\"}";
+    long long before = metric(&g_main, series);
+    struct resp r;
+    int rc = http_post(g_main.port, "/rpc", XML, NULL, DOC, &r);
+    assert_resp(rc, &r, 502);
+    if (strstr(r.body, "101") == NULL || strstr(r.body, "1xx") == NULL)
+        fail_msg("the 502 does not name the informational status: %s", r.body);
+    resp_free(&r);
+    echo_stop();
+    assert_int_equal(metric(&g_main, series), before + 1);
+    PASS();
+}
+
 /* 200 requests in flight at once, each gets its own body back. */
 static void test_rpc_concurrent(void **state)
 {
@@ -1983,6 +2043,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rpc_timeout_no_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_late_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_bad_content_type, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rpc_unroutable_without_confirms, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rpc_informational_status, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_client_gone, setup, teardown),
         /* stops the broker: its teardown starts it again */
