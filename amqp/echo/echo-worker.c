@@ -4,7 +4,8 @@
  *
  * The reply contract. The bridge publishes an rpc request to the route's queue
  * with reply_to = "amq.rabbitmq.reply-to" (RabbitMQ's direct reply-to),
- * correlation_id = the request id and expiration = the route timeout. A worker
+ * correlation_id = an id the bridge makes for that publish (not the request
+ * id, which is the message_id) and expiration = the route timeout. A worker
  * answers by publishing
  *   - to the default exchange "" with routing key = the request's reply_to,
  *   - with the request's correlation_id copied unchanged (the bridge matches

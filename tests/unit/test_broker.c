@@ -105,13 +105,13 @@ static void test_not_about_the_type(void **state)
 
 /* What the broker called back, per request i (ctx = &req[i]). */
 struct rec {
-    int done[NREQ];                /* how many done() calls */
-    enum tracker_result res[NREQ]; /* the last one's result */
-    int replies[NREQ];             /* how many reply() calls */
-    char body[NREQ][64];           /* the last reply's body (cut) */
-    size_t len[NREQ];              /* and its length */
-    enum broker_reply_bad bad[NREQ];
-    char error[NREQ][160];
+    int done[NREQ];                  /* how many done() calls */
+    enum tracker_result res[NREQ];   /* the last one's result */
+    int replies[NREQ];               /* how many reply() calls */
+    char body[NREQ][64];             /* the last reply's body (cut) */
+    size_t len[NREQ];                /* and its length */
+    enum broker_reply_bad bad[NREQ]; /* the last reply's verdict */
+    char error[NREQ][160];           /* and its error text, "" if none */
 };
 
 static struct rec g_rec;
@@ -145,9 +145,9 @@ static void on_reply(void *arg, void *ctx, const struct broker_reply *rep)
 /* A broker on a config with a publish route and an rpc route, CONFIRM as
  * given, "connected" on channel 1. */
 struct fixture {
-    struct event_base *base;
-    struct config *cfg;
-    struct broker *b;
+    struct event_base *base; /* never run: no socket, no timer fires */
+    struct config *cfg;      /* from a file of the test's making */
+    struct broker *b;        /* under test */
 };
 
 static void fixture_up(struct fixture *fx, bool confirm)
