@@ -213,7 +213,7 @@ static unsigned bridge_nodes(const struct bridge *b)
     /* "worker N: up HOST:PORT" */
     for (const char *p = r.body; p && (p = strstr(p, ": up ")) != NULL; p++) {
         const char *eol = strchr(p, '\n');
-        const char *colon = p + 5;
+        const char *colon = NULL; /* the last ':' of the line: IPv6 hosts have more */
         for (const char *q = p + 5; *q != '\0' && q != eol; q++)
             if (*q == ':')
                 colon = q;
