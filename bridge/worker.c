@@ -529,6 +529,7 @@ static int on_metrics(void *arg, char **body, size_t *len)
             pthread_mutex_unlock(&w->reason_lock);
             info[i].node = nodes[i];
             info[i].late_replies = broker_late_replies(w->broker);
+            info[i].late_confirms = broker_late_confirms(w->broker);
         }
         rc = metrics_render(p->metrics, info, body, len);
     }
