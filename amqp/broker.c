@@ -1156,7 +1156,10 @@ struct broker *broker_new(struct event_base *base, const struct config *cfg, uns
     seed_fill(&b->rng, sizeof b->rng, b);
     if (b->rng == 0)
         b->rng = 0x9e3779b97f4a7c15ULL; /* xorshift's one fixed point */
-    /* Room for detached entries (clients gone, blocked) beyond max_inflight. */
+    /* At most max_inflight entries are attached (the worker's bound on
+     * requests waiting); the room beyond holds detached ones (client gone,
+     * timed out, blocked) until it is needed. A confirm that never comes
+     * does not hold the window (tracker.c: laggards). */
     b->tracker = tracker_new(cfg->max_inflight * 2, on_tracker_done, b);
     b->pending = pending_new(cfg->max_inflight + 1);
     if (b->tracker == NULL || b->pending == NULL || pipe2(b->pipe_fd, O_CLOEXEC) != 0)

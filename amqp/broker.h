@@ -85,7 +85,8 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
  * look before mapping a waiting request for broker_publish; false when not
  * up. */
 bool broker_has_room(const struct broker *b, size_t body_len);
-/* The request behind TAG left: drop its confirm when it comes. */
+/* The request behind TAG left or timed out: drop its confirm when it comes
+ * (counted as late), or forget the entry when the tracker needs its room. */
 void broker_detach(struct broker *b, uint64_t tag);
 /* The rpc request waiting under CORRELATION_ID was answered otherwise
  * (timeout, client gone, failed publish): its reply is dropped on arrival. */
