@@ -85,13 +85,17 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
  * look before mapping a waiting request for broker_publish; false when not
  * up. */
 bool broker_has_room(const struct broker *b, size_t body_len);
-/* The request behind TAG left: drop its confirm when it comes. */
+/* The request behind TAG left or timed out: drop its confirm when it comes
+ * (counted as late), or forget the entry when the tracker needs its room. */
 void broker_detach(struct broker *b, uint64_t tag);
 /* The rpc request waiting under CORRELATION_ID was answered otherwise
  * (timeout, client gone, failed publish): its reply is dropped on arrival. */
 void broker_rpc_forget(struct broker *b, const char *correlation_id, size_t len);
 /* Replies dropped because no request waited for them. */
 uint64_t broker_late_replies(const struct broker *b);
+/* Confirms dropped because their request was answered already (a confirm
+ * for a tag the tracker forgot to make room is dropped uncounted). */
+uint64_t broker_late_confirms(const struct broker *b);
 
 /* From the text of a 406 PRECONDITION_FAILED on queue.declare, the type the
  * existing queue has ("classic" for one declared without x-queue-type) into
