@@ -159,11 +159,13 @@ struct broker {
     uint64_t renewed_ms;     /* when a nacked channel was last renewed (monotonic) */
     enum reopen_step reopen; /* channel reopen under way */
     struct pending *pending; /* rpc requests waiting for their reply, by correlation id;
-                                      each entry keeps its publish's delivery tag */
+                                each entry keeps its publish's delivery tag */
     char cid_prefix[BROKER_CID_PREFIX_MAX]; /* random per broker: "<16 hex>-<worker>-" */
     uint64_t rpc_seq;                       /* the last rpc handle given out (1, 2, ...) */
     _Atomic uint64_t late_replies;          /* replies that found no waiting request; /metrics
                                       reads it from another worker's thread */
+    _Atomic uint64_t late_confirms;         /* confirms of requests answered already; read
+                                       likewise */
 
     amqp_table_entry_t hdr[BROKER_MAX_HEADERS]; /* reused per publish */
     size_t peak_inflight;                       /* most publishes awaiting a confirm at once */
@@ -859,6 +861,16 @@ static void renew_channel(struct broker *b)
         start_reopen(b, "renewing a channel whose publishes were nacked");
 }
 
+/* Confirms whose request was answered already (timed out, client gone,
+ * blocked): dropped, and counted for /metrics. */
+static void count_late_confirms(struct broker *b, size_t late)
+{
+    if (late == 0)
+        return;
+    atomic_fetch_add_explicit(&b->late_confirms, late, memory_order_relaxed);
+    log_debug("broker: dropped %zu late confirms", late);
+}
+
 static void handle_method(struct broker *b, const amqp_frame_t *f)
 {
     const amqp_method_t *m = &f->payload.method;
@@ -868,15 +880,14 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
         if (f->channel == b->channel) {
             b->channel_acked = true;
             size_t late = tracker_ack(b->tracker, a->delivery_tag, a->multiple);
-            if (late > 0)
-                log_debug("broker: dropped %zu late confirms", late);
+            count_late_confirms(b, late);
         }
         break;
     }
     case AMQP_BASIC_NACK_METHOD: {
         const amqp_basic_nack_t *n = m->decoded;
         if (f->channel == b->channel) {
-            (void)tracker_nack(b->tracker, n->delivery_tag, n->multiple);
+            count_late_confirms(b, tracker_nack(b->tracker, n->delivery_tag, n->multiple));
             renew_channel(b);
         }
         break;
@@ -1253,7 +1264,10 @@ struct broker *broker_new(struct event_base *base, const struct config *cfg, uns
              worker);
     if (b->rng == 0)
         b->rng = 0x9e3779b97f4a7c15ULL; /* xorshift's one fixed point */
-    /* Room for detached entries (clients gone, blocked) beyond max_inflight. */
+    /* At most max_inflight entries are attached (the worker's bound on
+     * requests waiting); the room beyond holds detached ones (client gone,
+     * timed out, blocked) until it is needed. A confirm that never comes
+     * does not hold the window (tracker.c: laggards). */
     b->tracker = tracker_new(cfg->max_inflight * 2, on_tracker_done, b);
     b->pending = pending_new(cfg->max_inflight + 1);
     if (b->tracker == NULL || b->pending == NULL || pipe2(b->pipe_fd, O_CLOEXEC) != 0)
@@ -1313,6 +1327,11 @@ void broker_rpc_forget(struct broker *b, uint64_t handle)
 uint64_t broker_late_replies(const struct broker *b)
 {
     return atomic_load_explicit(&b->late_replies, memory_order_relaxed);
+}
+
+uint64_t broker_late_confirms(const struct broker *b)
+{
+    return atomic_load_explicit(&b->late_confirms, memory_order_relaxed);
 }
 
 void broker_detach(struct broker *b, uint64_t tag)

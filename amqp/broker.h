@@ -99,8 +99,9 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
  * look before mapping a waiting request for broker_publish; false when not
  * up. */
 bool broker_has_room(const struct broker *b, size_t body_len);
-/* The publish request behind delivery tag TAG left: drop its confirm when it
- * comes. Not for rpc requests: broker_rpc_forget. */
+/* The publish request behind delivery tag TAG left or timed out: drop its
+ * confirm when it comes (counted as late), or forget the entry when the
+ * tracker needs its room. Not for rpc requests: broker_rpc_forget. */
 void broker_detach(struct broker *b, uint64_t tag);
 /* The rpc request of HANDLE (broker_publish's *tag) was answered otherwise
  * (timeout, client gone, failed publish): its reply, and its confirm if
@@ -108,6 +109,9 @@ void broker_detach(struct broker *b, uint64_t tag);
 void broker_rpc_forget(struct broker *b, uint64_t handle);
 /* Replies dropped because no request waited for them. */
 uint64_t broker_late_replies(const struct broker *b);
+/* Confirms dropped because their request was answered already (a confirm
+ * for a tag the tracker forgot to make room is dropped uncounted). */
+uint64_t broker_late_confirms(const struct broker *b);
 
 /* From the text of a 406 PRECONDITION_FAILED on queue.declare, the type the
  * existing queue has ("classic" for one declared without x-queue-type) into

@@ -22,7 +22,10 @@ typedef void tracker_done_fn(void *arg, void *ctx, enum tracker_result r);
 
 struct tracker;
 
-/* CAP: most entries pending at once (publishes beyond it are refused). */
+/* CAP: most entries pending at once. An add that finds CAP pending forgets
+ * the oldest detached ones first; it is refused only when all CAP are
+ * attached. However old the oldest pending entry is, it never blocks adds
+ * (see tracker.c: laggards). */
 struct tracker *tracker_new(size_t cap, tracker_done_fn *done, void *arg)
     __attribute__((warn_unused_result));
 void tracker_free(struct tracker *t);
@@ -32,7 +35,8 @@ void tracker_free(struct tracker *t);
 void tracker_reset(struct tracker *t);
 
 /* Record the next publish; returns its delivery tag (1, 2, 3...) or 0 when
- * full. MSG_ID (copied, may be NULL) matches a later basic.return. */
+ * CAP attached entries wait (or out of memory for the laggards). MSG_ID
+ * (copied, may be NULL) matches a later basic.return. */
 uint64_t tracker_add(struct tracker *t, void *ctx, const char *msg_id, size_t msg_id_len)
     __attribute__((warn_unused_result));
 
@@ -42,7 +46,8 @@ void tracker_unadd(struct tracker *t, uint64_t tag);
 
 /* basic.ack / basic.nack; MULTIPLE covers every tag <= TAG. Completes entries
  * (calling done for attached ones). Returns how many detached entries were
- * dropped (late confirms). Unknown tags are ignored. */
+ * dropped (late confirms). Unknown tags (never issued, completed, or
+ * forgotten to make room) are ignored and not counted. */
 size_t tracker_ack(struct tracker *t, uint64_t tag, bool multiple);
 size_t tracker_nack(struct tracker *t, uint64_t tag, bool multiple);
 
@@ -54,8 +59,9 @@ size_t tracker_nack(struct tracker *t, uint64_t tag, bool multiple);
  * broker does not have. true if at least one entry was marked. */
 bool tracker_return(struct tracker *t, const char *msg_id, size_t msg_id_len);
 
-/* The request behind TAG is gone (client hung up): its confirm will be
- * dropped on arrival. false if TAG is not pending. */
+/* The request behind TAG is gone (client hung up, timed out): its confirm
+ * will be dropped on arrival, and its entry may be forgotten when room is
+ * needed. false if TAG is not pending. */
 bool tracker_detach(struct tracker *t, uint64_t tag);
 
 /* Complete every attached entry with R and detach it; entries stay in place
@@ -68,5 +74,8 @@ size_t tracker_fail_all(struct tracker *t);
 
 size_t tracker_pending(const struct tracker *t);  /* entries, attached or not */
 size_t tracker_attached(const struct tracker *t); /* entries with a request */
+/* Entries moved out of the ring: pending while CAP or more tags were added
+ * after them (a queue that stopped confirming). */
+size_t tracker_lagging(const struct tracker *t);
 
 #endif

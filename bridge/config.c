@@ -30,7 +30,7 @@
 #define MAX_SECTION_TEXT 48
 #define MAX_ROUTE_NAME (MAX_SECTION_TEXT - 6) /* after "route " */
 #define AMQP_SHORTSTR_MAX 255                 /* exchange, routing key, queue */
-#define MAX_KEYS 11                           /* most keys in one section */
+#define MAX_KEYS 16                           /* most keys in one section */
 #define REASON_LEN 256
 #define ENV_PREFIX "BRIDGE_"
 #define DEFAULT_VHOST_ENCODED "%2f"
@@ -102,6 +102,7 @@ enum {
     RK_ROOT,
     RK_TIMEOUT,
     RK_AUTH_TOKEN_FILE,
+    RK_MAX_INFLIGHT,
     RK_COUNT
 };
 
@@ -153,6 +154,7 @@ static const struct key_def route_keys[RK_COUNT] = {
     [RK_ROOT] = {"root", KEY_LOCAL_NAME, RT(root), 0, 0, ""},
     [RK_TIMEOUT] = {"timeout", KEY_DURATION, RT(timeout_ms), 1, HOUR_MS, "5s"},
     [RK_AUTH_TOKEN_FILE] = {"auth_token_file", KEY_FILE, RT(auth_token_file), 0, 0, ""},
+    [RK_MAX_INFLIGHT] = {"max_inflight", KEY_COUNT, RT(max_inflight), 0, 1000000, "0"},
 };
 
 struct section_def {
@@ -1321,8 +1323,24 @@ static int validate(struct loader *ld)
         if (r->exchange[0] == '\0' && r->routing_key[0] == '\0')
             return fail(ld, &ko[RK_ROUTING_KEY], "routing_key",
                         "empty: with the default exchange the message would reach no queue");
+        if (r->max_inflight > c->max_inflight)
+            return fail(ld, &ko[RK_MAX_INFLIGHT], "max_inflight",
+                        "%zu is more than [amqp] max_inflight (%zu), the worker's whole budget",
+                        r->max_inflight, c->max_inflight);
     }
     return 0;
+}
+
+/* A route's max_inflight of 0: its share of [amqp] max_inflight. With one
+ * route, all of it; with several, half (rounded up), so that one route whose
+ * queue stopped confirming (its requests wait out their timeout) leaves the
+ * other half of every worker's budget to the other routes. */
+static void resolve_route_inflight(struct config *c)
+{
+    for (size_t j = 0; j < c->n_routes; j++)
+        if (c->routes[j].max_inflight == 0)
+            c->routes[j].max_inflight =
+                c->n_routes == 1 ? c->max_inflight : (c->max_inflight + 1) / 2;
 }
 
 /* ---- entry points ----------------------------------------------------- */
@@ -1376,6 +1394,7 @@ struct config *config_load(const char *file, char *const *envp, char *err, size_
             (void)set_key(&ld, (enum section_kind)s, 0, ki, sections[s].keys[ki].def, &dflt);
 
     if (!ld.failed && parse_file(&ld) == 0 && apply_env(&ld, envp) == 0 && validate(&ld) == 0) {
+        resolve_route_inflight(ld.cfg);
         if (ld.cfg->workers == 0) {
             long cpus = sysconf(_SC_NPROCESSORS_ONLN);
             ld.cfg->workers = cpus < 1 ? 1 : cpus > MAX_WORKERS ? MAX_WORKERS : (int)cpus;

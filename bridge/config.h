@@ -32,6 +32,8 @@ struct config_route {
     char *root;                 /* "" = any; else required root element local name */
     uint64_t timeout_ms;        /* rpc: how long to wait for the reply */
     char *auth_token_file;      /* "" = [http] auth_token_file applies; else this route's tokens */
+    size_t max_inflight;        /* per worker, this route's requests waiting on the broker;
+                                   never 0 after config_load (0 in the file = automatic) */
 };
 
 struct config_uri {

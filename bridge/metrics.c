@@ -300,6 +300,14 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
         fprintf(f, "bridge_rpc_bad_replies_total{reason=\"%s\"} %llu\n", bad_reply_names[k],
                 (unsigned long long)total(m, SHARD_OFF(bad_replies, k)));
 
+    late = 0;
+    for (unsigned i = 0; i < m->n_shards; i++)
+        late += info[i].late_confirms;
+    family(f, "bridge_amqp_late_confirms_total", "counter",
+           "Confirms (ack or nack) dropped because their request was answered already "
+           "(timed out, client gone, broker blocked).");
+    fprintf(f, "bridge_amqp_late_confirms_total %llu\n", (unsigned long long)late);
+
     family(f, "bridge_inflight", "gauge",
            "Requests waiting on the broker (room to publish, a confirm, an rpc reply), all "
            "workers.");

@@ -76,9 +76,10 @@ void metrics_set_connections(struct metrics_shard *s, size_t n);
 
 /* What the scraper learns of each worker's broker connection at the time. */
 struct metrics_worker_info {
-    bool connected;        /* up (blocked counts as connected but not up: false) */
-    const char *node;      /* host:port of the current or last node; "" if none */
-    uint64_t late_replies; /* rpc replies dropped: nobody waited for them */
+    bool connected;         /* up (blocked counts as connected but not up: false) */
+    const char *node;       /* host:port of the current or last node; "" if none */
+    uint64_t late_replies;  /* rpc replies dropped: nobody waited for them */
+    uint64_t late_confirms; /* confirms dropped: their request was answered already */
 };
 
 /* The exposition (text format 0.0.4) of every shard, summed, with INFO[i]

@@ -259,6 +259,13 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
         reply_text(r, 503, "too many requests waiting for the broker; retry later");
         return;
     }
+    /* And of this route: one whose queue stopped confirming must not take
+     * the budget of the others (its requests wait out their timeout). */
+    if (http_server_route_pending(w->http, route) > route->max_inflight) {
+        reply_text(r, 503, "too many requests of route %s waiting for the broker; retry later",
+                   route->name);
+        return;
+    }
     const char *ctype = http_req_content_type(r);
     if (ctype != NULL && strlen(ctype) > 255) {
         reply_text(r, 400, "Content-Type is longer than 255 bytes");
@@ -531,6 +538,7 @@ static int on_metrics(void *arg, char **body, size_t *len)
             pthread_mutex_unlock(&w->reason_lock);
             info[i].node = nodes[i];
             info[i].late_replies = broker_late_replies(w->broker);
+            info[i].late_confirms = broker_late_confirms(w->broker);
         }
         rc = metrics_render(p->metrics, info, body, len);
     }

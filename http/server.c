@@ -111,6 +111,7 @@ struct http_server {
     struct reqid_gen ids;                   /* this worker's request ids */
     bool draining;                          /* stop accepting, close after each answer */
     size_t pending;                         /* requests handed to the bridge, unanswered */
+    size_t *route_pending;                  /* the same per route, as cfg->routes */
     size_t n_conns;                         /* live connection contexts */
     struct http_conn live;                  /* sentinel of the live connection list */
     struct http_conn *free_conns;           /* recycled contexts (events kept) */
@@ -252,6 +253,7 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
     if (r != NULL) {
         c->waiting = NULL;
         s->pending--;
+        s->route_pending[r->route - s->cfg->routes]--;
         metrics_set_inflight(s->h.counters, s->pending);
         s->h.gone(s->h.arg, r);
         req_put(s, r);
@@ -868,6 +870,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     memcpy(r->id, id, id_len + 1);
     r->id_len = id_len;
     s->pending++;
+    s->route_pending[route - s->cfg->routes]++;
     metrics_set_inflight(s->h.counters, s->pending);
     if (c != NULL)
         c->waiting = r;
@@ -946,7 +949,8 @@ struct http_server *http_server_new(struct event_base *base, const struct config
                          (suseconds_t)(cfg->http_timeout_ms % 1000) * 1000};
     s->deadline = event_base_init_common_timeout(base, &tv);
     s->accept_ev = event_new(base, -1, 0, on_accept_again, s);
-    if (s->accept_ev == NULL || s->deadline == NULL) {
+    s->route_pending = calloc(cfg->n_routes + 1, sizeof *s->route_pending);
+    if (s->accept_ev == NULL || s->deadline == NULL || s->route_pending == NULL) {
         snprintf(err, errlen, "out of memory");
         http_server_free(s);
         return NULL;
@@ -988,6 +992,11 @@ size_t http_server_pending(const struct http_server *s)
     return s->pending;
 }
 
+size_t http_server_route_pending(const struct http_server *s, const struct config_route *route)
+{
+    return s->route_pending[route - s->cfg->routes];
+}
+
 void http_server_free(struct http_server *s)
 {
     if (s == NULL)
@@ -1013,6 +1022,7 @@ void http_server_free(struct http_server *s)
     if (s->accept_ev != NULL)
         event_free(s->accept_ev);
     free(s->byfd);
+    free(s->route_pending);
     free(s);
 }
 
@@ -1107,6 +1117,7 @@ void http_req_reply(struct http_req *r, int status, const char *ctype, const cha
         arm_deadline(c);
     }
     s->pending--;
+    s->route_pending[r->route - s->cfg->routes]--;
     metrics_set_inflight(s->h.counters, s->pending);
     const struct answer a = {r->id, r->target, r->slot, r->t0};
     send_response(s, r->req, &a, status, ctype != NULL ? ctype : "text/plain", body, len, 0);

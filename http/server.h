@@ -69,6 +69,8 @@ struct http_server *http_server_new(struct event_base *base, const struct config
 void http_server_drain(struct http_server *s);
 /* Requests handed to the bridge and not answered yet. */
 size_t http_server_pending(const struct http_server *s);
+/* The same for ROUTE (one of the config's routes) only. */
+size_t http_server_route_pending(const struct http_server *s, const struct config_route *route);
 /* Close every connection and free. Every request must have been answered. */
 void http_server_free(struct http_server *s);
 

@@ -52,6 +52,9 @@ static size_t g_doc_len;
 static struct bridge g_main; /* shared by most tests, started once */
 static struct bridge g_aux;  /* a test's own instance */
 
+static bool g_stuck_suspended; /* f.stuck's queue process is suspended: resume it */
+static int stuck_queue(bool suspend);
+
 /* ------------------------------------------------------------------ */
 /* config                                                              */
 
@@ -978,6 +981,8 @@ static int teardown(void **state)
         dump_log(&g_main, "main bridge log");
     }
     bridge_aux_end(&g_aux, g_ok);
+    if (g_stuck_suspended && stuck_queue(false) != 0)
+        print_message("cannot resume the process of queue f.stuck\n");
     echo_stop();
     node2_stop();
     broker_restore();
@@ -1975,6 +1980,232 @@ static void test_backpressure(void **state)
     PASS();
 }
 
+/* ------------------------------------------------------------------ */
+/* 11. one queue stops confirming (its process suspended)               */
+
+#define STUCK_TIMEOUT_MS 2000 /* [http] timeout of the stuck test's bridge */
+#define STUCK_INFLIGHT 8      /* its [amqp] max_inflight; each route's share: half */
+
+/* Two publish routes on one worker, a small budget and a short timeout:
+ * /stuck to f.stuck, whose queue process the test suspends, and /ok to
+ * f.ok. A bridge_config_fn; ARG unused. */
+static char *stuck_config(int http_port, const void *arg)
+{
+    (void)arg;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        abort();
+    fprintf(f,
+            "; written by tests/faults/test_broker_faults.c (test_stuck_queue)\n"
+            "[http]\n"
+            "listen      = 127.0.0.1:%d\n"
+            "workers     = 1\n"
+            "timeout     = %dms\n"
+            "\n"
+            "[amqp]\n"
+            "uri         = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
+            "confirm     = yes\n"
+            "max_inflight = %d\n"
+            "\n"
+            "[log]\n"
+            "level       = %s\n"
+            "\n"
+            "[route stuck]\n"
+            "path        = /stuck\n"
+            "routing_key = f.stuck\n"
+            "queue       = f.stuck\n"
+            "\n"
+            "[route ok]\n"
+            "path        = /ok\n"
+            "routing_key = f.ok\n"
+            "queue       = f.ok\n",
+            http_port, STUCK_TIMEOUT_MS, g_harness.broker_port, STUCK_INFLIGHT,
+            g_harness.log_level);
+    fclose(f);
+    return text;
+}
+
+/* Suspend (or resume) the Erlang process of queue f.stuck: it takes
+ * messages into its mailbox and confirms none, as a quorum queue without a
+ * majority would, while every other queue of the node works. */
+static int stuck_queue(bool suspend)
+{
+    char expr[256];
+    snprintf(expr, sizeof expr,
+             "{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, "
+             "<<\"f.stuck\">>)), sys:%s(amqqueue:get_pid(Q)).",
+             suspend ? "suspend" : "resume");
+    int rc = broker_ctl("eval", expr);
+    if (rc == 0)
+        g_stuck_suspended = suspend;
+    return rc;
+}
+
+/* The value of SERIES (name and labels, as /metrics writes them) on PORT; 0
+ * when absent (a counter nothing has counted yet), -1 without an answer. */
+static double metric(int port, const char *series)
+{
+    struct resp r;
+    if (http_get(port, "/metrics", &r) != 0)
+        return -1;
+    double v = 0;
+    size_t n = strlen(series);
+    for (const char *p = r.body; p != NULL && *p != '\0';) {
+        if (strncmp(p, series, n) == 0 && p[n] == ' ') {
+            v = strtod(p + n + 1, NULL);
+            break;
+        }
+        p = strchr(p, '\n');
+        if (p != NULL)
+            p++;
+    }
+    resp_free(&r);
+    return v;
+}
+
+/* N posts to /ok over one keep-alive connection, ids TAG-PID-I; how many
+ * were 202 (the others' first status in *OTHER). */
+static int post_ok(int port, int n, const char *tag, int *other)
+{
+    struct conn c;
+    if (conn_open(&c, port) != 0)
+        fail_msg("connect");
+    int n202 = 0;
+    for (int i = 0; i < n; i++) {
+        char extra[96];
+        snprintf(extra, sizeof extra, "X-Request-Id: %s-%d-%d\r\n", tag, (int)getpid(), i);
+        size_t len;
+        char *raw = fmt_request(&len, "POST", "/ok", XML, extra, g_doc, g_doc_len);
+        struct resp r;
+        memset(&r, 0, sizeof r);
+        int rc = exchange(&c, raw, len, &r, false);
+        free(raw);
+        int st = rc == 0 ? r.status : -1;
+        resp_free(&r);
+        if (st == 202)
+            n202++;
+        else if (*other == 0)
+            *other = st;
+        if (rc != 0) {
+            conn_close(&c);
+            if (conn_open(&c, port) != 0)
+                fail_msg("connect");
+        }
+    }
+    conn_close(&c);
+    return n202;
+}
+
+/* Issue 11: a publish that timed out held the confirm tracker's oldest slot,
+ * and 2 x max_inflight publishes later every route of the worker got 503,
+ * /healthz still 200. Now a queue that stops confirming hurts only its own
+ * route: its requests wait out [http] timeout (503) up to the route's share
+ * of max_inflight (503 at once beyond it), the other route answers 202
+ * meanwhile and after, well past 2 x max_inflight; the late confirms, when
+ * the queue resumes, are dropped and counted. */
+static void test_stuck_queue(void **state)
+{
+    (void)state;
+    enum { STUCK = 12, SHARE = (STUCK_INFLIGHT + 1) / 2, OK_DURING = 8, OK_AFTER = 40 };
+    bridge_start(&g_aux, "stuck", stuck_config, NULL);
+    g_aux.mark = file_size(g_aux.log);
+    mq_purge("f.stuck");
+    mq_purge("f.ok");
+    if (stuck_queue(true) != 0)
+        fail_msg("cannot suspend the process of queue f.stuck");
+
+    /* More requests to the stuck route than the whole worker's budget. */
+    waiters_start(STUCK, g_aux.port, "/stuck", "stuck");
+    /* Until each one waits or was refused (no timing asserted: bounded). */
+    double end = now_ms() + scale_ms(5000);
+    double waiting = 0, refused = 0;
+    do {
+        waiting = metric(g_aux.port, "bridge_inflight");
+        refused = metric(g_aux.port, "bridge_http_requests_total{route=\"stuck\",code=\"503\"}");
+        if (waiting + refused >= STUCK)
+            break;
+        sleep_ms(20);
+    } while (now_ms() < end);
+    if (waiting + refused < STUCK)
+        fail_msg("%.0f stuck requests waiting and %.0f refused, of %d", waiting, refused, STUCK);
+    /* While they wait: the other route has room. */
+    int other = 0;
+    int ok_during = post_ok(g_aux.port, OK_DURING, "okd", &other);
+    waiters_join();
+    int stuck503 = 0, stuck_other = 0;
+    for (int i = 0; i < g_nwait; i++) {
+        if (g_wait[i].status == 503)
+            stuck503++;
+        else if (stuck_other == 0)
+            stuck_other = g_wait[i].status;
+    }
+    /* After they timed out, their tags still unconfirmed: well over
+     * 2 x max_inflight publishes. */
+    int other_after = 0;
+    int ok_after = post_ok(g_aux.port, OK_AFTER, "oka", &other_after);
+    if (ok_after != OK_AFTER)
+        fail_msg("%d of %d publishes to the other route answered 202 after the stuck route's "
+                 "requests timed out (another status: %d)",
+                 ok_after, OK_AFTER, other_after);
+    if (ok_during != OK_DURING)
+        fail_msg("%d of %d publishes to the other route answered 202 while the stuck route's "
+                 "requests waited (another status: %d)",
+                 ok_during, OK_DURING, other);
+    if (stuck503 != STUCK)
+        fail_msg("%d of %d requests to the stuck queue answered 503 (another: %d)", stuck503, STUCK,
+                 stuck_other);
+    if (waiting != SHARE)
+        fail_msg("%.0f requests of the stuck route waited at once: its share is %d", waiting,
+                 SHARE);
+    int last;
+    if (!wait_health(g_aux.port, 200, scale_ms(2000), &last))
+        fail_msg("/healthz %d", last);
+    double ok503 = metric(g_aux.port, "bridge_http_requests_total{route=\"ok\",code=\"503\"}");
+    double ok202 = metric(g_aux.port, "bridge_http_requests_total{route=\"ok\",code=\"202\"}");
+    double st503 = metric(g_aux.port, "bridge_http_requests_total{route=\"stuck\",code=\"503\"}");
+    if (ok503 != 0 || ok202 != OK_DURING + OK_AFTER || st503 != STUCK)
+        fail_msg("/metrics: route ok %.0f x 202 and %.0f x 503, route stuck %.0f x 503", ok202,
+                 ok503, st503);
+
+    /* The queue confirms again: the confirms of the timed-out publishes
+     * come late, are dropped and counted. */
+    double published = metric(g_aux.port, "bridge_amqp_published_total{route=\"stuck\"}");
+    if (stuck_queue(false) != 0)
+        fail_msg("cannot resume the process of queue f.stuck");
+    double late = 0;
+    end = now_ms() + scale_ms(10000);
+    while ((late = metric(g_aux.port, "bridge_amqp_late_confirms_total")) < published &&
+           now_ms() < end)
+        sleep_ms(50);
+    if (published != SHARE || late != published)
+        fail_msg("%.0f publishes to the stuck queue, %.0f late confirms counted", published, late);
+    size_t nq;
+    char **q = drain_sorted("f.ok", &nq);
+    int missing = 0;
+    for (int i = 0; i < OK_DURING + OK_AFTER; i++) {
+        char id[64];
+        snprintf(id, sizeof id, "%s-%d-%d", i < OK_DURING ? "okd" : "oka", (int)getpid(),
+                 i < OK_DURING ? i : i - OK_DURING);
+        missing += !sorted_has(q, nq, id);
+    }
+    ids_free(q, nq);
+    if (missing)
+        fail_msg("%d messages answered 202 are not in f.ok", missing);
+    mq_purge("f.stuck");
+    expect_alive(&g_aux);
+    stop_clean(&g_aux, scale_ms(STUCK_TIMEOUT_MS + 10000));
+    result_row("one queue stops confirming (its process suspended), max_inflight 8, timeout 2 s",
+               "%d concurrent requests to its route: %.0f waited (the route's share) and "
+               "answered 503 after the timeout, %.0f refused 503 at once; meanwhile %d and "
+               "after %d publishes to another route on the same worker and channel: all 202 "
+               "and in their queue (503 after 2 x max_inflight before the fix), 0 x 503 for "
+               "it in /metrics, /healthz 200; on resume %.0f late confirms dropped and counted",
+               STUCK, waiting, refused, ok_during, ok_after, late);
+    PASS();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1988,6 +2219,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_under_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stuck_queue, setup, teardown),
     };
     /* FAULTS_ONLY=test_failover (a pattern, * and ? allowed): run just those. */
     if (getenv("FAULTS_ONLY") != NULL)

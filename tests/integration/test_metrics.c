@@ -460,6 +460,7 @@ static void test_metrics_well_formed(void **state)
         {"bridge_amqp_confirms_total", "counter"},
         {"bridge_rpc_timeouts_total", "counter"},
         {"bridge_rpc_late_replies_total", "counter"},
+        {"bridge_amqp_late_confirms_total", "counter"},
         {"bridge_inflight", "gauge"},
         {"bridge_broker_connected", "gauge"},
         {"bridge_broker_reconnects_total", "counter"},

@@ -521,6 +521,51 @@ static void test_cross_key_errors(void **state)
     config_free(cfg);
 }
 
+/* A route's share of the worker's max_inflight: automatic (all of it for
+ * one route, half for each of several), or set, never above the whole. */
+static void test_route_max_inflight(void **state)
+{
+    (void)state;
+    struct config *cfg =
+        load_ok("[amqp]\nmax_inflight = 9\n[route a]\npath = /a\nrouting_key = a\n", NULL);
+    assert_int_equal(cfg->routes[0].max_inflight, 9);
+    config_free(cfg);
+    cfg = load_ok("[amqp]\nmax_inflight = 9\n"
+                  "[route a]\npath = /a\nrouting_key = a\n"
+                  "[route b]\npath = /b\nrouting_key = b\nmax_inflight = 0\n"
+                  "[route c]\npath = /c\nrouting_key = c\nmax_inflight = 9\n"
+                  "[route d]\npath = /d\nrouting_key = d\nmax_inflight = 1\n",
+                  NULL);
+    assert_int_equal(cfg->routes[0].max_inflight, 5);
+    assert_int_equal(cfg->routes[1].max_inflight, 5);
+    assert_int_equal(cfg->routes[2].max_inflight, 9);
+    assert_int_equal(cfg->routes[3].max_inflight, 1);
+    config_free(cfg);
+    /* One worker budget of 1: every route gets it. */
+    cfg = load_ok("[amqp]\nmax_inflight = 1\n[route a]\npath = /a\nrouting_key = a\n"
+                  "[route b]\npath = /b\nrouting_key = b\n",
+                  NULL);
+    assert_int_equal(cfg->routes[0].max_inflight, 1);
+    assert_int_equal(cfg->routes[1].max_inflight, 1);
+    config_free(cfg);
+    /* The default budget, and the environment. */
+    char *env[] = {"BRIDGE_ROUTE_B_MAX_INFLIGHT=300", NULL};
+    cfg = load_ok("[route a]\npath = /a\nrouting_key = a\n[route b]\npath = /b\nrouting_key = b\n",
+                  env);
+    assert_int_equal(cfg->routes[0].max_inflight, 5000);
+    assert_int_equal(cfg->routes[1].max_inflight, 300);
+    config_free(cfg);
+    static const struct error_case cases[] = {
+        {"[amqp]\nmax_inflight = 8\n[route a]\npath = /a\nrouting_key = a\nmax_inflight = 9\n",
+         ":6: max_inflight: 9 is more than [amqp] max_inflight (8)"},
+        {"[route a]\npath = /a\nrouting_key = a\nmax_inflight = 10001\n",
+         ":4: max_inflight: 10001 is more than [amqp] max_inflight (10000)"},
+        {"[route a]\nmax_inflight = -1\n", ":2: max_inflight: '-1' is not a whole number"},
+        {"[route a]\nmax_inflight = 1000001\n", ":2: max_inflight: '1000001' is out of range"},
+    };
+    run_error_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
 static void test_line_errors(void **state)
 {
     (void)state;
@@ -1022,6 +1067,7 @@ int main(void)
         cmocka_unit_test(test_structure_errors),
         cmocka_unit_test(test_value_errors),
         cmocka_unit_test(test_cross_key_errors),
+        cmocka_unit_test(test_route_max_inflight),
         cmocka_unit_test(test_line_errors),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_small_error_buffer),

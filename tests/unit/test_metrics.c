@@ -62,8 +62,8 @@ static void expect_line(const char *text, const char *line)
 }
 
 static const struct metrics_worker_info up2[2] = {
-    {true, "amqp://guest@127.0.0.1:5672/%2f", 0},
-    {true, "amqp://guest@127.0.0.1:5672/%2f", 0},
+    {true, "amqp://guest@127.0.0.1:5672/%2f", 0, 0},
+    {true, "amqp://guest@127.0.0.1:5672/%2f", 0, 0},
 };
 
 static void test_families_when_nothing_happened(void **state)
@@ -80,6 +80,7 @@ static void test_families_when_nothing_happened(void **state)
         {"bridge_rpc_timeouts_total", "counter"},
         {"bridge_rpc_late_replies_total", "counter"},
         {"bridge_rpc_bad_replies_total", "counter"},
+        {"bridge_amqp_late_confirms_total", "counter"},
         {"bridge_inflight", "gauge"},
         {"bridge_http_connections", "gauge"},
         {"bridge_broker_connected", "gauge"},
@@ -114,6 +115,7 @@ static void test_families_when_nothing_happened(void **state)
     expect_line(t, "bridge_rpc_bad_replies_total{reason=\"content_type\"} 0");
     expect_line(t, "bridge_rpc_bad_replies_total{reason=\"too_large\"} 0");
     expect_line(t, "bridge_rpc_bad_replies_total{reason=\"no_memory\"} 0");
+    expect_line(t, "bridge_amqp_late_confirms_total 0");
     expect_line(t, "bridge_inflight 0");
     expect_line(t, "bridge_broker_connected{worker=\"0\"} 1");
     expect_line(t, "bridge_broker_connected{worker=\"1\"} 1");
@@ -162,8 +164,8 @@ static void test_sums_over_shards(void **state)
     metrics_set_connections(s1, 2);
 
     const struct metrics_worker_info info[2] = {
-        {false, "amqp://u@h:5672/\"odd\\vhost\nx", 2},
-        {true, "", 3},
+        {false, "amqp://u@h:5672/\"odd\\vhost\nx", 2, 4},
+        {true, "", 3, 3},
     };
     char *t = render(m, info);
     expect_line(t, "bridge_http_requests_total{route=\"ingest\",code=\"202\"} 3");
@@ -193,6 +195,7 @@ static void test_sums_over_shards(void **state)
     expect_line(t, "bridge_rpc_bad_replies_total{reason=\"status\"} 1");
     expect_line(t, "bridge_rpc_bad_replies_total{reason=\"content_type\"} 2");
     expect_line(t, "bridge_rpc_bad_replies_total{reason=\"too_large\"} 0");
+    expect_line(t, "bridge_amqp_late_confirms_total 7");
     expect_line(t, "bridge_inflight 11");
     expect_line(t, "bridge_http_connections 5");
     expect_line(t, "bridge_broker_connected{worker=\"0\"} 0");

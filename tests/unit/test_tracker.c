@@ -417,36 +417,187 @@ static void test_full_at_cap(void **state)
     (void)state;
     struct fixture *f = fixture_new(4);
     add_n(f, 4);
+    /* CAP requests wait, every one attached: refused. */
     assert_int_equal(tracker_add(f->t, C(5), "m5", 2), 0);
     expect_counts(f, 4, 4);
-    /* Detached entries still hold their tag. */
-    assert_true(tracker_detach(f->t, 1));
+    /* Detached entries make room: the oldest are forgotten, a quarter of
+     * CAP (here one) at a time. */
     assert_true(tracker_detach(f->t, 2));
-    assert_int_equal(tracker_add(f->t, C(5), "m5", 2), 0);
-    expect_counts(f, 4, 2);
-    assert_int_equal(tracker_ack(f->t, 1, false), 1);
+    assert_true(tracker_detach(f->t, 3));
     assert_int_equal(tracker_add(f->t, C(5), "m5", 2), 5);
-    assert_int_equal(tracker_add(f->t, C(6), "m6", 2), 0);
-    /* Fewer than CAP pending but the oldest (2) is CAP - 1 tags behind the
-     * newest: its slot is the next one, so full too (documented). */
-    assert_int_equal(tracker_ack(f->t, 4, false), 0);
-    expect_calls(f, 1, C(4), TRACKER_ACK);
-    expect_counts(f, 3, 2);
-    assert_int_equal(tracker_add(f->t, C(6), "m6", 2), 0);
-    /* Tag 2 confirmed: the head passes 3 and 4 (4 done), two slots free. */
-    assert_int_equal(tracker_ack(f->t, 3, true), 1);
-    expect_calls(f, 1, C(3), TRACKER_ACK);
-    expect_counts(f, 1, 1);
-    assert_int_equal(tracker_add(f->t, C(6), "m6", 2), 6);
-    assert_int_equal(tracker_add(f->t, C(7), "m7", 2), 7);
-    assert_int_equal(tracker_add(f->t, C(8), "m8", 2), 8);
-    assert_int_equal(tracker_add(f->t, C(9), "m9", 2), 0);
+    expect_counts(f, 4, 3);
+    assert_int_equal(tracker_lagging(f->t), 1);       /* tag 1 moved out of the ring */
+    assert_int_equal(tracker_ack(f->t, 2, false), 0); /* forgotten: unknown, not late */
+    assert_int_equal(tracker_ack(f->t, 3, false), 1); /* still held: late */
+    expect_calls(f, 0);
+    expect_counts(f, 3, 3);
     /* The ids of reused slots are the new ones. */
-    assert_false(tracker_return(f->t, "m3", 2));
-    assert_true(tracker_return(f->t, "m7", 2));
-    assert_int_equal(tracker_ack(f->t, 8, true), 0);
-    expect_calls(f, 4, C(5), TRACKER_ACK, C(6), TRACKER_ACK, C(7), TRACKER_RETURNED, C(8),
+    assert_int_equal(tracker_add(f->t, C(6), "m6", 2), 6);
+    assert_int_equal(tracker_add(f->t, C(7), "m7", 2), 0);
+    assert_false(tracker_return(f->t, "m2", 2));
+    assert_true(tracker_return(f->t, "m5", 2));
+    assert_int_equal(tracker_ack(f->t, 6, true), 0);
+    expect_calls(f, 4, C(1), TRACKER_ACK, C(4), TRACKER_ACK, C(5), TRACKER_RETURNED, C(6),
                  TRACKER_ACK);
+    expect_counts(f, 0, 0);
+    assert_int_equal(tracker_lagging(f->t), 0);
+    fixture_free(f);
+}
+
+/* The defect of issue 11: one confirm that never comes held the oldest slot,
+ * and CAP publishes later every add was refused. Now it moves out of the ring
+ * and any number of publishes after it are accepted, while it still waits. */
+static void test_stuck_tag_does_not_block(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(4);
+    assert_int_equal(add_id(f, 1, "stuck"), 1);
+    for (uintptr_t tag = 2; tag < 2 + 100 * 4; tag++) {
+        assert_int_equal(tracker_add(f->t, C(tag), "ok", 2), tag);
+        assert_int_equal(tracker_ack(f->t, tag, false), 0);
+        expect_calls(f, 1, C(tag), TRACKER_ACK);
+    }
+    expect_counts(f, 1, 1);
+    assert_int_equal(tracker_lagging(f->t), 1);
+    assert_true(tracker_detach(f->t, 2 + 100 * 4 - 1) == false); /* completed */
+    /* Its confirm comes at last: reported, with the result it earned. */
+    assert_true(tracker_return(f->t, "stuck", 5));
+    assert_int_equal(tracker_ack(f->t, 1, false), 0);
+    expect_calls(f, 1, C(1), TRACKER_RETURNED);
+    expect_counts(f, 0, 0);
+    assert_int_equal(tracker_lagging(f->t), 0);
+    /* Several stuck ones, then many more: refused only once CAP attached
+     * entries wait. */
+    uint64_t base = 2 + 100 * 4;
+    for (uintptr_t i = 0; i < 3; i++)
+        assert_int_equal(tracker_add(f->t, C(1000 + i), NULL, 0), base + i);
+    for (uint64_t tag = base + 3; tag < base + 3 + 50; tag++) {
+        assert_int_equal(tracker_add(f->t, C(tag), NULL, 0), tag);
+        assert_int_equal(tracker_ack(f->t, tag, false), 0);
+        clear(f);
+    }
+    assert_int_equal(tracker_lagging(f->t), 3);
+    assert_int_equal(tracker_add(f->t, C(1), NULL, 0), base + 53);
+    assert_int_equal(tracker_add(f->t, C(2), NULL, 0), 0);   /* 4 attached: full */
+    assert_int_equal(tracker_ack(f->t, base + 1, false), 0); /* a laggard in the middle */
+    expect_calls(f, 1, C(1001), TRACKER_ACK);
+    assert_int_equal(tracker_add(f->t, C(2), NULL, 0), base + 54);
+    assert_int_equal(tracker_ack(f->t, base + 54, true), 0);
+    expect_calls(f, 4, C(1000), TRACKER_ACK, C(1002), TRACKER_ACK, C(1), TRACKER_ACK, C(2),
+                 TRACKER_ACK);
+    expect_counts(f, 0, 0);
+    fixture_free(f);
+}
+
+/* A queue that never confirms, whose requests all time out (detached): the
+ * tracker never fills, however long it goes on, and other publishes are
+ * always accepted. */
+static void test_detached_never_fill(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(8);
+    for (uintptr_t i = 1; i <= 10000; i++) {
+        uint64_t stuck = tracker_add(f->t, C(i), "s", 1);
+        assert_int_not_equal(stuck, 0);
+        uint64_t ok = tracker_add(f->t, C(i + 20000), "o", 1);
+        assert_int_not_equal(ok, 0);
+        assert_int_equal(tracker_ack(f->t, ok, false), 0);
+        expect_calls(f, 1, C(i + 20000), TRACKER_ACK);
+        assert_true(tracker_detach(f->t, stuck)); /* its request timed out */
+        assert_true(tracker_pending(f->t) <= 8);
+    }
+    expect_counts(f, tracker_pending(f->t), 0);
+    /* The queue confirms everything at last: the ones still held are late,
+     * the forgotten ones unknown; nobody is answered twice. */
+    size_t held = tracker_pending(f->t);
+    assert_true(held > 0);
+    assert_int_equal(tracker_ack(f->t, 20000, true), held);
+    expect_calls(f, 0);
+    expect_counts(f, 0, 0);
+    fixture_free(f);
+}
+
+static void test_laggards_multiple_and_nack(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(5);
+    /* Tags 1, 3, 5 stuck; 2, 4, 6.. acked as they go. */
+    uintptr_t tag = 1;
+    for (; tag <= 6; tag++) {
+        assert_int_equal(add_id(f, tag, "m"), tag);
+        if (tag % 2 == 0)
+            assert_int_equal(tracker_ack(f->t, tag, false), 0);
+    }
+    for (; tag <= 14; tag++) {
+        assert_int_equal(add_id(f, tag, "m"), tag);
+        assert_int_equal(tracker_ack(f->t, tag, false), 0);
+    }
+    expect_calls(f, 11, C(2), TRACKER_ACK, C(4), TRACKER_ACK, C(6), TRACKER_ACK, C(7), TRACKER_ACK,
+                 C(8), TRACKER_ACK, C(9), TRACKER_ACK, C(10), TRACKER_ACK, C(11), TRACKER_ACK,
+                 C(12), TRACKER_ACK, C(13), TRACKER_ACK, C(14), TRACKER_ACK);
+    assert_int_equal(tracker_lagging(f->t), 3);
+    /* Two ring entries after them, one detached. */
+    assert_int_equal(add_id(f, 15, "m"), 15);
+    assert_int_equal(tracker_add(f->t, NULL, "m", 1), 16);
+    assert_true(tracker_detach(f->t, 3)); /* a laggard, detached */
+    expect_counts(f, 5, 3);
+    /* A multiple ack below the ring covers only laggards. */
+    assert_int_equal(tracker_ack(f->t, 3, true), 1);
+    expect_calls(f, 1, C(1), TRACKER_ACK);
+    assert_int_equal(tracker_lagging(f->t), 1);
+    /* A multiple nack across the last laggard and the ring, in tag order. */
+    assert_int_equal(tracker_nack(f->t, 16, true), 1);
+    expect_calls(f, 2, C(5), TRACKER_NACK, C(15), TRACKER_NACK);
+    expect_counts(f, 0, 0);
+    assert_int_equal(tracker_lagging(f->t), 0);
+    /* Confirms of what is gone are ignored. */
+    assert_int_equal(tracker_ack(f->t, 5, false), 0);
+    assert_int_equal(tracker_ack(f->t, 16, true), 0);
+    expect_calls(f, 0);
+    fixture_free(f);
+}
+
+static void test_laggard_return_detach_fail(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(3);
+    assert_int_equal(add_id(f, 1, "x"), 1);
+    assert_int_equal(add_id(f, 2, "y"), 2);
+    assert_int_equal(add_id(f, 3, "q"), 3);
+    assert_int_equal(tracker_ack(f->t, 3, false), 0);
+    assert_int_equal(add_id(f, 4, "x"), 4); /* 1 moves out */
+    assert_int_equal(tracker_ack(f->t, 4, false), 0);
+    assert_int_equal(add_id(f, 5, "z"), 5); /* 2 moves out */
+    expect_calls(f, 2, C(3), TRACKER_ACK, C(4), TRACKER_ACK);
+    assert_int_equal(tracker_lagging(f->t), 2);
+    /* A return marks a laggard. */
+    assert_true(tracker_return(f->t, "x", 1));
+    assert_false(tracker_return(f->t, "x", 1));
+    assert_false(tracker_detach(f->t, 3)); /* completed */
+    assert_false(tracker_detach(f->t, 4));
+    assert_true(tracker_detach(f->t, 2)); /* a laggard */
+    expect_counts(f, 3, 2);
+    /* Blocked: the attached ones, laggards first. */
+    assert_int_equal(tracker_fail_attached(f->t, TRACKER_LOST), 2);
+    expect_calls(f, 2, C(1), TRACKER_LOST, C(5), TRACKER_LOST);
+    expect_counts(f, 3, 0);
+    /* Their confirms come late. */
+    assert_int_equal(tracker_ack(f->t, 1, false), 1);
+    assert_int_equal(tracker_ack(f->t, 2, false), 1);
+    assert_int_equal(tracker_ack(f->t, 2, false), 0);
+    expect_counts(f, 1, 0);
+    assert_int_equal(tracker_lagging(f->t), 0);
+    /* 5 (detached) is forgotten for 8; 9 finds CAP attached entries. */
+    assert_int_equal(add_id(f, 6, "v"), 6);
+    assert_int_equal(add_id(f, 7, "v"), 7);
+    assert_int_equal(add_id(f, 8, "v"), 8);
+    assert_int_equal(add_id(f, 9, "v"), 0);
+    expect_counts(f, 3, 3);
+    assert_int_equal(tracker_ack(f->t, 5, false), 0); /* forgotten: unknown */
+    /* Lost: every entry is forgotten, laggards included. */
+    assert_int_equal(tracker_fail_all(f->t), 3);
+    expect_calls(f, 3, C(6), TRACKER_LOST, C(7), TRACKER_LOST, C(8), TRACKER_LOST);
+    expect_counts(f, 0, 0);
     fixture_free(f);
 }
 
@@ -636,6 +787,99 @@ static void test_reentrant_fail_all_reset(void **state)
     fixture_free(f);
 }
 
+static void hook_add2(struct fixture *f, void *ctx, enum tracker_result r)
+{
+    for (int i = 0; i < 2; i++)
+        hook_add(f, ctx, r);
+}
+
+/* Callbacks that move entries between the ring and the laggards, or forget
+ * them, while a loop over several entries runs. */
+static void test_reentrant_laggards(void **state)
+{
+    (void)state;
+    /* An add inside a multiple ack pushes tag 2, which the ack covers, out
+     * of the ring: completed once, in tag order. */
+    struct fixture *f = fixture_new(4);
+    add_n(f, 4);
+    assert_int_equal(tracker_ack(f->t, 3, false), 0); /* a hole in the ring */
+    expect_calls(f, 1, C(3), TRACKER_ACK);
+    f->hook = hook_add2;
+    f->hook_ctx = C(1);
+    assert_int_equal(tracker_ack(f->t, 4, true), 0);
+    assert_int_equal(f->hook_n_added, 2);
+    assert_int_equal(f->hook_added[0], 5);
+    assert_int_equal(f->hook_added[1], 6); /* moved tag 2 out of the ring */
+    expect_calls(f, 3, C(1), TRACKER_ACK, C(2), TRACKER_ACK, C(4), TRACKER_ACK);
+    expect_counts(f, 2, 2);
+    assert_int_equal(tracker_lagging(f->t), 0);
+    fixture_free(f);
+
+    /* A detach, from a callback, of a laggard the loop has not reached. */
+    f = fixture_new(3);
+    add_n(f, 3);
+    assert_int_equal(tracker_ack(f->t, 3, false), 0);
+    assert_int_equal(add_id(f, 4, NULL), 4); /* 1 moves out */
+    assert_int_equal(tracker_ack(f->t, 4, false), 0);
+    assert_int_equal(add_id(f, 5, NULL), 5); /* 2 moves out */
+    clear(f);
+    assert_int_equal(tracker_lagging(f->t), 2);
+    f->hook = hook_detach;
+    f->hook_ctx = C(1);
+    f->hook_tag = 2;
+    assert_int_equal(tracker_ack(f->t, 5, true), 1);
+    expect_calls(f, 2, C(1), TRACKER_ACK, C(5), TRACKER_ACK);
+    expect_counts(f, 0, 0);
+    fixture_free(f);
+
+    /* An add inside fail_attached forgets the laggard just failed (detached
+     * now) to make room; the loop goes on, and the new entry stays
+     * attached. */
+    f = fixture_new(3);
+    add_n(f, 2);
+    assert_int_equal(tracker_ack(f->t, 2, false), 0);
+    assert_int_equal(add_id(f, 3, NULL), 3);
+    assert_int_equal(add_id(f, 4, NULL), 4); /* 1 moves out */
+    clear(f);
+    assert_int_equal(tracker_lagging(f->t), 1);
+    f->hook = hook_add;
+    f->hook_ctx = C(1);
+    assert_int_equal(tracker_fail_attached(f->t, TRACKER_LOST), 3);
+    assert_int_equal(f->hook_n_added, 1);
+    assert_int_equal(f->hook_added[0], 5);
+    expect_calls(f, 3, C(1), TRACKER_LOST, C(3), TRACKER_LOST, C(4), TRACKER_LOST);
+    expect_counts(f, 3, 1);
+    assert_int_equal(tracker_lagging(f->t), 0);
+    f->hook = NULL;
+    assert_int_equal(tracker_ack(f->t, 5, true), 2);
+    expect_calls(f, 1, C(100), TRACKER_ACK);
+    fixture_free(f);
+
+    /* Connection lost and reset from the callback of a laggard: the stale
+     * ack stops at once, the new channel's tags 1 and 2 untouched. */
+    f = fixture_new(4);
+    add_n(f, 3);
+    assert_int_equal(tracker_ack(f->t, 3, false), 0);
+    assert_int_equal(add_id(f, 4, NULL), 4);
+    assert_int_equal(add_id(f, 5, NULL), 5); /* 1 moves out */
+    assert_int_equal(tracker_ack(f->t, 4, false), 0);
+    assert_int_equal(add_id(f, 6, NULL), 6); /* 2 moves out */
+    clear(f);
+    assert_int_equal(tracker_lagging(f->t), 2);
+    f->hook = hook_fail_all_reset_add;
+    f->hook_ctx = C(1);
+    assert_int_equal(tracker_ack(f->t, 6, true), 0);
+    assert_int_equal(f->hook_added[0], 1);
+    assert_int_equal(f->hook_added[1], 2);
+    expect_calls(f, 4, C(1), TRACKER_ACK, C(2), TRACKER_LOST, C(5), TRACKER_LOST, C(6),
+                 TRACKER_LOST);
+    expect_counts(f, 2, 2);
+    assert_int_equal(tracker_lagging(f->t), 0);
+    assert_int_equal(tracker_ack(f->t, 2, true), 0);
+    expect_calls(f, 2, C(200), TRACKER_ACK, C(201), TRACKER_ACK);
+    fixture_free(f);
+}
+
 static void test_add_refused_inside_fail_all(void **state)
 {
     (void)state;
@@ -724,6 +968,7 @@ struct model {
     struct mentry *e;                 /* MODEL_TAGS entries */
     uint64_t head, next;              /* as in the tracker */
     size_t pending, attached;         /* as in the tracker */
+    size_t forgotten, refused;        /* adds that forgot detached entries, refused */
     size_t n;                         /* expected calls of the current step */
     void *ctx[MAX_CALLS];             /* their ctx */
     enum tracker_result r[MAX_CALLS]; /* their result */
@@ -793,14 +1038,42 @@ static void check_step(const struct fixture *f, const struct model *m)
     assert_int_equal(tracker_attached(f->t), m->attached);
 }
 
-/* A tag around the window: mostly inside it, sometimes just outside. */
+/* A tag around the window: mostly a pending one (the window may be wide,
+ * a laggard far behind), sometimes any inside it or just outside. */
 static uint64_t pick_tag(struct model *m, uint64_t *seed)
 {
     uint64_t lo = m->head > 2 ? m->head - 2 : 0;
     uint64_t span = m->next + 2 - lo;
-    if (rnd(seed) % 8 != 0 && m->next > m->head)
-        return m->head + rnd(seed) % (m->next - m->head);
+    if (rnd(seed) % 8 != 0 && m->next > m->head) {
+        uint64_t tag = m->head;
+        for (int i = 0; i < 8; i++) {
+            tag = m->head + rnd(seed) % (m->next - m->head);
+            if (m->e[tag].state != 0)
+                break;
+        }
+        return tag;
+    }
     return lo + rnd(seed) % span;
+}
+
+/* Room for an add as the tracker makes it: with CAP pending, forget the
+ * oldest detached entries, a quarter of CAP at a time. false: refused. */
+static bool model_room(struct model *m)
+{
+    if (m->pending < MODEL_CAP)
+        return true;
+    size_t n = 0;
+    for (uint64_t t = m->head; t < m->next && n < (MODEL_CAP + 3) / 4; t++) {
+        if (m->e[t].state != 0 && m->e[t].ctx == NULL) {
+            m->e[t].state = 0;
+            m->pending--;
+            n++;
+        }
+    }
+    model_advance(m);
+    m->forgotten += n > 0;
+    m->refused += n == 0;
+    return n > 0;
 }
 
 static void test_wrap_against_model(void **state)
@@ -814,6 +1087,7 @@ static void test_wrap_against_model(void **state)
     size_t adds = 0, serial = 0, late_seen = 0, returned_seen = 0, resets = 0;
     size_t multi_marked = 0; /* returns that marked several entries */
     uint64_t max_tag = 0;
+    size_t max_lagging = 0; /* most entries out of the ring at once */
     while (adds < MODEL_ADDS) {
         clear(f);
         m.n = 0;
@@ -824,7 +1098,7 @@ static void test_wrap_against_model(void **state)
             void *ctx = detached ? NULL : C(++serial);
             const char *s = model_ids[id];
             uint64_t tag = tracker_add(f->t, ctx, s, strlen(s));
-            if (m.next - m.head >= MODEL_CAP) {
+            if (!model_room(&m)) {
                 assert_int_equal(tag, 0);
             } else {
                 assert_int_equal(tag, m.next);
@@ -836,6 +1110,8 @@ static void test_wrap_against_model(void **state)
                 adds++;
                 if (tag > max_tag)
                     max_tag = tag;
+                if (tracker_lagging(f->t) > max_lagging)
+                    max_lagging = tracker_lagging(f->t);
             }
         } else if (op < 800) {
             bool multiple = op >= 700;
@@ -910,6 +1186,9 @@ static void test_wrap_against_model(void **state)
     assert_true(returned_seen > 0);
     assert_true(multi_marked > 0);
     assert_true(resets > 0);
+    assert_true(max_lagging >= MODEL_CAP / 2); /* laggards, many at once */
+    assert_true(m.forgotten > 0);
+    assert_true(m.refused > 0);
     free(m.e);
     fixture_free(f);
 }
@@ -931,10 +1210,15 @@ int main(void)
         cmocka_unit_test(test_fail_all),
         cmocka_unit_test(test_reset),
         cmocka_unit_test(test_full_at_cap),
+        cmocka_unit_test(test_stuck_tag_does_not_block),
+        cmocka_unit_test(test_detached_never_fill),
+        cmocka_unit_test(test_laggards_multiple_and_nack),
+        cmocka_unit_test(test_laggard_return_detach_fail),
         cmocka_unit_test(test_unadd),
         cmocka_unit_test(test_ack_never_issued),
         cmocka_unit_test(test_reentrant_detach),
         cmocka_unit_test(test_reentrant_add),
+        cmocka_unit_test(test_reentrant_laggards),
         cmocka_unit_test(test_reentrant_fail_all_reset),
         cmocka_unit_test(test_reentrant_ack),
         cmocka_unit_test(test_add_refused_inside_fail_all),
