@@ -453,6 +453,34 @@ static void test_bad_replies(void **state)
     fixture_down(&fx);
 }
 
+/* Correlation ids: new for every publish, whatever the request id, and
+ * different between two brokers (workers, or runs) for the same handle: a
+ * random prefix, not a counter anyone can guess from outside. */
+static void test_correlation_ids_unique(void **state)
+{
+    (void)state;
+    struct fixture a;
+    fixture_up(&a, true);
+    char ids[4][160];
+    for (int i = 0; i < 3; i++) {
+        uint64_t h = enlist(&a, i, true, "same");
+        (void)broker_test_cid(a.b, h, ids[i], sizeof ids[i]);
+        assert_true(strcmp(ids[i], "same") != 0);
+        for (int j = 0; j < i; j++)
+            assert_true(strcmp(ids[i], ids[j]) != 0);
+    }
+    struct broker *first = a.b;
+    a.b = broker_new(a.base, a.cfg, 1, on_done, NULL, on_reply, NULL);
+    assert_non_null(a.b);
+    broker_test_up(a.b, 1);
+    uint64_t h = enlist(&a, 3, true, "same");
+    (void)broker_test_cid(a.b, h, ids[3], sizeof ids[3]);
+    assert_int_equal(h, 1); /* the same handle as the first broker's first */
+    assert_true(strcmp(ids[3], ids[0]) != 0);
+    broker_free(first);
+    fixture_down(&a);
+}
+
 /* One large reply must not keep its buffer: given back after it. */
 static void test_reply_buffer_shrinks(void **state)
 {
@@ -499,6 +527,7 @@ int main(void)
         cmocka_unit_test(test_reply_split_and_late),
         cmocka_unit_test(test_rpc_return_without_confirms),
         cmocka_unit_test(test_bad_replies),
+        cmocka_unit_test(test_correlation_ids_unique),
         cmocka_unit_test(test_reply_buffer_shrinks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
