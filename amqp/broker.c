@@ -8,6 +8,7 @@
  * drains whole frames until AMQP_STATUS_TIMEOUT (PITFALLS: one frame per
  * event leaves acks parked in the library's buffer). */
 #include "broker.h"
+#include "broker_test.h"
 
 #include <amqp.h>
 #include <amqp_ssl_socket.h>
@@ -57,8 +58,16 @@
 /* Largest rpc reply body taken; a larger one is answered 502. */
 #define BROKER_MAX_REPLY (64u << 20)
 #define BROKER_CTYPE_MAX 255 /* content_type is an AMQP short string */
+/* The reply buffer kept between replies; a larger one is given back after
+ * its reply, so that one 64 MiB reply does not stay with the worker. */
+#define BROKER_REPLY_KEEP (64u << 10)
 /* At most one renewal of a nacked channel this often (see renew_channel). */
 #define BROKER_RENEW_MIN_MS 1000
+/* A correlation id: "<16 hex digits>-<worker>-<sequence in hex>" (see
+ * broker_publish); the longest fits PENDING_ID_MAX. */
+#define BROKER_CID_PREFIX_MAX 32
+#define BROKER_CID_MAX (BROKER_CID_PREFIX_MAX + 16)
+_Static_assert(BROKER_CID_MAX <= PENDING_ID_MAX, "a correlation id fits the rpc table");
 
 /* Everything the connector thread needs and produces; the loop does not touch
  * it while the thread runs. */
@@ -100,7 +109,9 @@ struct reply_state {
     char ctype[BROKER_CTYPE_MAX + 1]; /* content_type, "" if none */
     bool has_ctype;                   /* the reply had a content_type */
     int status;                       /* HTTP status to answer with */
-    const char *error;                /* why the reply cannot be used, or NULL */
+    enum broker_reply_bad bad;        /* why the reply cannot be used */
+    const char *error;                /* its text, or NULL */
+    char errbuf[128];                 /* room for an error text naming a value */
     char *buf;                        /* body so far */
     size_t len;                       /* bytes in buf */
     size_t cap;                       /* bytes allocated */
@@ -115,13 +126,14 @@ struct broker {
     broker_reply_fn *reply;         /* rpc reply for a waiting request */
     void *arg;                      /* for the callbacks */
 
-    enum broker_state state;        /* see broker.h */
-    char reason[BROKER_REASON_LEN]; /* why not up */
-    char node[BROKER_REASON_LEN];   /* display URI of the current/last node */
-    size_t uri_next;                /* index of the URI to try next */
-    bool ever_up;                   /* connected at least once since start */
-    uint64_t backoff_ms;            /* current reconnect delay ceiling */
-    uint64_t rng;                   /* xorshift state for jitter */
+    enum broker_state state;          /* see broker.h */
+    char reason[BROKER_REASON_LEN];   /* why not up */
+    char node[BROKER_REASON_LEN];     /* display URI of the current/last node, for the log */
+    char hostport[BROKER_REASON_LEN]; /* its host:port, for /healthz and /metrics */
+    size_t uri_next;                  /* index of the URI to try next */
+    bool ever_up;                     /* connected at least once since start */
+    uint64_t backoff_ms;              /* current reconnect delay ceiling */
+    uint64_t rng;                     /* xorshift state for jitter */
 
     amqp_connection_state_t conn; /* NULL while not connected */
     amqp_channel_t channel;       /* our one channel; bumped on reopen */
@@ -141,21 +153,25 @@ struct broker {
     bool content_header;       /* waiting for the header frame */
     struct reply_state rep;    /* content == CONTENT_REPLY */
 
-    bool rpc;                       /* some route is rpc: consume direct reply-to */
-    bool quorum;                    /* some route declares a quorum queue */
-    bool channel_acked;             /* a basic.ack arrived on the current channel */
-    uint64_t renewed_ms;            /* when a nacked channel was last renewed (monotonic) */
-    enum reopen_step reopen;        /* channel reopen under way */
-    struct pending *pending;        /* rpc requests waiting for their reply */
-    _Atomic uint64_t late_replies;  /* replies that found no waiting request; /metrics
+    bool rpc;                /* some route is rpc: consume direct reply-to */
+    bool quorum;             /* some route declares a quorum queue */
+    bool channel_acked;      /* a basic.ack arrived on the current channel */
+    uint64_t renewed_ms;     /* when a nacked channel was last renewed (monotonic) */
+    enum reopen_step reopen; /* channel reopen under way */
+    struct pending *pending; /* rpc requests waiting for their reply, by correlation id;
+                                each entry keeps its publish's delivery tag */
+    char cid_prefix[BROKER_CID_PREFIX_MAX]; /* random per broker: "<16 hex>-<worker>-" */
+    uint64_t rpc_seq;                       /* the last rpc handle given out (1, 2, ...) */
+    _Atomic uint64_t late_replies;          /* replies that found no waiting request; /metrics
                                       reads it from another worker's thread */
-    _Atomic uint64_t late_confirms; /* confirms of requests answered already; read
+    _Atomic uint64_t late_confirms;         /* confirms of requests answered already; read
                                        likewise */
 
     amqp_table_entry_t hdr[BROKER_MAX_HEADERS]; /* reused per publish */
     size_t peak_inflight;                       /* most publishes awaiting a confirm at once */
     bool socket_full; /* publishes refused for a full socket; logged once */
     bool tls;         /* the current connection is amqps:// */
+    bool closing;     /* broker_close is taking the frames queued during the channel close */
 };
 
 const char *broker_state_name(enum broker_state s)
@@ -596,6 +612,11 @@ static void start_connect(struct broker *b)
     b->job.channel = 1;
     b->job.notify_fd = b->pipe_fd[1];
     snprintf(b->node, sizeof b->node, "%s", u->display);
+    /* /healthz and /metrics answer anyone who asks: no user name, no vhost
+     * (and never a password) there, only where the node is. */
+    bool v6 = strchr(u->host, ':') != NULL;
+    snprintf(b->hostport, sizeof b->hostport, "%s%s%s:%d", v6 ? "[" : "", u->host, v6 ? "]" : "",
+             u->port);
     int rc = pthread_create(&b->thread, NULL, connect_main, &b->job);
     if (rc != 0) {
         log_error("broker: cannot start connector thread: %s", strerror(rc));
@@ -826,8 +847,8 @@ static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
 static void renew_channel(struct broker *b)
 {
     uint64_t now = mono_ms();
-    if (!b->quorum || b->channel_acked || b->reopen != REOPEN_NONE || b->conn == NULL ||
-        (b->renewed_ms != 0 && now - b->renewed_ms < BROKER_RENEW_MIN_MS))
+    if (b->closing || !b->quorum || b->channel_acked || b->reopen != REOPEN_NONE ||
+        b->conn == NULL || (b->renewed_ms != 0 && now - b->renewed_ms < BROKER_RENEW_MIN_MS))
         return;
     b->renewed_ms = now;
     log_warn("broker: publishes nacked on channel %u, which never had an ack: opening a new "
@@ -875,13 +896,20 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
         const amqp_basic_return_t *r = m->decoded;
         log_debug("broker: message returned: %u %.*s", r->reply_code, (int)r->reply_text.len,
                   (const char *)r->reply_text.bytes);
-        b->content = f->channel == b->channel ? CONTENT_RETURN : CONTENT_SKIP;
+        /* A stale channel's content (its header and body frames carry its
+         * number) is skipped frame by frame, and must not end one of ours
+         * that is halfway through. */
+        if (f->channel != b->channel)
+            break;
+        b->content = CONTENT_RETURN;
         b->content_header = true;
         break;
     }
     case AMQP_BASIC_DELIVER_METHOD:
         /* Our one consumer is direct reply-to on our channel. */
-        b->content = f->channel == b->channel && b->rpc ? CONTENT_REPLY : CONTENT_SKIP;
+        if (f->channel != b->channel)
+            break; /* as for a return */
+        b->content = b->rpc ? CONTENT_REPLY : CONTENT_SKIP;
         b->content_header = true;
         break;
     case AMQP_CHANNEL_CLOSE_METHOD:
@@ -928,8 +956,20 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
     }
 }
 
-/* x-http-status of a reply: 200 when absent; -1 when present but not a
- * final HTTP status (200..599). */
+/* May a reply's content_type become a Content-Type header? Not with a
+ * control byte (CR and LF would end the header, NUL cut it): HTAB, the
+ * visible ASCII and bytes >= 0x80 (obs-text) only. */
+static bool ctype_ok(const void *bytes, size_t len)
+{
+    const unsigned char *c = bytes;
+    for (size_t i = 0; i < len; i++)
+        if ((c[i] < 0x20 && c[i] != '\t') || c[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* x-http-status of a reply: 200 when absent; when present but not a final
+ * HTTP status (200..599): -N for an informational N (100..199), else -1. */
 static int reply_status(const amqp_basic_properties_t *p)
 {
     if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
@@ -981,9 +1021,22 @@ static int reply_status(const amqp_basic_properties_t *p)
         default:
             return -1;
         }
+        if (n >= 100 && n <= 199)
+            return (int)-n;
         return n >= 200 && n <= 599 ? (int)n : -1;
     }
     return 200;
+}
+
+/* The reply buffer back to at most BROKER_REPLY_KEEP bytes. */
+static void shrink_reply(struct reply_state *rs)
+{
+    if (rs->cap <= BROKER_REPLY_KEEP)
+        return;
+    free(rs->buf);
+    rs->buf = NULL;
+    rs->cap = 0;
+    rs->len = 0;
 }
 
 /* The whole reply is here: hand it to the request that waits for it, if one
@@ -992,10 +1045,12 @@ static void finish_reply(struct broker *b)
 {
     struct reply_state *rs = &b->rep;
     b->content = CONTENT_NONE;
-    void *ctx = pending_remove(b->pending, rs->id, rs->id_len);
+    uint64_t tag = 0;
+    void *ctx = pending_remove(b->pending, rs->id, rs->id_len, &tag);
     if (ctx == NULL) {
         atomic_fetch_add_explicit(&b->late_replies, 1, memory_order_relaxed);
         log_debug("broker: dropped a reply for %.*s: nobody waits for it", (int)rs->id_len, rs->id);
+        shrink_reply(rs);
         return;
     }
     struct broker_reply r = {
@@ -1003,9 +1058,15 @@ static void finish_reply(struct broker *b)
         .content_type = rs->has_ctype ? rs->ctype : NULL,
         .body = rs->buf != NULL ? rs->buf : "",
         .len = rs->len,
+        .bad = rs->bad,
         .error = rs->error,
     };
-    b->reply(b->arg, ctx, &r);
+    /* A reply may overtake the confirm of its request (the broker confirms a
+     * persistent message once on disk): that confirm is dropped. */
+    if (tag != 0)
+        (void)tracker_detach(b->tracker, tag);
+    b->reply(b->arg, ctx, &r); /* the answer copied the body */
+    shrink_reply(rs);
 }
 
 static void start_reply(struct broker *b, const amqp_frame_t *f)
@@ -1028,21 +1089,44 @@ static void start_reply(struct broker *b, const amqp_frame_t *f)
         b->content_left = size;
         return;
     }
+    rs->bad = BROKER_REPLY_OK;
+    rs->error = NULL;
+    /* An empty content_type is none: application/xml, as without one. */
     rs->has_ctype = p != NULL && (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) &&
-                    p->content_type.len <= BROKER_CTYPE_MAX;
+                    p->content_type.len > 0 && p->content_type.len <= BROKER_CTYPE_MAX;
     if (rs->has_ctype) {
         memcpy(rs->ctype, p->content_type.bytes, p->content_type.len);
         rs->ctype[p->content_type.len] = '\0';
+        if (!ctype_ok(p->content_type.bytes, p->content_type.len)) {
+            /* It would not make a header (evhttp refuses CR/LF and then
+             * silently sends text/html; a NUL would cut it short): the
+             * worker is broken, and guessing a type for its body is not ours
+             * to do. */
+            rs->bad = BROKER_REPLY_BAD_CTYPE;
+            rs->error = "the worker's reply has a content_type with control characters";
+        }
     }
     rs->status = reply_status(p);
-    rs->error =
-        rs->status < 0 ? "the worker's reply has an x-http-status that is not 200..599" : NULL;
+    if (rs->status < 0 && rs->bad == BROKER_REPLY_OK) {
+        rs->bad = BROKER_REPLY_BAD_STATUS;
+        if (rs->status >= -199 && rs->status <= -100)
+            snprintf(rs->errbuf, sizeof rs->errbuf,
+                     "the worker's reply has x-http-status %d, an informational (1xx) status, "
+                     "which cannot be a final response",
+                     -rs->status);
+        else
+            snprintf(rs->errbuf, sizeof rs->errbuf,
+                     "the worker's reply has an x-http-status that is not 200..599");
+        rs->error = rs->errbuf;
+    }
     rs->len = 0;
     if (size > BROKER_MAX_REPLY) {
+        rs->bad = BROKER_REPLY_TOO_LARGE;
         rs->error = "the worker's reply is larger than 64 MiB";
     } else if (size > rs->cap) {
         char *nb = realloc(rs->buf, (size_t)size);
         if (nb == NULL) {
+            rs->bad = BROKER_REPLY_NO_MEMORY;
             rs->error = "out of memory for the worker's reply";
         } else {
             rs->buf = nb;
@@ -1054,8 +1138,27 @@ static void start_reply(struct broker *b, const amqp_frame_t *f)
         finish_reply(b);
 }
 
+/* An rpc request published with confirm = no came back unroutable: without
+ * a confirm to carry the verdict, the return itself is the answer (502, not
+ * a 504 later). A return carries the properties we sent: the correlation id
+ * names the request. */
+static void rpc_returned(struct broker *b, const amqp_basic_properties_t *p)
+{
+    if (b->cfg->confirm || p == NULL || !(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG))
+        return; /* with confirms, the ack after the return answers it */
+    void *ctx = pending_remove(b->pending, p->correlation_id.bytes, p->correlation_id.len, NULL);
+    if (ctx != NULL)
+        b->done(b->arg, ctx, TRACKER_RETURNED);
+}
+
 static void handle_frame(struct broker *b, const amqp_frame_t *f)
 {
+    /* Content frames belong to the method that began the content on their
+     * own channel: one of another channel (a stale one after a renewal)
+     * is not ours to take. */
+    if ((f->frame_type == AMQP_FRAME_HEADER || f->frame_type == AMQP_FRAME_BODY) &&
+        f->channel != b->channel)
+        return;
     switch (f->frame_type) {
     case AMQP_FRAME_METHOD:
         handle_method(b, f);
@@ -1075,6 +1178,7 @@ static void handle_frame(struct broker *b, const amqp_frame_t *f)
                 !tracker_return(b->tracker, p->message_id.bytes, p->message_id.len))
                 log_debug("broker: return for unknown message %.*s", (int)p->message_id.len,
                           (const char *)p->message_id.bytes);
+            rpc_returned(b, p);
         }
         if (b->content_left == 0)
             b->content = CONTENT_NONE;
@@ -1085,7 +1189,7 @@ static void handle_frame(struct broker *b, const amqp_frame_t *f)
         size_t n = f->payload.body_fragment.len;
         if (n > b->content_left)
             n = (size_t)b->content_left;
-        if (b->content == CONTENT_REPLY && b->rep.error == NULL) {
+        if (b->content == CONTENT_REPLY && b->rep.bad == BROKER_REPLY_OK) {
             memcpy(b->rep.buf + b->rep.len, f->payload.body_fragment.bytes, n);
             b->rep.len += n;
         }
@@ -1154,6 +1258,10 @@ struct broker *broker_new(struct event_base *base, const struct config *cfg, uns
     b->backoff_ms = BROKER_BACKOFF_MIN_MS;
     b->pipe_fd[0] = b->pipe_fd[1] = -1;
     seed_fill(&b->rng, sizeof b->rng, b);
+    uint64_t prefix;
+    seed_fill(&prefix, sizeof prefix, &b->cid_prefix);
+    snprintf(b->cid_prefix, sizeof b->cid_prefix, "%016llx-%u-", (unsigned long long)prefix,
+             worker);
     if (b->rng == 0)
         b->rng = 0x9e3779b97f4a7c15ULL; /* xorshift's one fixed point */
     /* At most max_inflight entries are attached (the worker's bound on
@@ -1194,12 +1302,26 @@ const char *broker_reason(const struct broker *b)
 
 const char *broker_node(const struct broker *b)
 {
-    return b->node;
+    return b->hostport;
 }
 
-void broker_rpc_forget(struct broker *b, const char *correlation_id, size_t len)
+/* The correlation id of rpc handle SEQ into OUT (BROKER_CID_MAX + 1 bytes);
+ * its length. */
+static size_t format_cid(const struct broker *b, uint64_t seq, char *out)
 {
-    (void)pending_remove(b->pending, correlation_id, len);
+    int n = snprintf(out, BROKER_CID_MAX + 1, "%s%llx", b->cid_prefix, (unsigned long long)seq);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+void broker_rpc_forget(struct broker *b, uint64_t handle)
+{
+    if (handle == 0)
+        return;
+    char cid[BROKER_CID_MAX + 1];
+    uint64_t tag = 0;
+    size_t len = format_cid(b, handle, cid);
+    if (pending_remove(b->pending, cid, len, &tag) != NULL && tag != 0)
+        (void)tracker_detach(b->tracker, tag); /* a no-op once its confirm came */
 }
 
 uint64_t broker_late_replies(const struct broker *b)
@@ -1247,6 +1369,44 @@ static amqp_bytes_t bytes_of(const char *s)
     return s == NULL ? amqp_empty_bytes : amqp_cstring_bytes(s);
 }
 
+/* Remember M's request CTX before its publish: *DTAG its delivery tag
+ * (confirm = yes, else 0); for rpc (M->reply_to set) *SEQ its handle and CID
+ * (BROKER_CID_MAX + 1 bytes, *CID_LEN) its correlation id. BROKER_PUB_WAIT,
+ * or why not (nothing remembered then). */
+static enum broker_pub enlist(struct broker *b, const struct bridge_msg *m, void *ctx,
+                              uint64_t *dtag, uint64_t *seq, char *cid, size_t *cid_len)
+{
+    bool rpc = m->reply_to != NULL;
+    if (rpc && !b->rpc)
+        return BROKER_PUB_UNAVAILABLE;
+    if (b->cfg->confirm) {
+        *dtag = tracker_add(b->tracker, ctx, m->message_id, m->message_id_len);
+        if (*dtag == 0)
+            return BROKER_PUB_FULL;
+        size_t waiting = tracker_attached(b->tracker);
+        if (waiting > b->peak_inflight)
+            b->peak_inflight = waiting;
+    }
+    /* An rpc request waits for its reply under a correlation id of our own,
+     * new for every publish: never the client's X-Request-Id, which a retry
+     * or another client may send again while (or after) this one waits, so
+     * that a late reply could reach the wrong request. The random prefix
+     * keeps apart the ids of other workers and of earlier runs, whose late
+     * replies may still be on their way. */
+    if (rpc) {
+        *seq = b->rpc_seq + 1;
+        *cid_len = format_cid(b, *seq, cid);
+        if (pending_add(b->pending, cid, *cid_len, ctx, *dtag) != PENDING_ADDED) {
+            if (*dtag != 0)
+                tracker_unadd(b->tracker, *dtag);
+            *dtag = 0;
+            return BROKER_PUB_FULL; /* a sequence number never repeats: full */
+        }
+        b->rpc_seq = *seq;
+    }
+    return BROKER_PUB_WAIT;
+}
+
 enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, void *ctx,
                                uint64_t *tag)
 {
@@ -1273,10 +1433,6 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
     if (m->reply_to != NULL) {
         p._flags |= AMQP_BASIC_REPLY_TO_FLAG;
         p.reply_to = amqp_cstring_bytes(m->reply_to);
-    }
-    if (m->correlation_id != NULL) {
-        p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
-        p.correlation_id = amqp_cstring_bytes(m->correlation_id);
     }
     if (m->expiration != NULL) {
         p._flags |= AMQP_BASIC_EXPIRATION_FLAG;
@@ -1312,45 +1468,29 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         log_info("broker: %s reads again: publishing", b->node);
         b->socket_full = false;
     }
-    /* An rpc request waits for its reply under its correlation id, which
-     * must be unique among the waiting ones. */
-    bool rpc = m->correlation_id != NULL;
-    size_t cid_len = rpc ? strlen(m->correlation_id) : 0;
+    bool rpc = m->reply_to != NULL;
+    uint64_t dtag = 0, seq = 0;
+    char cid[BROKER_CID_MAX + 1];
+    size_t cid_len = 0;
+    enum broker_pub res = enlist(b, m, ctx, &dtag, &seq, cid, &cid_len);
+    if (res != BROKER_PUB_WAIT)
+        return res;
     if (rpc) {
-        if (!b->rpc)
-            return BROKER_PUB_UNAVAILABLE;
-        switch (pending_add(b->pending, m->correlation_id, cid_len, ctx)) {
-        case PENDING_ADDED:
-            break;
-        case PENDING_DUPLICATE:
-            return BROKER_PUB_DUPLICATE;
-        case PENDING_FULL:
-        case PENDING_BADID:
-            return BROKER_PUB_FULL;
-        }
+        p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        p.correlation_id = (amqp_bytes_t){cid_len, cid};
     }
-    if (b->cfg->confirm) {
-        *tag = tracker_add(b->tracker, ctx, m->message_id, m->message_id_len);
-        if (*tag == 0) {
-            if (rpc)
-                (void)pending_remove(b->pending, m->correlation_id, cid_len);
-            return BROKER_PUB_FULL;
-        }
-        size_t waiting = tracker_attached(b->tracker);
-        if (waiting > b->peak_inflight)
-            b->peak_inflight = waiting;
-    }
+    *tag = rpc ? seq : dtag;
     amqp_bytes_t body = {m->body_len, (void *)(uintptr_t)m->body};
     int rc = amqp_basic_publish(b->conn, b->channel, bytes_of(m->exchange),
                                 bytes_of(m->routing_key), 1, 0, &p, body);
     if (rc != AMQP_STATUS_OK) {
         /* The request is answered by our caller; forget its tag first so
          * lost() does not answer it a second time. */
-        if (*tag != 0)
-            tracker_unadd(b->tracker, *tag);
+        if (dtag != 0)
+            tracker_unadd(b->tracker, dtag);
         *tag = 0;
         if (rpc)
-            (void)pending_remove(b->pending, m->correlation_id, cid_len);
+            (void)pending_remove(b->pending, cid, cid_len, NULL);
         lost(b, amqp_error_string2(rc));
         return BROKER_PUB_UNAVAILABLE;
     }
@@ -1359,6 +1499,30 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
     if (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))
         event_active(b->sock_ev, EV_READ, 0);
     return b->cfg->confirm || rpc ? BROKER_PUB_WAIT : BROKER_PUB_SENT;
+}
+
+/* While amqp_channel_close waited for close-ok, rabbitmq-c queued every
+ * other frame it read: acks and nacks of our last publishes, returns, rpc
+ * replies. The broker sent them before its close-ok, so they are real
+ * answers: honour them (202, 502, the reply) instead of failing those
+ * requests as lost. Only these frames: anything else (a method that would
+ * send one back) is dropped, the channel being closed. */
+static void take_queued(struct broker *b)
+{
+    b->closing = true;
+    while (b->conn != NULL && amqp_frames_enqueued(b->conn)) {
+        amqp_frame_t f;
+        struct timeval tv = {0, 0};
+        if (amqp_simple_wait_frame_noblock(b->conn, &f, &tv) != AMQP_STATUS_OK)
+            break;
+        if (f.frame_type == AMQP_FRAME_METHOD) {
+            amqp_method_number_t id = f.payload.method.id;
+            if (id != AMQP_BASIC_ACK_METHOD && id != AMQP_BASIC_NACK_METHOD &&
+                id != AMQP_BASIC_RETURN_METHOD && id != AMQP_BASIC_DELIVER_METHOD)
+                continue;
+        }
+        handle_frame(b, &f);
+    }
 }
 
 void broker_close(struct broker *b)
@@ -1374,8 +1538,10 @@ void broker_close(struct broker *b)
         event_del(b->hb_ev);
         /* Bounded by the rpc timeout set at connect. */
         amqp_rpc_reply_t r = amqp_channel_close(b->conn, b->channel, AMQP_REPLY_SUCCESS);
-        if (r.reply_type == AMQP_RESPONSE_NORMAL)
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            take_queued(b);
             r = amqp_connection_close(b->conn, AMQP_REPLY_SUCCESS);
+        }
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
             char err[BROKER_REASON_LEN];
             rpc_error(r, "close", err, sizeof err);
@@ -1428,4 +1594,52 @@ void broker_free(struct broker *b)
     if (b->pipe_fd[1] >= 0)
         close(b->pipe_fd[1]);
     free(b);
+}
+
+/* ---- for tests/unit/test_broker.c (broker_test.h) ---- */
+
+void broker_test_up(struct broker *b, uint16_t channel)
+{
+    b->channel = channel;
+    b->content = CONTENT_NONE;
+    b->channel_acked = false;
+    tracker_reset(b->tracker);
+    b->state = BROKER_UP;
+}
+
+void broker_test_renew(struct broker *b, uint16_t channel)
+{
+    (void)fail_channel(b);
+    b->channel = channel;
+    b->channel_acked = false;
+}
+
+int broker_test_enlist(struct broker *b, const struct bridge_msg *m, void *ctx, uint64_t *tag)
+{
+    uint64_t dtag = 0, seq = 0;
+    char cid[BROKER_CID_MAX + 1];
+    size_t cid_len = 0;
+    *tag = 0;
+    if (enlist(b, m, ctx, &dtag, &seq, cid, &cid_len) != BROKER_PUB_WAIT)
+        return -1;
+    *tag = m->reply_to != NULL ? seq : dtag;
+    return 0;
+}
+
+size_t broker_test_cid(const struct broker *b, uint64_t handle, char *out, size_t outlen)
+{
+    char cid[BROKER_CID_MAX + 1];
+    size_t n = format_cid(b, handle, cid);
+    snprintf(out, outlen, "%s", cid);
+    return n;
+}
+
+void broker_test_frame(struct broker *b, const amqp_frame_t *f)
+{
+    handle_frame(b, f);
+}
+
+size_t broker_test_reply_capacity(const struct broker *b)
+{
+    return b->rep.cap;
 }

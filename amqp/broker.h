@@ -38,17 +38,25 @@ enum broker_pub {
     BROKER_PUB_FULL,        /* too many in flight: answer 503 now */
     BROKER_PUB_BUSY,        /* the broker is not reading fast enough (its socket is three
                                quarters full): nothing was sent; try again later */
-    BROKER_PUB_DUPLICATE,   /* rpc: a request with this correlation id already waits */
+};
+
+/* Why an rpc reply cannot be used. */
+enum broker_reply_bad {
+    BROKER_REPLY_OK,         /* it can */
+    BROKER_REPLY_BAD_STATUS, /* x-http-status not a final status (200..599) */
+    BROKER_REPLY_BAD_CTYPE,  /* content_type holds control bytes (CR, LF, NUL...) */
+    BROKER_REPLY_TOO_LARGE,  /* body over 64 MiB */
+    BROKER_REPLY_NO_MEMORY,  /* no memory to reassemble the body */
 };
 
 /* An rpc reply, valid during the reply callback only. */
 struct broker_reply {
-    int status;               /* x-http-status, 200 when absent */
-    const char *content_type; /* the reply's content_type; NULL if none */
-    const void *body;         /* the reply body */
-    size_t len;               /* its length */
-    const char *error;        /* non-NULL: the reply cannot be used (too large, bad
-                                 x-http-status): answer 502 with this text */
+    int status;                /* x-http-status, 200 when absent */
+    const char *content_type;  /* the reply's content_type; NULL if none or empty */
+    const void *body;          /* the reply body */
+    size_t len;                /* its length */
+    enum broker_reply_bad bad; /* not OK: the reply cannot be used */
+    const char *error;         /* with BAD: answer 502 with this text */
 };
 
 /* A request's publish completed. Called from the worker's loop, once per
@@ -58,9 +66,9 @@ typedef void broker_done_fn(void *arg, void *ctx, enum tracker_result r);
  * worker's loop. */
 typedef void broker_state_fn(void *arg, enum broker_state s, const char *reason);
 /* The reply of an rpc request arrived. CTX is forgotten by the broker before
- * the call; its publish confirm, if still owed, is not (broker_detach it).
- * A publish that fails (nack, return, loss) calls done() instead, and then
- * the caller must broker_rpc_forget the request. */
+ * the call, and so is its publish confirm if still owed. A publish that
+ * fails (nack, return, loss) calls done() instead, and then the caller must
+ * broker_rpc_forget the request. */
 typedef void broker_reply_fn(void *arg, void *ctx, const struct broker_reply *rep);
 
 struct broker;
@@ -75,9 +83,15 @@ void broker_start(struct broker *b);
 enum broker_state broker_state(const struct broker *b);
 /* Why the broker is not up ("connection refused", "blocked: low on memory"). */
 const char *broker_reason(const struct broker *b);
-/* The URI (display form) of the current or last connection, "" if none. */
+/* host:port of the current or last connection's node, "" if none: for
+ * /healthz and /metrics, which must name no user, password or vhost. */
 const char *broker_node(const struct broker *b);
 
+/* Publish M for request CTX. *TAG: what names the request to the broker
+ * afterwards, 0 when nothing waits. For a publish, its delivery tag
+ * (broker_detach); for an rpc request (M->reply_to set), its rpc handle
+ * (broker_rpc_forget), from which the broker makes the message's
+ * correlation id, new for every publish. Both stay below 2^62. */
 enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, void *ctx,
                                uint64_t *tag) __attribute__((warn_unused_result));
 /* Would a publish of a BODY_LEN-byte body find room in the socket toward the
@@ -85,12 +99,14 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
  * look before mapping a waiting request for broker_publish; false when not
  * up. */
 bool broker_has_room(const struct broker *b, size_t body_len);
-/* The request behind TAG left or timed out: drop its confirm when it comes
- * (counted as late), or forget the entry when the tracker needs its room. */
+/* The publish request behind delivery tag TAG left or timed out: drop its
+ * confirm when it comes (counted as late), or forget the entry when the
+ * tracker needs its room. Not for rpc requests: broker_rpc_forget. */
 void broker_detach(struct broker *b, uint64_t tag);
-/* The rpc request waiting under CORRELATION_ID was answered otherwise
- * (timeout, client gone, failed publish): its reply is dropped on arrival. */
-void broker_rpc_forget(struct broker *b, const char *correlation_id, size_t len);
+/* The rpc request of HANDLE (broker_publish's *tag) was answered otherwise
+ * (timeout, client gone, failed publish): its reply, and its confirm if
+ * still owed, are dropped on arrival. 0 or an unknown handle: nothing. */
+void broker_rpc_forget(struct broker *b, uint64_t handle);
 /* Replies dropped because no request waited for them. */
 uint64_t broker_late_replies(const struct broker *b);
 /* Confirms dropped because their request was answered already (a confirm

@@ -2,9 +2,11 @@
  * an open-addressing hash table, so that add, find and remove cost O(1)
  * expected and nothing is allocated after pending_new.
  *
- * Hostile keys. A correlation id is the request id, which an HTTP client may
- * choose (X-Request-Id). With a fixed hash function a client could send ids
- * that all land in one cluster and make every lookup of the worker walk it.
+ * Hostile keys. The ids added are the bridge's own, but the ids looked up
+ * come from replies, which any worker on the broker may send. With a fixed
+ * hash function a sender could pick ids that all land in one cluster and make
+ * every lookup of the worker walk it (the table itself does not know who
+ * made its keys, and must not rely on it).
  * So ids are hashed with SipHash-1-3 under a 128-bit key drawn from
  * getrandom() for each table: without the key, colliding ids cannot be
  * computed offline. If getrandom fails (no entropy yet, a seccomp filter), the
@@ -58,6 +60,7 @@ struct slot {
 
 struct entry {
     void *ctx;          /* caller's request; NULL while the entry is free */
+    uint64_t tag;       /* caller's number, handed back by pending_remove */
     uint32_t len;       /* id length, 1..PENDING_ID_MAX */
     uint32_t next_free; /* free list link while free, else unused */
 };
@@ -171,7 +174,7 @@ static uint32_t probe(const struct pending *p, const char *id, size_t len, uint3
     }
 }
 
-enum pending_add pending_add(struct pending *p, const char *id, size_t len, void *ctx)
+enum pending_add pending_add(struct pending *p, const char *id, size_t len, void *ctx, uint64_t tag)
 {
     if (!id_ok(id, len) || ctx == NULL)
         return PENDING_BADID;
@@ -186,6 +189,7 @@ enum pending_add pending_add(struct pending *p, const char *id, size_t len, void
     struct entry *en = &p->entries[e];
     p->free_head = en->next_free;
     en->ctx = ctx;
+    en->tag = tag;
     en->len = (uint32_t)len;
     memcpy(p->ids[e], id, len);
     p->slots[i] = (struct slot){.hash = h, .entry = e + 1};
@@ -231,8 +235,10 @@ static void free_entry(struct pending *p, uint32_t e)
     p->free_head = e;
 }
 
-void *pending_remove(struct pending *p, const char *id, size_t len)
+void *pending_remove(struct pending *p, const char *id, size_t len, uint64_t *tag)
 {
+    if (tag != NULL)
+        *tag = 0;
     if (!id_ok(id, len))
         return NULL;
     bool found;
@@ -241,6 +247,8 @@ void *pending_remove(struct pending *p, const char *id, size_t len)
         return NULL;
     uint32_t e = p->slots[i].entry - 1;
     void *ctx = p->entries[e].ctx;
+    if (tag != NULL)
+        *tag = p->entries[e].tag;
     delete_slot(p, i);
     free_entry(p, e);
     p->count--;

@@ -1,12 +1,13 @@
 /* pending.h - rpc requests of one worker waiting for their reply, keyed by
- * correlation id (the request id). Pure data structure, no I/O, no locking:
- * one table per worker thread. */
+ * correlation id (made by the broker module, unique per publish). Pure data
+ * structure, no I/O, no locking: one table per worker thread. */
 #ifndef BRIDGE_PENDING_H
 #define BRIDGE_PENDING_H
 
 #include <stddef.h>
+#include <stdint.h>
 
-#define PENDING_ID_MAX 128 /* longest correlation id: reqid.h's REQID_MAX */
+#define PENDING_ID_MAX 128 /* longest correlation id (an AMQP short string is longer) */
 
 enum pending_add {
     PENDING_ADDED,     /* remembered */
@@ -27,11 +28,12 @@ struct pending;
 struct pending *pending_new(size_t cap) __attribute__((warn_unused_result));
 void pending_free(struct pending *p);
 
-/* Remember CTX (non-NULL) under ID, LEN bytes (copied; any bytes). An id
- * already pending is refused: two waiting requests must never share an id,
- * or a reply could go to the wrong one. Checked in this order: BADID,
- * DUPLICATE, FULL. */
-enum pending_add pending_add(struct pending *p, const char *id, size_t len, void *ctx)
+/* Remember CTX (non-NULL) and TAG (any value, handed back by pending_remove:
+ * the broker keeps the publish's delivery tag there) under ID, LEN bytes
+ * (copied; any bytes). An id already pending is refused: two waiting
+ * requests must never share an id, or a reply could go to the wrong one.
+ * Checked in this order: BADID, DUPLICATE, FULL. */
+enum pending_add pending_add(struct pending *p, const char *id, size_t len, void *ctx, uint64_t tag)
     __attribute__((warn_unused_result));
 
 /* The ctx pending under ID, or NULL (never added, removed, drained, or a
@@ -39,8 +41,9 @@ enum pending_add pending_add(struct pending *p, const char *id, size_t len, void
 void *pending_find(const struct pending *p, const char *id, size_t len);
 
 /* Forget ID; returns its ctx, or NULL if it was not pending (a late reply,
- * a second reply, or an unknown id: the caller drops it). */
-void *pending_remove(struct pending *p, const char *id, size_t len);
+ * a second reply, or an unknown id: the caller drops it). TAG (may be NULL):
+ * the entry's tag, 0 when it was not pending. */
+void *pending_remove(struct pending *p, const char *id, size_t len, uint64_t *tag);
 
 size_t pending_count(const struct pending *p); /* entries pending now */
 

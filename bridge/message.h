@@ -21,9 +21,9 @@ struct bridge_msg {
     bool persistent;              /* delivery_mode 2 */
     int64_t timestamp;            /* arrival, unix seconds */
     const struct hdrmap *headers; /* message headers (already mapped) */
-    /* rpc routes only; NULL otherwise */
+    /* rpc routes only; NULL otherwise. The correlation id is the broker
+     * module's own (broker_publish). */
     const char *reply_to;
-    const char *correlation_id;
     const char *expiration; /* milliseconds, as decimal text */
 };
 

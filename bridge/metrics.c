@@ -35,6 +35,8 @@ static const char *const bucket_le[METRICS_BUCKETS] = {
 
 static const char *const builtin_names[METRICS_ROUTE0] = {"pong", "healthz", "metrics", "none"};
 static const char *const confirm_names[METRICS_CONFIRM_KINDS] = {"ack", "nack", "return"};
+static const char *const bad_reply_names[METRICS_BAD_KINDS] = {"status", "content_type",
+                                                               "too_large", "no_memory"};
 
 /* One route label's counters in one shard. */
 struct slot_ctr {
@@ -47,6 +49,7 @@ struct slot_ctr {
 
 struct metrics_shard {
     counter confirms[METRICS_CONFIRM_KINDS]; /* by enum metrics_confirm */
+    counter bad_replies[METRICS_BAD_KINDS];  /* by enum metrics_bad_reply */
     counter reconnects;                      /* connections made after a loss */
     counter inflight;                        /* gauge: requests waiting on the broker */
     counter connections;                     /* gauge: open client connections */
@@ -152,6 +155,11 @@ void metrics_confirm(struct metrics_shard *s, enum metrics_confirm kind)
 void metrics_rpc_timeout(struct metrics_shard *s, size_t slot)
 {
     add(&s->slots[slot].rpc_timeouts, 1);
+}
+
+void metrics_rpc_bad_reply(struct metrics_shard *s, enum metrics_bad_reply why)
+{
+    add(&s->bad_replies[why], 1);
 }
 
 void metrics_reconnected(struct metrics_shard *s)
@@ -286,6 +294,12 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
            "rpc replies dropped because no request waited for them any more.");
     fprintf(f, "bridge_rpc_late_replies_total %llu\n", (unsigned long long)late);
 
+    family(f, "bridge_rpc_bad_replies_total", "counter",
+           "rpc replies answered 502 because they could not be used, by reason.");
+    for (size_t k = 0; k < METRICS_BAD_KINDS; k++)
+        fprintf(f, "bridge_rpc_bad_replies_total{reason=\"%s\"} %llu\n", bad_reply_names[k],
+                (unsigned long long)total(m, SHARD_OFF(bad_replies, k)));
+
     late = 0;
     for (unsigned i = 0; i < m->n_shards; i++)
         late += info[i].late_confirms;
@@ -309,7 +323,7 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
         fprintf(f, "bridge_broker_connected{worker=\"%u\"} %d\n", i, info[i].connected ? 1 : 0);
 
     family(f, "bridge_broker_node_info", "gauge",
-           "The broker node (URI without password) each worker is on, or was last on.");
+           "The broker node (host:port) each worker is on, or was last on.");
     for (unsigned i = 0; i < m->n_shards; i++) {
         if (info[i].node == NULL || info[i].node[0] == '\0')
             continue;

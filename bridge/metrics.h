@@ -28,6 +28,15 @@ enum metrics_confirm {
     METRICS_CONFIRM_KINDS,
 };
 
+/* Why an rpc reply could not be used (answered 502). */
+enum metrics_bad_reply {
+    METRICS_BAD_STATUS,       /* x-http-status not a final status (200..599) */
+    METRICS_BAD_CONTENT_TYPE, /* content_type with control bytes (CR, LF, NUL...) */
+    METRICS_BAD_TOO_LARGE,    /* body over the bridge's limit */
+    METRICS_BAD_NO_MEMORY,    /* no memory to reassemble it */
+    METRICS_BAD_KINDS,
+};
+
 /* Histogram buckets of bridge_request_duration_seconds, upper bounds. */
 #define METRICS_BUCKETS 14
 
@@ -55,6 +64,8 @@ void metrics_published(struct metrics_shard *s, size_t slot);
 void metrics_confirm(struct metrics_shard *s, enum metrics_confirm kind);
 /* An rpc request of SLOT got no reply in its route's timeout. */
 void metrics_rpc_timeout(struct metrics_shard *s, size_t slot);
+/* An rpc reply came for a waiting request but could not be used (502). */
+void metrics_rpc_bad_reply(struct metrics_shard *s, enum metrics_bad_reply why);
 /* The worker's connection came back after a loss. */
 void metrics_reconnected(struct metrics_shard *s);
 /* Gauges: requests waiting on the broker, open client connections. */
@@ -66,7 +77,7 @@ void metrics_set_connections(struct metrics_shard *s, size_t n);
 /* What the scraper learns of each worker's broker connection at the time. */
 struct metrics_worker_info {
     bool connected;         /* up (blocked counts as connected but not up: false) */
-    const char *node;       /* display URI of the current or last node; "" if none */
+    const char *node;       /* host:port of the current or last node; "" if none */
     uint64_t late_replies;  /* rpc replies dropped: nobody waited for them */
     uint64_t late_confirms; /* confirms dropped: their request was answered already */
 };

@@ -80,7 +80,7 @@ struct worker {
     bool ever_up;                   /* connected once: the next connection is a reconnect */
     pthread_mutex_t reason_lock;    /* guards reason and node */
     char reason[WORKER_REASON_LEN]; /* why the broker is not up */
-    char node[WORKER_REASON_LEN];   /* display URI of the current or last node */
+    char node[WORKER_REASON_LEN];   /* host:port of the current or last node */
 };
 
 struct worker_pool {
@@ -143,12 +143,12 @@ static void on_done(void *arg, void *ctx, enum tracker_result res)
     struct worker *w = arg;
     struct http_req *r = ctx;
     if (is_rpc(r)) {
-        http_req_set_token(r, 0); /* its confirm came; nothing to detach later */
         if (res == TRACKER_ACK) {
             metrics_confirm(w->m, METRICS_ACK);
             return; /* the broker has it: now the reply (or the timeout) answers */
         }
-        broker_rpc_forget(w->broker, http_req_id(r), http_req_id_len(r));
+        broker_rpc_forget(w->broker, http_req_token(r));
+        http_req_set_token(r, 0);
     }
     switch (res) {
     case TRACKER_ACK:
@@ -176,10 +176,15 @@ static void on_reply(void *arg, void *ctx, const struct broker_reply *rep)
 {
     struct worker *w = arg;
     struct http_req *r = ctx;
-    /* A reply may overtake the confirm of its request (the broker confirms a
-     * persistent message once on disk): the confirm is then dropped. */
-    broker_detach(w->broker, http_req_token(r));
-    if (rep->error != NULL) {
+    http_req_set_token(r, 0); /* the broker forgot it, and its confirm */
+    if (rep->bad != BROKER_REPLY_OK) {
+        static const enum metrics_bad_reply why[] = {
+            [BROKER_REPLY_BAD_STATUS] = METRICS_BAD_STATUS,
+            [BROKER_REPLY_BAD_CTYPE] = METRICS_BAD_CONTENT_TYPE,
+            [BROKER_REPLY_TOO_LARGE] = METRICS_BAD_TOO_LARGE,
+            [BROKER_REPLY_NO_MEMORY] = METRICS_BAD_NO_MEMORY,
+        };
+        metrics_rpc_bad_reply(w->m, why[rep->bad]);
         log_warn("%s: %s", http_req_id(r), rep->error);
         reply_text(r, 502, "%s", rep->error);
         return;
@@ -306,7 +311,6 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
     };
     if (route->mode == ROUTE_RPC) {
         m.reply_to = BROKER_REPLY_TO;
-        m.correlation_id = http_req_id(r);
         m.expiration = w->rt[route_idx].expiration;
     }
     uint64_t tag = 0;
@@ -316,9 +320,6 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
         http_req_set_token(r, tag);
         if (!queued)
             http_req_set_timer(r, w->rt[route_idx].tv);
-        break;
-    case BROKER_PUB_DUPLICATE:
-        reply_text(r, 409, "a request with this X-Request-Id is already waiting for its reply");
         break;
     case BROKER_PUB_SENT:
         metrics_published(w->m, METRICS_ROUTE0 + route_idx);
@@ -450,9 +451,10 @@ static void on_gone(void *arg, struct http_req *r)
         backlog_remove(w, r);
         return;
     }
-    broker_detach(w->broker, http_req_token(r));
     if (is_rpc(r))
-        broker_rpc_forget(w->broker, http_req_id(r), http_req_id_len(r));
+        broker_rpc_forget(w->broker, http_req_token(r)); /* its handle, not a tag */
+    else
+        broker_detach(w->broker, http_req_token(r));
 }
 
 /* An rpc request got no reply within its route's timeout: 504, and the reply
@@ -470,9 +472,8 @@ static void on_expired(void *arg, struct http_req *r)
         reply_text(r, 503, "the broker did not take the message in time; retry later");
         return;
     }
-    broker_detach(w->broker, http_req_token(r));
     if (route->mode == ROUTE_RPC) {
-        broker_rpc_forget(w->broker, http_req_id(r), http_req_id_len(r));
+        broker_rpc_forget(w->broker, http_req_token(r)); /* its handle, not a tag */
         metrics_rpc_timeout(w->m, METRICS_ROUTE0 + (size_t)(route - w->cfg->routes));
         log_info("%s: %s: no reply within %llu ms: answering 504", http_req_id(r), route->name,
                  (unsigned long long)route->timeout_ms);
@@ -480,13 +481,14 @@ static void on_expired(void *arg, struct http_req *r)
                    (unsigned long long)route->timeout_ms);
         return;
     }
+    broker_detach(w->broker, http_req_token(r));
     log_warn("%s: no confirm from the broker within %llu ms: answering 503", http_req_id(r),
              (unsigned long long)w->cfg->http_timeout_ms);
     reply_text(r, 503, "the broker did not confirm the message in time; retry later");
 }
 
 /* One line per worker into buf: first those not up ("worker 1: broker down:
- * connection refused"), then those up ("worker 0: up amqp://guest@host:5672/%2f"). */
+ * connection refused"), then those up ("worker 0: up 127.0.0.1:5672"). */
 static bool on_health(void *arg, char *buf, size_t buflen)
 {
     struct worker *self = arg;

@@ -4,16 +4,19 @@
  *
  * The reply contract. The bridge publishes an rpc request to the route's queue
  * with reply_to = "amq.rabbitmq.reply-to" (RabbitMQ's direct reply-to),
- * correlation_id = the request id and expiration = the route timeout. A worker
+ * correlation_id = an id the bridge makes for that publish (not the request
+ * id, which is the message_id) and expiration = the route timeout. A worker
  * answers by publishing
  *   - to the default exchange "" with routing key = the request's reply_to,
  *   - with the request's correlation_id copied unchanged (the bridge matches
  *     the reply to the waiting HTTP request by it),
  *   - WITHOUT mandatory: RabbitMQ returns a spurious NO_ROUTE for replies to
  *     direct reply-to even though they were delivered,
- *   - optionally with a header x-http-status (a 32-bit int, 100..599) that
- *     becomes the HTTP status (200 without it), and a content_type that
- *     becomes the HTTP Content-Type (application/xml without it);
+ *   - optionally with a header x-http-status (a 32-bit int, 200..599) that
+ *     becomes the HTTP status (200 without it; a 1xx cannot be a final
+ *     response, so the bridge answers 502), and a content_type that becomes
+ *     the HTTP Content-Type (application/xml without it; one with a control
+ *     byte such as CR or LF is answered 502);
  * and then acks the request. A reply that comes after the route timeout is
  * dropped by the bridge (the client already got 504).
  *

@@ -210,9 +210,13 @@ static unsigned bridge_nodes(const struct bridge *b)
     if (http_get(b->port, "/healthz", &r) != 0)
         return 0;
     unsigned set = 0;
-    for (const char *p = r.body; p && (p = strstr(p, "up amqp://")) != NULL; p++) {
-        const char *at = strchr(p, '@');
-        const char *colon = at ? strchr(at, ':') : NULL;
+    /* "worker N: up HOST:PORT" */
+    for (const char *p = r.body; p && (p = strstr(p, ": up ")) != NULL; p++) {
+        const char *eol = strchr(p, '\n');
+        const char *colon = NULL; /* the last ':' of the line: IPv6 hosts have more */
+        for (const char *q = p + 5; *q != '\0' && q != eol; q++)
+            if (*q == ':')
+                colon = q;
         int n = colon ? node_by_port(atoi(colon + 1)) : 0;
         if (n > 0)
             set |= 1u << n;

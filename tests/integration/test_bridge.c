@@ -531,14 +531,15 @@ static void test_workers_spread_over_uris(void **state)
     int rc = http_get(g_aux.port, "/healthz", &r);
     assert_resp(rc, &r, 200);
     char want[3][160];
-    snprintf(want[0], sizeof want[0], "worker 0: up amqp://guest@127.0.0.1:%d/",
-             g_harness.broker_port);
-    snprintf(want[1], sizeof want[1], "worker 1: up amqp://guest@localhost:%d/",
-             g_harness.broker_port);
-    snprintf(want[2], sizeof want[2], "worker 2: up amqp://guest@127.0.0.1:%d/",
-             g_harness.broker_port);
+    /* host:port only: this endpoint answers anyone, so no user, password
+     * or vhost. */
+    snprintf(want[0], sizeof want[0], "worker 0: up 127.0.0.1:%d\n", g_harness.broker_port);
+    snprintf(want[1], sizeof want[1], "worker 1: up localhost:%d\n", g_harness.broker_port);
+    snprintf(want[2], sizeof want[2], "worker 2: up 127.0.0.1:%d\n", g_harness.broker_port);
     for (int i = 0; i < 3; i++)
         assert_contains(r.body, want[i]);
+    if (strstr(r.body, "guest") != NULL || strstr(r.body, "%2f") != NULL)
+        fail_msg("/healthz names a user or vhost: %s", r.body);
     resp_free(&r);
     assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
 
@@ -546,8 +547,8 @@ static void test_workers_spread_over_uris(void **state)
     rc = http_get(g_main.port, "/healthz", &r);
     assert_resp(rc, &r, 200);
     assert_true(strncmp(r.body, "ok\n", 3) == 0);
-    assert_contains(r.body, "worker 0: up amqp://");
-    assert_contains(r.body, "worker 1: up amqp://");
+    assert_contains(r.body, "worker 0: up 127.0.0.1:");
+    assert_contains(r.body, "worker 1: up 127.0.0.1:");
     resp_free(&r);
     PASS();
 }
@@ -1644,8 +1645,12 @@ static void test_rpc_timeout_no_worker(void **state)
     /* The broker rewrites direct reply-to into amq.rabbitmq.reply-to.<channel key>. */
     if (p->reply_to.len < 22 || memcmp(p->reply_to.bytes, "amq.rabbitmq.reply-to.", 22) != 0)
         fail_msg("reply_to %.*s", (int)p->reply_to.len, (char *)p->reply_to.bytes);
+    /* The correlation id is the bridge's own, never the client's id (which
+     * a retry may send again); message_id stays the request id. */
     assert_true(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG);
-    assert_true(bytes_eq(p->correlation_id, "rpc-nobody"));
+    if (p->correlation_id.len == 0 || bytes_eq(p->correlation_id, "rpc-nobody"))
+        fail_msg("correlation_id \"%.*s\"", (int)p->correlation_id.len,
+                 (char *)p->correlation_id.bytes);
     assert_true(bytes_eq(p->message_id, "rpc-nobody"));
     assert_true(p->_flags & AMQP_BASIC_EXPIRATION_FLAG);
     assert_true(bytes_eq(p->expiration, "700"));
@@ -1665,9 +1670,30 @@ static void test_rpc_timeout_no_worker(void **state)
     PASS();
 }
 
-/* One worker, so both requests share one channel: a reply that comes after
- * its request timed out is dropped, never given to the next request; and a
- * second request with the id of one still waiting is refused. */
+/* A sample of B's /metrics: the value of the line that starts with SERIES
+ * and a blank ("name" or "name{labels}"); -1 if there is none. */
+static long long metric(const struct bridge *b, const char *series)
+{
+    struct resp r;
+    if (bridge_get(b, "/metrics", &r) != 0 || r.status != 200)
+        fail_msg("GET /metrics failed");
+    long long v = -1;
+    size_t n = strlen(series);
+    for (const char *l = r.body; l != NULL && *l != '\0';
+         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, series, n) == 0 && l[n] == ' ') {
+            v = strtoll(l + n + 1, NULL, 10);
+            break;
+        }
+    resp_free(&r);
+    return v;
+}
+
+/* One worker, so every request shares one channel. A reply that comes after
+ * its request timed out is dropped and counted, never given to a later
+ * request, not even one with the same X-Request-Id (a retry, a constant id);
+ * and two requests waiting at once with one id each get their own reply:
+ * ids are the client's business, not a lock (no 409). */
 static void test_rpc_late_reply(void **state)
 {
     (void)state;
@@ -1685,31 +1711,38 @@ static void test_rpc_late_reply(void **state)
         fail_msg("504 after %.0f ms", now_ms() - t0);
     resp_free(&r);
 
-    /* Sent while the worker still works on the first: its reply to the
-     * first comes while this one waits on the same channel. */
+    /* Sent while the worker still works on the first, with its id: the
+     * first's reply comes while these two wait on the same channel. */
     struct conn c1, c2;
     assert_int_equal(conn_open(&c1, g_aux.port), 0);
     assert_int_equal(conn_open(&c2, g_aux.port), 0);
+    conn_set_timeout(&c1, scale_ms(10000));
+    conn_set_timeout(&c2, scale_ms(10000));
     size_t len;
     char *raw =
-        fmt_request(&len, "POST", "/rpc", XML, "X-Request-Id: late-b\r\n", "<b>second</b>", 13);
+        fmt_request(&len, "POST", "/rpc", XML, "X-Request-Id: late-a\r\n", "<b>second</b>", 13);
     assert_int_equal(conn_send(&c1, raw, len), 0);
     free(raw);
     sleep_ms(50);
-    raw = fmt_request(&len, "POST", "/rpc", XML, "X-Request-Id: late-b\r\n", "<b>dup</b>", 10);
+    raw = fmt_request(&len, "POST", "/rpc", XML, "X-Request-Id: late-a\r\n", "<c>third</c>", 12);
     assert_int_equal(conn_send(&c2, raw, len), 0);
     free(raw);
-    assert_int_equal(conn_read_resp(&c2, &r, false), 0);
-    assert_int_equal(r.status, 409);
-    resp_free(&r);
-    conn_close(&c2);
 
     assert_int_equal(conn_read_resp(&c1, &r, false), 0);
-    assert_int_equal(r.status, 200);
-    if (r.body_len != 13 || memcmp(r.body, "<b>second</b>", 13) != 0)
-        fail_msg("the second request got \"%s\", not its own body", r.body);
+    if (r.status != 200 || r.body_len != 13 || memcmp(r.body, "<b>second</b>", 13) != 0)
+        fail_msg("the retry got %d \"%s\", not its own reply", r.status, r.body);
+    assert_string_equal(resp_header(&r, "X-Request-Id"), "late-a");
     resp_free(&r);
     conn_close(&c1);
+    assert_int_equal(conn_read_resp(&c2, &r, false), 0);
+    if (r.status != 200 || r.body_len != 12 || memcmp(r.body, "<c>third</c>", 12) != 0)
+        fail_msg("the second request with that id got %d \"%s\", not its own reply", r.status,
+                 r.body);
+    resp_free(&r);
+    conn_close(&c2);
+    long long late = metric(&g_aux, "bridge_rpc_late_replies_total");
+    if (late != 1)
+        fail_msg("bridge_rpc_late_replies_total %lld, expected 1 (the first's reply)", late);
 
     int st = bridge_stop(&g_aux, scale_ms(20000));
     if (st != 0)
@@ -1719,6 +1752,150 @@ static void test_rpc_late_reply(void **state)
     free(log);
     if (!counted)
         fail_msg("the late reply was not counted as dropped");
+    result_row("rpc: a reply after its request's 504, then a retry with the same X-Request-Id",
+               "the late reply dropped and counted (bridge_rpc_late_replies_total 1); the retry "
+               "and a second request with that id waiting at once each got their own reply "
+               "(200, no 409)");
+    PASS();
+}
+
+/* Take the rpc request waiting in it.rpc (the test plays the worker);
+ * harness_fail after 5 s. */
+static void take_rpc_request(amqp_message_t *m)
+{
+    double t0 = now_ms();
+    while (mq_get("it.rpc", m) != 1) {
+        if (now_ms() - t0 > scale_ms(5000))
+            fail_msg("no rpc request in it.rpc");
+        sleep_ms(20);
+    }
+}
+
+/* Reply to request M as a worker would, with PROPS (correlation_id is set
+ * here) and BODY. */
+static void send_reply(const amqp_message_t *m, amqp_basic_properties_t *props, const void *body,
+                       size_t blen)
+{
+    props->_flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+    props->correlation_id = m->properties.correlation_id;
+    amqp_bytes_t b = {blen, (void *)(uintptr_t)body};
+    int rc = amqp_basic_publish(g_harness.mq, 1, amqp_empty_bytes, m->properties.reply_to, 0, 0,
+                                props, b);
+    if (rc != AMQP_STATUS_OK)
+        fail_msg("reply publish: %s", amqp_error_string2(rc));
+}
+
+/* A reply whose content_type holds CR/LF (a header of the worker's making)
+ * or a NUL: 502, no header from it, counted by reason. An empty one is
+ * none: application/xml. */
+static void test_rpc_bad_content_type(void **state)
+{
+    (void)state;
+    echo_stop();
+    mq_purge("it.rpc");
+    static const char *const bad[] = {"text/xml\r\nX-Injected: yes", "text/xml\0junk", ""};
+    static const size_t bad_len[] = {sizeof "text/xml\r\nX-Injected: yes" - 1,
+                                     sizeof "text/xml\0junk" - 1, 0};
+    const char *series = "bridge_rpc_bad_replies_total{reason=\"content_type\"}";
+    long long before = metric(&g_main, series);
+    assert_true(before >= 0);
+    for (int i = 0; i < 3; i++) {
+        struct conn c;
+        assert_int_equal(conn_open(&c, g_main.port), 0);
+        size_t len;
+        char *raw = fmt_request(&len, "POST", "/rpc", XML, NULL, DOC, strlen(DOC));
+        assert_int_equal(conn_send(&c, raw, len), 0);
+        free(raw);
+        amqp_message_t m;
+        take_rpc_request(&m);
+        amqp_basic_properties_t props = {._flags = AMQP_BASIC_CONTENT_TYPE_FLAG};
+        props.content_type = (amqp_bytes_t){bad_len[i], (void *)(uintptr_t)bad[i]};
+        send_reply(&m, &props, "<r/>", 4);
+        amqp_destroy_message(&m);
+        struct resp r;
+        assert_int_equal(conn_read_resp(&c, &r, false), 0);
+        if (i < 2) {
+            if (r.status != 502)
+                fail_msg("content_type %d: %d, expected 502", i, r.status);
+            if (resp_header(&r, "X-Injected") != NULL)
+                fail_msg("the worker's content_type made a header");
+            if (strstr(r.body, "content_type") == NULL)
+                fail_msg("the 502 does not name the content_type: %s", r.body);
+        } else {
+            assert_int_equal(r.status, 200);
+            assert_string_equal(resp_header(&r, "Content-Type"), "application/xml");
+            assert_string_equal(r.body, "<r/>");
+        }
+        resp_free(&r);
+        conn_close(&c);
+    }
+    long long after = metric(&g_main, series);
+    if (after != before + 2)
+        fail_msg("%s went from %lld to %lld, expected +2", series, before, after);
+    result_row("rpc reply with CR/LF or NUL in its content_type",
+               "502 naming it, no header made of it, counted in "
+               "bridge_rpc_bad_replies_total{reason=\"content_type\"} (2 of 2); an empty one "
+               "answered as application/xml");
+    PASS();
+}
+
+/* A bridge with confirm = no and an rpc route to a routing key no queue is
+ * bound to. A bridge_config_fn; ARG unused. */
+static char *noconfirm_config(int http_port, const void *arg)
+{
+    (void)arg;
+    char *s = NULL;
+    if (asprintf(&s,
+                 "[http]\nlisten = 127.0.0.1:%d\nworkers = 1\n"
+                 "[amqp]\nuri = amqp://guest:guest@127.0.0.1:%d/%%2f\nconfirm = no\n"
+                 "[log]\nlevel = %s\n"
+                 "[route nowhere]\npath = /rpc-nowhere\nmode = rpc\nrouting_key = it.nowhere\n"
+                 "timeout = 5s\n",
+                 http_port, g_harness.broker_port, g_harness.log_level) < 0)
+        abort();
+    return s;
+}
+
+/* confirm = no: an unroutable rpc request is answered 502 from its return
+ * (matched by correlation id), not 504 once the route's timeout is over. */
+static void test_rpc_unroutable_without_confirms(void **state)
+{
+    (void)state;
+    bridge_start(&g_aux, "noconfirm", noconfirm_config, NULL);
+    struct resp r;
+    int rc = http_post(g_aux.port, "/rpc-nowhere", XML, "X-Request-Id: rpc-nowhere\r\n", DOC, &r);
+    assert_resp(rc, &r, 502);
+    double ms = r.ms;
+    if (ms > scale_ms(2500)) /* the timeout is 5 s: a 502 from it would take that */
+        fail_msg("502 after %.0f ms: not from the return", ms);
+    assert_string_equal(resp_header(&r, "X-Request-Id"), "rpc-nowhere");
+    resp_free(&r);
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+    result_row("rpc, confirm = no, unroutable request",
+               "502 from the broker's return, matched by correlation id, in %.0f ms (route "
+               "timeout 5 s: no 504)",
+               ms);
+    PASS();
+}
+
+/* x-http-status 1xx: informational, never a final response: 502 naming
+ * it, counted as reason="status". */
+static void test_rpc_informational_status(void **state)
+{
+    (void)state;
+    mq_purge("it.rpc");
+    static const char *const opts[] = {"-s", "101", NULL};
+    echo_start("it.rpc", opts);
+    const char *series = "bridge_rpc_bad_replies_total{reason=\"status\"}";
+    long long before = metric(&g_main, series);
+    struct resp r;
+    int rc = http_post(g_main.port, "/rpc", XML, NULL, DOC, &r);
+    assert_resp(rc, &r, 502);
+    if (strstr(r.body, "101") == NULL || strstr(r.body, "1xx") == NULL)
+        fail_msg("the 502 does not name the informational status: %s", r.body);
+    resp_free(&r);
+    echo_stop();
+    assert_int_equal(metric(&g_main, series), before + 1);
     PASS();
 }
 
@@ -1830,8 +2007,11 @@ static void test_rpc_broker_stopped(void **state)
     PASS();
 }
 
+/* IT_ONLY=PATTERN runs only the tests whose names match (cmocka's filter). */
 int main(void)
 {
+    if (getenv("IT_ONLY"))
+        cmocka_set_test_filter(getenv("IT_ONLY"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_config_ok, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_bad, setup, teardown),
@@ -1862,6 +2042,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rpc_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_timeout_no_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_late_reply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rpc_bad_content_type, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rpc_unroutable_without_confirms, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rpc_informational_status, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_client_gone, setup, teardown),
         /* stops the broker: its teardown starts it again */

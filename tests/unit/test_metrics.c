@@ -79,6 +79,7 @@ static void test_families_when_nothing_happened(void **state)
         {"bridge_amqp_confirms_total", "counter"},
         {"bridge_rpc_timeouts_total", "counter"},
         {"bridge_rpc_late_replies_total", "counter"},
+        {"bridge_rpc_bad_replies_total", "counter"},
         {"bridge_amqp_late_confirms_total", "counter"},
         {"bridge_inflight", "gauge"},
         {"bridge_http_connections", "gauge"},
@@ -110,6 +111,10 @@ static void test_families_when_nothing_happened(void **state)
     expect_line(t, "bridge_rpc_timeouts_total{route=\"ask\"} 0");
     assert_null(strstr(t, "bridge_rpc_timeouts_total{route=\"ingest\"}"));
     expect_line(t, "bridge_rpc_late_replies_total 0");
+    expect_line(t, "bridge_rpc_bad_replies_total{reason=\"status\"} 0");
+    expect_line(t, "bridge_rpc_bad_replies_total{reason=\"content_type\"} 0");
+    expect_line(t, "bridge_rpc_bad_replies_total{reason=\"too_large\"} 0");
+    expect_line(t, "bridge_rpc_bad_replies_total{reason=\"no_memory\"} 0");
     expect_line(t, "bridge_amqp_late_confirms_total 0");
     expect_line(t, "bridge_inflight 0");
     expect_line(t, "bridge_broker_connected{worker=\"0\"} 1");
@@ -146,6 +151,9 @@ static void test_sums_over_shards(void **state)
     metrics_confirm(s1, METRICS_NACK);
     metrics_confirm(s0, METRICS_RETURN);
     metrics_rpc_timeout(s1, ask);
+    metrics_rpc_bad_reply(s0, METRICS_BAD_CONTENT_TYPE);
+    metrics_rpc_bad_reply(s1, METRICS_BAD_CONTENT_TYPE);
+    metrics_rpc_bad_reply(s1, METRICS_BAD_STATUS);
     metrics_reconnected(s0);
     metrics_reconnected(s1);
     metrics_reconnected(s1);
@@ -184,6 +192,9 @@ static void test_sums_over_shards(void **state)
     expect_line(t, "bridge_amqp_confirms_total{result=\"return\"} 1");
     expect_line(t, "bridge_rpc_timeouts_total{route=\"ask\"} 1");
     expect_line(t, "bridge_rpc_late_replies_total 5");
+    expect_line(t, "bridge_rpc_bad_replies_total{reason=\"status\"} 1");
+    expect_line(t, "bridge_rpc_bad_replies_total{reason=\"content_type\"} 2");
+    expect_line(t, "bridge_rpc_bad_replies_total{reason=\"too_large\"} 0");
     expect_line(t, "bridge_amqp_late_confirms_total 7");
     expect_line(t, "bridge_inflight 11");
     expect_line(t, "bridge_http_connections 5");

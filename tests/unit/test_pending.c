@@ -45,7 +45,7 @@ static struct pending *new_table(size_t cap)
 
 static enum pending_add add_s(struct pending *p, const char *id, void *ctx)
 {
-    return pending_add(p, id, strlen(id), ctx);
+    return pending_add(p, id, strlen(id), ctx, 0);
 }
 
 static void *find_s(const struct pending *p, const char *id)
@@ -55,7 +55,7 @@ static void *find_s(const struct pending *p, const char *id)
 
 static void *remove_s(struct pending *p, const char *id)
 {
-    return pending_remove(p, id, strlen(id));
+    return pending_remove(p, id, strlen(id), NULL);
 }
 
 struct recorder;
@@ -139,7 +139,7 @@ static void test_add_find_remove(void **state)
     assert_int_equal(pending_count(p), 0);
     /* The id is copied: the caller's buffer may change afterwards. */
     char buf[8] = "abc";
-    assert_int_equal(pending_add(p, buf, 3, C(4)), PENDING_ADDED);
+    assert_int_equal(pending_add(p, buf, 3, C(4), 0), PENDING_ADDED);
     buf[0] = 'z';
     assert_null(pending_find(p, buf, 3));
     assert_ptr_equal(find_s(p, "abc"), C(4));
@@ -174,8 +174,8 @@ static void test_full_at_cap(void **state)
     assert_int_equal(add_s(p, "b", C(2)), PENDING_ADDED);
     assert_int_equal(add_s(p, "c", C(3)), PENDING_ADDED);
     assert_int_equal(add_s(p, "d", C(4)), PENDING_FULL);
-    assert_int_equal(add_s(p, "b", C(5)), PENDING_DUPLICATE);     /* checked before full */
-    assert_int_equal(pending_add(p, "", 0, C(6)), PENDING_BADID); /* checked first */
+    assert_int_equal(add_s(p, "b", C(5)), PENDING_DUPLICATE);        /* checked before full */
+    assert_int_equal(pending_add(p, "", 0, C(6), 0), PENDING_BADID); /* checked first */
     assert_int_equal(pending_count(p), 3);
     assert_null(find_s(p, "d"));
     assert_ptr_equal(remove_s(p, "b"), C(2));
@@ -206,29 +206,61 @@ static void test_bad_lengths(void **state)
     struct pending *p = new_table(4);
     char id[PENDING_ID_MAX + 2];
     memset(id, 'k', sizeof id);
-    assert_int_equal(pending_add(p, id, 0, C(1)), PENDING_BADID);
-    assert_int_equal(pending_add(p, id, PENDING_ID_MAX + 1, C(1)), PENDING_BADID);
-    assert_int_equal(pending_add(p, id, SIZE_MAX, C(1)), PENDING_BADID);
-    assert_int_equal(pending_add(p, NULL, 5, C(1)), PENDING_BADID);
-    assert_int_equal(pending_add(p, id, 5, NULL), PENDING_BADID); /* NULL would mean absent */
+    assert_int_equal(pending_add(p, id, 0, C(1), 0), PENDING_BADID);
+    assert_int_equal(pending_add(p, id, PENDING_ID_MAX + 1, C(1), 0), PENDING_BADID);
+    assert_int_equal(pending_add(p, id, SIZE_MAX, C(1), 0), PENDING_BADID);
+    assert_int_equal(pending_add(p, NULL, 5, C(1), 0), PENDING_BADID);
+    assert_int_equal(pending_add(p, id, 5, NULL, 0), PENDING_BADID); /* NULL would mean absent */
     assert_int_equal(pending_count(p), 0);
     assert_null(pending_find(p, id, 5));
     /* The longest and shortest accepted. */
-    assert_int_equal(pending_add(p, id, PENDING_ID_MAX, C(2)), PENDING_ADDED);
-    assert_int_equal(pending_add(p, id, 1, C(3)), PENDING_ADDED);
+    assert_int_equal(pending_add(p, id, PENDING_ID_MAX, C(2), 0), PENDING_ADDED);
+    assert_int_equal(pending_add(p, id, 1, C(3), 0), PENDING_ADDED);
     assert_int_equal(pending_count(p), 2);
     /* Lookups with a bad length find nothing and change nothing. */
     assert_null(pending_find(p, id, 0));
     assert_null(pending_find(p, id, PENDING_ID_MAX + 1));
     assert_null(pending_find(p, NULL, 1));
-    assert_null(pending_remove(p, id, 0));
-    assert_null(pending_remove(p, id, PENDING_ID_MAX + 1));
-    assert_null(pending_remove(p, NULL, 1));
+    assert_null(pending_remove(p, id, 0, NULL));
+    assert_null(pending_remove(p, id, PENDING_ID_MAX + 1, NULL));
+    assert_null(pending_remove(p, NULL, 1, NULL));
     assert_int_equal(pending_count(p), 2);
     assert_ptr_equal(pending_find(p, id, PENDING_ID_MAX), C(2));
     assert_ptr_equal(pending_find(p, id, 1), C(3));
-    assert_ptr_equal(pending_remove(p, id, PENDING_ID_MAX), C(2));
-    assert_ptr_equal(pending_remove(p, id, 1), C(3));
+    assert_ptr_equal(pending_remove(p, id, PENDING_ID_MAX, NULL), C(2));
+    assert_ptr_equal(pending_remove(p, id, 1, NULL), C(3));
+    pending_free(p);
+}
+
+/* Each entry hands back its own tag on removal, also after the slots moved
+ * (backward-shift deletion); a removal that finds nothing gives 0. */
+static void test_tag_kept_per_entry(void **state)
+{
+    (void)state;
+    struct pending *p = new_table(64);
+    char id[16];
+    for (int i = 0; i < 64; i++) {
+        snprintf(id, sizeof id, "t%d", i);
+        assert_int_equal(pending_add(p, id, strlen(id), C(i + 1), 1000 + (uint64_t)i),
+                         PENDING_ADDED);
+    }
+    uint64_t tag = 7;
+    for (int i = 0; i < 64; i += 2) {
+        snprintf(id, sizeof id, "t%d", i);
+        assert_ptr_equal(pending_remove(p, id, strlen(id), &tag), C(i + 1));
+        assert_int_equal(tag, 1000 + (uint64_t)i);
+    }
+    for (int i = 1; i < 64; i += 2) {
+        snprintf(id, sizeof id, "t%d", i);
+        assert_ptr_equal(pending_remove(p, id, strlen(id), &tag), C(i + 1));
+        assert_int_equal(tag, 1000 + (uint64_t)i);
+    }
+    tag = 7;
+    assert_null(pending_remove(p, "t1", 2, &tag));
+    assert_int_equal(tag, 0);
+    tag = 7;
+    assert_null(pending_remove(p, "", 0, &tag)); /* a bad length too */
+    assert_int_equal(tag, 0);
     pending_free(p);
 }
 
@@ -253,7 +285,7 @@ static void test_ids_differing_in_length_or_last_byte(void **state)
     assert_ptr_equal(pending_find(p, "abcz", 3), C(1));
     assert_ptr_equal(pending_find(p, "abcd!", 4), C(2));
     /* Any bytes, a NUL included (the table does not care; reqid.h does). */
-    assert_int_equal(pending_add(p, "ab\0", 3, C(6)), PENDING_ADDED);
+    assert_int_equal(pending_add(p, "ab\0", 3, C(6), 0), PENDING_ADDED);
     assert_ptr_equal(pending_find(p, "ab\0", 3), C(6));
     assert_ptr_equal(find_s(p, "ab"), C(4));
     /* Longest ids, the same but for the last byte, or one byte shorter. */
@@ -261,9 +293,9 @@ static void test_ids_differing_in_length_or_last_byte(void **state)
     memset(x, 'Q', sizeof x);
     memcpy(y, x, sizeof y);
     y[PENDING_ID_MAX - 1] = 'R';
-    assert_int_equal(pending_add(p, x, sizeof x, C(7)), PENDING_ADDED);
-    assert_int_equal(pending_add(p, y, sizeof y, C(8)), PENDING_ADDED);
-    assert_int_equal(pending_add(p, x, sizeof x - 1, C(9)), PENDING_ADDED);
+    assert_int_equal(pending_add(p, x, sizeof x, C(7), 0), PENDING_ADDED);
+    assert_int_equal(pending_add(p, y, sizeof y, C(8), 0), PENDING_ADDED);
+    assert_int_equal(pending_add(p, x, sizeof x - 1, C(9), 0), PENDING_ADDED);
     assert_ptr_equal(pending_find(p, x, sizeof x), C(7));
     assert_ptr_equal(pending_find(p, y, sizeof y), C(8));
     assert_ptr_equal(pending_find(p, x, sizeof x - 1), C(9));
@@ -271,7 +303,7 @@ static void test_ids_differing_in_length_or_last_byte(void **state)
     assert_int_equal(pending_count(p), 9);
     /* Removing one leaves its neighbours. */
     assert_ptr_equal(remove_s(p, "abc"), C(1));
-    assert_ptr_equal(pending_remove(p, x, sizeof x), C(7));
+    assert_ptr_equal(pending_remove(p, x, sizeof x, NULL), C(7));
     assert_null(find_s(p, "abc"));
     assert_null(pending_find(p, x, sizeof x));
     assert_ptr_equal(find_s(p, "abcd"), C(2));
@@ -492,7 +524,7 @@ static void expect_scattered(size_t len, size_t vary, char fill)
             n = len + i;
         else
             id[vary] = (char)('!' + i);
-        assert_int_equal(pending_add(p, id, n, C(i)), PENDING_ADDED);
+        assert_int_equal(pending_add(p, id, n, C(i), 0), PENDING_ADDED);
     }
     assert_int_equal(pending_drain(p, on_drain, r), SCATTER_N);
     size_t successions = 0;
@@ -670,7 +702,7 @@ static void churn(size_t cap, size_t pool, size_t ops, uint64_t seed, struct chu
             enum pending_add want_r = m.ctx[i] != NULL ? PENDING_DUPLICATE
                                       : m.n == cap     ? PENDING_FULL
                                                        : PENDING_ADDED;
-            assert_int_equal(pending_add(p, m.id[i], m.len[i], ctx), want_r);
+            assert_int_equal(pending_add(p, m.id[i], m.len[i], ctx, 0), want_r);
             if (want_r == PENDING_ADDED) {
                 model_set(&m, i, ctx);
                 st->added++;
@@ -678,7 +710,7 @@ static void churn(size_t cap, size_t pool, size_t ops, uint64_t seed, struct chu
             st->duplicate += want_r == PENDING_DUPLICATE;
             st->full += want_r == PENDING_FULL;
         } else if (dice < 85) {
-            void *got = pending_remove(p, m.id[i], m.len[i]);
+            void *got = pending_remove(p, m.id[i], m.len[i], NULL);
             assert_ptr_equal(got, m.ctx[i]);
             if (m.ctx[i] != NULL) {
                 model_set(&m, i, NULL);
@@ -757,6 +789,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_refused_while_pending),
         cmocka_unit_test(test_full_at_cap),
         cmocka_unit_test(test_bad_lengths),
+        cmocka_unit_test(test_tag_kept_per_entry),
         cmocka_unit_test(test_ids_differing_in_length_or_last_byte),
         cmocka_unit_test(test_late_and_second_reply),
         cmocka_unit_test(test_drain),
