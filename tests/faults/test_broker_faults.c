@@ -2023,13 +2023,15 @@ static void *once_post_thread(void *p)
 
 /* The broker freezes while 160 x 60 KB publishes arrive: the socket toward
  * it fills and the rest wait in the worker's backlog. Then SIGTERM: the
- * bridge stops taking requests but not the ones waiting; the broker reads
- * again a second later, the backlog drains within the drain bound, and
- * every request has exactly one answer (202, the message in the queue)
- * before the bridge exits 0. */
-static void test_sigterm_waiting_for_room(void **state)
+ * bridge stops taking requests but not the ones waiting. THAW: the broker
+ * reads again a second later, the backlog drains within the drain bound,
+ * and each request is answered 202 (its message in the queue). Otherwise it
+ * stays frozen: each request is answered 503 by its timer within the bound,
+ * and the bridge exits 0 (its channel close bounded by the rpc timeout).
+ * Either way every request has exactly one answer before the exit, and
+ * nothing more arrives on its connection. */
+static void sigterm_waiting_for_room(bool thaw)
 {
-    (void)state;
     enum { N = 160, BODY = 60 * 1024 };
     static const struct fcfg cfg = {.workers = 1, .heartbeat = "30s"};
     bridge_start(&g_aux, "sigterm-room", faults_config, &cfg);
@@ -2066,23 +2068,28 @@ static void test_sigterm_waiting_for_room(void **state)
     int answered_frozen = 0;
     for (int i = 0; i < N; i++)
         answered_frozen += posts[i].done > 0;
-    if (broker_thaw() != 0)
+    if (thaw && broker_thaw() != 0)
         fail_msg("kill -CONT failed");
     int st;
-    int bound = HTTP_TIMEOUT_MS;
-    if (!wait_exit(g_aux.pid, scale_ms(bound + 5000), &st))
-        fail_msg("bridge still running %g s after SIGTERM", scale_ms(bound + 5000) / 1000.0);
+    /* The drain bound, and when frozen the channel close's rpc timeout. */
+    int bound = HTTP_TIMEOUT_MS + (thaw ? 0 : 5000);
+    bool exited = wait_exit(g_aux.pid, scale_ms(bound + 5000), &st);
     double t_exit = now_ms();
+    if (!thaw && broker_thaw() != 0)
+        fail_msg("kill -CONT failed");
+    if (!exited)
+        fail_msg("bridge still running %g s after SIGTERM", scale_ms(bound + 5000) / 1000.0);
     g_aux.pid = 0;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         char d[64];
         fail_msg("bridge after SIGTERM: %s, expected exit 0", describe_status(st, d, sizeof d));
     }
-    int n202 = 0, other = 0, first_other = 0, twice = 0;
+    int want = thaw ? 202 : 503;
+    int nwant = 0, other = 0, first_other = 0, twice = 0;
     for (int i = 0; i < N; i++) {
         pthread_join(posts[i].th, NULL);
-        if (posts[i].status == 202)
-            n202++;
+        if (posts[i].status == want)
+            nwant++;
         else if (other++ == 0)
             first_other = posts[i].status;
         if (posts[i].after == 2)
@@ -2094,8 +2101,18 @@ static void test_sigterm_waiting_for_room(void **state)
     if (twice)
         fail_msg("%d requests got more than one answer", twice);
     if (other)
-        fail_msg("%d of %d publishes waiting for room at SIGTERM were not 202 (the first: %d)",
-                 other, N, first_other);
+        fail_msg("%d of %d publishes waiting at SIGTERM were not %d (the first: %d)", other, N,
+                 want, first_other);
+    if (!thaw) {
+        result_row("SIGTERM while 160 x 60 KB publishes wait for room toward a broker frozen "
+                   "(kill -STOP) until the bridge has exited",
+                   "each answered 503 exactly once by its timeout ([http] timeout 10 s; no "
+                   "second answer on any connection), %d before the bridge exited 0, %.1f s "
+                   "after SIGTERM (bound: drain %d s + channel close 5 s)",
+                   nwant, (t_exit - t_term) / 1000, HTTP_TIMEOUT_MS / 1000);
+        PASS();
+        return;
+    }
     if (log_count(&g_aux, "reads again") == 0)
         fail_msg("the bridge did not log that the broker reads again");
     size_t nq;
@@ -2113,8 +2130,20 @@ static void test_sigterm_waiting_for_room(void **state)
                "frozen, then the backlog drained; %d of %d answered 202 exactly once (no "
                "second answer on any connection), all in the queue; exit 0 %.1f s after "
                "SIGTERM (bound %d s)",
-               answered_frozen, n202, N, (t_exit - t_term) / 1000, bound / 1000);
+               answered_frozen, nwant, N, (t_exit - t_term) / 1000, bound / 1000);
     PASS();
+}
+
+static void test_sigterm_waiting_for_room(void **state)
+{
+    (void)state;
+    sigterm_waiting_for_room(true);
+}
+
+static void test_sigterm_waiting_frozen(void **state)
+{
+    (void)state;
+    sigterm_waiting_for_room(false);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2256,6 +2285,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigterm_under_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_waiting_for_room, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_waiting_frozen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_publish_frozen, setup, teardown),
     };
     /* FAULTS_ONLY=test_failover (a pattern, * and ? allowed): run just those. */
