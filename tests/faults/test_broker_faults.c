@@ -13,6 +13,7 @@
  * and asserted only with loose bounds (a noisy 2-core machine). */
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -1977,6 +1978,45 @@ static void test_backpressure(void **state)
     PASS();
 }
 
+/* kill -STOP takes effect thread by thread: a broker thread inside a system
+ * call (an fsync of the message store) stops only when it returns, and
+ * until every one has, the broker may still confirm. Freeze it and wait
+ * until each of its threads is stopped ('T' in /proc), for at most MS. */
+static void freeze_fully(int ms)
+{
+    if (broker_freeze() != 0)
+        fail_msg("kill -STOP of the broker failed");
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)broker_pid());
+    double end = now_ms() + ms;
+    for (;;) {
+        int running = 0, seen = 0;
+        DIR *d = opendir(dir);
+        if (d == NULL)
+            fail_msg("cannot read %s", dir);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            char path[384];
+            snprintf(path, sizeof path, "%s/%s/stat", dir, e->d_name);
+            char *st = slurp(path, 0);
+            const char *rp = strrchr(st, ')'); /* after "pid (comm)" */
+            if (rp != NULL && rp[1] == ' ' && rp[2] != 'T' && rp[2] != 't')
+                running++;
+            seen++;
+            free(st);
+        }
+        closedir(d);
+        if (seen > 0 && running == 0)
+            return;
+        if (now_ms() > end)
+            fail_msg("%d of the broker's %d threads still not stopped %d ms after kill -STOP",
+                     running, seen, ms);
+        sleep_ms(5);
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* 11. SIGTERM while publishes wait for room toward a frozen broker     */
 
@@ -2046,8 +2086,7 @@ static void sigterm_waiting_for_room(bool thaw)
     if (post_status(g_aux.port, "/durable", &ms) != 202)
         fail_msg("no 202 before the freeze");
 
-    if (broker_freeze() != 0)
-        fail_msg("kill -STOP of the broker failed");
+    freeze_fully(scale_ms(5000));
     static struct once_post posts[N];
     for (int i = 0; i < N; i++) {
         posts[i] = (struct once_post){
@@ -2181,8 +2220,7 @@ static void test_large_publish_frozen(void **state)
         fail_msg("no 202 before the freeze");
     char *doc_a = big_doc(BIG, 'a'), *doc_b = big_doc(BIG, 'b');
 
-    if (broker_freeze() != 0)
-        fail_msg("kill -STOP of the broker failed");
+    freeze_fully(scale_ms(5000));
     double t_freeze = now_ms();
     struct once_post big[2] = {
         {.port = g_aux.port, .path = "/durable", .doc = doc_a, .len = BIG},
