@@ -169,7 +169,6 @@ struct broker {
     size_t out_len;       /* its length */
     size_t out_off;       /* bytes of it written */
     struct event *out_ev; /* timer: write more of it */
-    size_t peak_out;      /* largest body written in pieces, for the log */
 };
 
 const char *broker_state_name(enum broker_state s)
@@ -1397,8 +1396,6 @@ static int publish_in_pieces(struct broker *b, const struct bridge_msg *m,
     b->out_body = copy;
     b->out_len = m->body_len;
     b->out_off = 0;
-    if (m->body_len > b->peak_out)
-        b->peak_out = m->body_len;
     return write_rest(b);
 }
 
