@@ -2309,6 +2309,68 @@ static void test_large_publish_frozen(void **state)
     PASS();
 }
 
+/* SIGTERM while a 6 MiB body is half written to a broker frozen until the
+ * bridge has exited: the worker still answers (a pong), the request gets
+ * one 503 when its timeout runs out, and the bridge exits 0 within the
+ * drain bound, dropping the connection rather than closing the channel
+ * between the frames of that message. */
+static void test_sigterm_half_written(void **state)
+{
+    (void)state;
+    enum { BIG = 6 << 20 };
+    static const struct fcfg cfg = {.workers = 1, .heartbeat = "30s", .max_body = "8MiB"};
+    bridge_start(&g_aux, "half", faults_config, &cfg);
+    g_aux.mark = file_size(g_aux.log);
+    double ms;
+    if (post_status(g_aux.port, "/durable", &ms) != 202)
+        fail_msg("no 202 before the freeze");
+    char *doc = big_doc(BIG, 'h');
+    freeze_fully(scale_ms(5000));
+    struct once_post big = {.port = g_aux.port, .path = "/durable", .doc = doc, .len = BIG};
+    snprintf(big.id, sizeof big.id, "half-%d", (int)getpid());
+    if (pthread_create(&big.th, NULL, once_post_thread, &big) != 0)
+        abort();
+    sleep_ms(500);
+    struct resp r;
+    double t = now_ms();
+    int rc = http_get(g_aux.port, "/pong", &r);
+    double pong_ms = now_ms() - t;
+    int pong = rc == 0 ? r.status : -1;
+    if (rc == 0)
+        resp_free(&r);
+    double t_term = now_ms();
+    kill(g_aux.pid, SIGTERM);
+    int bound = HTTP_TIMEOUT_MS;
+    int st;
+    bool exited = wait_exit(g_aux.pid, scale_ms(bound + 5000), &st);
+    double t_exit = now_ms();
+    if (broker_thaw() != 0)
+        fail_msg("kill -CONT failed");
+    if (!exited)
+        fail_msg("bridge still running %g s after SIGTERM", scale_ms(bound + 5000) / 1000.0);
+    g_aux.pid = 0;
+    pthread_join(big.th, NULL);
+    free(doc);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        char d[64];
+        fail_msg("bridge after SIGTERM: %s, expected exit 0", describe_status(st, d, sizeof d));
+    }
+    if (pong != 200)
+        fail_msg("no pong while the body was half written (%d after %.0f ms)", pong, pong_ms);
+    if (big.status != 503 || big.after == 2)
+        fail_msg("the half-written publish: %d%s, expected one 503", big.status,
+                 big.after == 2 ? " and a second answer" : "");
+    if (log_count(&g_aux, "bytes short") != 1)
+        fail_msg("the bridge did not log the half-written body it dropped at the close");
+    result_row("SIGTERM while a 6 MiB body is half written to a broker frozen until the bridge "
+               "has exited (one worker)",
+               "pong on that worker in %.0f ms meanwhile; the publish answered 503 once when "
+               "its timeout ran out; connection dropped instead of a channel close between the "
+               "message's frames; exit 0 %.1f s after SIGTERM (bound %d s)",
+               pong_ms, (t_exit - t_term) / 1000, bound / 1000);
+    PASS();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2325,6 +2387,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigterm_waiting_for_room, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_waiting_frozen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_publish_frozen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_half_written, setup, teardown),
     };
     /* FAULTS_ONLY=test_failover (a pattern, * and ? allowed): run just those. */
     if (getenv("FAULTS_ONLY") != NULL)
