@@ -63,6 +63,7 @@ struct fcfg {
     const char *uri;       /* NULL: the private node */
     bool rpclong;          /* add route rpclong (20 s timeout: also the drain bound) */
     const char *max_body;  /* [http] max_body; NULL: 64KiB */
+    bool amqps;            /* amqps:// to the node's TLS listener, with the run's certificates */
 };
 
 /* Routes (queues prefixed f.):
@@ -79,8 +80,18 @@ static char *faults_config(int http_port, const void *arg)
     char uri[512];
     if (fc->uri != NULL)
         snprintf(uri, sizeof uri, "%s", fc->uri);
+    else if (fc->amqps)
+        snprintf(uri, sizeof uri, "amqps://guest:guest@localhost:%d/%%2f",
+                 g_harness.broker_tls_port);
     else
         snprintf(uri, sizeof uri, "amqp://guest:guest@127.0.0.1:%d/%%2f", g_harness.broker_port);
+    /* The node asks amqps clients for a certificate of the run's CA. */
+    char tls[1600] = "";
+    if (fc->amqps)
+        snprintf(tls, sizeof tls,
+                 "tls_ca      = %s/ca.pem\ntls_cert    = %s/client.pem\n"
+                 "tls_key     = %s/client-key.pem\n",
+                 g_harness.tls_dir, g_harness.tls_dir, g_harness.tls_dir);
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -100,6 +111,7 @@ static char *faults_config(int http_port, const void *arg)
             "heartbeat   = %s\n"
             "confirm     = yes\n"
             "max_inflight = 2000\n"
+            "%s"
             "\n"
             "[log]\n"
             "level       = %s\n"
@@ -133,7 +145,7 @@ static char *faults_config(int http_port, const void *arg)
             "queue       = f.rpc\n"
             "timeout     = %dms\n",
             http_port, fc->workers, fc->max_body != NULL ? fc->max_body : "64KiB", uri,
-            fc->heartbeat, g_harness.log_level, RPC_TIMEOUT_MS);
+            fc->heartbeat, tls, g_harness.log_level, RPC_TIMEOUT_MS);
     if (fc->rpclong)
         fprintf(f,
                 "\n"
@@ -2206,12 +2218,13 @@ static char *big_doc(size_t len, char fill)
  * is written as room allows, the others wait behind it; when the broker
  * reads again all three go out whole, each body byte for byte, each
  * answered 202 once. */
-static void test_large_publish_frozen(void **state)
+static void large_publish_frozen(bool amqps)
 {
-    (void)state;
     enum { BIG = 6 << 20, PONGS = 15 };
-    static const struct fcfg cfg = {.workers = 1, .heartbeat = "30s", .max_body = "8MiB"};
-    bridge_start(&g_aux, "large", faults_config, &cfg);
+    const struct fcfg cfg = {.workers = 1, .heartbeat = "30s", .max_body = "8MiB", .amqps = amqps};
+    if (amqps && (g_harness.tls_dir == NULL || g_harness.broker_tls_port <= 0))
+        fail_msg("IT_TLS_DIR / IT_BROKER_TLS_PORT missing: run me through run.sh");
+    bridge_start(&g_aux, amqps ? "large-tls" : "large", faults_config, &cfg);
     g_aux.mark = file_size(g_aux.log);
     mq_purge("f.durable");
     mq_purge("f.other");
@@ -2299,14 +2312,29 @@ static void test_large_publish_frozen(void **state)
         fail_msg("%d of the 3 publishes are in their queues, each once", found);
     expect_alive(&g_aux);
     stop_clean(&g_aux, scale_ms(HTTP_TIMEOUT_MS + 10000));
-    result_row("two 6 MiB publishes and a small one to a frozen broker (kill -STOP; one "
-               "worker, max_body 8 MiB)",
+    result_row(amqps ? "two 6 MiB publishes and a small one to a frozen broker over amqps:// "
+                       "(kill -STOP; one worker, max_body 8 MiB)"
+                     : "two 6 MiB publishes and a small one to a frozen broker (kill -STOP; one "
+                       "worker, max_body 8 MiB)",
                "the big one is written as the socket has room, the others wait behind it; "
                "%d of %d pongs on that worker answered during the %.1f s freeze, slowest %.0f "
                "ms; all 3 answered 202 once, %.0f ms after the broker read again, whole in "
                "their queues",
                pongs_ok, PONGS, (t_thaw - t_freeze) / 1000, slowest, t_all - t_thaw);
     PASS();
+}
+
+static void test_large_publish_frozen(void **state)
+{
+    (void)state;
+    large_publish_frozen(false);
+}
+
+/* The same over TLS: SSL_write must never meet a full socket either. */
+static void test_large_publish_frozen_tls(void **state)
+{
+    (void)state;
+    large_publish_frozen(true);
 }
 
 /* SIGTERM while a 6 MiB body is half written to a broker frozen until the
@@ -2387,6 +2415,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigterm_waiting_for_room, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_waiting_frozen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_publish_frozen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_publish_frozen_tls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_half_written, setup, teardown),
     };
     /* FAULTS_ONLY=test_failover (a pattern, * and ? allowed): run just those. */
