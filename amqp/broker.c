@@ -48,6 +48,11 @@
 #define BROKER_REASON_LEN 512      /* room for a route, a queue and the broker's 406 text */
 /* Bytes of frame and properties a publish adds to its body and headers. */
 #define BROKER_FRAME_OVERHEAD 512
+#define BROKER_BODY_FRAME_OVERHEAD 8 /* type, channel, size; the frame-end octet */
+/* A body too large for the socket's whole room goes out in pieces no
+ * smaller than this (unless it is the last): no storm of tiny frames. */
+#define BROKER_MIN_PIECE 4096
+#define BROKER_OUT_POLL_MS 1 /* how often the rest of such a body looks for room */
 /* amqps://: what TLS adds on the wire per record (16 KiB of payload at most):
  * header, MAC or tag, padding; generous, it only sizes the room check. */
 #define BROKER_TLS_RECORD 16384
@@ -172,6 +177,16 @@ struct broker {
     bool socket_full; /* publishes refused for a full socket; logged once */
     bool tls;         /* the current connection is amqps:// */
     bool closing;     /* broker_close is taking the frames queued during the channel close */
+
+    /* A publish whose body is larger than the socket's room, written as
+     * room comes (write_rest): its method and header frames went out, the
+     * rest of its body waits here. Nothing else goes out on the channel
+     * until it is whole (the frames of one message must not interleave). */
+    char *out_body;       /* copy of the body (the request may be answered
+                              and freed meanwhile), NULL when none */
+    size_t out_len;       /* its length */
+    size_t out_off;       /* bytes of it written */
+    struct event *out_ev; /* timer: write more of it */
 };
 
 const char *broker_state_name(enum broker_state s)
@@ -647,8 +662,12 @@ static void fail_waiting_reply(void *arg, void *ctx)
  * sent to its reply-to are dropped by the broker. Answer all of them now
  * (tracker first: its callbacks forget their rpc entries, so nothing is
  * answered twice). Returns how many. */
+static void drop_out(struct broker *b);
+static void on_out(evutil_socket_t fd, short what, void *arg);
+
 static size_t fail_channel(struct broker *b)
 {
+    drop_out(b); /* the channel (or connection) it was on is gone */
     size_t n = tracker_fail_all(b->tracker);
     tracker_reset(b->tracker);
     n += pending_drain(b->pending, fail_waiting_reply, b);
@@ -847,8 +866,12 @@ static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
 static void renew_channel(struct broker *b)
 {
     uint64_t now = mono_ms();
+    /* Never while a body is half written: a channel.close between its
+     * frames is a connection error (UNEXPECTED_FRAME); the next nack
+     * renews it. */
     if (b->closing || !b->quorum || b->channel_acked || b->reopen != REOPEN_NONE ||
-        b->conn == NULL || (b->renewed_ms != 0 && now - b->renewed_ms < BROKER_RENEW_MIN_MS))
+        b->conn == NULL || b->out_body != NULL ||
+        (b->renewed_ms != 0 && now - b->renewed_ms < BROKER_RENEW_MIN_MS))
         return;
     b->renewed_ms = now;
     log_warn("broker: publishes nacked on channel %u, which never had an ack: opening a new "
@@ -1275,9 +1298,10 @@ struct broker *broker_new(struct event_base *base, const struct config *cfg, uns
     b->sock_ev = event_new(base, -1, 0, on_socket, b);
     b->hb_ev = event_new(base, -1, EV_PERSIST, on_heartbeat, b);
     b->retry_ev = event_new(base, -1, 0, on_retry, b);
+    b->out_ev = event_new(base, -1, 0, on_out, b);
     b->pipe_ev = event_new(base, b->pipe_fd[0], EV_READ | EV_PERSIST, on_connected, b);
-    if (b->sock_ev == NULL || b->hb_ev == NULL || b->retry_ev == NULL || b->pipe_ev == NULL ||
-        event_add(b->pipe_ev, NULL) != 0)
+    if (b->sock_ev == NULL || b->hb_ev == NULL || b->retry_ev == NULL || b->out_ev == NULL ||
+        b->pipe_ev == NULL || event_add(b->pipe_ev, NULL) != 0)
         goto fail;
     return b;
 fail:
@@ -1340,28 +1364,181 @@ void broker_detach(struct broker *b, uint64_t tag)
         (void)tracker_detach(b->tracker, tag);
 }
 
-/* amqp_basic_publish writes with no time limit and would block the loop on a
- * full socket (a broker that stopped reading). Publish only while the kernel
- * has room: what is still unsent plus this message must fit in three
- * quarters of the send buffer (the rest covers the kernel's bookkeeping).
- * With nothing unsent any size goes: the broker read everything so far, and
- * if it freezes during this very write TCP_USER_TIMEOUT ends the wait. */
-static bool socket_has_room(int fd, size_t need)
+/* rabbitmq-c writes with no time limit: amqp_basic_publish and
+ * amqp_send_frame wait in poll() on a full socket until the broker reads
+ * again or its heartbeat is overdue, and the loop with them. So the loop
+ * writes only what the kernel has room for now: three quarters of the send
+ * buffer (the rest covers the kernel's bookkeeping, which SO_SNDBUF counts)
+ * less what is still unsent. Into *WHOLE: that room with nothing unsent,
+ * the most a single write can ever have; into *UNSENT: what waits in it.
+ * SO_SNDBUF is what the kernel really holds (TCP autotuning moves it, 16 KiB
+ * to net.ipv4.tcp_wmem's 4 MiB on Debian 12), read each time. */
+static size_t socket_room(int fd, size_t *whole, size_t *unsent)
 {
-    int unsent = 0, sndbuf = 0;
+    int queued = 0, sndbuf = 0;
     socklen_t sl = sizeof sndbuf;
-    if (ioctl(fd, SIOCOUTQ, &unsent) != 0 || unsent <= 0)
-        return true;
-    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) != 0 || sndbuf <= 0)
-        return true;
-    return (size_t)unsent + need <= (size_t)sndbuf / 4 * 3;
+    *whole = SIZE_MAX;
+    *unsent = 0;
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) != 0 || sndbuf <= 0 ||
+        ioctl(fd, SIOCOUTQ, &queued) != 0 || queued < 0)
+        return SIZE_MAX; /* the kernel does not say: write as before */
+    *whole = (size_t)sndbuf / 4 * 3;
+    *unsent = (size_t)queued;
+    return *unsent >= *whole ? 0 : *whole - *unsent;
+}
+
+/* What TLS adds on the wire to N bytes of AMQP (per-record overhead). */
+static size_t tls_extra(const struct broker *b, size_t n)
+{
+    return b->tls ? (n / BROKER_TLS_RECORD + 1) * BROKER_TLS_RECORD_OVERHEAD : 0;
+}
+
+/* The socket's room now in bytes of AMQP frames (TLS's overhead taken off). */
+static size_t frame_room(const struct broker *b, size_t *whole, size_t *unsent)
+{
+    size_t room = socket_room(amqp_get_sockfd(b->conn), whole, unsent);
+    if (room != SIZE_MAX) {
+        size_t t = tls_extra(b, room);
+        room = room > t ? room - t : 0;
+    }
+    if (*whole != SIZE_MAX) {
+        size_t t = tls_extra(b, *whole);
+        *whole = *whole > t ? *whole - t : 0;
+    }
+    return room;
+}
+
+/* The smallest body piece write_rest sends before the last one. */
+static size_t min_piece(size_t whole)
+{
+    return whole / 4 < BROKER_MIN_PIECE ? whole / 4 + 1 : BROKER_MIN_PIECE;
+}
+
+enum fit {
+    FIT_WHOLE,  /* the whole publish fits in the room now */
+    FIT_PIECES, /* it never will: start it, the body in pieces as room comes */
+    FIT_WAIT,   /* not now: wait (BROKER_PUB_BUSY) */
+};
+
+/* Where a publish of HEAD bytes of method and header frames and a BODY_LEN
+ * body stands. A body that is being written in pieces comes first, whole:
+ * nothing goes out between its frames. One that would fit once the broker
+ * reads what waits, waits. One larger than the whole room starts when its
+ * head and a piece of its body fit; with nothing unsent, at once (its head
+ * frames go out in one write: a head larger than the whole room, headers
+ * beyond 12 KiB on a fresh connection, may still wait in send() for a
+ * broker that stops reading right then; TCP_USER_TIMEOUT bounds that). */
+static enum fit publish_fits(const struct broker *b, size_t head, size_t body_len)
+{
+    if (b->out_body != NULL)
+        return FIT_WAIT;
+    size_t whole, unsent;
+    size_t room = frame_room(b, &whole, &unsent);
+    size_t need = head + body_len;
+    if (need <= room)
+        return FIT_WHOLE;
+    if (need <= whole)
+        return FIT_WAIT;
+    if (unsent == 0 ||
+        (room > head && room - head >= min_piece(whole) + BROKER_BODY_FRAME_OVERHEAD))
+        return FIT_PIECES;
+    return FIT_WAIT;
 }
 
 bool broker_has_room(const struct broker *b, size_t body_len)
 {
     if (b->state != BROKER_UP || b->conn == NULL)
         return false;
-    return socket_has_room(amqp_get_sockfd(b->conn), body_len + BROKER_FRAME_OVERHEAD);
+    return publish_fits(b, BROKER_FRAME_OVERHEAD, body_len) != FIT_WAIT;
+}
+
+static void drop_out(struct broker *b)
+{
+    free(b->out_body);
+    b->out_body = NULL;
+    b->out_len = b->out_off = 0;
+    event_del(b->out_ev);
+}
+
+/* Write more of the body being written in pieces: whole body frames, each no
+ * larger than the room now, so that send() never waits; again in
+ * BROKER_OUT_POLL_MS while some is left. AMQP_STATUS_OK, or rabbitmq-c's
+ * error (the caller loses the connection). */
+static int write_rest(struct broker *b)
+{
+    size_t frame_body = (size_t)amqp_get_frame_max(b->conn) - BROKER_BODY_FRAME_OVERHEAD;
+    while (b->out_off < b->out_len) {
+        size_t whole, unsent;
+        size_t room = frame_room(b, &whole, &unsent);
+        if (room <= BROKER_BODY_FRAME_OVERHEAD)
+            break;
+        size_t left = b->out_len - b->out_off;
+        size_t piece = left < frame_body ? left : frame_body;
+        if (piece > room - BROKER_BODY_FRAME_OVERHEAD)
+            piece = room - BROKER_BODY_FRAME_OVERHEAD;
+        if (piece < left && piece < min_piece(whole))
+            break;
+        amqp_frame_t f = {.frame_type = AMQP_FRAME_BODY, .channel = b->channel};
+        f.payload.body_fragment = (amqp_bytes_t){piece, b->out_body + b->out_off};
+        int rc = amqp_send_frame(b->conn, &f);
+        if (rc != AMQP_STATUS_OK)
+            return rc;
+        b->out_off += piece;
+    }
+    if (b->out_off < b->out_len) {
+        struct timeval tv = {0, BROKER_OUT_POLL_MS * 1000};
+        event_add(b->out_ev, &tv);
+        return AMQP_STATUS_OK;
+    }
+    log_debug("broker: a %zu-byte body written in pieces", b->out_len);
+    drop_out(b);
+    /* Acks may wait in the library's buffer (rabbitmq-c reads while it
+     * writes): drain them on the next loop turn. */
+    if (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))
+        event_active(b->sock_ev, EV_READ, 0);
+    return AMQP_STATUS_OK;
+}
+
+static void on_out(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct broker *b = arg;
+    if (b->conn == NULL || b->out_body == NULL)
+        return;
+    int rc = write_rest(b);
+    if (rc != AMQP_STATUS_OK)
+        lost(b, amqp_error_string2(rc));
+}
+
+/* The method and header frames of a publish whose body goes in pieces, and
+ * as much of the body as fits; the rest from a copy, as room comes. */
+static int publish_in_pieces(struct broker *b, const struct bridge_msg *m,
+                             const amqp_basic_properties_t *p, char *copy)
+{
+    amqp_basic_publish_t pm = {
+        .ticket = 0,
+        .exchange = m->exchange != NULL ? amqp_cstring_bytes(m->exchange) : amqp_empty_bytes,
+        .routing_key =
+            m->routing_key != NULL ? amqp_cstring_bytes(m->routing_key) : amqp_empty_bytes,
+        .mandatory = 1,
+        .immediate = 0,
+    };
+    int rc = amqp_send_method(b->conn, b->channel, AMQP_BASIC_PUBLISH_METHOD, &pm);
+    if (rc != AMQP_STATUS_OK)
+        return rc;
+    amqp_frame_t f = {.frame_type = AMQP_FRAME_HEADER, .channel = b->channel};
+    f.payload.properties.class_id = AMQP_BASIC_CLASS;
+    f.payload.properties.body_size = m->body_len;
+    f.payload.properties.decoded = (void *)(uintptr_t)p;
+    rc = amqp_send_frame(b->conn, &f);
+    if (rc != AMQP_STATUS_OK)
+        return rc;
+    memcpy(copy, m->body, m->body_len);
+    b->out_body = copy;
+    b->out_len = m->body_len;
+    b->out_off = 0;
+    return write_rest(b);
 }
 
 static amqp_bytes_t bytes_of(const char *s)
@@ -1440,8 +1617,6 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
     }
     size_t n = 0;
     size_t need = m->body_len + BROKER_FRAME_OVERHEAD + m->message_id_len;
-    if (b->tls)
-        need += (need / BROKER_TLS_RECORD + 1) * BROKER_TLS_RECORD_OVERHEAD;
     if (m->headers != NULL) {
         for (size_t i = 0; i < m->headers->n && n < BROKER_MAX_HEADERS; i++) {
             const struct hdrmap_kv *kv = &m->headers->kv[i];
@@ -1456,7 +1631,8 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
     }
     p.headers = (amqp_table_t){(int)n, b->hdr};
 
-    if (!socket_has_room(amqp_get_sockfd(b->conn), need)) {
+    enum fit fit = publish_fits(b, need - m->body_len, m->body_len);
+    if (fit == FIT_WAIT) {
         if (!b->socket_full)
             log_info("broker: %s is not reading fast enough (socket buffer full): publishes "
                      "wait until it catches up",
@@ -1468,21 +1644,38 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         log_info("broker: %s reads again: publishing", b->node);
         b->socket_full = false;
     }
+    /* The copy a body in pieces is written from, made before anything is
+     * sent or remembered. */
+    char *copy = NULL;
+    if (fit == FIT_PIECES && (copy = malloc(m->body_len)) == NULL) {
+        log_error("%.*s: out of memory for a %zu-byte body", (int)m->message_id_len, m->message_id,
+                  m->body_len);
+        return BROKER_PUB_FULL;
+    }
     bool rpc = m->reply_to != NULL;
     uint64_t dtag = 0, seq = 0;
     char cid[BROKER_CID_MAX + 1];
     size_t cid_len = 0;
     enum broker_pub res = enlist(b, m, ctx, &dtag, &seq, cid, &cid_len);
-    if (res != BROKER_PUB_WAIT)
+    if (res != BROKER_PUB_WAIT) {
+        free(copy);
         return res;
+    }
     if (rpc) {
         p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
         p.correlation_id = (amqp_bytes_t){cid_len, cid};
     }
     *tag = rpc ? seq : dtag;
     amqp_bytes_t body = {m->body_len, (void *)(uintptr_t)m->body};
-    int rc = amqp_basic_publish(b->conn, b->channel, bytes_of(m->exchange),
+    int rc;
+    if (fit == FIT_PIECES) {
+        rc = publish_in_pieces(b, m, &p, copy);
+        if (rc != AMQP_STATUS_OK && b->out_body != copy)
+            free(copy); /* not taken: lost() below frees it when it was */
+    } else {
+        rc = amqp_basic_publish(b->conn, b->channel, bytes_of(m->exchange),
                                 bytes_of(m->routing_key), 1, 0, &p, body);
+    }
     if (rc != AMQP_STATUS_OK) {
         /* The request is answered by our caller; forget its tag first so
          * lost() does not answer it a second time. */
@@ -1533,6 +1726,19 @@ void broker_close(struct broker *b)
     if (b->conn != NULL)
         pump(b);
     event_del(b->retry_ev); /* pump may have lost the connection */
+    if (b->conn != NULL && b->out_body != NULL) {
+        /* A body half written (the broker stopped reading until the drain's
+         * deadline): a channel.close between its frames would be a protocol
+         * error, and waiting for room is what the deadline ended. The
+         * broker drops the half; its request, if it still waits, gets 503
+         * from fail_channel below. */
+        log_warn("broker: closing the connection to %s with a %zu-byte body %zu bytes short",
+                 b->node, b->out_len, b->out_len - b->out_off);
+        event_del(b->sock_ev);
+        event_del(b->hb_ev);
+        amqp_destroy_connection(b->conn);
+        b->conn = NULL;
+    }
     if (b->conn != NULL) {
         event_del(b->sock_ev);
         event_del(b->hb_ev);
@@ -1587,6 +1793,9 @@ void broker_free(struct broker *b)
         event_free(b->hb_ev);
     if (b->retry_ev != NULL)
         event_free(b->retry_ev);
+    if (b->out_ev != NULL)
+        event_free(b->out_ev);
+    free(b->out_body);
     if (b->pipe_ev != NULL)
         event_free(b->pipe_ev);
     if (b->pipe_fd[0] >= 0)

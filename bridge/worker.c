@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backlog.h"
 #include "broker.h"
 #include "config.h"
 #include "hdrmap.h"
@@ -29,24 +30,9 @@
 #define WORKER_DRAIN_TICK_MS 20  /* how often a stopping worker looks at what is left */
 #define WORKER_FLUSH_MS 200      /* time given to the last responses to leave */
 #define WORKER_BACKLOG_POLL_MS 1 /* how often a backlog looks for room toward the broker */
-/* A request's token while it sits in the backlog: the bit and its position.
+/* A request's token while it sits in the backlog: the bit and its ticket.
  * Delivery tags (the token once published) never reach bit 63. */
 #define BACKLOG_TOKEN (UINT64_C(1) << 63)
-
-/* Requests waiting for room toward the broker, oldest first. RabbitMQ stops
- * reading a publisher's socket while its queues catch up (credit flow): the
- * publishes that do not fit wait here, in order, instead of blocking the loop
- * or being refused, and go out as the broker reads again. Bounded by
- * max_inflight (every one counts as pending), by [http] timeout each, and
- * emptied with 503 the moment the connection is down or blocked. A request
- * that leaves meanwhile (client gone, timer) leaves a hole, skipped later. */
-struct backlog {
-    struct http_req **slot; /* ring, mask + 1 entries */
-    size_t mask;            /* capacity - 1 (a power of two) */
-    uint64_t head, tail;    /* positions: [head, tail) is in use */
-    size_t live;            /* requests in it (tail - head less the holes) */
-    struct event *poll;     /* while live: try again every WORKER_BACKLOG_POLL_MS */
-};
 
 /* What a worker precomputes per route. */
 struct route_rt {
@@ -66,7 +52,8 @@ struct worker {
     struct metrics_shard *m;                      /* this thread's counters */
     struct hdrmap headers;                        /* reused per request */
     struct route_rt *rt;                          /* per route, index as cfg->routes */
-    struct backlog backlog;                       /* publishes waiting for room */
+    struct backlog *backlog;                      /* publishes waiting for room */
+    struct event *backlog_poll;                   /* while any wait: look for room */
     pthread_t thread;                             /* the loop's thread */
     bool started;                                 /* thread created */
 
@@ -214,7 +201,7 @@ static void on_broker_state(void *arg, enum broker_state s, const char *reason)
     snprintf(w->node, sizeof w->node, "%s", broker_node(w->broker));
     pthread_mutex_unlock(&w->reason_lock);
     atomic_store_explicit(&w->broker_state, (int)s, memory_order_release);
-    if (s != BROKER_UP && w->backlog.live > 0)
+    if (s != BROKER_UP && backlog_live(w->backlog) > 0)
         backlog_fail(w, reason != NULL ? reason : broker_state_name(s));
     if (s == BROKER_FAILED)
         pool_fail(w->pool, w->id, reason != NULL ? reason : "the broker refused the config");
@@ -272,7 +259,7 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
         return;
     }
     /* Behind the ones already waiting for room, never before them. */
-    if (w->backlog.live > 0 || !publish(w, r, false))
+    if (backlog_live(w->backlog) > 0 || !publish(w, r, false))
         backlog_push(w, r);
 }
 
@@ -339,88 +326,90 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
 
 /* ---- the backlog -------------------------------------------------------- */
 
+/* Requests waiting for room toward the broker (backlog.h), oldest first.
+ * RabbitMQ stops reading a publisher's socket while its queues catch up
+ * (credit flow): the publishes that do not fit wait there, in order, instead
+ * of blocking the loop or being refused, and go out as the broker reads
+ * again. Bounded by max_inflight (every one counts as pending), by [http]
+ * timeout each, and emptied with 503 the moment the connection is down or
+ * blocked. A request waiting there has BACKLOG_TOKEN and its ticket as its
+ * token; a request that leaves (client gone, timer) frees its place at once. */
+
 static bool in_backlog(const struct http_req *r)
 {
     return (http_req_token(r) & BACKLOG_TOKEN) != 0;
 }
 
+/* The backlog's try: R has left it. Publish it; when the socket has no room
+ * (nothing happened) it goes back to the front under the same ticket. */
+static bool backlog_try(void *arg, void *item, uint64_t ticket)
+{
+    struct worker *w = arg;
+    struct http_req *r = item;
+    http_req_set_token(r, 0);
+    if (publish(w, r, true))
+        return true;
+    http_req_set_token(r, BACKLOG_TOKEN | ticket);
+    return false;
+}
+
+/* The backlog's fail: R has left it and will not go out. */
+static void backlog_answer(void *arg, void *item, const char *why)
+{
+    (void)arg;
+    struct http_req *r = item;
+    http_req_set_token(r, 0);
+    reply_text(r, 503, "broker unavailable: %s", why);
+}
+
+/* Nothing waits: stop looking for room. */
+static void backlog_settle(struct worker *w)
+{
+    if (backlog_live(w->backlog) == 0)
+        event_del(w->backlog_poll);
+}
+
 static void backlog_push(struct worker *w, struct http_req *r)
 {
-    struct backlog *b = &w->backlog;
-    if (b->tail - b->head > b->mask) {
+    uint64_t ticket = 0;
+    if (backlog_add(w->backlog, r, &ticket) != 0) {
         reply_text(r, 503, "too many requests waiting for the broker; retry later");
         return;
     }
-    b->slot[b->tail & b->mask] = r;
-    http_req_set_token(r, BACKLOG_TOKEN | b->tail);
-    b->tail++;
-    b->live++;
+    http_req_set_token(r, BACKLOG_TOKEN | ticket);
     /* Bounded like a wait for a confirm: [http] timeout, or the rpc route's. */
     http_req_set_timer(r, w->rt[http_req_route(r) - w->cfg->routes].tv);
-    if (!event_pending(b->poll, EV_TIMEOUT, NULL)) {
+    if (!event_pending(w->backlog_poll, EV_TIMEOUT, NULL)) {
         struct timeval tv = {0, WORKER_BACKLOG_POLL_MS * 1000};
-        event_add(b->poll, &tv);
+        event_add(w->backlog_poll, &tv);
     }
 }
 
 /* R leaves the backlog without being published. */
 static void backlog_remove(struct worker *w, struct http_req *r)
 {
-    struct backlog *b = &w->backlog;
-    uint64_t pos = http_req_token(r) & ~BACKLOG_TOKEN;
-    if (pos < b->head || pos >= b->tail || b->slot[pos & b->mask] != r)
+    if (!backlog_cancel(w->backlog, http_req_token(r) & ~BACKLOG_TOKEN, r))
         return;
-    b->slot[pos & b->mask] = NULL;
     http_req_set_token(r, 0);
-    if (--b->live == 0) {
-        b->head = b->tail;
-        event_del(b->poll);
-    }
+    backlog_settle(w);
 }
 
 /* Publish from the front while the broker's socket has room. Each request
- * leaves the ring before its publish: a publish that loses the connection
+ * leaves the backlog before its publish: a publish that loses the connection
  * empties the backlog (backlog_fail, from the state callback) while R is
- * answered by publish itself, never twice. A full socket (false) puts it
- * back at the front, nothing having happened. */
+ * answered by publish itself, never twice. A full socket puts it back at the
+ * front, nothing having happened. */
 static void backlog_drain(struct worker *w)
 {
-    struct backlog *b = &w->backlog;
-    while (b->head < b->tail) {
-        uint64_t pos = b->head++;
-        struct http_req *r = b->slot[pos & b->mask];
-        b->slot[pos & b->mask] = NULL;
-        if (r == NULL)
-            continue;
-        b->live--;
-        http_req_set_token(r, 0);
-        if (!publish(w, r, true)) {
-            b->head = pos;
-            b->slot[pos & b->mask] = r;
-            b->live++;
-            http_req_set_token(r, BACKLOG_TOKEN | pos);
-            return;
-        }
-    }
-    event_del(b->poll);
+    (void)backlog_flush(w->backlog);
+    backlog_settle(w);
 }
 
 /* The connection is down or blocked: nothing in the backlog will go out. */
 static void backlog_fail(struct worker *w, const char *why)
 {
-    struct backlog *b = &w->backlog;
-    size_t n = b->live;
-    while (b->head < b->tail) {
-        struct http_req *r = b->slot[b->head & b->mask];
-        b->slot[b->head & b->mask] = NULL;
-        b->head++;
-        if (r != NULL) {
-            http_req_set_token(r, 0);
-            reply_text(r, 503, "broker unavailable: %s", why);
-        }
-    }
-    b->live = 0;
-    event_del(b->poll);
+    size_t n = backlog_fail_all(w->backlog, why);
+    backlog_settle(w);
     if (n > 0)
         log_warn("broker: %zu requests waiting for room toward it answered 503", n);
 }
@@ -430,12 +419,11 @@ static void on_backlog_poll(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct worker *w = arg;
-    struct backlog *b = &w->backlog;
     if (broker_state(w->broker) != BROKER_UP)
         return;
     /* Every millisecond while the broker is slow: look before mapping the
      * front request's headers for a publish that would not fit anyway. */
-    struct http_req *front = b->head < b->tail ? b->slot[b->head & b->mask] : NULL;
+    struct http_req *front = backlog_front(w->backlog);
     size_t len = 0;
     if (front != NULL)
         (void)http_req_body(front, &len);
@@ -679,13 +667,10 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
     }
     /* The checker installs its libxml2 error hooks per call: it may be made
      * here, so that a failure stops start-up instead of a worker. */
-    size_t cap = 16;
-    while (cap <= w->cfg->max_inflight)
-        cap *= 2;
-    w->backlog.slot = calloc(cap, sizeof *w->backlog.slot);
-    w->backlog.mask = cap - 1;
-    w->backlog.poll = event_new(w->base, -1, EV_PERSIST, on_backlog_poll, w);
-    if (w->backlog.slot == NULL || w->backlog.poll == NULL) {
+    /* One place more than on_route lets wait on the broker: never full. */
+    w->backlog = backlog_new((size_t)w->cfg->max_inflight + 1, backlog_try, backlog_answer, w);
+    w->backlog_poll = event_new(w->base, -1, EV_PERSIST, on_backlog_poll, w);
+    if (w->backlog == NULL || w->backlog_poll == NULL) {
         snprintf(err, errlen, "worker %u: out of memory", id);
         return -1;
     }
@@ -719,9 +704,9 @@ static void worker_destroy(struct worker *w)
         event_free(w->cmd_ev);
     if (w->drain_ev != NULL)
         event_free(w->drain_ev);
-    if (w->backlog.poll != NULL)
-        event_free(w->backlog.poll);
-    free(w->backlog.slot);
+    if (w->backlog_poll != NULL)
+        event_free(w->backlog_poll);
+    backlog_free(w->backlog);
     if (w->base != NULL)
         event_base_free(w->base);
     if (w->xc != NULL)

@@ -13,6 +13,7 @@
  * and asserted only with loose bounds (a noisy 2-core machine). */
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -64,6 +65,8 @@ struct fcfg {
     const char *heartbeat; /* [amqp] heartbeat */
     const char *uri;       /* NULL: the private node */
     bool rpclong;          /* add route rpclong (20 s timeout: also the drain bound) */
+    const char *max_body;  /* [http] max_body; NULL: 64KiB */
+    bool amqps;            /* amqps:// to the node's TLS listener, with the run's certificates */
 };
 
 /* Routes (queues prefixed f.):
@@ -80,8 +83,18 @@ static char *faults_config(int http_port, const void *arg)
     char uri[512];
     if (fc->uri != NULL)
         snprintf(uri, sizeof uri, "%s", fc->uri);
+    else if (fc->amqps)
+        snprintf(uri, sizeof uri, "amqps://guest:guest@localhost:%d/%%2f",
+                 g_harness.broker_tls_port);
     else
         snprintf(uri, sizeof uri, "amqp://guest:guest@127.0.0.1:%d/%%2f", g_harness.broker_port);
+    /* The node asks amqps clients for a certificate of the run's CA. */
+    char tls[1600] = "";
+    if (fc->amqps)
+        snprintf(tls, sizeof tls,
+                 "tls_ca      = %s/ca.pem\ntls_cert    = %s/client.pem\n"
+                 "tls_key     = %s/client-key.pem\n",
+                 g_harness.tls_dir, g_harness.tls_dir, g_harness.tls_dir);
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -92,7 +105,7 @@ static char *faults_config(int http_port, const void *arg)
             "[http]\n"
             "listen      = 127.0.0.1:%d\n"
             "workers     = %d\n"
-            "max_body    = 64KiB\n"
+            "max_body    = %s\n"
             "timeout     = " HTTP_TIMEOUT "\n"
             "pong_path   = /pong\n"
             "\n"
@@ -101,6 +114,7 @@ static char *faults_config(int http_port, const void *arg)
             "heartbeat   = %s\n"
             "confirm     = yes\n"
             "max_inflight = 2000\n"
+            "%s"
             "\n"
             "[log]\n"
             "level       = %s\n"
@@ -133,7 +147,8 @@ static char *faults_config(int http_port, const void *arg)
             "routing_key = f.rpc\n"
             "queue       = f.rpc\n"
             "timeout     = %dms\n",
-            http_port, fc->workers, uri, fc->heartbeat, g_harness.log_level, RPC_TIMEOUT_MS);
+            http_port, fc->workers, fc->max_body != NULL ? fc->max_body : "64KiB", uri,
+            fc->heartbeat, tls, g_harness.log_level, RPC_TIMEOUT_MS);
     if (fc->rpclong)
         fprintf(f,
                 "\n"
@@ -2206,6 +2221,415 @@ static void test_stuck_queue(void **state)
     PASS();
 }
 
+/* kill -STOP takes effect thread by thread: a broker thread inside a system
+ * call (an fsync of the message store) stops only when it returns, and
+ * until every one has, the broker may still confirm. Freeze it and wait
+ * until each of its threads is stopped ('T' in /proc), for at most MS. */
+static void freeze_fully(int ms)
+{
+    if (broker_freeze() != 0)
+        fail_msg("kill -STOP of the broker failed");
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)broker_pid());
+    double end = now_ms() + ms;
+    for (;;) {
+        int running = 0, seen = 0;
+        DIR *d = opendir(dir);
+        if (d == NULL)
+            fail_msg("cannot read %s", dir);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            char path[384];
+            snprintf(path, sizeof path, "%s/%s/stat", dir, e->d_name);
+            char *st = slurp(path, 0);
+            const char *rp = strrchr(st, ')'); /* after "pid (comm)" */
+            if (rp != NULL && rp[1] == ' ' && rp[2] != 'T' && rp[2] != 't')
+                running++;
+            seen++;
+            free(st);
+        }
+        closedir(d);
+        if (seen > 0 && running == 0)
+            return;
+        if (now_ms() > end)
+            fail_msg("%d of the broker's %d threads still not stopped %d ms after kill -STOP",
+                     running, seen, ms);
+        sleep_ms(5);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* 11. SIGTERM while publishes wait for room toward a frozen broker     */
+
+/* One POST on its own connection: its one answer, and whether a second
+ * one followed before the bridge closed the connection. */
+struct once_post {
+    int port;
+    char id[48];
+    const char *path;
+    const char *doc;
+    size_t len;
+    int status;  /* -1: no answer */
+    int after;   /* conn_wait_closed after the answer: 1 closed, 0 open, 2 more bytes */
+    double done; /* now_ms() at the answer */
+    pthread_t th;
+};
+
+static void *once_post_thread(void *p)
+{
+    struct once_post *o = p;
+    o->status = -1;
+    o->after = 0;
+    struct conn c;
+    if (conn_open(&c, o->port) != 0)
+        return NULL;
+    conn_set_timeout(&c, scale_ms(CLIENT_WAIT_MS));
+    char extra[96];
+    /* Connection: close: the answer is the last thing on it. */
+    snprintf(extra, sizeof extra, "X-Request-Id: %s\r\nConnection: close\r\n", o->id);
+    size_t n;
+    char *raw = fmt_request(&n, "POST", o->path, XML, extra, o->doc, o->len);
+    struct resp r;
+    if (exchange(&c, raw, n, &r, false) == 0) {
+        o->status = r.status;
+        o->done = now_ms();
+        resp_free(&r);
+        /* A second answer to the same request would arrive here. */
+        o->after = conn_wait_closed(&c, scale_ms(CLIENT_WAIT_MS));
+    }
+    free(raw);
+    conn_close(&c);
+    return NULL;
+}
+
+/* The broker freezes while 160 x 60 KB publishes arrive: the socket toward
+ * it fills and the rest wait in the worker's backlog. Then SIGTERM: the
+ * bridge stops taking requests but not the ones waiting. THAW: the broker
+ * reads again a second later, the backlog drains within the drain bound,
+ * and each request is answered 202 (its message in the queue). Otherwise it
+ * stays frozen: each request is answered 503 by its timer within the bound,
+ * and the bridge exits 0 (its channel close bounded by the rpc timeout).
+ * Either way every request has exactly one answer before the exit, and
+ * nothing more arrives on its connection. */
+static void sigterm_waiting_for_room(bool thaw)
+{
+    enum { N = 160, BODY = 60 * 1024 };
+    static const struct fcfg cfg = {.workers = 1, .heartbeat = "30s"};
+    bridge_start(&g_aux, "sigterm-room", faults_config, &cfg);
+    g_aux.mark = file_size(g_aux.log);
+    mq_purge("f.durable");
+    char *doc = xmalloc(BODY + 64);
+    int off = snprintf(doc, 64, "<big>");
+    memset(doc + off, 'y', BODY - 16);
+    off += BODY - 16;
+    off += snprintf(doc + off, 16, "</big>");
+    double ms;
+    if (post_status(g_aux.port, "/durable", &ms) != 202)
+        fail_msg("no 202 before the freeze");
+
+    freeze_fully(scale_ms(5000));
+    static struct once_post posts[N];
+    for (int i = 0; i < N; i++) {
+        posts[i] = (struct once_post){
+            .port = g_aux.port, .path = "/durable", .doc = doc, .len = (size_t)off};
+        snprintf(posts[i].id, sizeof posts[i].id, "tr-%d-%d", (int)getpid(), i);
+        if (pthread_create(&posts[i].th, NULL, once_post_thread, &posts[i]) != 0)
+            abort();
+    }
+    /* Until the socket is full and requests wait for room. */
+    double t0 = now_ms();
+    while (log_count(&g_aux, "not reading fast enough") == 0 && now_ms() - t0 < scale_ms(5000))
+        sleep_ms(50);
+    sleep_ms(300); /* let the rest of the 160 arrive */
+    int waited = log_count(&g_aux, "not reading fast enough");
+    double t_term = now_ms();
+    kill(g_aux.pid, SIGTERM);
+    sleep_ms(1000);
+    int answered_frozen = 0;
+    for (int i = 0; i < N; i++)
+        answered_frozen += posts[i].done > 0;
+    if (thaw && broker_thaw() != 0)
+        fail_msg("kill -CONT failed");
+    int st;
+    /* The drain bound, and when frozen the channel close's rpc timeout. */
+    int bound = HTTP_TIMEOUT_MS + (thaw ? 0 : 5000);
+    bool exited = wait_exit(g_aux.pid, scale_ms(bound + 5000), &st);
+    double t_exit = now_ms();
+    if (!thaw && broker_thaw() != 0)
+        fail_msg("kill -CONT failed");
+    if (!exited)
+        fail_msg("bridge still running %g s after SIGTERM", scale_ms(bound + 5000) / 1000.0);
+    g_aux.pid = 0;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        char d[64];
+        fail_msg("bridge after SIGTERM: %s, expected exit 0", describe_status(st, d, sizeof d));
+    }
+    int want = thaw ? 202 : 503;
+    int nwant = 0, other = 0, first_other = 0, twice = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(posts[i].th, NULL);
+        if (posts[i].status == want)
+            nwant++;
+        else if (other++ == 0)
+            first_other = posts[i].status;
+        if (posts[i].after == 2)
+            twice++;
+    }
+    free(doc);
+    if (waited == 0)
+        fail_msg("the socket toward the frozen broker never filled: nothing waited for room");
+    if (twice)
+        fail_msg("%d requests got more than one answer", twice);
+    if (other)
+        fail_msg("%d of %d publishes waiting at SIGTERM were not %d (the first: %d)", other, N,
+                 want, first_other);
+    if (!thaw) {
+        result_row("SIGTERM while 160 x 60 KB publishes wait for room toward a broker frozen "
+                   "(kill -STOP) until the bridge has exited",
+                   "each answered 503 exactly once by its timeout ([http] timeout 10 s; no "
+                   "second answer on any connection), %d before the bridge exited 0, %.1f s "
+                   "after SIGTERM (bound: drain %d s + channel close 5 s)",
+                   nwant, (t_exit - t_term) / 1000, HTTP_TIMEOUT_MS / 1000);
+        PASS();
+        return;
+    }
+    if (log_count(&g_aux, "reads again") == 0)
+        fail_msg("the bridge did not log that the broker reads again");
+    size_t nq;
+    char **q = drain_sorted("f.durable", &nq);
+    int lost = 0;
+    for (int i = 0; i < N; i++)
+        if (!sorted_has(q, nq, posts[i].id))
+            lost++;
+    ids_free(q, nq);
+    if (lost)
+        fail_msg("%d accepted messages are not in the queue", lost);
+    result_row("SIGTERM while 160 x 60 KB publishes wait for room toward a frozen broker "
+               "(kill -STOP; it reads again 1 s later)",
+               "the bridge stopped accepting but kept the waiting ones: %d answered while "
+               "frozen, then the backlog drained; %d of %d answered 202 exactly once (no "
+               "second answer on any connection), all in the queue; exit 0 %.1f s after "
+               "SIGTERM (bound %d s)",
+               answered_frozen, nwant, N, (t_exit - t_term) / 1000, bound / 1000);
+    PASS();
+}
+
+static void test_sigterm_waiting_for_room(void **state)
+{
+    (void)state;
+    sigterm_waiting_for_room(true);
+}
+
+static void test_sigterm_waiting_frozen(void **state)
+{
+    (void)state;
+    sigterm_waiting_for_room(false);
+}
+
+/* ------------------------------------------------------------------ */
+/* 12. a publish larger than the socket's room, the broker not reading  */
+
+/* A document of LEN bytes: one element of FILL characters. */
+static char *big_doc(size_t len, char fill)
+{
+    char *doc = xmalloc(len + 1);
+    memcpy(doc, "<big>", 5);
+    memset(doc + 5, fill, len - 11);
+    memcpy(doc + len - 6, "</big>", 6);
+    doc[len] = '\0';
+    return doc;
+}
+
+/* The broker freezes; two 6 MiB publishes (more than the socket toward it
+ * and the broker's receive buffer hold) and a small one arrive at a
+ * one-worker bridge. The loop must never wait in send(): pongs on that
+ * worker are answered while the broker is still frozen. The first big one
+ * is written as room allows, the others wait behind it; when the broker
+ * reads again all three go out whole, each body byte for byte, each
+ * answered 202 once. */
+static void large_publish_frozen(bool amqps)
+{
+    enum { BIG = 6 << 20, PONGS = 15 };
+    const struct fcfg cfg = {.workers = 1, .heartbeat = "30s", .max_body = "8MiB", .amqps = amqps};
+    if (amqps && (g_harness.tls_dir == NULL || g_harness.broker_tls_port <= 0))
+        fail_msg("IT_TLS_DIR / IT_BROKER_TLS_PORT missing: run me through run.sh");
+    bridge_start(&g_aux, amqps ? "large-tls" : "large", faults_config, &cfg);
+    g_aux.mark = file_size(g_aux.log);
+    mq_purge("f.durable");
+    mq_purge("f.other");
+    double ms;
+    if (post_status(g_aux.port, "/durable", &ms) != 202)
+        fail_msg("no 202 before the freeze");
+    char *doc_a = big_doc(BIG, 'a'), *doc_b = big_doc(BIG, 'b');
+
+    freeze_fully(scale_ms(5000));
+    double t_freeze = now_ms();
+    struct once_post big[2] = {
+        {.port = g_aux.port, .path = "/durable", .doc = doc_a, .len = BIG},
+        {.port = g_aux.port, .path = "/durable", .doc = doc_b, .len = BIG},
+    };
+    struct once_post small = {.port = g_aux.port, .path = "/other", .doc = g_doc, .len = g_doc_len};
+    for (int i = 0; i < 2; i++) {
+        snprintf(big[i].id, sizeof big[i].id, "lg-%d-%d", (int)getpid(), i);
+        if (pthread_create(&big[i].th, NULL, once_post_thread, &big[i]) != 0)
+            abort();
+        sleep_ms(300); /* in this order */
+    }
+    snprintf(small.id, sizeof small.id, "lg-%d-small", (int)getpid());
+    if (pthread_create(&small.th, NULL, once_post_thread, &small) != 0)
+        abort();
+    sleep_ms(300);
+    /* The bridge holds the big ones now, the broker reads nothing. */
+    double slowest = 0;
+    int pongs_ok = 0;
+    for (int i = 0; i < PONGS; i++) {
+        struct resp r;
+        double t = now_ms();
+        int rc = http_get(g_aux.port, "/pong", &r);
+        double took = now_ms() - t;
+        if (rc == 0 && r.status == 200)
+            pongs_ok++;
+        if (rc == 0)
+            resp_free(&r);
+        if (took > slowest)
+            slowest = took;
+        if (rc != 0)
+            break; /* the loop is stuck: no use asking again before the thaw */
+        sleep_ms(100);
+    }
+    int answered_frozen = (big[0].done > 0) + (big[1].done > 0) + (small.done > 0);
+    double t_thaw = now_ms();
+    if (broker_thaw() != 0)
+        fail_msg("kill -CONT failed");
+    for (int i = 0; i < 2; i++)
+        pthread_join(big[i].th, NULL);
+    pthread_join(small.th, NULL);
+    double t_all = now_ms();
+    if (pongs_ok != PONGS)
+        fail_msg("only %d of %d pongs were answered while the broker was frozen (the slowest "
+                 "took %.0f ms): the worker's loop waited in a publish",
+                 pongs_ok, PONGS, slowest);
+    if (answered_frozen != 0)
+        fail_msg("%d publishes were answered before the frozen broker read them", answered_frozen);
+    struct once_post *all[3] = {&big[0], &big[1], &small};
+    for (int i = 0; i < 3; i++) {
+        if (all[i]->status != 202)
+            fail_msg("publish %s: %d, expected 202", all[i]->id, all[i]->status);
+        if (all[i]->after == 2)
+            fail_msg("publish %s got a second answer", all[i]->id);
+    }
+    /* Byte for byte: the frames of one message were never interleaved. */
+    int found = 0;
+    const char *queues[2] = {"f.durable", "f.other"};
+    for (int k = 0; k < 2; k++) {
+        amqp_message_t m;
+        while (mq_get(queues[k], &m) == 1) {
+            for (int i = 0; i < 3; i++) {
+                if (!bytes_eq(m.properties.message_id, all[i]->id))
+                    continue;
+                if (m.body.len != all[i]->len || memcmp(m.body.bytes, all[i]->doc, all[i]->len))
+                    fail_msg("message %s: %zu bytes in the queue, not the %zu posted", all[i]->id,
+                             m.body.len, all[i]->len);
+                found++;
+            }
+            amqp_destroy_message(&m);
+        }
+    }
+    free(doc_a);
+    free(doc_b);
+    if (found != 3)
+        fail_msg("%d of the 3 publishes are in their queues, each once", found);
+    expect_alive(&g_aux);
+    stop_clean(&g_aux, scale_ms(HTTP_TIMEOUT_MS + 10000));
+    result_row(amqps ? "two 6 MiB publishes and a small one to a frozen broker over amqps:// "
+                       "(kill -STOP; one worker, max_body 8 MiB)"
+                     : "two 6 MiB publishes and a small one to a frozen broker (kill -STOP; one "
+                       "worker, max_body 8 MiB)",
+               "the big one is written as the socket has room, the others wait behind it; "
+               "%d of %d pongs on that worker answered during the %.1f s freeze, slowest %.0f "
+               "ms; all 3 answered 202 once, %.0f ms after the broker read again, whole in "
+               "their queues",
+               pongs_ok, PONGS, (t_thaw - t_freeze) / 1000, slowest, t_all - t_thaw);
+    PASS();
+}
+
+static void test_large_publish_frozen(void **state)
+{
+    (void)state;
+    large_publish_frozen(false);
+}
+
+/* The same over TLS: SSL_write must never meet a full socket either. */
+static void test_large_publish_frozen_tls(void **state)
+{
+    (void)state;
+    large_publish_frozen(true);
+}
+
+/* SIGTERM while a 6 MiB body is half written to a broker frozen until the
+ * bridge has exited: the worker still answers (a pong), the request gets
+ * one 503 when its timeout runs out, and the bridge exits 0 within the
+ * drain bound, dropping the connection rather than closing the channel
+ * between the frames of that message. */
+static void test_sigterm_half_written(void **state)
+{
+    (void)state;
+    enum { BIG = 6 << 20 };
+    static const struct fcfg cfg = {.workers = 1, .heartbeat = "30s", .max_body = "8MiB"};
+    bridge_start(&g_aux, "half", faults_config, &cfg);
+    g_aux.mark = file_size(g_aux.log);
+    double ms;
+    if (post_status(g_aux.port, "/durable", &ms) != 202)
+        fail_msg("no 202 before the freeze");
+    char *doc = big_doc(BIG, 'h');
+    freeze_fully(scale_ms(5000));
+    struct once_post big = {.port = g_aux.port, .path = "/durable", .doc = doc, .len = BIG};
+    snprintf(big.id, sizeof big.id, "half-%d", (int)getpid());
+    if (pthread_create(&big.th, NULL, once_post_thread, &big) != 0)
+        abort();
+    sleep_ms(500);
+    struct resp r;
+    double t = now_ms();
+    int rc = http_get(g_aux.port, "/pong", &r);
+    double pong_ms = now_ms() - t;
+    int pong = rc == 0 ? r.status : -1;
+    if (rc == 0)
+        resp_free(&r);
+    double t_term = now_ms();
+    kill(g_aux.pid, SIGTERM);
+    int bound = HTTP_TIMEOUT_MS;
+    int st;
+    bool exited = wait_exit(g_aux.pid, scale_ms(bound + 5000), &st);
+    double t_exit = now_ms();
+    if (broker_thaw() != 0)
+        fail_msg("kill -CONT failed");
+    if (!exited)
+        fail_msg("bridge still running %g s after SIGTERM", scale_ms(bound + 5000) / 1000.0);
+    g_aux.pid = 0;
+    pthread_join(big.th, NULL);
+    free(doc);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        char d[64];
+        fail_msg("bridge after SIGTERM: %s, expected exit 0", describe_status(st, d, sizeof d));
+    }
+    if (pong != 200)
+        fail_msg("no pong while the body was half written (%d after %.0f ms)", pong, pong_ms);
+    if (big.status != 503 || big.after == 2)
+        fail_msg("the half-written publish: %d%s, expected one 503", big.status,
+                 big.after == 2 ? " and a second answer" : "");
+    if (log_count(&g_aux, "bytes short") != 1)
+        fail_msg("the bridge did not log the half-written body it dropped at the close");
+    result_row("SIGTERM while a 6 MiB body is half written to a broker frozen until the bridge "
+               "has exited (one worker)",
+               "pong on that worker in %.0f ms meanwhile; the publish answered 503 once when "
+               "its timeout ran out; connection dropped instead of a channel close between the "
+               "message's frames; exit 0 %.1f s after SIGTERM (bound %d s)",
+               pong_ms, (t_exit - t_term) / 1000, bound / 1000);
+    PASS();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2220,6 +2644,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigterm_under_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stuck_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_waiting_for_room, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_waiting_frozen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_publish_frozen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_publish_frozen_tls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_half_written, setup, teardown),
     };
     /* FAULTS_ONLY=test_failover (a pattern, * and ? allowed): run just those. */
     if (getenv("FAULTS_ONLY") != NULL)
