@@ -1913,6 +1913,17 @@ static void *big_post_thread(void *p)
     return NULL;
 }
 
+/* A document of LEN bytes: one element of FILL characters. */
+static char *big_doc(size_t len, char fill)
+{
+    char *doc = xmalloc(len + 1);
+    memcpy(doc, "<big>", 5);
+    memset(doc + 5, fill, len - 11);
+    memcpy(doc + len - 6, "</big>", 6);
+    doc[len] = '\0';
+    return doc;
+}
+
 /* The broker freezes for a second (kill -STOP: it reads nothing, as under
  * its own credit flow, but the connection lives) while 9.6 MB of publishes
  * arrive: what no longer fits into the socket toward it waits in the
@@ -1927,11 +1938,8 @@ static void test_backpressure(void **state)
     g_aux.mark = file_size(g_aux.log);
     mq_purge("f.durable");
     /* A 60 KB document: one element holding text. */
-    char *doc = xmalloc(BODY + 64);
-    int off = snprintf(doc, 64, "<big>");
-    memset(doc + off, 'x', BODY - 16);
-    off += BODY - 16;
-    off += snprintf(doc + off, 16, "</big>");
+    const int off = BODY - 5;
+    char *doc = big_doc((size_t)off, 'x');
     double ms;
     if (post_status(g_aux.port, "/durable", &ms) != 202)
         fail_msg("no 202 before the freeze");
@@ -2320,11 +2328,9 @@ static void sigterm_waiting_for_room(bool thaw)
     bridge_start(&g_aux, "sigterm-room", faults_config, &cfg);
     g_aux.mark = file_size(g_aux.log);
     mq_purge("f.durable");
-    char *doc = xmalloc(BODY + 64);
-    int off = snprintf(doc, 64, "<big>");
-    memset(doc + off, 'y', BODY - 16);
-    off += BODY - 16;
-    off += snprintf(doc + off, 16, "</big>");
+    /* A 60 KB document: one element holding text. */
+    const int off = BODY - 5;
+    char *doc = big_doc((size_t)off, 'y');
     double ms;
     if (post_status(g_aux.port, "/durable", &ms) != 202)
         fail_msg("no 202 before the freeze");
@@ -2430,17 +2436,6 @@ static void test_sigterm_waiting_frozen(void **state)
 
 /* ------------------------------------------------------------------ */
 /* 12. a publish larger than the socket's room, the broker not reading  */
-
-/* A document of LEN bytes: one element of FILL characters. */
-static char *big_doc(size_t len, char fill)
-{
-    char *doc = xmalloc(len + 1);
-    memcpy(doc, "<big>", 5);
-    memset(doc + 5, fill, len - 11);
-    memcpy(doc + len - 6, "</big>", 6);
-    doc[len] = '\0';
-    return doc;
-}
 
 /* The broker freezes; two 6 MiB publishes (more than the socket toward it
  * and the broker's receive buffer hold) and a small one arrive at a
