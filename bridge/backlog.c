@@ -85,6 +85,32 @@ static void unlink_node(struct backlog *b, size_t i)
     b->live--;
 }
 
+/* Node I waits again: at the back (a new item) or at the front (one that
+ * found no room, so that its order and its ticket hold). */
+static void link_node(struct backlog *b, size_t i, bool front)
+{
+    struct node *n = &b->node[i];
+    n->state = NODE_WAITING;
+    if (front) {
+        n->prev = NIL;
+        n->next = b->head;
+        if (b->head != NIL)
+            b->node[b->head].prev = i;
+        else
+            b->tail = i;
+        b->head = i;
+    } else {
+        n->next = NIL;
+        n->prev = b->tail;
+        if (b->tail != NIL)
+            b->node[b->tail].next = i;
+        else
+            b->head = i;
+        b->tail = i;
+    }
+    b->live++;
+}
+
 static void release_node(struct backlog *b, size_t i)
 {
     struct node *n = &b->node[i];
@@ -103,15 +129,7 @@ int backlog_add(struct backlog *b, void *item, uint64_t *ticket)
     struct node *n = &b->node[i];
     b->free = n->next;
     n->item = item;
-    n->state = NODE_WAITING;
-    n->next = NIL;
-    n->prev = b->tail;
-    if (b->tail != NIL)
-        b->node[b->tail].next = i;
-    else
-        b->head = i;
-    b->tail = i;
-    b->live++;
+    link_node(b, i, false);
     *ticket = (uint64_t)i;
     return 0;
 }
@@ -145,15 +163,7 @@ size_t backlog_flush(struct backlog *b)
             continue;
         }
         /* No room: back to the front, the same node, so its ticket holds. */
-        n->state = NODE_WAITING;
-        n->prev = NIL;
-        n->next = b->head;
-        if (b->head != NIL)
-            b->node[b->head].prev = i;
-        else
-            b->tail = i;
-        b->head = i;
-        b->live++;
+        link_node(b, i, true);
         break;
     }
     b->flushing = false;
