@@ -176,6 +176,7 @@ struct broker {
     size_t peak_inflight;                       /* most publishes awaiting a confirm at once */
     bool socket_full; /* publishes refused for a full socket; logged once */
     bool tls;         /* the current connection is amqps:// */
+    int sndbuf;       /* SO_SNDBUF as last read, 0 = not yet on this connection */
     bool closing;     /* broker_close is taking the frames queued during the channel close */
 
     /* A publish whose body is larger than the socket's room, written as
@@ -752,6 +753,7 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
     }
     b->conn = b->job.conn;
     b->tls = b->job.uri->tls;
+    b->sndbuf = 0;
     b->channel = b->job.channel;
     b->job.conn = NULL;
     b->content = CONTENT_NONE;
@@ -1372,17 +1374,24 @@ void broker_detach(struct broker *b, uint64_t tag)
  * less what is still unsent. Into *WHOLE: that room with nothing unsent,
  * the most a single write can ever have; into *UNSENT: what waits in it.
  * SO_SNDBUF is what the kernel really holds (TCP autotuning moves it, 16 KiB
- * to net.ipv4.tcp_wmem's 4 MiB on Debian 12), read each time. */
-static size_t socket_room(int fd, size_t *whole, size_t *unsent)
+ * to net.ipv4.tcp_wmem's 4 MiB on Debian 12): read again whenever something
+ * is unsent, and kept in *SNDBUF for a socket with nothing unsent (the usual
+ * case), which so costs one system call a publish, as before the pieces. */
+static size_t socket_room(int fd, int *sndbuf, size_t *whole, size_t *unsent)
 {
-    int queued = 0, sndbuf = 0;
-    socklen_t sl = sizeof sndbuf;
+    int queued = 0;
     *whole = SIZE_MAX;
     *unsent = 0;
-    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) != 0 || sndbuf <= 0 ||
-        ioctl(fd, SIOCOUTQ, &queued) != 0 || queued < 0)
+    if (ioctl(fd, SIOCOUTQ, &queued) != 0 || queued < 0)
         return SIZE_MAX; /* the kernel does not say: write as before */
-    *whole = (size_t)sndbuf / 4 * 3;
+    if (queued > 0 || *sndbuf <= 0) {
+        socklen_t sl = sizeof *sndbuf;
+        if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, sndbuf, &sl) != 0 || *sndbuf <= 0) {
+            *sndbuf = 0;
+            return SIZE_MAX;
+        }
+    }
+    *whole = (size_t)*sndbuf / 4 * 3;
     *unsent = (size_t)queued;
     return *unsent >= *whole ? 0 : *whole - *unsent;
 }
@@ -1394,9 +1403,9 @@ static size_t tls_extra(const struct broker *b, size_t n)
 }
 
 /* The socket's room now in bytes of AMQP frames (TLS's overhead taken off). */
-static size_t frame_room(const struct broker *b, size_t *whole, size_t *unsent)
+static size_t frame_room(struct broker *b, size_t *whole, size_t *unsent)
 {
-    size_t room = socket_room(amqp_get_sockfd(b->conn), whole, unsent);
+    size_t room = socket_room(amqp_get_sockfd(b->conn), &b->sndbuf, whole, unsent);
     if (room != SIZE_MAX) {
         size_t t = tls_extra(b, room);
         room = room > t ? room - t : 0;
@@ -1428,7 +1437,7 @@ enum fit {
  * frames go out in one write: a head larger than the whole room, headers
  * beyond 12 KiB on a fresh connection, may still wait in send() for a
  * broker that stops reading right then; TCP_USER_TIMEOUT bounds that). */
-static enum fit publish_fits(const struct broker *b, size_t head, size_t body_len)
+static enum fit publish_fits(struct broker *b, size_t head, size_t body_len)
 {
     if (b->out_body != NULL)
         return FIT_WAIT;
@@ -1445,7 +1454,7 @@ static enum fit publish_fits(const struct broker *b, size_t head, size_t body_le
     return FIT_WAIT;
 }
 
-bool broker_has_room(const struct broker *b, size_t body_len)
+bool broker_has_room(struct broker *b, size_t body_len)
 {
     if (b->state != BROKER_UP || b->conn == NULL)
         return false;

@@ -98,7 +98,7 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
  * broker now (broker_publish's own check, without its headers)? A cheap
  * look before mapping a waiting request for broker_publish; false when not
  * up. */
-bool broker_has_room(const struct broker *b, size_t body_len);
+bool broker_has_room(struct broker *b, size_t body_len);
 /* The publish request behind delivery tag TAG left or timed out: drop its
  * confirm when it comes (counted as late), or forget the entry when the
  * tracker needs its room. Not for rpc requests: broker_rpc_forget. */
