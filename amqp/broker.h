@@ -47,6 +47,7 @@ enum broker_reply_bad {
     BROKER_REPLY_BAD_CTYPE,  /* content_type holds control bytes (CR, LF, NUL...) */
     BROKER_REPLY_TOO_LARGE,  /* body over 64 MiB */
     BROKER_REPLY_NO_MEMORY,  /* no memory to reassemble the body */
+    BROKER_REPLY_KINDS,      /* how many: the bad ones are 1..BROKER_REPLY_KINDS - 1 */
 };
 
 /* An rpc reply, valid during the reply callback only. */

@@ -171,6 +171,9 @@ static void on_reply(void *arg, void *ctx, const struct broker_reply *rep)
             [BROKER_REPLY_TOO_LARGE] = METRICS_BAD_TOO_LARGE,
             [BROKER_REPLY_NO_MEMORY] = METRICS_BAD_NO_MEMORY,
         };
+        _Static_assert(sizeof why / sizeof why[0] == BROKER_REPLY_KINDS &&
+                           BROKER_REPLY_KINDS - 1 == METRICS_BAD_KINDS,
+                       "every reason of broker.h has its /metrics label");
         metrics_rpc_bad_reply(w->m, why[rep->bad]);
         log_warn("%s: %s", http_req_id(r), rep->error);
         reply_text(r, 502, "%s", rep->error);
