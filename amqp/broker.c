@@ -52,6 +52,7 @@
 /* A body too large for the socket's whole room goes out in pieces no
  * smaller than this (unless it is the last): no storm of tiny frames. */
 #define BROKER_MIN_PIECE 4096
+#define BROKER_MANDATORY 1   /* every publish (CONTRACT): unroutable comes back, 502 */
 #define BROKER_OUT_POLL_MS 1 /* how often the rest of such a body looks for room */
 /* amqps://: what TLS adds on the wire per record (16 KiB of payload at most):
  * header, MAC or tag, padding; generous, it only sizes the room check. */
@@ -188,6 +189,8 @@ struct broker {
     size_t out_len;       /* its length */
     size_t out_off;       /* bytes of it written */
     struct event *out_ev; /* timer: write more of it */
+    uint64_t out_until;   /* mono_ms() by which it must be whole, or the
+                             connection is dropped ([http] timeout) */
 };
 
 const char *broker_state_name(enum broker_state s)
@@ -664,6 +667,7 @@ static void fail_waiting_reply(void *arg, void *ctx)
  * (tracker first: its callbacks forget their rpc entries, so nothing is
  * answered twice). Returns how many. */
 static void drop_out(struct broker *b);
+static void shrink_reply(struct reply_state *rs);
 static void on_out(evutil_socket_t fd, short what, void *arg);
 
 static size_t fail_channel(struct broker *b)
@@ -673,6 +677,7 @@ static size_t fail_channel(struct broker *b)
     tracker_reset(b->tracker);
     n += pending_drain(b->pending, fail_waiting_reply, b);
     b->content = CONTENT_NONE;
+    shrink_reply(&b->rep); /* a reply cut short by the loss */
     return n;
 }
 
@@ -1148,14 +1153,14 @@ static void start_reply(struct broker *b, const amqp_frame_t *f)
     if (size > BROKER_MAX_REPLY) {
         rs->bad = BROKER_REPLY_TOO_LARGE;
         rs->error = "the worker's reply is larger than 64 MiB";
-    } else if (size > rs->cap) {
-        char *nb = realloc(rs->buf, (size_t)size);
-        if (nb == NULL) {
+    } else if (rs->bad == BROKER_REPLY_OK && size > rs->cap) {
+        /* Nothing in it is kept: a new buffer, not a realloc's copy. */
+        free(rs->buf);
+        rs->buf = malloc((size_t)size);
+        rs->cap = rs->buf != NULL ? (size_t)size : 0;
+        if (rs->buf == NULL) {
             rs->bad = BROKER_REPLY_NO_MEMORY;
             rs->error = "out of memory for the worker's reply";
-        } else {
-            rs->buf = nb;
-            rs->cap = (size_t)size;
         }
     }
     b->content_left = size;
@@ -1374,17 +1379,18 @@ void broker_detach(struct broker *b, uint64_t tag)
  * less what is still unsent. Into *WHOLE: that room with nothing unsent,
  * the most a single write can ever have; into *UNSENT: what waits in it.
  * SO_SNDBUF is what the kernel really holds (TCP autotuning moves it, 16 KiB
- * to net.ipv4.tcp_wmem's 4 MiB on Debian 12): read again whenever something
- * is unsent, and kept in *SNDBUF for a socket with nothing unsent (the usual
- * case), which so costs one system call a publish, as before the pieces. */
-static size_t socket_room(int fd, int *sndbuf, size_t *whole, size_t *unsent)
+ * to net.ipv4.tcp_wmem's 4 MiB on Debian 12, and only up but under memory
+ * pressure): kept in *SNDBUF, and read again when FRESH (the caller found no
+ * room with the kept one) or never read on this connection. So a publish
+ * that fits costs one system call (SIOCOUTQ). */
+static size_t socket_room(int fd, int *sndbuf, bool fresh, size_t *whole, size_t *unsent)
 {
     int queued = 0;
     *whole = SIZE_MAX;
     *unsent = 0;
     if (ioctl(fd, SIOCOUTQ, &queued) != 0 || queued < 0)
         return SIZE_MAX; /* the kernel does not say: write as before */
-    if (queued > 0 || *sndbuf <= 0) {
+    if (fresh || *sndbuf <= 0) {
         socklen_t sl = sizeof *sndbuf;
         if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, sndbuf, &sl) != 0 || *sndbuf <= 0) {
             *sndbuf = 0;
@@ -1403,9 +1409,9 @@ static size_t tls_extra(const struct broker *b, size_t n)
 }
 
 /* The socket's room now in bytes of AMQP frames (TLS's overhead taken off). */
-static size_t frame_room(struct broker *b, size_t *whole, size_t *unsent)
+static size_t frame_room(struct broker *b, bool fresh, size_t *whole, size_t *unsent)
 {
-    size_t room = socket_room(amqp_get_sockfd(b->conn), &b->sndbuf, whole, unsent);
+    size_t room = socket_room(amqp_get_sockfd(b->conn), &b->sndbuf, fresh, whole, unsent);
     if (room != SIZE_MAX) {
         size_t t = tls_extra(b, room);
         room = room > t ? room - t : 0;
@@ -1442,8 +1448,11 @@ static enum fit publish_fits(struct broker *b, size_t head, size_t body_len)
     if (b->out_body != NULL)
         return FIT_WAIT;
     size_t whole, unsent;
-    size_t room = frame_room(b, &whole, &unsent);
     size_t need = head + body_len;
+    size_t room = frame_room(b, false, &whole, &unsent);
+    if (need <= room)
+        return FIT_WHOLE;
+    room = frame_room(b, true, &whole, &unsent); /* the buffer may have grown */
     if (need <= room)
         return FIT_WHOLE;
     if (need <= whole)
@@ -1478,7 +1487,7 @@ static int write_rest(struct broker *b)
     size_t frame_body = (size_t)amqp_get_frame_max(b->conn) - BROKER_BODY_FRAME_OVERHEAD;
     while (b->out_off < b->out_len) {
         size_t whole, unsent;
-        size_t room = frame_room(b, &whole, &unsent);
+        size_t room = frame_room(b, true, &whole, &unsent);
         if (room <= BROKER_BODY_FRAME_OVERHEAD)
             break;
         size_t left = b->out_len - b->out_off;
@@ -1515,9 +1524,27 @@ static void on_out(evutil_socket_t fd, short what, void *arg)
     struct broker *b = arg;
     if (b->conn == NULL || b->out_body == NULL)
         return;
+    /* A broker that reads, but too slowly to take the body within [http]
+     * timeout, would keep every other publish of this worker waiting behind
+     * it for as long as it trickles: its request has had its 503 by now, and
+     * a message cannot be abandoned halfway on the channel. */
+    if (mono_ms() >= b->out_until) {
+        char why[BROKER_REASON_LEN];
+        snprintf(why, sizeof why,
+                 "a %zu-byte body was not taken within %llu ms (%zu bytes written): connection "
+                 "dropped",
+                 b->out_len, (unsigned long long)b->cfg->http_timeout_ms, b->out_off);
+        lost(b, why);
+        return;
+    }
     int rc = write_rest(b);
     if (rc != AMQP_STATUS_OK)
         lost(b, amqp_error_string2(rc));
+}
+
+static amqp_bytes_t bytes_of(const char *s)
+{
+    return s == NULL ? amqp_empty_bytes : amqp_cstring_bytes(s);
 }
 
 /* The method and header frames of a publish whose body goes in pieces, and
@@ -1527,10 +1554,9 @@ static int publish_in_pieces(struct broker *b, const struct bridge_msg *m,
 {
     amqp_basic_publish_t pm = {
         .ticket = 0,
-        .exchange = m->exchange != NULL ? amqp_cstring_bytes(m->exchange) : amqp_empty_bytes,
-        .routing_key =
-            m->routing_key != NULL ? amqp_cstring_bytes(m->routing_key) : amqp_empty_bytes,
-        .mandatory = 1,
+        .exchange = bytes_of(m->exchange),
+        .routing_key = bytes_of(m->routing_key),
+        .mandatory = BROKER_MANDATORY,
         .immediate = 0,
     };
     int rc = amqp_send_method(b->conn, b->channel, AMQP_BASIC_PUBLISH_METHOD, &pm);
@@ -1547,12 +1573,8 @@ static int publish_in_pieces(struct broker *b, const struct bridge_msg *m,
     b->out_body = copy;
     b->out_len = m->body_len;
     b->out_off = 0;
+    b->out_until = mono_ms() + b->cfg->http_timeout_ms;
     return write_rest(b);
-}
-
-static amqp_bytes_t bytes_of(const char *s)
-{
-    return s == NULL ? amqp_empty_bytes : amqp_cstring_bytes(s);
 }
 
 /* Remember M's request CTX before its publish: *DTAG its delivery tag
@@ -1625,7 +1647,12 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         p.expiration = amqp_cstring_bytes(m->expiration);
     }
     size_t n = 0;
-    size_t need = m->body_len + BROKER_FRAME_OVERHEAD + m->message_id_len;
+    /* Every variable part of the method and header frames (each short
+     * string at most 255 bytes, bounded at config time or in http/). */
+    size_t need = m->body_len + BROKER_FRAME_OVERHEAD + m->message_id_len + p.content_type.len +
+                  p.type.len + bytes_of(m->exchange).len + bytes_of(m->routing_key).len +
+                  (m->reply_to != NULL ? p.reply_to.len + BROKER_CID_MAX : 0) +
+                  (m->expiration != NULL ? p.expiration.len : 0);
     if (m->headers != NULL) {
         for (size_t i = 0; i < m->headers->n && n < BROKER_MAX_HEADERS; i++) {
             const struct hdrmap_kv *kv = &m->headers->kv[i];
@@ -1641,6 +1668,8 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
     p.headers = (amqp_table_t){(int)n, b->hdr};
 
     enum fit fit = publish_fits(b, need - m->body_len, m->body_len);
+    if (fit == FIT_WAIT && b->out_body != NULL)
+        return BROKER_PUB_BUSY; /* behind a body in pieces: no news of the socket */
     if (fit == FIT_WAIT) {
         if (!b->socket_full)
             log_info("broker: %s is not reading fast enough (socket buffer full): publishes "
@@ -1683,7 +1712,7 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
             free(copy); /* not taken: lost() below frees it when it was */
     } else {
         rc = amqp_basic_publish(b->conn, b->channel, bytes_of(m->exchange),
-                                bytes_of(m->routing_key), 1, 0, &p, body);
+                                bytes_of(m->routing_key), BROKER_MANDATORY, 0, &p, body);
     }
     if (rc != AMQP_STATUS_OK) {
         /* The request is answered by our caller; forget its tag first so

@@ -2563,6 +2563,72 @@ static void test_large_publish_frozen_tls(void **state)
     large_publish_frozen(true);
 }
 
+/* The broker stops reading longer than [http] timeout while a 6 MiB body is
+ * being written in pieces. The message cannot be abandoned halfway on its
+ * channel, and every other publish of the worker waits behind it: once its
+ * request has had its 503 the bridge drops that connection, so that /healthz
+ * says so and new requests get 503 at once instead of queueing behind a
+ * body that may trickle for ever; after the thaw the worker reconnects. */
+static void test_large_publish_stalled(void **state)
+{
+    (void)state;
+    enum { BIG = 6 << 20 };
+    const struct fcfg cfg = {.workers = 1, .heartbeat = "30s", .max_body = "8MiB"};
+    bridge_start(&g_aux, "large-stalled", faults_config, &cfg);
+    g_aux.mark = file_size(g_aux.log);
+    double ms;
+    if (post_status(g_aux.port, "/durable", &ms) != 202)
+        fail_msg("no 202 before the freeze");
+    char *doc = big_doc(BIG, 's');
+    freeze_fully(scale_ms(5000));
+    double t_freeze = now_ms();
+    struct once_post big = {.port = g_aux.port, .path = "/durable", .doc = doc, .len = BIG};
+    snprintf(big.id, sizeof big.id, "st-%d", (int)getpid());
+    if (pthread_create(&big.th, NULL, once_post_thread, &big) != 0)
+        abort();
+    /* Its request times out (503), then the body's own deadline drops the
+     * connection: /healthz turns 503 while the broker is still frozen. */
+    int last = 0;
+    bool down = wait_health(g_aux.port, 503, scale_ms(HTTP_TIMEOUT_MS + 8000), &last);
+    double t_down = now_ms();
+    struct resp r;
+    int small = -1;
+    bool fast = false;
+    if (down && http_req(g_aux.port, "POST", "/other", XML, NULL, g_doc, g_doc_len, &r) == 0) {
+        small = r.status;
+        fast = strstr(r.body, "broker unavailable") != NULL;
+        resp_free(&r);
+    }
+    if (broker_thaw() != 0)
+        fail_msg("kill -CONT failed");
+    pthread_join(big.th, NULL);
+    free(doc);
+    if (!down)
+        fail_msg("/healthz still %d %.0f ms into the freeze: the stalled body kept the connection",
+                 last, t_down - t_freeze);
+    if (big.status != 503 || big.after == 2)
+        fail_msg("the stalled publish: %d%s, expected one 503", big.status,
+                 big.after == 2 ? " and a second answer" : "");
+    if (small != 503 || !fast)
+        fail_msg("a publish after the drop: %d%s, expected 503 at once naming the broker", small,
+                 fast ? "" : " (not naming the broker)");
+    if (log_count(&g_aux, "was not taken within") != 1)
+        fail_msg("the bridge did not log the body it gave up on");
+    if (!wait_health(g_aux.port, 200, scale_ms(15000), &last))
+        fail_msg("/healthz %d after the thaw: no reconnect", last);
+    if (post_status(g_aux.port, "/other", &ms) != 202)
+        fail_msg("no 202 after the reconnect");
+    expect_alive(&g_aux);
+    stop_clean(&g_aux, scale_ms(HTTP_TIMEOUT_MS + 10000));
+    result_row("a 6 MiB publish to a broker frozen longer than [http] timeout (10 s; one worker)",
+               "the publish answered 503 once at its timeout; the half-written body given up "
+               "and the connection dropped %.1f s into the freeze (/healthz 503, the next "
+               "publish 503 at once instead of waiting behind it); reconnected and 202 after "
+               "the thaw",
+               (t_down - t_freeze) / 1000);
+    PASS();
+}
+
 /* SIGTERM while a 6 MiB body is half written to a broker frozen until the
  * bridge has exited: the worker still answers (a pong), the request gets
  * one 503 when its timeout runs out, and the bridge exits 0 within the
@@ -2643,6 +2709,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigterm_waiting_frozen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_publish_frozen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_publish_frozen_tls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_publish_stalled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_half_written, setup, teardown),
     };
     /* FAULTS_ONLY=test_failover (a pattern, * and ? allowed): run just those. */
