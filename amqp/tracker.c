@@ -533,6 +533,15 @@ static struct slot *entry_of(struct tracker *t, uint64_t tag)
     return s->state != SLOT_FREE ? s : NULL;
 }
 
+bool tracker_rebind(struct tracker *t, uint64_t tag, void *ctx)
+{
+    struct slot *s = entry_of(t, tag);
+    if (s == NULL || s->ctx == NULL || ctx == NULL)
+        return false;
+    s->ctx = ctx;
+    return true;
+}
+
 bool tracker_detach(struct tracker *t, uint64_t tag)
 {
     struct slot *s = entry_of(t, tag);

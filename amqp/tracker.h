@@ -64,6 +64,11 @@ bool tracker_return(struct tracker *t, const char *msg_id, size_t msg_id_len);
  * needed. false if TAG is not pending. */
 bool tracker_detach(struct tracker *t, uint64_t tag);
 
+/* The attached entry of TAG now stands for CTX (non-NULL) instead: its
+ * completion is reported with CTX. false if TAG is not pending or is
+ * detached. */
+bool tracker_rebind(struct tracker *t, uint64_t tag, void *ctx);
+
 /* Complete every attached entry with R and detach it; entries stay in place
  * so later confirms for them are dropped (used when the broker blocks us). */
 size_t tracker_fail_attached(struct tracker *t, enum tracker_result r);

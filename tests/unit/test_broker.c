@@ -391,9 +391,11 @@ static void test_reply_split_and_late(void **state)
     header(&fx, 1, &q, 0);
     assert_int_equal(g_rec.replies[0], 1);
     assert_int_equal(broker_late_replies(fx.b), late + 2);
-    /* The reply overtook its confirm: that confirm is dropped. */
+    /* The reply overtook its confirm: that confirm is dropped, and it is
+     * no late confirm (its request was answered by its reply). */
     ack(&fx, 1, 1, false);
     assert_int_equal(g_rec.done[0], 0);
+    assert_int_equal(broker_late_confirms(fx.b), 0);
     fixture_down(&fx);
 }
 
@@ -511,6 +513,34 @@ static void test_reply_buffer_shrinks(void **state)
     body(&fx, 1, chunk, 100);
     assert_int_equal(g_rec.replies[1], 1);
     assert_true(broker_test_reply_capacity(fx.b) >= 100);
+    /* A reply bad from its header (a content_type with CR LF) takes no
+     * buffer of its size: its body is never kept. */
+    h = enlist(&fx, 2, true, "bad");
+    p = reply_props(&fx, h, cid, sizeof cid);
+    p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+    p.content_type = amqp_cstring_bytes("text/xml\r\nX-Evil: 1");
+    deliver(&fx, 1);
+    header(&fx, 1, &p, BIG);
+    cap = broker_test_reply_capacity(fx.b);
+    if (cap > (64u << 10))
+        fail_msg("a bad %d-byte reply took a %zu-byte buffer", BIG, cap);
+    for (size_t off = 0; off < BIG; off += FRAME)
+        body(&fx, 1, chunk, FRAME);
+    assert_int_equal(g_rec.replies[2], 1);
+    assert_int_equal(g_rec.bad[2], BROKER_REPLY_BAD_CTYPE);
+    /* A channel lost halfway through a big reply gives its buffer back. */
+    h = enlist(&fx, 3, true, "cut");
+    p = reply_props(&fx, h, cid, sizeof cid);
+    deliver(&fx, 1);
+    header(&fx, 1, &p, BIG);
+    body(&fx, 1, chunk, FRAME);
+    assert_true(broker_test_reply_capacity(fx.b) >= BIG);
+    broker_test_renew(fx.b, 2);
+    cap = broker_test_reply_capacity(fx.b);
+    if (cap > (64u << 10))
+        fail_msg("the reply buffer still holds %zu bytes after its channel was lost", cap);
+    assert_int_equal(g_rec.done[3], 1); /* the request is answered as lost (503) */
+    assert_int_equal(g_rec.res[3], TRACKER_LOST);
     free(chunk);
     fixture_down(&fx);
 }

@@ -492,6 +492,26 @@ static void test_stuck_tag_does_not_block(void **state)
 /* A queue that never confirms, whose requests all time out (detached): the
  * tracker never fills, however long it goes on, and other publishes are
  * always accepted. */
+/* A rebound entry completes with its new ctx, counted as attached as
+ * before; a detached or completed one cannot be rebound. */
+static void test_rebind(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(8);
+    add_n(f, 3);
+    assert_true(tracker_rebind(f->t, 2, C(7)));
+    expect_counts(f, 3, 3);
+    assert_false(tracker_rebind(f->t, 2, NULL));
+    assert_true(tracker_detach(f->t, 3));
+    assert_false(tracker_rebind(f->t, 3, C(8))); /* detached */
+    assert_false(tracker_rebind(f->t, 9, C(8))); /* never issued */
+    assert_int_equal(tracker_ack(f->t, 3, true), 1);
+    expect_calls(f, 2, C(1), TRACKER_ACK, C(7), TRACKER_ACK);
+    assert_false(tracker_rebind(f->t, 2, C(8))); /* completed */
+    expect_counts(f, 0, 0);
+    fixture_free(f);
+}
+
 static void test_detached_never_fill(void **state)
 {
     (void)state;
@@ -1211,6 +1231,7 @@ int main(void)
         cmocka_unit_test(test_reset),
         cmocka_unit_test(test_full_at_cap),
         cmocka_unit_test(test_stuck_tag_does_not_block),
+        cmocka_unit_test(test_rebind),
         cmocka_unit_test(test_detached_never_fill),
         cmocka_unit_test(test_laggards_multiple_and_nack),
         cmocka_unit_test(test_laggard_return_detach_fail),
