@@ -2680,8 +2680,13 @@ static void test_sigterm_half_written(void **state)
     if (big.status != 503 || big.after == 2)
         fail_msg("the half-written publish: %d%s, expected one 503", big.status,
                  big.after == 2 ? " and a second answer" : "");
-    if (log_count(&g_aux, "bytes short") != 1)
-        fail_msg("the bridge did not log the half-written body it dropped at the close");
+    /* Dropped by the close ("bytes short"), or, the drain bound and the
+     * body's own deadline both being [http] timeout, a moment before by that
+     * deadline ("was not taken within"): once, and either way the connection
+     * is dropped, never closed with a channel.close between its frames. */
+    int dropped = log_count(&g_aux, "bytes short") + log_count(&g_aux, "was not taken within");
+    if (dropped != 1)
+        fail_msg("the bridge logged %d drops of the half-written body, expected 1", dropped);
     result_row("SIGTERM while a 6 MiB body is half written to a broker frozen until the bridge "
                "has exited (one worker)",
                "pong on that worker in %.0f ms meanwhile; the publish answered 503 once when "
