@@ -178,8 +178,6 @@ struct broker {
     bool socket_full; /* publishes refused for a full socket; logged once */
     bool tls;         /* the current connection is amqps:// */
     int sndbuf;       /* SO_SNDBUF as last read, 0 = not yet on this connection */
-    char reply_first; /* its address: the tracker ctx of a confirm whose rpc reply came
-                         first (tracker_rebind), dropped uncounted */
     bool closing;     /* broker_close is taking the frames queued during the channel close */
 
     /* A publish whose body is larger than the socket's room, written as
@@ -1097,7 +1095,7 @@ static void finish_reply(struct broker *b)
      * persistent message once on disk): that confirm is expected, not late,
      * and is dropped on arrival without being counted. */
     if (tag != 0)
-        (void)tracker_rebind(b->tracker, tag, &b->reply_first);
+        (void)tracker_detach_expected(b->tracker, tag);
     b->reply(b->arg, ctx, &r); /* the answer copied the body */
     shrink_reply(rs);
 }
@@ -1263,8 +1261,6 @@ static void pump(struct broker *b)
 static void on_tracker_done(void *arg, void *ctx, enum tracker_result r)
 {
     struct broker *b = arg;
-    if (ctx == &b->reply_first)
-        return; /* its request was answered by its reply */
     b->done(b->arg, ctx, r);
 }
 

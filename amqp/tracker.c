@@ -98,6 +98,8 @@ struct slot {
     void *ctx;      /* caller's request; NULL once detached */
     uint32_t idlen; /* full length of the message id (saturated) */
     uint8_t state;  /* enum slot_state */
+    uint8_t quiet;  /* detached because its request was answered otherwise
+                       (tracker_detach_expected): its confirm is not late */
 };
 
 /* An entry moved out of the ring, or its tombstone (state free). */
@@ -122,6 +124,7 @@ struct tracker {
     size_t lag_lo, lag_hi; /* [lag_lo, lag_hi) in use, tombstones included */
     size_t lag_live;       /* pending entries among them */
     uint64_t epoch;        /* bumped by fail_all/reset: stale loops stop */
+    bool took_quiet;       /* the entry take() freed last was detached as expected */
     bool failing;          /* inside tracker_fail_all: adds refused */
     tracker_done_fn *done; /* completion callback (may be NULL) */
     void *arg;             /* for done */
@@ -207,11 +210,14 @@ static void advance_head(struct tracker *t)
         step_head(t);
 }
 
-/* Free slot S and return its ctx (NULL if detached). */
+/* Free slot S and return its ctx (NULL if detached; took_quiet then says
+ * whether its confirm was expected). */
 static void *take(struct tracker *t, struct slot *s)
 {
     void *ctx = s->ctx;
+    t->took_quiet = s->quiet;
     s->ctx = NULL;
+    s->quiet = 0;
     s->state = SLOT_FREE;
     t->pending--;
     if (ctx != NULL)
@@ -383,6 +389,7 @@ uint64_t tracker_add(struct tracker *t, void *ctx, const char *msg_id, size_t ms
         msg_id_len = 0;
     s->ctx = ctx;
     s->state = SLOT_PENDING;
+    s->quiet = 0;
     s->idlen = saturate_len(msg_id_len);
     t->ids[i] = id_hash(t, msg_id, msg_id_len);
     t->next++;
@@ -414,7 +421,7 @@ static enum tracker_result result_of(uint8_t state, bool nack)
 static size_t finish(struct tracker *t, void *ctx, enum tracker_result r)
 {
     if (ctx == NULL)
-        return 1;
+        return t->took_quiet ? 0 : 1;
     call_done(t, ctx, r);
     return 0;
 }
@@ -454,7 +461,7 @@ static size_t confirm(struct tracker *t, uint64_t tag, bool multiple, bool nack)
         enum tracker_result r = result_of(l->s.state, nack);
         late += finish(t, lag_take(t, l), r); /* the front is never a tombstone */
         if (t->epoch != epoch)
-            return late; /* forgotten or reset under us: the rest is gone */
+            return late; /* failed or reset under us: the rest is gone */
     }
     while (t->head <= tag && t->head < t->next) {
         struct slot *s = &t->slots[t->head_idx];
@@ -462,7 +469,11 @@ static size_t confirm(struct tracker *t, uint64_t tag, bool multiple, bool nack)
         if (s->state == SLOT_FREE)
             continue; /* completed out of order before */
         enum tracker_result r = result_of(s->state, nack);
-        late += finish(t, take(t, s), r);
+        void *ctx = take(t, s);
+        /* HEAD past what completed out of order before the callback runs:
+         * an add from it must never move a free slot to the laggards. */
+        advance_head(t);
+        late += finish(t, ctx, r);
         if (t->epoch != epoch)
             return late;
         /* A callback's add may have moved entries <= TAG to the laggards. */
@@ -533,12 +544,14 @@ static struct slot *entry_of(struct tracker *t, uint64_t tag)
     return s->state != SLOT_FREE ? s : NULL;
 }
 
-bool tracker_rebind(struct tracker *t, uint64_t tag, void *ctx)
+bool tracker_detach_expected(struct tracker *t, uint64_t tag)
 {
     struct slot *s = entry_of(t, tag);
-    if (s == NULL || s->ctx == NULL || ctx == NULL)
+    if (s == NULL || s->ctx == NULL)
         return false;
-    s->ctx = ctx;
+    s->ctx = NULL;
+    s->quiet = 1;
+    t->attached--;
     return true;
 }
 

@@ -64,10 +64,12 @@ bool tracker_return(struct tracker *t, const char *msg_id, size_t msg_id_len);
  * needed. false if TAG is not pending. */
 bool tracker_detach(struct tracker *t, uint64_t tag);
 
-/* The attached entry of TAG now stands for CTX (non-NULL) instead: its
- * completion is reported with CTX. false if TAG is not pending or is
- * detached. */
-bool tracker_rebind(struct tracker *t, uint64_t tag, void *ctx);
+/* As tracker_detach, for an entry whose request was answered by other means
+ * before its confirm (an rpc reply that overtook it): its confirm is
+ * expected, dropped on arrival and not counted as late; the entry may be
+ * forgotten when room is needed like any detached one. false if TAG is not
+ * pending or is detached already. */
+bool tracker_detach_expected(struct tracker *t, uint64_t tag);
 
 /* Complete every attached entry with R and detach it; entries stay in place
  * so later confirms for them are dropped (used when the broker blocks us). */
