@@ -226,6 +226,21 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
 {
     struct worker *w = arg;
     size_t route_idx = (size_t)(route - w->cfg->routes);
+    /* Requests of this worker waiting on the broker, this one included:
+     * publishes awaiting a confirm and rpc requests awaiting a reply. Load
+     * is shed before the body is checked (up to ~2.4 ms a MiB), so that a
+     * flood to a route whose queue stopped confirming costs O(1) each. */
+    if (http_server_pending(w->http) > w->cfg->max_inflight) {
+        reply_text(r, 503, "too many requests waiting for the broker; retry later");
+        return;
+    }
+    /* And of this route: one whose queue stopped confirming must not take
+     * the budget of the others (its requests wait out their timeout). */
+    if (http_server_route_pending(w->http, route) > route->max_inflight) {
+        reply_text(r, 503, "too many requests of route %s waiting for the broker; retry later",
+                   route->name);
+        return;
+    }
     size_t len = 0;
     const char *body = http_req_body(r, &len);
     struct xmlcheck_result xr;
@@ -241,19 +256,6 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
     if (st != BROKER_UP) {
         reply_text(r, 503, "broker unavailable (%s): %s", broker_state_name(st),
                    broker_reason(w->broker));
-        return;
-    }
-    /* Requests of this worker waiting on the broker, this one included:
-     * publishes awaiting a confirm and rpc requests awaiting a reply. */
-    if (http_server_pending(w->http) > w->cfg->max_inflight) {
-        reply_text(r, 503, "too many requests waiting for the broker; retry later");
-        return;
-    }
-    /* And of this route: one whose queue stopped confirming must not take
-     * the budget of the others (its requests wait out their timeout). */
-    if (http_server_route_pending(w->http, route) > route->max_inflight) {
-        reply_text(r, 503, "too many requests of route %s waiting for the broker; retry later",
-                   route->name);
         return;
     }
     const char *ctype = http_req_content_type(r);
