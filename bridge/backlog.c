@@ -14,8 +14,8 @@
 enum node_state {
     NODE_FREE,    /* on the free list */
     NODE_WAITING, /* in the list: can be cancelled, tried, failed */
-    NODE_TRYING,  /* taken by backlog_flush, its try callback running */
-    NODE_FAILING, /* taken by backlog_fail_all, not answered yet */
+    NODE_TAKEN,   /* taken by backlog_flush (its try running) or backlog_fail_all (not
+                     answered yet): no longer cancellable */
 };
 
 struct node {
@@ -156,7 +156,7 @@ size_t backlog_flush(struct backlog *b)
         size_t i = b->head;
         struct node *n = &b->node[i];
         unlink_node(b, i);
-        n->state = NODE_TRYING;
+        n->state = NODE_TAKEN;
         if (b->try_fn(b->arg, n->item, (uint64_t)i)) {
             release_node(b, i);
             gone++;
@@ -176,7 +176,7 @@ size_t backlog_fail_all(struct backlog *b, const char *why)
      * it cancels among these is no longer cancellable (answered here). */
     size_t i = b->head;
     for (size_t j = i; j != NIL; j = b->node[j].next)
-        b->node[j].state = NODE_FAILING;
+        b->node[j].state = NODE_TAKEN;
     b->head = b->tail = NIL;
     b->live = 0;
     size_t n = 0;
