@@ -2066,28 +2066,6 @@ static int stuck_queue(bool suspend)
     return rc;
 }
 
-/* The value of SERIES (name and labels, as /metrics writes them) on PORT; 0
- * when absent (a counter nothing has counted yet), -1 without an answer. */
-static double metric(int port, const char *series)
-{
-    struct resp r;
-    if (http_get(port, "/metrics", &r) != 0)
-        return -1;
-    double v = 0;
-    size_t n = strlen(series);
-    for (const char *p = r.body; p != NULL && *p != '\0';) {
-        if (strncmp(p, series, n) == 0 && p[n] == ' ') {
-            v = strtod(p + n + 1, NULL);
-            break;
-        }
-        p = strchr(p, '\n');
-        if (p != NULL)
-            p++;
-    }
-    resp_free(&r);
-    return v;
-}
-
 /* N posts to /ok over one keep-alive connection, ids TAG-PID-I; how many
  * were 202 (the others' first status in *OTHER). */
 static int post_ok(int port, int n, const char *tag, int *other)

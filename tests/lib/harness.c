@@ -834,6 +834,41 @@ int http_post(int port, const char *target, const char *ctype, const char *extra
     return http_req(port, "POST", target, ctype, extra, body, strlen(body), r);
 }
 
+double metric(int port, const char *series)
+{
+    struct resp r;
+    if (http_get(port, "/metrics", &r) != 0)
+        return -1;
+    double v = 0;
+    size_t n = strlen(series);
+    for (const char *p = r.body; p != NULL && *p != '\0';) {
+        if (strncmp(p, series, n) == 0 && p[n] == ' ') {
+            v = strtod(p + n + 1, NULL);
+            break;
+        }
+        p = strchr(p, '\n');
+        if (p != NULL)
+            p++;
+    }
+    resp_free(&r);
+    return v;
+}
+
+bool wait_metric(int port, const char *series, double want, int ms, double *last)
+{
+    double end = now_ms() + scale_ms(ms);
+    for (;;) {
+        double v = metric(port, series);
+        if (last != NULL)
+            *last = v;
+        if (v == want)
+            return true;
+        if (now_ms() > end)
+            return false;
+        sleep_ms(20);
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* reading the broker with rabbitmq-c                                  */
 

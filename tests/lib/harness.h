@@ -195,6 +195,12 @@ int http_get(int port, const char *target, struct resp *r);
 /* http_req over TLS (conn_open_tls with CA, no client certificate). */
 int https_req(int port, const char *ca, const char *method, const char *target, const char *ctype,
               const char *extra, const void *body, size_t blen, struct resp *r);
+/* The value of SERIES (name and labels, as /metrics writes them) on PORT; 0
+ * when absent (a counter nothing has counted yet), -1 without an answer. */
+double metric(int port, const char *series);
+/* Until SERIES on PORT reads WANT (true), or MS (scaled) pass (false); the
+ * last value read in *LAST if not NULL. */
+bool wait_metric(int port, const char *series, double want, int ms, double *last);
 int http_post(int port, const char *target, const char *ctype, const char *extra, const char *body,
               struct resp *r);
 
