@@ -324,10 +324,17 @@ static void on_gone(evutil_socket_t fd, short what, void *arg)
     struct http_conn *c = arg;
     if (!(what & EV_CLOSED)) {
         /* Readable: a reset or an orderly close shows as an error or as
-         * end of file; anything else is the client's next request. */
+         * end of file; anything else is the client's next request. But a
+         * reset after pipelined bytes still peeks those bytes, and libevent
+         * reports epoll's HUP/ERR as readable without EV_CLOSED: the
+         * socket's pending error tells. */
         char b;
         ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
+        int err = 0;
+        socklen_t errlen = sizeof err;
+        bool reset = n > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) == 0 && err != 0;
+        if (!reset &&
+            (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))))
             return;
     }
     evhttp_connection_free(c->evcon); /* on_close tells the bridge, recycles c */

@@ -1261,8 +1261,9 @@ static void test_client_gone(void **state)
      * that the confirm cannot come, hang up, thaw it, and the late ack must
      * be dropped, not given to another request. */
     assert_int_equal(broker_freeze(), 0);
-    struct conn c[10];
-    for (int i = 0; i < 10; i++) {
+    enum { N = 12 };
+    struct conn c[N];
+    for (int i = 0; i < N; i++) {
         assert_int_equal(conn_open(&c[i], g_main.port), 0);
         char extra[64];
         snprintf(extra, sizeof extra, "X-Request-Id: gone-wait-%d\r\n", i);
@@ -1271,7 +1272,16 @@ static void test_client_gone(void **state)
         assert_int_equal(conn_send(&c[i], raw, len), 0);
         free(raw);
     }
-    sleep_ms(300);
+    double v;
+    if (!wait_metric(g_main.port, "bridge_inflight", N, 2000, &v))
+        fail_msg("bridge_inflight %.0f with %d publishes waiting on the frozen broker", v, N);
+    /* A third of them pipeline their next request before leaving: bytes
+     * waiting to be read must not hide the hang-up. */
+    for (int i = 0; i < N; i += 3) {
+        static const char next[] = "GET /pong HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_int_equal(conn_send(&c[i], next, sizeof next - 1), 0);
+    }
+    sleep_ms(100);
     /* pong never touches the broker, frozen or not */
     struct resp r;
     int rc = http_get(g_main.port, "/pong", &r);
@@ -1279,13 +1289,16 @@ static void test_client_gone(void **state)
     if (r.ms > scale_ms(1000))
         fail_msg("pong took %.0f ms with the broker frozen", r.ms);
     resp_free(&r);
-    for (int i = 0; i < 10; i++) {
+    for (int i = 0; i < N; i++) {
         if (i % 2)
             conn_abort(&c[i]);
         else
             conn_close(&c[i]);
     }
-    sleep_ms(300);
+    /* Noticed while the broker is still frozen: no confirm or timeout can
+     * have freed the slots. */
+    if (!wait_metric(g_main.port, "bridge_inflight", 0, 2000, &v))
+        fail_msg("bridge_inflight still %.0f after every waiting client hung up", v);
     assert_int_equal(broker_thaw(), 0);
     sleep_ms(300);
     expect_serving(&g_main);
@@ -1670,25 +1683,6 @@ static void test_rpc_timeout_no_worker(void **state)
     PASS();
 }
 
-/* A sample of B's /metrics: the value of the line that starts with SERIES
- * and a blank ("name" or "name{labels}"); -1 if there is none. */
-static long long metric(const struct bridge *b, const char *series)
-{
-    struct resp r;
-    if (bridge_get(b, "/metrics", &r) != 0 || r.status != 200)
-        fail_msg("GET /metrics failed");
-    long long v = -1;
-    size_t n = strlen(series);
-    for (const char *l = r.body; l != NULL && *l != '\0';
-         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
-        if (strncmp(l, series, n) == 0 && l[n] == ' ') {
-            v = strtoll(l + n + 1, NULL, 10);
-            break;
-        }
-    resp_free(&r);
-    return v;
-}
-
 /* One worker, so every request shares one channel. A reply that comes after
  * its request timed out is dropped and counted, never given to a later
  * request, not even one with the same X-Request-Id (a retry, a constant id);
@@ -1740,7 +1734,7 @@ static void test_rpc_late_reply(void **state)
                  r.body);
     resp_free(&r);
     conn_close(&c2);
-    long long late = metric(&g_aux, "bridge_rpc_late_replies_total");
+    long long late = (long long)metric(g_aux.port, "bridge_rpc_late_replies_total");
     if (late != 1)
         fail_msg("bridge_rpc_late_replies_total %lld, expected 1 (the first's reply)", late);
 
@@ -1797,7 +1791,7 @@ static void test_rpc_bad_content_type(void **state)
     static const size_t bad_len[] = {sizeof "text/xml\r\nX-Injected: yes" - 1,
                                      sizeof "text/xml\0junk" - 1, 0};
     const char *series = "bridge_rpc_bad_replies_total{reason=\"content_type\"}";
-    long long before = metric(&g_main, series);
+    long long before = (long long)metric(g_main.port, series);
     assert_true(before >= 0);
     for (int i = 0; i < 3; i++) {
         struct conn c;
@@ -1829,7 +1823,7 @@ static void test_rpc_bad_content_type(void **state)
         resp_free(&r);
         conn_close(&c);
     }
-    long long after = metric(&g_main, series);
+    long long after = (long long)metric(g_main.port, series);
     if (after != before + 2)
         fail_msg("%s went from %lld to %lld, expected +2", series, before, after);
     result_row("rpc reply with CR/LF or NUL in its content_type",
@@ -1887,7 +1881,7 @@ static void test_rpc_informational_status(void **state)
     static const char *const opts[] = {"-s", "101", NULL};
     echo_start("it.rpc", opts);
     const char *series = "bridge_rpc_bad_replies_total{reason=\"status\"}";
-    long long before = metric(&g_main, series);
+    long long before = (long long)metric(g_main.port, series);
     struct resp r;
     int rc = http_post(g_main.port, "/rpc", XML, NULL, DOC, &r);
     assert_resp(rc, &r, 502);
@@ -1895,7 +1889,7 @@ static void test_rpc_informational_status(void **state)
         fail_msg("the 502 does not name the informational status: %s", r.body);
     resp_free(&r);
     echo_stop();
-    assert_int_equal(metric(&g_main, series), before + 1);
+    assert_int_equal((long long)metric(g_main.port, series), before + 1);
     PASS();
 }
 
@@ -1945,24 +1939,36 @@ static void test_rpc_client_gone(void **state)
     mq_purge("it.rpc");
     static const char *const slow[] = {"-d", "300", NULL};
     echo_start("it.rpc", slow);
-    for (int i = 0; i < 10; i++) {
-        struct conn c;
-        assert_int_equal(conn_open(&c, g_main.port), 0);
+    enum { N = 10 };
+    struct conn c[N];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(conn_open(&c[i], g_main.port), 0);
         char extra[64];
         snprintf(extra, sizeof extra, "X-Request-Id: rpc-gone-%d\r\n", i);
         size_t len;
         char *raw = fmt_request(&len, "POST", "/rpc", XML, extra, DOC, strlen(DOC));
-        assert_int_equal(conn_send(&c, raw, len), 0);
+        assert_int_equal(conn_send(&c[i], raw, len), 0);
         free(raw);
-        sleep_ms(20);
-        if (i % 2)
-            conn_abort(&c);
-        else
-            conn_close(&c);
     }
-    /* The worker replies to every one of them (10 x 300 ms) while nobody
-     * waits any more. */
-    sleep_ms(3500);
+    /* The worker answers one each 300 ms: most still wait when they leave. */
+    double v;
+    if (!wait_metric(g_main.port, "bridge_inflight", N, 250, &v) && v < N / 2)
+        fail_msg("bridge_inflight %.0f with %d rpc requests sent", v, N);
+    double t0 = now_ms();
+    for (int i = 0; i < N; i++) {
+        if (i % 2)
+            conn_abort(&c[i]);
+        else
+            conn_close(&c[i]);
+    }
+    /* Noticed long before the worker has replied to them all (N x 300 ms)
+     * or the route's 5 s timeout. */
+    if (!wait_metric(g_main.port, "bridge_inflight", 0, 1500, &v))
+        fail_msg("bridge_inflight still %.0f %.0f ms after every rpc client hung up", v,
+                 now_ms() - t0);
+    /* The worker goes on replying to every one of them while nobody waits
+     * any more: each reply is dropped. */
+    sleep_ms(3000);
     expect_serving(&g_main);
     struct resp r;
     int rc = http_post(g_main.port, "/rpc", XML, NULL, DOC, &r);
