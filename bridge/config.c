@@ -1291,6 +1291,13 @@ static int validate(struct loader *ld)
         return fail(ld, pong, "pong_path", "%s is answered by the bridge itself", c->pong_path);
     if (validate_tls(ld) != 0)
         return -1;
+    /* AMQP negotiates heartbeats in whole seconds, and the bridge sends its
+     * own at half the interval: 1 ms would wake a worker every half
+     * millisecond for nothing. */
+    if (c->heartbeat_ms > 0 && c->heartbeat_ms < 1000)
+        return fail(ld, &ld->glob[SEC_AMQP][AK_HEARTBEAT], "heartbeat",
+                    "%llums is below 1s, the shortest AMQP heartbeat (0 turns it off)",
+                    (unsigned long long)c->heartbeat_ms);
     for (size_t j = 0; j < c->n_routes; j++) {
         const struct config_route *r = &c->routes[j];
         const struct origin *ko = ld->meta[j].keys;
