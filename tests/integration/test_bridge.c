@@ -859,6 +859,35 @@ static void test_publish_keepalive_chunked(void **state)
     assert_int_equal(m.body.len, 12);
     assert_memory_equal(m.body.bytes, "<a>hello</a>", 12);
     amqp_destroy_message(&m);
+
+    /* Trailers after the last chunk are never request headers: neither the
+     * id nor the type they name is taken, and they are not read as the
+     * next request on the connection. */
+    static const char trailed[] = "POST /ingest HTTP/1.1\r\nHost: x\r\n"
+                                  "Content-Type: application/xml\r\n"
+                                  "Transfer-Encoding: chunked\r\n"
+                                  "X-Request-Id: chunked-2\r\n\r\n"
+                                  "8\r\n<a>t</a>\r\n"
+                                  "0\r\n"
+                                  "X-Request-Id: from-trailer\r\n"
+                                  "Content-Type: text/plain\r\n\r\n";
+    assert_int_equal(conn_open(&c, g_main.port), 0);
+    rc = exchange(&c, trailed, sizeof trailed - 1, &r, false);
+    assert_resp(rc, &r, 202);
+    assert_string_equal(resp_header(&r, "X-Request-Id"), "chunked-2");
+    resp_free(&r);
+    static const char next[] = "GET /pong HTTP/1.1\r\nHost: x\r\n\r\n";
+    rc = exchange(&c, next, sizeof next - 1, &r, false);
+    assert_resp(rc, &r, 200);
+    resp_free(&r);
+    conn_close(&c);
+    if (mq_get("it.ingest", &m) != 1)
+        fail_msg("chunked POST with trailers: 202 but no message");
+    if (!bytes_eq(m.properties.message_id, "chunked-2") || !bytes_eq(m.body, "<a>t</a>"))
+        fail_msg("chunked POST with trailers: message_id %.*s, body %.*s",
+                 (int)m.properties.message_id.len, (const char *)m.properties.message_id.bytes,
+                 (int)m.body.len, (const char *)m.body.bytes);
+    amqp_destroy_message(&m);
     PASS();
 }
 
