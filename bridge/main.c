@@ -165,6 +165,15 @@ int main(int argc, char **argv)
              BRIDGE_VERSION, cfg->tls_cert[0] != '\0' ? "https" : "http", cfg->listen_host,
              cfg->listen_port, cfg->workers, cfg->n_routes, cfg->uris[0].display,
              cfg->n_uris > 1 ? " (+ more nodes: worker i starts on node i mod n)" : "");
+    /* A route's share of the in-flight budget is often a default worked
+     * out from the number of routes: say what it came to. */
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        const struct config_route *r = &cfg->routes[i];
+        log_info("route %s: %s %s, at most %zu of each worker's %zu requests in flight, "
+                 "timeout %llu ms",
+                 r->name, r->mode == ROUTE_RPC ? "rpc" : "publish", r->path, r->max_inflight,
+                 cfg->max_inflight, (unsigned long long)r->timeout_ms);
+    }
 
     int sig = 0;
     while (sigwait(&stop, &sig) != 0) {
