@@ -186,9 +186,13 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	WERROR=$(WERROR) tests/fuzz/run.sh build/fuzz $(FUZZ_SECONDS)
 
-# The fault suites, then what they measured into the README's Reliability
-# table (tests/faults/readme.sh): the table is never written by hand.
-reliability: test-faults
+# The fault suites and the functional suite (whose rpc tests measure the
+# crossed-reply and bad-reply defences), then what they measured into the
+# README's Reliability table (tests/faults/readme.sh): the table is never
+# written by hand.
+reliability: test-faults $(ITEST)
+	IT_RESULTS=$(CURDIR)/$(BUILD)/reliability.md tests/integration/run.sh $(BUILD) \
+	    $(BUILD)/integration/test_bridge
 	tests/faults/readme.sh $(BUILD)/reliability.md README.md
 
 # The integration suite with the bridge (not the harness) under valgrind
