@@ -34,6 +34,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
@@ -42,6 +43,7 @@
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +66,25 @@
 
 static const char PONG[] = "Pong!";
 
+/* What the request line and headers alone decide (decide()). */
+enum verdict_kind {
+    VERDICT_ROUTE,   /* to the bridge: its body is needed */
+    VERDICT_PONG,    /* answered here, the body unused */
+    VERDICT_HEALTHZ, /* ditto */
+    VERDICT_METRICS, /* ditto */
+    VERDICT_REFUSE,  /* status and text below */
+};
+
+struct verdict {
+    enum verdict_kind kind;
+    size_t slot;                      /* metrics slot */
+    const struct config_route *route; /* VERDICT_ROUTE */
+    int status;                       /* VERDICT_REFUSE: the answer */
+    const char *text;                 /* VERDICT_REFUSE: its body, static */
+    const char *hname, *hvalue;       /* VERDICT_REFUSE: one more header, or NULL */
+    bool close;                       /* Connection: close */
+};
+
 /* One accepted connection. */
 struct http_conn {
     struct http_server *s;           /* owner */
@@ -73,6 +94,12 @@ struct http_conn {
     struct event *timer;             /* adoption, then the request deadline */
     struct event *gone;              /* hang-up watch while a request waits */
     struct http_req *waiting;        /* request handed to the bridge, unanswered */
+    struct event *hook;              /* hooks the next request of a kept-alive connection */
+    struct evbuffer_cb_entry *input; /* on_input on the bufferevent's input; NULL if none */
+    struct evhttp_request *hooked;   /* the request on_headers is set on; NULL between two */
+    struct evhttp_request *early;    /* the request decided by on_headers, or NULL */
+    struct verdict verdict;          /* what on_headers decided for it */
+    bool counted;                    /* holds one of max_connections */
     struct http_conn *prev, *next;   /* the server's live list, or the free list */
 };
 
@@ -110,6 +137,8 @@ struct http_server {
     const struct timeval *deadline;         /* common timeout of cfg->http_timeout_ms */
     struct reqid_gen ids;                   /* this worker's request ids */
     bool draining;                          /* stop accepting, close after each answer */
+    bool hooks;                             /* requests decided from their headers (on_headers) */
+    char too_large_text[80];                /* the 413's text */
     size_t pending;                         /* requests handed to the bridge, unanswered */
     size_t *route_pending;                  /* the same per route, as cfg->routes */
     size_t n_conns;                         /* live connection contexts */
@@ -173,6 +202,8 @@ static void *xcalloc(size_t n, size_t size)
 /* ---- connections -------------------------------------------------------- */
 
 static void on_timer(evutil_socket_t fd, short what, void *arg);
+static void on_hook(evutil_socket_t fd, short what, void *arg);
+static void hook_conn(struct http_conn *c);
 
 static struct http_conn *conn_get(struct http_server *s)
 {
@@ -184,7 +215,8 @@ static struct http_conn *conn_get(struct http_server *s)
         c->s = s;
         c->timer = event_new(s->base, -1, 0, on_timer, c);
         c->gone = event_new(s->base, -1, 0, NULL, NULL);
-        if (c->timer == NULL || c->gone == NULL) {
+        c->hook = event_new(s->base, -1, 0, on_hook, c);
+        if (c->timer == NULL || c->gone == NULL || c->hook == NULL) {
             log_error("out of memory");
             abort();
         }
@@ -193,6 +225,10 @@ static struct http_conn *conn_get(struct http_server *s)
     c->evcon = NULL;
     c->fd = -1;
     c->waiting = NULL;
+    c->input = NULL;
+    c->hooked = NULL;
+    c->early = NULL;
+    c->counted = false;
     c->next = s->live.next;
     c->prev = &s->live;
     s->live.next->prev = c;
@@ -206,6 +242,13 @@ static void conn_put(struct http_conn *c)
     struct http_server *s = c->s;
     event_del(c->timer);
     event_del(c->gone);
+    /* The connection may be freed right after a request's on_complete:
+     * the hook it asked for must not run on a recycled context. */
+    event_del(c->hook);
+    if (c->input != NULL)
+        evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input);
+    c->input = NULL;
+    c->evcon = NULL;
     if (c->fd >= 0 && (size_t)c->fd < s->nbyfd && s->byfd[c->fd] == c)
         s->byfd[c->fd] = NULL;
     c->prev->next = c->next;
@@ -220,6 +263,7 @@ static void conn_free(struct http_conn *c)
 {
     event_free(c->timer);
     event_free(c->gone);
+    event_free(c->hook);
     free(c);
 }
 
@@ -291,6 +335,8 @@ static bool adopt(struct http_conn *c)
     c->fd = fd;
     s->byfd[fd] = c;
     evhttp_connection_set_closecb(evcon, on_close, c);
+    if (s->hooks)
+        hook_conn(c);
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     arm_deadline(c);
@@ -627,13 +673,15 @@ static void req_put(struct http_server *s, struct http_req *r)
 
 /* What one pass over the request headers tells. */
 struct head_info {
-    const char *id;    /* X-Request-Id, first one */
-    const char *ctype; /* Content-Type, first one */
-    const char *te;    /* Transfer-Encoding, first one */
-    const char *auth;  /* Authorization, first one */
-    int n_auth;        /* Authorization headers */
-    int n_cl;          /* Content-Length headers */
-    int n_te;          /* Transfer-Encoding headers */
+    const char *id;     /* X-Request-Id, first one */
+    const char *ctype;  /* Content-Type, first one */
+    const char *te;     /* Transfer-Encoding, first one */
+    const char *auth;   /* Authorization, first one */
+    const char *cl;     /* Content-Length, first one */
+    const char *expect; /* Expect, first one */
+    int n_auth;         /* Authorization headers */
+    int n_cl;           /* Content-Length headers */
+    int n_te;           /* Transfer-Encoding headers */
 };
 
 static void scan_headers(struct evhttp_request *req, struct head_info *hi)
@@ -649,10 +697,16 @@ static void scan_headers(struct evhttp_request *req, struct head_info *hi)
                 hi->auth = kv->value;
             break;
         case 'c':
-            if (strcasecmp(k, "Content-Length") == 0)
-                hi->n_cl++;
-            else if (hi->ctype == NULL && strcasecmp(k, "Content-Type") == 0)
+            if (strcasecmp(k, "Content-Length") == 0) {
+                if (hi->n_cl++ == 0)
+                    hi->cl = kv->value;
+            } else if (hi->ctype == NULL && strcasecmp(k, "Content-Type") == 0) {
                 hi->ctype = kv->value;
+            }
+            break;
+        case 'e':
+            if (hi->expect == NULL && strcasecmp(k, "Expect") == 0)
+                hi->expect = kv->value;
             break;
         case 't':
             if (strcasecmp(k, "Transfer-Encoding") == 0 && hi->n_te++ == 0)
@@ -666,19 +720,20 @@ static void scan_headers(struct evhttp_request *req, struct head_info *hi)
     }
 }
 
-/* Why the framing is ambiguous, or NULL. evhttp itself takes the first of
- * two Content-Lengths and treats "gzip, chunked" as no body at all: either
- * way what follows could be read as another request (smuggling). */
+/* The 400's text when the framing is ambiguous, or NULL. evhttp itself
+ * takes the first of two Content-Lengths and treats "gzip, chunked" as no
+ * body at all: either way what follows could be read as another request
+ * (smuggling). */
 static const char *bad_framing(const struct head_info *hi)
 {
     if (hi->n_cl > 1)
-        return "more than one Content-Length";
+        return "ambiguous request framing: more than one Content-Length\n";
     if (hi->n_te > 1)
-        return "more than one Transfer-Encoding";
+        return "ambiguous request framing: more than one Transfer-Encoding\n";
     if (hi->n_te == 1 && strcasecmp(hi->te, "chunked") != 0)
-        return "Transfer-Encoding other than chunked";
+        return "ambiguous request framing: Transfer-Encoding other than chunked\n";
     if (hi->n_te == 1 && hi->n_cl > 0)
-        return "Content-Length with Transfer-Encoding";
+        return "ambiguous request framing: Content-Length with Transfer-Encoding\n";
     return NULL;
 }
 
@@ -707,12 +762,16 @@ static const struct config_route *find_route(const struct config *cfg, const cha
     return NULL;
 }
 
+static void refuse(struct verdict *v, int status, const char *text)
+{
+    v->kind = VERDICT_REFUSE;
+    v->status = status;
+    v->text = text;
+}
+
 /* Bearer auth of a request that asks for tokens T: true when it may go on,
- * else it has been answered 401. Checked before anything reads the body's
- * bytes (evhttp has received them, up to max_body: it calls us only with
- * the whole request); when no token is asked for it costs one test. */
-static bool authorized(struct http_server *s, struct evhttp_request *req, const struct answer *a,
-                       const struct auth_tokens *t, const struct head_info *hi)
+ * else V says the 401. When no token is asked for it costs one test. */
+static bool authorized(const struct auth_tokens *t, const struct head_info *hi, struct verdict *v)
 {
     if (t == NULL)
         return true;
@@ -721,47 +780,135 @@ static bool authorized(struct http_server *s, struct evhttp_request *req, const 
     enum auth_result ar = hi->n_auth > 1 ? AUTH_INVALID : auth_check(t, hi->auth);
     if (ar == AUTH_OK)
         return true;
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    v->hname = "WWW-Authenticate";
     if (ar == AUTH_INVALID) {
-        evhttp_add_header(out, "WWW-Authenticate",
-                          "Bearer realm=\"ingest-bridge\", error=\"invalid_token\"");
-        log_debug("%s: 401: invalid bearer token", a->id);
-        send_text(s, req, a, 401, "invalid bearer token\n", 0);
+        v->hvalue = "Bearer realm=\"ingest-bridge\", error=\"invalid_token\"";
+        refuse(v, 401, "invalid bearer token\n");
     } else {
-        evhttp_add_header(out, "WWW-Authenticate", "Bearer realm=\"ingest-bridge\"");
-        log_debug("%s: 401: no bearer token", a->id);
-        send_text(s, req, a, 401, "a bearer token is required: Authorization: Bearer TOKEN\n", 0);
+        v->hvalue = "Bearer realm=\"ingest-bridge\"";
+        refuse(v, 401, "a bearer token is required: Authorization: Bearer TOKEN\n");
     }
     return false;
 }
 
+/* Content-Length over max_body: evhttp would answer 413 itself (an HTML
+ * page, neither counted nor logged); decided here with the others. */
+static bool too_large(const struct http_server *s, const struct head_info *hi)
+{
+    if (hi->cl == NULL || hi->n_te > 0)
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(hi->cl, &end, 10);
+    return end != hi->cl && *end == '\0' && hi->cl[0] != '-' &&
+           (errno == ERANGE || n > (unsigned long long)s->cfg->max_body);
+}
+
+/* Every answer the request line and headers alone decide, in the one order
+ * both callers follow: on_headers before the body is read (when the
+ * connection is hooked), on_request otherwise. Nothing is sent here. */
+static void decide(const struct http_server *s, struct evhttp_request *req,
+                   const struct head_info *hi, struct verdict *v)
+{
+    memset(v, 0, sizeof *v);
+    v->slot = METRICS_NONE;
+    const char *why = bad_framing(hi);
+    if (why != NULL) {
+        refuse(v, 400, why);
+        v->close = true;
+        return;
+    }
+    if (too_large(s, hi)) {
+        refuse(v, 413, s->too_large_text);
+        v->close = true; /* the body is not read */
+        return;
+    }
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    if (path == NULL || path[0] == '\0')
+        path = "/";
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+
+    if (strcmp(path, s->cfg->pong_path) == 0) {
+        v->slot = METRICS_PONG;
+        v->kind = VERDICT_PONG;
+    } else if (strcmp(path, "/healthz") == 0) {
+        v->slot = METRICS_HEALTHZ;
+        v->kind = VERDICT_HEALTHZ;
+    } else if (strcmp(path, "/metrics") == 0) {
+        v->slot = METRICS_METRICS;
+        v->kind = VERDICT_METRICS;
+    }
+    if (v->slot != METRICS_NONE) {
+        /* /metrics asks for a token when [http] metrics_auth says so,
+         * before whatever answers it. pong and /healthz stay open. */
+        if (v->slot == METRICS_METRICS && s->metrics_auth != NULL &&
+            !authorized(s->metrics_auth, hi, v))
+            return;
+        if (!get) {
+            v->hname = "Allow";
+            v->hvalue = "GET, HEAD";
+            refuse(v, 405, "method not allowed: use GET or HEAD\n");
+        } else if (s->draining) {
+            refuse(v, 503, "shutting down\n");
+        }
+        return;
+    }
+    const struct config_route *route = find_route(s->cfg, path);
+    if (route == NULL) {
+        refuse(v, 404, "no route for this path\n");
+        return;
+    }
+    v->slot = METRICS_ROUTE0 + (size_t)(route - s->cfg->routes);
+    if (!authorized(http_shared_auth(s->sh, (size_t)(route - s->cfg->routes)), hi, v))
+        return;
+    if (cmd != EVHTTP_REQ_POST) {
+        v->hname = "Allow";
+        v->hvalue = "POST";
+        refuse(v, 405, "method not allowed: use POST\n");
+        return;
+    }
+    if (!xml_type(hi->ctype)) {
+        refuse(v, 415, "Content-Type must be application/xml, text/xml or */*+xml\n");
+        return;
+    }
+    if (s->draining) {
+        refuse(v, 503, "shutting down\n");
+        return;
+    }
+    v->kind = VERDICT_ROUTE;
+    v->route = route;
+}
+
 /* "ok" when healthy, then a line per worker; when not, the lines alone,
  * those of the workers not up first. */
-static void answer_health(struct http_server *s, struct evhttp_request *req, const struct answer *a)
+static void answer_health(struct http_server *s, struct evhttp_request *req, const struct answer *a,
+                          int flags)
 {
     size_t len = (size_t)s->cfg->workers * HTTP_HEALTH_LINE + 4;
     char *buf = malloc(len);
     if (buf == NULL) {
-        send_text(s, req, a, 500, "out of memory\n", 0);
+        send_text(s, req, a, 500, "out of memory\n", flags);
         return;
     }
     memcpy(buf, "ok\n", 4);
     bool ok = s->h.health(s->h.arg, buf + 3, len - 3);
     const char *body = ok ? buf : buf + 3;
-    send_response(s, req, a, ok ? 200 : 503, "text/plain", body, strlen(body), 0);
+    send_response(s, req, a, ok ? 200 : 503, "text/plain", body, strlen(body), flags);
     free(buf);
 }
 
 static void answer_metrics(struct http_server *s, struct evhttp_request *req,
-                           const struct answer *a)
+                           const struct answer *a, int flags)
 {
     char *body = NULL;
     size_t len = 0;
     if (s->h.metrics(s->h.arg, &body, &len) != 0) {
-        send_text(s, req, a, 500, "out of memory\n", 0);
+        send_text(s, req, a, 500, "out of memory\n", flags);
         return;
     }
-    send_response(s, req, a, 200, METRICS_CONTENT_TYPE, body, len, 0);
+    send_response(s, req, a, 200, METRICS_CONTENT_TYPE, body, len, flags);
     free(body);
 }
 
@@ -790,69 +937,39 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (c != NULL)
         arm_deadline(c); /* the next request's clock; stopped below if this one waits */
 
-    const char *why = bad_framing(&hi);
-    if (why != NULL) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "ambiguous request framing: %s\n", why);
-        log_debug("%s: %s", id, msg);
-        send_response(s, req, &a, 400, "text/plain", msg, strlen(msg), SEND_CLOSE);
-        return;
+    struct verdict v;
+    if (c != NULL && c->early == req) {
+        v = c->verdict; /* decided by on_headers, its body not read */
+        c->early = NULL;
+    } else {
+        decide(s, req, &hi, &v);
     }
+    a.slot = v.slot;
+    switch (v.kind) {
+    case VERDICT_REFUSE:
+        if (v.hname != NULL)
+            evhttp_add_header(evhttp_request_get_output_headers(req), v.hname, v.hvalue);
+        log_debug("%s: %d: %.*s", id, v.status, (int)strcspn(v.text, "\n"), v.text);
+        send_text(s, req, &a, v.status, v.text, v.close ? SEND_CLOSE : 0);
+        return;
+    case VERDICT_PONG:
+        send_response(s, req, &a, 200, "text/plain", PONG, sizeof PONG - 1,
+                      SEND_STATIC | (v.close ? SEND_CLOSE : 0));
+        return;
+    case VERDICT_HEALTHZ:
+        answer_health(s, req, &a, v.close ? SEND_CLOSE : 0);
+        return;
+    case VERDICT_METRICS:
+        answer_metrics(s, req, &a, v.close ? SEND_CLOSE : 0);
+        return;
+    case VERDICT_ROUTE:
+        break;
+    }
+    const struct config_route *route = v.route;
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
     if (path == NULL || path[0] == '\0')
         path = "/";
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
-
-    if (strcmp(path, s->cfg->pong_path) == 0)
-        a.slot = METRICS_PONG;
-    else if (strcmp(path, "/healthz") == 0)
-        a.slot = METRICS_HEALTHZ;
-    else if (strcmp(path, "/metrics") == 0)
-        a.slot = METRICS_METRICS;
-    /* /metrics asks for a token when [http] metrics_auth says so, before
-     * whatever answers it. pong and /healthz stay open. */
-    if (a.slot == METRICS_METRICS && s->metrics_auth != NULL &&
-        !authorized(s, req, &a, s->metrics_auth, &hi))
-        return;
-    if (a.slot != METRICS_NONE) {
-        if (!get) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-            send_text(s, req, &a, 405, "method not allowed: use GET or HEAD\n", 0);
-        } else if (s->draining) {
-            send_text(s, req, &a, 503, "shutting down\n", 0);
-        } else if (a.slot == METRICS_PONG) {
-            send_response(s, req, &a, 200, "text/plain", PONG, sizeof PONG - 1, SEND_STATIC);
-        } else if (a.slot == METRICS_HEALTHZ) {
-            answer_health(s, req, &a);
-        } else {
-            answer_metrics(s, req, &a);
-        }
-        return;
-    }
-    const struct config_route *route = find_route(s->cfg, path);
-    if (route == NULL) {
-        send_text(s, req, &a, 404, "no route for this path\n", 0);
-        return;
-    }
-    a.slot = METRICS_ROUTE0 + (size_t)(route - s->cfg->routes);
-    if (!authorized(s, req, &a, http_shared_auth(s->sh, (size_t)(route - s->cfg->routes)), &hi))
-        return;
-    if (cmd != EVHTTP_REQ_POST) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-        send_text(s, req, &a, 405, "method not allowed: use POST\n", 0);
-        return;
-    }
-    if (!xml_type(hi.ctype)) {
-        send_text(s, req, &a, 415, "Content-Type must be application/xml, text/xml or */*+xml\n",
-                  0);
-        return;
-    }
-    if (s->draining) {
-        send_text(s, req, &a, 503, "shutting down\n", 0);
-        return;
-    }
 
     struct http_req *r = req_get(s);
     r->req = req;
@@ -884,6 +1001,221 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
 }
 
+/* ---- deciding from the headers ----------------------------------------- */
+
+/* evhttp's header callback: every answer that needs no body (decide()) is
+ * made before the body is read, and a refused request's body is not held.
+ * With `Expect: 100-continue` its framing headers are removed, so evhttp
+ * takes it as complete at once and sends no 100 Continue (a passing
+ * request still gets one); the answer then closes the connection, since
+ * the body may still come. Without, the body is read and dropped piece by
+ * piece (a chunk callback that does nothing: O(1) memory, still bounded by
+ * max_body and the request deadline), and the connection stays usable. A
+ * Content-Length over max_body is never read: 413 and close. Framing
+ * errors too are read and dropped as evhttp frames them, then answered 400
+ * with a close: closing on an unread body would reset the connection and
+ * could lose the answer. on_request answers what is decided here. */
+static void drop_body(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    (void)arg;
+}
+
+static struct http_conn *hooked_conn(struct evhttp_request *req);
+
+static int on_headers(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    struct http_conn *c = hooked_conn(req);
+    if (c == NULL)
+        return 0;
+    struct head_info hi;
+    scan_headers(req, &hi);
+    decide(c->s, req, &hi, &c->verdict);
+    c->early = req;
+    struct verdict *v = &c->verdict;
+    if (v->kind == VERDICT_ROUTE || (hi.n_cl == 0 && hi.n_te == 0))
+        return 0;
+    if (hi.expect != NULL || (v->kind == VERDICT_REFUSE && v->status == 413)) {
+        struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+        while (evhttp_remove_header(in, "Content-Length") == 0)
+            ;
+        while (evhttp_remove_header(in, "Transfer-Encoding") == 0)
+            ;
+        while (evhttp_remove_header(in, "Expect") == 0)
+            ;
+        v->close = true;
+    } else {
+        evhttp_request_set_chunked_cb(req, drop_body);
+    }
+    return 0;
+}
+
+#if LIBEVENT_VERSION_NUMBER < 0x02020000
+/* libevent 2.1 tells nobody when a request starts (2.2's evhttp_set_newreqcb
+ * does): the request being read is the first of its connection's queue, in
+ * a struct that 2.1 keeps private. This is that struct as 2.1.12 lays it
+ * out (http-internal.h), up to the last field read here. It is read only on
+ * a connection where layout_agrees() found it to say what the public
+ * getters say, with a runtime library of the same major.minor. */
+struct evcon21 {
+    struct {
+        void *tqe_next, **tqe_prev;
+    } next;
+    evutil_socket_t fd;
+    struct bufferevent *bufev;
+    struct event retry_ev;
+    char *bind_address;
+    ev_uint16_t bind_port;
+    char *address;
+    ev_uint16_t port;
+    size_t max_headers_size;
+    ev_uint64_t max_body_size;
+    int flags;
+    struct timeval timeout;
+    int retry_cnt;
+    int retry_max;
+    struct timeval initial_retry_timeout;
+    enum { EVCON21_STATE } state;
+    struct evhttp *http_server;
+    struct {
+        struct evhttp_request *tqh_first, **tqh_last;
+    } requests;
+    void (*cb)(struct evhttp_connection *, void *);
+    void *cb_arg;
+    void (*closecb)(struct evhttp_connection *, void *);
+    void *closecb_arg;
+    struct event_callback read_more_deferred_cb;
+    struct event_base *base;
+};
+
+static const struct evcon21 *evcon21(const struct evhttp_connection *evcon)
+{
+    return (const struct evcon21 *)(const void *)evcon;
+}
+
+static bool layout_agrees(const struct http_conn *c)
+{
+    const struct evcon21 *e = evcon21(c->evcon);
+    struct evhttp_request *first = e->requests.tqh_first;
+    return e->fd == bufferevent_getfd(c->bev) && e->bufev == c->bev &&
+           e->base == evhttp_connection_get_base(c->evcon) && e->http_server == c->s->http &&
+           e->closecb == on_close && e->closecb_arg == c && first != NULL &&
+           evhttp_request_get_connection(first) == c->evcon;
+}
+
+/* The context of a request whose connection hook_conn accepted. */
+static struct http_conn *hooked_conn(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    return evcon != NULL ? evcon21(evcon)->closecb_arg : NULL;
+}
+
+static void on_complete(struct evhttp_request *req, void *arg);
+
+/* Sets on_headers on the request C's connection is about to read, unless
+ * done already. */
+static void hook_next(struct http_conn *c)
+{
+    struct evhttp_request *req = evcon21(c->evcon)->requests.tqh_first;
+    if (c->hooked != NULL || req == NULL || evhttp_request_get_connection(req) != c->evcon)
+        return;
+    c->hooked = req;
+    evhttp_request_set_header_cb(req, on_headers);
+    evhttp_request_set_on_complete_cb(req, on_complete, c);
+}
+
+/* A response was sent; evhttp makes the connection's next request right
+ * after this returns, and reads bytes the client pipelined from a deferred
+ * callback: the hook, activated here, runs before it. Bytes that arrive
+ * first meet on_input. */
+static void on_complete(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    struct http_conn *c = arg;
+    c->hooked = NULL;
+    c->early = NULL;
+    event_active(c->hook, EV_TIMEOUT, 0);
+}
+
+static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    struct http_conn *c = arg;
+    if (info->n_added > 0 && c->hooked == NULL && c->evcon != NULL)
+        hook_next(c);
+}
+
+static void hook_conn(struct http_conn *c)
+{
+    static atomic_bool warned;
+    if (!layout_agrees(c)) {
+        if (!atomic_exchange(&warned, true))
+            log_warn("http: libevent's connection is not laid out as 2.1.12's: every request's "
+                     "headers are checked after its body (no early 401/404/405/413/415)");
+        return;
+    }
+    c->input = evbuffer_add_cb(bufferevent_get_input(c->bev), on_input, c);
+    hook_next(c);
+}
+
+static bool hooks_usable(void)
+{
+    if ((event_get_version_number() >> 16) == (LIBEVENT_VERSION_NUMBER >> 16))
+        return true;
+    log_warn("http: libevent %s runs, built against %s: every request's headers are checked "
+             "after its body (no early 401/404/405/413/415)",
+             event_get_version(), LIBEVENT_VERSION);
+    return false;
+}
+#else
+/* libevent 2.2 and later announce each request: no layout copy needed. */
+static struct http_server *server_of_evhttp(const struct evhttp *http)
+{
+    pthread_mutex_lock(&servers_lock);
+    struct http_server *s = servers;
+    while (s != NULL && s->http != http)
+        s = s->next_server;
+    pthread_mutex_unlock(&servers_lock);
+    return s;
+}
+
+static struct http_conn *hooked_conn(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    int fd = bev != NULL ? (int)bufferevent_getfd(bev) : -1;
+    struct http_server *s = server_of_evhttp(evhttp_connection_get_server(evcon));
+    return s != NULL && fd >= 0 && (size_t)fd < s->nbyfd ? s->byfd[fd] : NULL;
+}
+
+static int on_newreq(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    evhttp_request_set_header_cb(req, on_headers);
+    return 0;
+}
+
+static void hook_conn(struct http_conn *c)
+{
+    (void)c;
+}
+
+static bool hooks_usable(void)
+{
+    return true;
+}
+#endif
+
+static void on_hook(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct http_conn *c = arg;
+    if (c->evcon != NULL)
+        hook_next(c);
+}
+
 /* ---- the interface ------------------------------------------------------ */
 
 struct http_server *http_server_new(struct event_base *base, const struct config *cfg,
@@ -908,6 +1240,8 @@ struct http_server *http_server_new(struct event_base *base, const struct config
      * is refused from its size line). Content-Length bodies move on to the
      * request's own buffer as they come. */
     s->read_ahead = (size_t)cfg->max_body + HTTP_MAX_HEADERS_SIZE;
+    snprintf(s->too_large_text, sizeof s->too_large_text,
+             "body larger than max_body (%zu bytes)\n", cfg->max_body);
     reqid_gen_init(&s->ids, worker);
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -971,6 +1305,10 @@ struct http_server *http_server_new(struct event_base *base, const struct config
      * every read and write (measured: 6% of the instructions of a pong). */
     evhttp_set_bevcb(s->http, on_bev, s);
     evhttp_set_gencb(s->http, on_request, s);
+    s->hooks = hooks_usable();
+#if LIBEVENT_VERSION_NUMBER >= 0x02020000
+    evhttp_set_newreqcb(s->http, on_newreq, s);
+#endif
     return s;
 }
 
@@ -1006,8 +1344,10 @@ void http_server_free(struct http_server *s)
      * listener evhttp was given. */
     evhttp_free(s->http);
     /* Contexts evhttp never adopted (its setup failed) are still live. */
-    while (s->live.next != &s->live)
+    while (s->live.next != &s->live) {
+        s->live.next->input = NULL; /* its bufferevent is gone */
         conn_put(s->live.next);
+    }
     while (s->free_conns != NULL) {
         struct http_conn *c = s->free_conns;
         s->free_conns = c->next;
