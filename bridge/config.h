@@ -61,6 +61,8 @@ struct config {
     char *tls_key;         /* PEM private key of tls_cert; both or neither */
     char *auth_token_file; /* "" = no auth; else bearer tokens, one a line */
     bool metrics_auth;     /* /metrics asks for a token of auth_token_file */
+    size_t max_connections;   /* open client connections, all workers; beyond: 503 + close */
+    size_t max_pending_bytes; /* request bodies waiting on the broker, all workers; beyond: 503 */
 
     /* [amqp] */
     struct config_uri *uris; /* failover list, in order */

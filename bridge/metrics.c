@@ -53,6 +53,9 @@ struct metrics_shard {
     counter reconnects;                      /* connections made after a loss */
     counter inflight;                        /* gauge: requests waiting on the broker */
     counter connections;                     /* gauge: open client connections */
+    counter pending_bytes;                   /* gauge: bodies waiting on the broker, bytes */
+    counter conns_refused;                   /* connections over [http] max_connections */
+    counter bytes_refused;                   /* requests over [http] max_pending_bytes */
     struct slot_ctr slots[];                 /* metrics->n_slots */
 };
 
@@ -175,6 +178,21 @@ void metrics_set_inflight(struct metrics_shard *s, size_t n)
 void metrics_set_connections(struct metrics_shard *s, size_t n)
 {
     atomic_store_explicit(&s->connections, n, memory_order_relaxed);
+}
+
+void metrics_set_pending_bytes(struct metrics_shard *s, size_t n)
+{
+    atomic_store_explicit(&s->pending_bytes, n, memory_order_relaxed);
+}
+
+void metrics_connection_refused(struct metrics_shard *s)
+{
+    add(&s->conns_refused, 1);
+}
+
+void metrics_pending_bytes_refused(struct metrics_shard *s)
+{
+    add(&s->bytes_refused, 1);
 }
 
 /* ---- scraping -------------------------------------------------------- */
@@ -316,6 +334,21 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
     family(f, "bridge_http_connections", "gauge", "Open client connections, all workers.");
     fprintf(f, "bridge_http_connections %llu\n",
             (unsigned long long)total(m, SHARD_OFF(connections, 0)));
+
+    family(f, "bridge_http_connections_refused_total", "counter",
+           "New connections answered 503 and closed: [http] max_connections were open.");
+    fprintf(f, "bridge_http_connections_refused_total %llu\n",
+            (unsigned long long)total(m, SHARD_OFF(conns_refused, 0)));
+
+    family(f, "bridge_pending_bytes", "gauge",
+           "Bytes of request bodies waiting on the broker, all workers.");
+    fprintf(f, "bridge_pending_bytes %llu\n",
+            (unsigned long long)total(m, SHARD_OFF(pending_bytes, 0)));
+
+    family(f, "bridge_pending_bytes_refused_total", "counter",
+           "Requests answered 503: their body would have passed [http] max_pending_bytes.");
+    fprintf(f, "bridge_pending_bytes_refused_total %llu\n",
+            (unsigned long long)total(m, SHARD_OFF(bytes_refused, 0)));
 
     family(f, "bridge_broker_connected", "gauge",
            "1 when the worker's broker connection is up, else 0 (down, connecting, blocked).");

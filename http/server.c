@@ -116,6 +116,7 @@ struct http_req {
     const char *ctype;                /* owned by req; NULL if none */
     const char *target;               /* request target as sent; owned by req */
     size_t slot;                      /* metrics slot of its route */
+    size_t held;                      /* body bytes taken of [http] max_pending_bytes */
     uint64_t t0;                      /* mono_us() when it was read whole */
     size_t id_len;                    /* strlen(id) */
     char id[REQID_MAX + 1];           /* X-Request-Id, taken or generated */
@@ -139,7 +140,11 @@ struct http_server {
     bool draining;                          /* stop accepting, close after each answer */
     bool hooks;                             /* requests decided from their headers (on_headers) */
     char too_large_text[80];                /* the 413's text */
+    char too_many_text[200];                /* the canned 503 of max_connections, whole */
+    size_t too_many_len;                    /* its length */
+    char held_text[120];                    /* the 503's text of max_pending_bytes */
     size_t pending;                         /* requests handed to the bridge, unanswered */
+    size_t held;                            /* their body bytes (of [http] max_pending_bytes) */
     size_t *route_pending;                  /* the same per route, as cfg->routes */
     size_t n_conns;                         /* live connection contexts */
     struct http_conn live;                  /* sentinel of the live connection list */
@@ -249,6 +254,9 @@ static void conn_put(struct http_conn *c)
         evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input);
     c->input = NULL;
     c->evcon = NULL;
+    if (c->counted)
+        http_shared_conn_give(s->sh);
+    c->counted = false;
     if (c->fd >= 0 && (size_t)c->fd < s->nbyfd && s->byfd[c->fd] == c)
         s->byfd[c->fd] = NULL;
     c->prev->next = c->next;
@@ -286,6 +294,21 @@ static struct http_conn *conn_of(struct http_server *s, struct evhttp_request *r
 
 static void req_put(struct http_server *s, struct http_req *r);
 
+/* R waits no more (answered, or its client gone): what it held is given
+ * back, every count and gauge with it. */
+static void req_done(struct http_server *s, struct http_req *r)
+{
+    s->pending--;
+    s->route_pending[r->route - s->cfg->routes]--;
+    metrics_set_inflight(s->h.counters, s->pending);
+    if (r->held > 0) {
+        http_shared_bytes_give(s->sh, r->held);
+        s->held -= r->held;
+        metrics_set_pending_bytes(s->h.counters, s->held);
+        r->held = 0;
+    }
+}
+
 /* evhttp is freeing the connection (client gone, deadline, error, or the
  * server itself): a request of ours still waiting on it goes with it. */
 static void on_close(struct evhttp_connection *evcon, void *arg)
@@ -296,13 +319,30 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
     struct http_req *r = c->waiting;
     if (r != NULL) {
         c->waiting = NULL;
-        s->pending--;
-        s->route_pending[r->route - s->cfg->routes]--;
-        metrics_set_inflight(s->h.counters, s->pending);
+        req_done(s, r);
         s->h.gone(s->h.arg, r);
         req_put(s, r);
     }
     conn_put(c);
+}
+
+/* [http] max_connections are open: a plain client gets a canned 503 (a
+ * few hundred bytes into an empty socket buffer: never blocks), a TLS one
+ * only the close; then the connection goes. What the client sent already
+ * is read first, so that the close is not a reset that could lose the 503. */
+static void refuse_conn(struct http_conn *c)
+{
+    struct http_server *s = c->s;
+    metrics_connection_refused(s->h.counters);
+    if (s->tls == NULL && s->too_many_len > 0) {
+        (void)send(c->fd, s->too_many_text, s->too_many_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        char sink[4096];
+        for (int i = 0; i < 16 && recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+            ;
+    }
+    log_debug("http: connection refused: [http] max_connections (%zu) are open",
+              s->cfg->max_connections);
+    evhttp_connection_free(c->evcon); /* on_close recycles c */
 }
 
 static bool adopt(struct http_conn *c)
@@ -335,6 +375,11 @@ static bool adopt(struct http_conn *c)
     c->fd = fd;
     s->byfd[fd] = c;
     evhttp_connection_set_closecb(evcon, on_close, c);
+    c->counted = http_shared_conn_take(s->sh);
+    if (!c->counted) {
+        refuse_conn(c);
+        return true;
+    }
     if (s->hooks)
         hook_conn(c);
     int one = 1;
@@ -965,6 +1010,14 @@ static void on_request(struct evhttp_request *req, void *arg)
     case VERDICT_ROUTE:
         break;
     }
+    /* What waits on the broker is bounded before anything reads the body. */
+    size_t blen = evbuffer_get_length(evhttp_request_get_input_buffer(req));
+    if (!http_shared_bytes_take(s->sh, blen)) {
+        metrics_pending_bytes_refused(s->h.counters);
+        log_debug("%s: 503: [http] max_pending_bytes reached", id);
+        send_text(s, req, &a, 503, s->held_text, 0);
+        return;
+    }
     const struct config_route *route = v.route;
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
@@ -986,6 +1039,9 @@ static void on_request(struct evhttp_request *req, void *arg)
     r->t0 = a.t0;
     memcpy(r->id, id, id_len + 1);
     r->id_len = id_len;
+    r->held = blen;
+    s->held += blen;
+    metrics_set_pending_bytes(s->h.counters, s->held);
     s->pending++;
     s->route_pending[route - s->cfg->routes]++;
     metrics_set_inflight(s->h.counters, s->pending);
@@ -1242,6 +1298,16 @@ struct http_server *http_server_new(struct event_base *base, const struct config
     s->read_ahead = (size_t)cfg->max_body + HTTP_MAX_HEADERS_SIZE;
     snprintf(s->too_large_text, sizeof s->too_large_text,
              "body larger than max_body (%zu bytes)\n", cfg->max_body);
+    snprintf(s->held_text, sizeof s->held_text,
+             "too many bytes waiting on the broker ([http] max_pending_bytes = %zu)\n",
+             cfg->max_pending_bytes);
+    static const char busy[] = "too many connections ([http] max_connections)\n";
+    int n = snprintf(s->too_many_text, sizeof s->too_many_text,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                     "Retry-After: " HTTP_RETRY_AFTER "\r\nConnection: close\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     sizeof busy - 1, busy);
+    s->too_many_len = n > 0 && (size_t)n < sizeof s->too_many_text ? (size_t)n : 0;
     reqid_gen_init(&s->ids, worker);
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -1456,9 +1522,7 @@ void http_req_reply(struct http_req *r, int status, const char *ctype, const cha
         event_del(c->gone);
         arm_deadline(c);
     }
-    s->pending--;
-    s->route_pending[r->route - s->cfg->routes]--;
-    metrics_set_inflight(s->h.counters, s->pending);
+    req_done(s, r);
     const struct answer a = {r->id, r->target, r->slot, r->t0};
     send_response(s, r->req, &a, status, ctype != NULL ? ctype : "text/plain", body, len, 0);
     req_put(s, r);

@@ -2399,6 +2399,15 @@ static void test_refused_before_body(void **state)
     assert_int_equal(conn_read_resp(&c, &r, false), 0);
     assert_int_equal(r.status, 202);
     resp_free(&r);
+    /* The next request on the kept-alive connection is decided from its
+     * headers too. */
+    static const char again[] = "POST /h/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml"
+                                "\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n";
+    assert_int_equal(conn_send(&c, again, sizeof again - 1), 0);
+    char *l = conn_line(&c, &ll);
+    if (l == NULL || strncmp(l, "HTTP/1.1 401 ", 13) != 0)
+        fail_msg("a kept-alive connection's next request: first line \"%.*s\", expected 401",
+                 l != NULL ? (int)ll : 6, l != NULL ? l : "(none)");
     conn_close(&c);
     assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
     result_row("Expect: 100-continue on requests refused by their headers (401 x2, 404, 405, 415, "
