@@ -2271,7 +2271,7 @@ static char *lim_config(int http_port, const void *arg)
     write_file(tokens, TOKEN "\n");
     char *text = NULL;
     if (asprintf(&text,
-                 "[http]\nlisten = 127.0.0.1:%d\nworkers = 2\nmax_body = 1MiB\n"
+                 "[http]\nlisten = 127.0.0.1:%d\nworkers = 2\n%s"
                  "timeout = 10s\nauth_token_file = %s\n%s"
                  "[amqp]\nuri = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
                  "[log]\nlevel = %s\n"
@@ -2279,7 +2279,8 @@ static char *lim_config(int http_port, const void *arg)
                  "\nqueue = " Q_INGEST "\n"
                  "[route h.wait]\npath = /h/wait\nmode = rpc\nrouting_key = " Q_WAIT
                  "\nqueue = " Q_WAIT "\ntimeout = 3s\n",
-                 http_port, tokens, (const char *)arg, g_harness.broker_port,
+                 http_port, strstr(arg, "max_body") ? "" : "max_body = 1MiB\n", tokens,
+                 (const char *)arg, g_harness.broker_port,
                  g_harness.log_level) < 0)
         abort();
     return text;
@@ -2477,6 +2478,183 @@ static void test_refused_bodies_not_held(void **state)
     PASS();
 }
 
+/* SERIES's value in B's /metrics, asked on C (a kept-alive connection) or,
+ * when C is NULL, on a fresh one; -1 if absent. */
+static long long metric_on(struct conn *c, const struct bridge *b, const char *series)
+{
+    struct resp r;
+    int rc;
+    if (c != NULL) {
+        static const char get[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        rc = exchange(c, get, sizeof get - 1, &r, false);
+    } else {
+        rc = http_get(b->port, "/metrics", &r);
+    }
+    if (rc != 0 || r.status != 200)
+        fail_msg("GET /metrics failed (%d)", rc == 0 ? r.status : -1);
+    long long v = -1;
+    size_t n = strlen(series);
+    for (const char *l = r.body; l != NULL && *l != '\0';
+         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, series, n) == 0 && l[n] == ' ') {
+            v = strtoll(l + n + 1, NULL, 10);
+            break;
+        }
+    resp_free(&r);
+    return v;
+}
+
+/* [http] max_connections = 50: with 50 open, the 51st gets a 503 with
+ * Retry-After and is closed, counted; once some close, new ones are served. */
+static void test_max_connections(void **state)
+{
+    (void)state;
+    enum { MAX = 50 };
+    bridge_start(&g_aux, "maxconn", lim_config, "max_connections = 50\n");
+    static struct conn c[MAX];
+    static const char pong[] = "GET /pong HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int i = 0; i < MAX; i++) {
+        struct resp r;
+        if (conn_open(&c[i], g_aux.port) != 0 || exchange(&c[i], pong, sizeof pong - 1, &r, false))
+            fail_msg("connection %d of %d: no pong", i + 1, MAX);
+        fds_track(c[i].fd);
+        assert_int_equal(r.status, 200);
+        resp_free(&r);
+    }
+    struct conn x;
+    assert_int_equal(conn_open(&x, g_aux.port), 0);
+    struct resp r;
+    if (conn_read_resp(&x, &r, false) != 0)
+        fail_msg("connection %d: closed without a 503", MAX + 1);
+    int status = r.status;
+    bool retry = resp_header(&r, "Retry-After") != NULL;
+    const char *conn_hdr = resp_header(&r, "Connection");
+    bool close_hdr = conn_hdr != NULL && strcasecmp(conn_hdr, "close") == 0;
+    bool names = strstr(r.body, "max_connections") != NULL;
+    resp_free(&r);
+    int after = conn_wait_closed(&x, scale_ms(2000));
+    conn_close(&x);
+    if (status != 503 || !retry || !close_hdr || !names || after != 1)
+        fail_msg("connection %d: %d (Retry-After %d, Connection: close %d, names the key %d, "
+                 "closed %d), expected 503 and a close",
+                 MAX + 1, status, retry, close_hdr, names, after);
+    assert_int_equal(metric_on(&c[0], &g_aux, "bridge_http_connections_refused_total"), 1);
+    assert_int_equal(metric_on(&c[0], &g_aux, "bridge_http_connections"), MAX);
+    for (int i = 1; i <= 10; i++)
+        conn_close(&c[i]);
+    /* The bridge notices the closes as they come: poll until one is free. */
+    double end = now_ms() + scale_ms(5000);
+    int got = 0;
+    while (got != 200 && now_ms() < end) {
+        if (http_get(g_aux.port, "/pong", &r) == 0) {
+            got = r.status;
+            resp_free(&r);
+        }
+        if (got != 200)
+            sleep_ms(20);
+    }
+    if (got != 200)
+        fail_msg("no new connection served after 10 of %d closed (last %d)", MAX, got);
+    for (int i = 0; i < MAX; i++)
+        conn_close(&c[i]);
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+    result_row("[http] max_connections = 50, a 51st client connects",
+               "503 with Retry-After and Connection: close, then closed; "
+               "bridge_http_connections_refused_total 1; after 10 closed, new ones served");
+    PASS();
+}
+
+/* A body's worth of requests waiting on the broker, then the gauge. */
+static long long pending_bytes(struct conn *m)
+{
+    return metric_on(m, &g_aux, "bridge_pending_bytes");
+}
+
+/* Wait until bridge_pending_bytes is WANT (5 s); false if it never is. */
+static bool await_pending(struct conn *m, long long want)
+{
+    double end = now_ms() + scale_ms(5000);
+    long long v;
+    while ((v = pending_bytes(m)) != want && now_ms() < end)
+        sleep_ms(20);
+    return v == want;
+}
+
+/* [http] max_pending_bytes = 64 KiB, rpc requests of 10,000 bytes that no
+ * worker answers: 6 wait (60,000 bytes), the next ones get 503 naming the
+ * limit, counted; a client that goes, a 202 and the 504s at the route's
+ * timeout each give back what they held: the gauge ends at 0. */
+static void test_max_pending_bytes(void **state)
+{
+    (void)state;
+    enum { WAIT = 6, SIZE = 10000 };
+    mq_purge(Q_WAIT);
+    bridge_start(&g_aux, "pending", lim_config, "max_body = 16KiB\nmax_pending_bytes = 64KiB\n");
+    char *doc = make_doc(SIZE);
+    size_t len;
+    char *raw = fmt_request(&len, "POST", "/h/wait", XML, "Authorization: Bearer " TOKEN "\r\n",
+                            doc, SIZE);
+    struct conn m;
+    assert_int_equal(conn_open(&m, g_aux.port), 0);
+    static struct conn c[WAIT];
+    for (int i = 0; i < WAIT; i++) {
+        assert_int_equal(conn_open(&c[i], g_aux.port), 0);
+        fds_track(c[i].fd);
+        assert_int_equal(conn_send(&c[i], raw, len), 0);
+    }
+    if (!await_pending(&m, (long long)WAIT * SIZE))
+        fail_msg("bridge_pending_bytes %lld with %d requests of %d bytes waiting",
+                 pending_bytes(&m), WAIT, SIZE);
+    int refused = 0;
+    for (int i = 0; i < 2; i++) {
+        struct conn x;
+        assert_int_equal(conn_open(&x, g_aux.port), 0);
+        struct resp r;
+        if (exchange(&x, raw, len, &r, false) != 0)
+            fail_msg("request %d past the limit: no answer", WAIT + 1 + i);
+        if (r.status == 503 && strstr(r.body, "max_pending_bytes") != NULL &&
+            resp_header(&r, "Retry-After") != NULL)
+            refused++;
+        else
+            fail_msg("request %d past the limit: %d %s", WAIT + 1 + i, r.status, r.body);
+        resp_free(&r);
+        conn_close(&x);
+    }
+    assert_int_equal(metric_on(&m, &g_aux, "bridge_pending_bytes_refused_total"), 2);
+    conn_abort(&c[0]); /* a client that goes */
+    if (!await_pending(&m, (long long)(WAIT - 1) * SIZE))
+        fail_msg("bridge_pending_bytes %lld after a waiting client left", pending_bytes(&m));
+    struct resp r;
+    char *pub = fmt_request(&len, "POST", "/h/ingest", XML, "Authorization: Bearer " TOKEN "\r\n",
+                            doc, SIZE);
+    assert_int_equal(exchange(&m, pub, len, &r, false), 0);
+    assert_int_equal(r.status, 202);
+    resp_free(&r);
+    free(pub);
+    int timeouts = 0;
+    for (int i = 1; i < WAIT; i++) {
+        memset(&r, 0, sizeof r);
+        conn_set_timeout(&c[i], scale_ms(10000));
+        if (conn_read_resp(&c[i], &r, false) == 0 && r.status == 504)
+            timeouts++;
+        resp_free(&r);
+        conn_close(&c[i]);
+    }
+    assert_int_equal(timeouts, WAIT - 1);
+    long long end = pending_bytes(&m);
+    conn_close(&m);
+    free(raw);
+    free(doc);
+    mq_purge(Q_WAIT);
+    if (end != 0)
+        fail_msg("bridge_pending_bytes %lld once every request was answered or gone", end);
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+    result_row("[http] max_pending_bytes = 64 KiB, 10,000-byte rpc requests no worker answers",
+               "6 waited (bridge_pending_bytes 60000), 2 more got 503 naming the key (counted); "
+               "a client gone, a 202 and 5 x 504 later the gauge was 0");
+    PASS();
+}
+
 /* IT_ONLY=PATTERN runs only the tests whose names match (cmocka's filter). */
 int main(void)
 {
@@ -2505,6 +2683,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_1mb_under_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_before_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_bodies_not_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_pending_bytes, setup, teardown),
     };
     return cmocka_run_group_tests_name("ingest-bridge hostile input", tests, group_setup,
                                        group_teardown);
