@@ -130,8 +130,8 @@ static const struct key_def http_keys[HK_COUNT] = {
      * commonly allow (start-up warns when the limit leaves less). */
     [HK_MAX_CONNECTIONS] = {"max_connections", KEY_COUNT, CFG(max_connections), 1, 1000000,
                             "16384"},
-    [HK_MAX_PENDING_BYTES] = {"max_pending_bytes", KEY_SIZE, CFG(max_pending_bytes), 1,
-                              64 * GIB, "256MiB"},
+    [HK_MAX_PENDING_BYTES] = {"max_pending_bytes", KEY_SIZE, CFG(max_pending_bytes), 1, 64 * GIB,
+                              "256MiB"},
 };
 
 static const struct key_def amqp_keys[AK_COUNT] = {

@@ -1296,8 +1296,8 @@ struct http_server *http_server_new(struct event_base *base, const struct config
      * is refused from its size line). Content-Length bodies move on to the
      * request's own buffer as they come. */
     s->read_ahead = (size_t)cfg->max_body + HTTP_MAX_HEADERS_SIZE;
-    snprintf(s->too_large_text, sizeof s->too_large_text,
-             "body larger than max_body (%zu bytes)\n", cfg->max_body);
+    snprintf(s->too_large_text, sizeof s->too_large_text, "body larger than max_body (%zu bytes)\n",
+             cfg->max_body);
     snprintf(s->held_text, sizeof s->held_text,
              "too many bytes waiting on the broker ([http] max_pending_bytes = %zu)\n",
              cfg->max_pending_bytes);

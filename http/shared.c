@@ -18,16 +18,16 @@ struct http_shared {
     struct auth_tokens **own;              /* per route (as cfg->routes): its own file, or NULL */
     const struct auth_tokens **route_auth; /* per route: what it asks for (own, global or NULL) */
     size_t n_routes;
-    struct http_held *held;                /* what every worker holds: the one mutable part */
+    struct http_held *held; /* what every worker holds: the one mutable part */
 };
 
 /* Counted by every worker, so atomics; written once per connection and
  * once per request handed to the bridge. */
 struct http_held {
-    atomic_size_t conns;  /* open connections that took a slot */
-    atomic_size_t bytes;  /* request bodies waiting on the broker */
-    size_t max_conns;     /* [http] max_connections */
-    size_t max_bytes;     /* [http] max_pending_bytes */
+    atomic_size_t conns; /* open connections that took a slot */
+    atomic_size_t bytes; /* request bodies waiting on the broker */
+    size_t max_conns;    /* [http] max_connections */
+    size_t max_bytes;    /* [http] max_pending_bytes */
 };
 
 struct http_shared *http_shared_new(const struct config *cfg, char *err, size_t errlen)

@@ -2280,8 +2280,7 @@ static char *lim_config(int http_port, const void *arg)
                  "[route h.wait]\npath = /h/wait\nmode = rpc\nrouting_key = " Q_WAIT
                  "\nqueue = " Q_WAIT "\ntimeout = 3s\n",
                  http_port, strstr(arg, "max_body") ? "" : "max_body = 1MiB\n", tokens,
-                 (const char *)arg, g_harness.broker_port,
-                 g_harness.log_level) < 0)
+                 (const char *)arg, g_harness.broker_port, g_harness.log_level) < 0)
         abort();
     return text;
 }
@@ -2331,17 +2330,19 @@ static void test_refused_before_body(void **state)
     (void)state;
     bridge_start(&g_aux, "early", lim_config, "");
     static const struct {
-        const char *what;  /* the case */
-        const char *head;  /* request line and headers, up to the blank line excluded */
-        int status;        /* the answer expected before any body byte */
+        const char *what; /* the case */
+        const char *head; /* request line and headers, up to the blank line excluded */
+        int status;       /* the answer expected before any body byte */
     } cases[] = {
         {"no token", "POST /h/ingest HTTP/1.1\r\nContent-Type: application/xml", 401},
         {"a wrong token",
          "POST /h/ingest HTTP/1.1\r\nAuthorization: Bearer nope\r\nContent-Type: application/xml",
          401},
         {"no route", "POST /h/nowhere HTTP/1.1\r\nAuthorization: Bearer " TOKEN, 404},
-        {"PUT", "PUT /h/ingest HTTP/1.1\r\nAuthorization: Bearer " TOKEN
-                "\r\nContent-Type: application/xml", 405},
+        {"PUT",
+         "PUT /h/ingest HTTP/1.1\r\nAuthorization: Bearer " TOKEN
+         "\r\nContent-Type: application/xml",
+         405},
         {"text/plain",
          "POST /h/ingest HTTP/1.1\r\nAuthorization: Bearer " TOKEN "\r\nContent-Type: text/plain",
          415},
@@ -2402,8 +2403,9 @@ static void test_refused_before_body(void **state)
     resp_free(&r);
     /* The next request on the kept-alive connection is decided from its
      * headers too. */
-    static const char again[] = "POST /h/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml"
-                                "\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n";
+    static const char again[] =
+        "POST /h/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml"
+        "\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n";
     assert_int_equal(conn_send(&c, again, sizeof again - 1), 0);
     char *l = conn_line(&c, &ll);
     if (l == NULL || strncmp(l, "HTTP/1.1 401 ", 13) != 0)
@@ -2592,8 +2594,8 @@ static void test_max_pending_bytes(void **state)
     bridge_start(&g_aux, "pending", lim_config, "max_body = 16KiB\nmax_pending_bytes = 64KiB\n");
     char *doc = make_doc(SIZE);
     size_t len;
-    char *raw = fmt_request(&len, "POST", "/h/wait", XML, "Authorization: Bearer " TOKEN "\r\n",
-                            doc, SIZE);
+    char *raw =
+        fmt_request(&len, "POST", "/h/wait", XML, "Authorization: Bearer " TOKEN "\r\n", doc, SIZE);
     struct conn m;
     assert_int_equal(conn_open(&m, g_aux.port), 0);
     static struct conn c[WAIT];
