@@ -983,10 +983,14 @@ static void on_request(struct evhttp_request *req, void *arg)
         arm_deadline(c); /* the next request's clock; stopped below if this one waits */
 
     struct verdict v;
-    if (c != NULL && c->early == req) {
-        v = c->verdict; /* decided by on_headers, its body not read */
+    if (c != NULL && c->early == req && (c->verdict.kind == VERDICT_REFUSE || !s->draining)) {
+        v = c->verdict; /* decided by on_headers, before the body */
         c->early = NULL;
     } else {
+        /* Not hooked, or draining began since on_headers let it pass: the
+         * answer now is the same, or the 503 of shutting down. */
+        if (c != NULL)
+            c->early = NULL;
         decide(s, req, &hi, &v);
     }
     a.slot = v.slot;
