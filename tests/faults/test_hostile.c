@@ -2468,7 +2468,12 @@ static void test_refused_bodies_not_held(void **state)
     long all_kb = (long)N * SIZE / 1024;
     if (ok != N)
         fail_msg("%d of %d refused requests got their 401", ok, N);
-    if (held > rss_bound_kb(all_kb / 10))
+    /* ASan's quarantine keeps every freed buffer for a while: there the
+     * RSS counts bytes that went through, not bytes held. */
+    bool asan = instrumented(g_aux.pid);
+    if (asan)
+        harness_note("instrumented bridge: RSS +%ld kB not asserted\n", held);
+    else if (held > all_kb / 10)
         fail_msg("the bridge's RSS grew by %ld kB while %d refused bodies of %d bytes were "
                  "being sent (%ld kB in all)",
                  held, N, SIZE, all_kb);
