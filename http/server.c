@@ -160,8 +160,9 @@ struct http_server {
 
 /* Every server, by listener. evconnlistener gives its error callback the
  * listener's user data, and evhttp_bind_listener made that its struct evhttp,
- * not us: on_accept_error finds its server here. Changed only when a server
- * is made or freed; read on accept errors, which are rare. */
+ * not us: on_accept_error finds its server here (and, with libevent 2.2,
+ * on_headers by its struct evhttp). Changed only when a server is made or
+ * freed; read on accept errors, which are rare. */
 static pthread_mutex_t servers_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct http_server *servers;
 
@@ -184,11 +185,12 @@ static void servers_remove(struct http_server *s)
     pthread_mutex_unlock(&servers_lock);
 }
 
-static struct http_server *server_of_listener(const struct evconnlistener *lev)
+/* The server of listener LEV, or of evhttp HTTP (the other NULL). */
+static struct http_server *server_of(const struct evconnlistener *lev, const struct evhttp *http)
 {
     pthread_mutex_lock(&servers_lock);
     struct http_server *s = servers;
-    while (s != NULL && s->lev != lev)
+    while (s != NULL && !((lev != NULL && s->lev == lev) || (http != NULL && s->http == http)))
         s = s->next_server;
     pthread_mutex_unlock(&servers_lock);
     return s;
@@ -476,7 +478,7 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
 {
     (void)arg; /* evhttp's, not ours: see servers */
     int err = EVUTIL_SOCKET_ERROR();
-    struct http_server *s = server_of_listener(lev);
+    struct http_server *s = server_of(lev, NULL);
     if (s == NULL) {
         log_error("http: accept failed: %s; listener of no server", strerror(err));
         return;
@@ -1229,24 +1231,14 @@ static bool hooks_usable(void)
     return false;
 }
 #else
-/* libevent 2.2 and later announce each request: no layout copy needed. */
-static struct http_server *server_of_evhttp(const struct evhttp *http)
-{
-    pthread_mutex_lock(&servers_lock);
-    struct http_server *s = servers;
-    while (s != NULL && s->http != http)
-        s = s->next_server;
-    pthread_mutex_unlock(&servers_lock);
-    return s;
-}
-
+/* libevent 2.2 and later announce each request (evhttp_set_newreqcb): no
+ * layout copy needed. Untested here (Debian 12 ships 2.1). */
 static struct http_conn *hooked_conn(struct evhttp_request *req)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
-    int fd = bev != NULL ? (int)bufferevent_getfd(bev) : -1;
-    struct http_server *s = server_of_evhttp(evhttp_connection_get_server(evcon));
-    return s != NULL && fd >= 0 && (size_t)fd < s->nbyfd ? s->byfd[fd] : NULL;
+    struct http_server *s =
+        evcon != NULL ? server_of(NULL, evhttp_connection_get_server(evcon)) : NULL;
+    return s != NULL ? conn_of(s, req) : NULL;
 }
 
 static int on_newreq(struct evhttp_request *req, void *arg)
@@ -1254,6 +1246,11 @@ static int on_newreq(struct evhttp_request *req, void *arg)
     (void)arg;
     evhttp_request_set_header_cb(req, on_headers);
     return 0;
+}
+
+static void hook_next(struct http_conn *c)
+{
+    (void)c;
 }
 
 static void hook_conn(struct http_conn *c)

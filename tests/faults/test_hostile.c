@@ -2499,14 +2499,7 @@ static long long metric_on(struct conn *c, const struct bridge *b, const char *s
     }
     if (rc != 0 || r.status != 200)
         fail_msg("GET /metrics failed (%d)", rc == 0 ? r.status : -1);
-    long long v = -1;
-    size_t n = strlen(series);
-    for (const char *l = r.body; l != NULL && *l != '\0';
-         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
-        if (strncmp(l, series, n) == 0 && l[n] == ' ') {
-            v = strtoll(l + n + 1, NULL, 10);
-            break;
-        }
+    long long v = metric_in(r.body, series);
     resp_free(&r);
     return v;
 }

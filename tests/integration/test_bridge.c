@@ -1677,14 +1677,7 @@ static long long metric(const struct bridge *b, const char *series)
     struct resp r;
     if (bridge_get(b, "/metrics", &r) != 0 || r.status != 200)
         fail_msg("GET /metrics failed");
-    long long v = -1;
-    size_t n = strlen(series);
-    for (const char *l = r.body; l != NULL && *l != '\0';
-         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
-        if (strncmp(l, series, n) == 0 && l[n] == ' ') {
-            v = strtoll(l + n + 1, NULL, 10);
-            break;
-        }
+    long long v = metric_in(r.body, series);
     resp_free(&r);
     return v;
 }

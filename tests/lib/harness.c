@@ -454,6 +454,16 @@ void resp_free(struct resp *r)
     memset(r, 0, sizeof *r);
 }
 
+long long metric_in(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *l = text; l != NULL && *l != '\0';
+         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, series, n) == 0 && l[n] == ' ')
+            return strtoll(l + n + 1, NULL, 10);
+    return -1;
+}
+
 const char *resp_header(const struct resp *r, const char *name)
 {
     for (int i = 0; i < r->nh; i++)
