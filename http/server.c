@@ -1213,8 +1213,8 @@ static void hook_conn(struct http_conn *c)
     static atomic_bool warned;
     if (!layout_agrees(c)) {
         if (!atomic_exchange(&warned, true))
-            log_warn("http: libevent's connection is not laid out as 2.1.12's: every request's "
-                     "headers are checked after its body (no early 401/404/405/413/415)");
+            log_warn("http: libevent's connection is not laid out as 2.1.12's: requests on such "
+                     "connections are checked after their body (no early 401/404/405/413/415)");
         return;
     }
     c->input = evbuffer_add_cb(bufferevent_get_input(c->bev), on_input, c);
