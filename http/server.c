@@ -25,7 +25,19 @@
  * client pipelines meanwhile wakes us once, not in a loop), tells the bridge
  * (which drops the late confirm), and frees the connection with its request.
  * A client that half-closes (shutdown(SHUT_WR)) after its request counts as
- * gone, as in nginx. */
+ * gone, as in nginx.
+ *
+ * Headers first. Every answer the request line and headers decide (decide())
+ * is made when the headers are read, from evhttp's header callback: a
+ * refused request's body is never held, and `Expect: 100-continue` gets its
+ * answer instead of `100 Continue` (see on_headers). libevent 2.1 gives no
+ * hook at a request's start: the request is found in its connection's
+ * private struct (evcon21), checked on each connection.
+ *
+ * Bounds. [http] max_connections and max_pending_bytes are counted across
+ * the workers (http_shared_*_take): a connection beyond the first gets a
+ * canned 503 and is closed; a body beyond the second, a 503 before the
+ * bridge sees it. */
 #include "server.h"
 
 #include <errno.h>
