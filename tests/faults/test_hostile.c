@@ -2462,6 +2462,11 @@ static void test_refused_bodies_not_held(void **state)
             r.status == 401)
             ok++;
         resp_free(&r);
+        /* The body was read to its end: the connection goes on. */
+        static const char pong[] = "GET /pong HTTP/1.1\r\nHost: x\r\n\r\n";
+        if (i == 0 && (exchange(&c[i], pong, sizeof pong - 1, &r, false) != 0 || r.status != 200))
+            fail_msg("no pong after a refused body on the same connection");
+        resp_free(&r);
         conn_close(&c[i]);
     }
     free(body);
