@@ -2412,6 +2412,26 @@ static void test_refused_before_body(void **state)
         fail_msg("a kept-alive connection's next request: first line \"%.*s\", expected 401",
                  l != NULL ? (int)ll : 6, l != NULL ? l : "(none)");
     conn_close(&c);
+    /* Pipelined behind a passing request, in the same write: the refused
+     * one is read from what the bridge had buffered, and decided too. */
+    char *two = NULL;
+    int tl = asprintf(&two,
+                      "POST /h/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+                      "\r\nContent-Type: application/xml\r\nContent-Length: %zu\r\n\r\n%s%s",
+                      strlen(DOC), DOC, again);
+    if (tl < 0)
+        abort();
+    assert_int_equal(conn_open(&c, g_aux.port), 0);
+    assert_int_equal(conn_send(&c, two, (size_t)tl), 0);
+    free(two);
+    assert_int_equal(conn_read_resp(&c, &r, false), 0);
+    assert_int_equal(r.status, 202);
+    resp_free(&r);
+    l = conn_line(&c, &ll);
+    if (l == NULL || strncmp(l, "HTTP/1.1 401 ", 13) != 0)
+        fail_msg("a pipelined request's first line \"%.*s\", expected 401", l != NULL ? (int)ll : 6,
+                 l != NULL ? l : "(none)");
+    conn_close(&c);
     assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
     result_row("Expect: 100-continue on requests refused by their headers (401 x2, 404, 405, 415, "
                "413 by Content-Length)",
