@@ -76,6 +76,8 @@ enum {
     HK_TLS_KEY,
     HK_AUTH_TOKEN_FILE,
     HK_METRICS_AUTH,
+    HK_MAX_CONNECTIONS,
+    HK_MAX_PENDING_BYTES,
     HK_COUNT
 };
 enum {
@@ -123,6 +125,13 @@ static const struct key_def http_keys[HK_COUNT] = {
     [HK_TLS_KEY] = {"tls_key", KEY_FILE, CFG(tls_key), 0, 0, ""},
     [HK_AUTH_TOKEN_FILE] = {"auth_token_file", KEY_FILE, CFG(auth_token_file), 0, 0, ""},
     [HK_METRICS_AUTH] = {"metrics_auth", KEY_BOOL, CFG(metrics_auth), 0, 0, "no"},
+    /* 16384: above the 10,000 idle keep-alive clients the hostile suite
+     * holds, below the 65536 descriptors containers and systemd units
+     * commonly allow (start-up warns when the limit leaves less). */
+    [HK_MAX_CONNECTIONS] = {"max_connections", KEY_COUNT, CFG(max_connections), 1, 1000000,
+                            "16384"},
+    [HK_MAX_PENDING_BYTES] = {"max_pending_bytes", KEY_SIZE, CFG(max_pending_bytes), 1, 64 * GIB,
+                              "256MiB"},
 };
 
 static const struct key_def amqp_keys[AK_COUNT] = {
@@ -1298,6 +1307,11 @@ static int validate(struct loader *ld)
         return fail(ld, &ld->glob[SEC_AMQP][AK_HEARTBEAT], "heartbeat",
                     "%llums is below 1s, the shortest AMQP heartbeat (0 turns it off)",
                     (unsigned long long)c->heartbeat_ms);
+    if (c->max_pending_bytes < c->max_body)
+        return fail(ld, &ld->glob[SEC_HTTP][HK_MAX_PENDING_BYTES], "max_pending_bytes",
+                    "%zu is less than max_body (%zu): a body of max_body could never wait",
+                    c->max_pending_bytes, c->max_body);
+
     for (size_t j = 0; j < c->n_routes; j++) {
         const struct config_route *r = &c->routes[j];
         const struct origin *ko = ld->meta[j].keys;

@@ -57,10 +57,12 @@ struct config {
     size_t max_body;          /* bytes */
     uint64_t http_timeout_ms; /* idle / total header deadline per connection */
     char *pong_path;
-    char *tls_cert;        /* "" = plain HTTP; else PEM certificate (chain) of the listener */
-    char *tls_key;         /* PEM private key of tls_cert; both or neither */
-    char *auth_token_file; /* "" = no auth; else bearer tokens, one a line */
-    bool metrics_auth;     /* /metrics asks for a token of auth_token_file */
+    char *tls_cert;           /* "" = plain HTTP; else PEM certificate (chain) of the listener */
+    char *tls_key;            /* PEM private key of tls_cert; both or neither */
+    char *auth_token_file;    /* "" = no auth; else bearer tokens, one a line */
+    bool metrics_auth;        /* /metrics asks for a token of auth_token_file */
+    size_t max_connections;   /* open client connections, all workers; beyond: 503 + close */
+    size_t max_pending_bytes; /* request bodies waiting on the broker, all workers; beyond: 503 */
 
     /* [amqp] */
     struct config_uri *uris; /* failover list, in order */

@@ -32,15 +32,34 @@ static void usage(FILE *out)
                  "routes as BRIDGE_ROUTE_<NAME>_<KEY>.\n");
 }
 
-/* Many keep-alive clients need many descriptors: take the hard limit. */
-static void raise_nofile(void)
+/* Descriptors a bridge uses besides its clients': per worker a broker
+ * connection, a listener, an epoll and a notification pair; the process a
+ * few more (log, stdio, schemas being read). */
+#define FDS_PER_WORKER 8
+#define FDS_OTHER 64
+
+/* Many keep-alive clients need many descriptors: take the hard limit. If
+ * that leaves fewer than [http] max_connections for clients, the limit
+ * cannot do its job (accepting pauses out of descriptors instead): say so. */
+static void raise_nofile(const struct config *cfg)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
             log_warn("cannot raise the descriptor limit: %s", strerror(errno));
+            (void)getrlimit(RLIMIT_NOFILE, &rl);
+        }
     }
+    rlim_t other = (rlim_t)cfg->workers * FDS_PER_WORKER + FDS_OTHER;
+    if (rl.rlim_cur != RLIM_INFINITY &&
+        (rl.rlim_cur <= other || rl.rlim_cur - other < (rlim_t)cfg->max_connections))
+        log_warn("[http] max_connections = %zu, but the descriptor limit (%llu) leaves about "
+                 "%llu for clients: beyond that, accepting pauses instead of answering 503",
+                 cfg->max_connections, (unsigned long long)rl.rlim_cur,
+                 (unsigned long long)(rl.rlim_cur > other ? rl.rlim_cur - other : 0));
 }
 
 static void free_schemas(struct xmlcheck_schema **schemas, size_t n)
@@ -147,7 +166,7 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
-    raise_nofile();
+    raise_nofile(cfg);
 
     int rc = 1;
     struct worker_pool *pool =

@@ -53,6 +53,9 @@ struct metrics_shard {
     counter reconnects;                      /* connections made after a loss */
     counter inflight;                        /* gauge: requests waiting on the broker */
     counter connections;                     /* gauge: open client connections */
+    counter pending_bytes;                   /* gauge: bodies waiting on the broker, bytes */
+    counter conns_refused;                   /* connections over [http] max_connections */
+    counter bytes_refused;                   /* requests over [http] max_pending_bytes */
     struct slot_ctr slots[];                 /* metrics->n_slots */
 };
 
@@ -177,6 +180,21 @@ void metrics_set_connections(struct metrics_shard *s, size_t n)
     atomic_store_explicit(&s->connections, n, memory_order_relaxed);
 }
 
+void metrics_set_pending_bytes(struct metrics_shard *s, size_t n)
+{
+    atomic_store_explicit(&s->pending_bytes, n, memory_order_relaxed);
+}
+
+void metrics_connection_refused(struct metrics_shard *s)
+{
+    add(&s->conns_refused, 1);
+}
+
+void metrics_pending_bytes_refused(struct metrics_shard *s)
+{
+    add(&s->bytes_refused, 1);
+}
+
 /* ---- scraping -------------------------------------------------------- */
 
 /* Sum over the shards of the counter at byte offset OFF of a shard. */
@@ -211,6 +229,13 @@ static void put_label(FILE *f, const char *v)
 static void family(FILE *f, const char *name, const char *type, const char *help)
 {
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A family of one sample without labels. */
+static void single(FILE *f, const char *name, const char *type, const char *help, uint64_t v)
+{
+    family(f, name, type, help);
+    fprintf(f, "%s %llu\n", name, (unsigned long long)v);
 }
 
 static void route_sample(FILE *f, const struct metrics *m, const char *name, size_t slot,
@@ -308,14 +333,21 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
            "(timed out, client gone, broker blocked).");
     fprintf(f, "bridge_amqp_late_confirms_total %llu\n", (unsigned long long)late);
 
-    family(f, "bridge_inflight", "gauge",
+    single(f, "bridge_inflight", "gauge",
            "Requests waiting on the broker (room to publish, a confirm, an rpc reply), all "
-           "workers.");
-    fprintf(f, "bridge_inflight %llu\n", (unsigned long long)total(m, SHARD_OFF(inflight, 0)));
-
-    family(f, "bridge_http_connections", "gauge", "Open client connections, all workers.");
-    fprintf(f, "bridge_http_connections %llu\n",
-            (unsigned long long)total(m, SHARD_OFF(connections, 0)));
+           "workers.",
+           total(m, SHARD_OFF(inflight, 0)));
+    single(f, "bridge_http_connections", "gauge", "Open client connections, all workers.",
+           total(m, SHARD_OFF(connections, 0)));
+    single(f, "bridge_http_connections_refused_total", "counter",
+           "New connections answered 503 and closed: [http] max_connections were open.",
+           total(m, SHARD_OFF(conns_refused, 0)));
+    single(f, "bridge_pending_bytes", "gauge",
+           "Bytes of request bodies waiting on the broker, all workers.",
+           total(m, SHARD_OFF(pending_bytes, 0)));
+    single(f, "bridge_pending_bytes_refused_total", "counter",
+           "Requests answered 503: their body would have passed [http] max_pending_bytes.",
+           total(m, SHARD_OFF(bytes_refused, 0)));
 
     family(f, "bridge_broker_connected", "gauge",
            "1 when the worker's broker connection is up, else 0 (down, connecting, blocked).");

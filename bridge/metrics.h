@@ -68,9 +68,16 @@ void metrics_rpc_timeout(struct metrics_shard *s, size_t slot);
 void metrics_rpc_bad_reply(struct metrics_shard *s, enum metrics_bad_reply why);
 /* The worker's connection came back after a loss. */
 void metrics_reconnected(struct metrics_shard *s);
-/* Gauges: requests waiting on the broker, open client connections. */
+/* Gauges: requests waiting on the broker, open client connections, bytes of
+ * request bodies waiting on the broker (this worker's). */
 void metrics_set_inflight(struct metrics_shard *s, size_t n);
 void metrics_set_connections(struct metrics_shard *s, size_t n);
+void metrics_set_pending_bytes(struct metrics_shard *s, size_t n);
+/* A new connection was refused: [http] max_connections were open. */
+void metrics_connection_refused(struct metrics_shard *s);
+/* A request was answered 503: its body would have passed
+ * [http] max_pending_bytes. */
+void metrics_pending_bytes_refused(struct metrics_shard *s);
 
 /* ---- scraping: any thread ------------------------------------------ */
 

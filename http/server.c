@@ -25,7 +25,19 @@
  * client pipelines meanwhile wakes us once, not in a loop), tells the bridge
  * (which drops the late confirm), and frees the connection with its request.
  * A client that half-closes (shutdown(SHUT_WR)) after its request counts as
- * gone, as in nginx. */
+ * gone, as in nginx.
+ *
+ * Headers first. Every answer the request line and headers decide (decide())
+ * is made when the headers are read, from evhttp's header callback: a
+ * refused request's body is never held, and `Expect: 100-continue` gets its
+ * answer instead of `100 Continue` (see on_headers). libevent 2.1 gives no
+ * hook at a request's start: the request is found in its connection's
+ * private struct (evcon21), checked on each connection.
+ *
+ * Bounds. [http] max_connections and max_pending_bytes are counted across
+ * the workers (http_shared_*_take): a connection beyond the first gets a
+ * canned 503 and is closed; a body beyond the second, a 503 before the
+ * bridge sees it. */
 #include "server.h"
 
 #include <errno.h>
@@ -34,6 +46,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
@@ -42,6 +55,7 @@
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +78,25 @@
 
 static const char PONG[] = "Pong!";
 
+/* What the request line and headers alone decide (decide()). */
+enum verdict_kind {
+    VERDICT_ROUTE,   /* to the bridge: its body is needed */
+    VERDICT_PONG,    /* answered here, the body unused */
+    VERDICT_HEALTHZ, /* ditto */
+    VERDICT_METRICS, /* ditto */
+    VERDICT_REFUSE,  /* status and text below */
+};
+
+struct verdict {
+    enum verdict_kind kind;
+    size_t slot;                      /* metrics slot */
+    const struct config_route *route; /* VERDICT_ROUTE */
+    int status;                       /* VERDICT_REFUSE: the answer */
+    const char *text;                 /* VERDICT_REFUSE: its body, static */
+    const char *hname, *hvalue;       /* VERDICT_REFUSE: one more header, or NULL */
+    bool close;                       /* Connection: close */
+};
+
 /* One accepted connection. */
 struct http_conn {
     struct http_server *s;           /* owner */
@@ -73,6 +106,12 @@ struct http_conn {
     struct event *timer;             /* adoption, then the request deadline */
     struct event *gone;              /* hang-up watch while a request waits */
     struct http_req *waiting;        /* request handed to the bridge, unanswered */
+    struct event *hook;              /* hooks the next request of a kept-alive connection */
+    struct evbuffer_cb_entry *input; /* on_input on the bufferevent's input; NULL if none */
+    struct evhttp_request *hooked;   /* the request on_headers is set on; NULL between two */
+    struct evhttp_request *early;    /* the request decided by on_headers, or NULL */
+    struct verdict verdict;          /* what on_headers decided for it */
+    bool counted;                    /* holds one of max_connections */
     struct http_conn *prev, *next;   /* the server's live list, or the free list */
 };
 
@@ -89,6 +128,7 @@ struct http_req {
     const char *ctype;                /* owned by req; NULL if none */
     const char *target;               /* request target as sent; owned by req */
     size_t slot;                      /* metrics slot of its route */
+    size_t held;                      /* body bytes taken of [http] max_pending_bytes */
     uint64_t t0;                      /* mono_us() when it was read whole */
     size_t id_len;                    /* strlen(id) */
     char id[REQID_MAX + 1];           /* X-Request-Id, taken or generated */
@@ -110,7 +150,13 @@ struct http_server {
     const struct timeval *deadline;         /* common timeout of cfg->http_timeout_ms */
     struct reqid_gen ids;                   /* this worker's request ids */
     bool draining;                          /* stop accepting, close after each answer */
+    bool hooks;                             /* requests decided from their headers (on_headers) */
+    char too_large_text[80];                /* the 413's text */
+    char too_many_text[200];                /* the canned 503 of max_connections, whole */
+    size_t too_many_len;                    /* its length */
+    char held_text[120];                    /* the 503's text of max_pending_bytes */
     size_t pending;                         /* requests handed to the bridge, unanswered */
+    size_t held;                            /* their body bytes (of [http] max_pending_bytes) */
     size_t *route_pending;                  /* the same per route, as cfg->routes */
     size_t n_conns;                         /* live connection contexts */
     struct http_conn live;                  /* sentinel of the live connection list */
@@ -126,8 +172,9 @@ struct http_server {
 
 /* Every server, by listener. evconnlistener gives its error callback the
  * listener's user data, and evhttp_bind_listener made that its struct evhttp,
- * not us: on_accept_error finds its server here. Changed only when a server
- * is made or freed; read on accept errors, which are rare. */
+ * not us: on_accept_error finds its server here (and, with libevent 2.2,
+ * on_headers by its struct evhttp). Changed only when a server is made or
+ * freed; read on accept errors, which are rare. */
 static pthread_mutex_t servers_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct http_server *servers;
 
@@ -150,11 +197,12 @@ static void servers_remove(struct http_server *s)
     pthread_mutex_unlock(&servers_lock);
 }
 
-static struct http_server *server_of_listener(const struct evconnlistener *lev)
+/* The server of listener LEV, or of evhttp HTTP (the other NULL). */
+static struct http_server *server_of(const struct evconnlistener *lev, const struct evhttp *http)
 {
     pthread_mutex_lock(&servers_lock);
     struct http_server *s = servers;
-    while (s != NULL && s->lev != lev)
+    while (s != NULL && !((lev != NULL && s->lev == lev) || (http != NULL && s->http == http)))
         s = s->next_server;
     pthread_mutex_unlock(&servers_lock);
     return s;
@@ -173,6 +221,8 @@ static void *xcalloc(size_t n, size_t size)
 /* ---- connections -------------------------------------------------------- */
 
 static void on_timer(evutil_socket_t fd, short what, void *arg);
+static void on_hook(evutil_socket_t fd, short what, void *arg);
+static void hook_conn(struct http_conn *c);
 
 static struct http_conn *conn_get(struct http_server *s)
 {
@@ -184,7 +234,8 @@ static struct http_conn *conn_get(struct http_server *s)
         c->s = s;
         c->timer = event_new(s->base, -1, 0, on_timer, c);
         c->gone = event_new(s->base, -1, 0, NULL, NULL);
-        if (c->timer == NULL || c->gone == NULL) {
+        c->hook = event_new(s->base, -1, 0, on_hook, c);
+        if (c->timer == NULL || c->gone == NULL || c->hook == NULL) {
             log_error("out of memory");
             abort();
         }
@@ -193,6 +244,10 @@ static struct http_conn *conn_get(struct http_server *s)
     c->evcon = NULL;
     c->fd = -1;
     c->waiting = NULL;
+    c->input = NULL;
+    c->hooked = NULL;
+    c->early = NULL;
+    c->counted = false;
     c->next = s->live.next;
     c->prev = &s->live;
     s->live.next->prev = c;
@@ -206,6 +261,16 @@ static void conn_put(struct http_conn *c)
     struct http_server *s = c->s;
     event_del(c->timer);
     event_del(c->gone);
+    /* The connection may be freed right after a request's on_complete:
+     * the hook it asked for must not run on a recycled context. */
+    event_del(c->hook);
+    if (c->input != NULL)
+        evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input);
+    c->input = NULL;
+    c->evcon = NULL;
+    if (c->counted)
+        http_shared_conn_give(s->sh);
+    c->counted = false;
     if (c->fd >= 0 && (size_t)c->fd < s->nbyfd && s->byfd[c->fd] == c)
         s->byfd[c->fd] = NULL;
     c->prev->next = c->next;
@@ -220,6 +285,7 @@ static void conn_free(struct http_conn *c)
 {
     event_free(c->timer);
     event_free(c->gone);
+    event_free(c->hook);
     free(c);
 }
 
@@ -242,6 +308,21 @@ static struct http_conn *conn_of(struct http_server *s, struct evhttp_request *r
 
 static void req_put(struct http_server *s, struct http_req *r);
 
+/* R waits no more (answered, or its client gone): what it held is given
+ * back, every count and gauge with it. */
+static void req_done(struct http_server *s, struct http_req *r)
+{
+    s->pending--;
+    s->route_pending[r->route - s->cfg->routes]--;
+    metrics_set_inflight(s->h.counters, s->pending);
+    if (r->held > 0) {
+        http_shared_bytes_give(s->sh, r->held);
+        s->held -= r->held;
+        metrics_set_pending_bytes(s->h.counters, s->held);
+        r->held = 0;
+    }
+}
+
 /* evhttp is freeing the connection (client gone, deadline, error, or the
  * server itself): a request of ours still waiting on it goes with it. */
 static void on_close(struct evhttp_connection *evcon, void *arg)
@@ -252,13 +333,30 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
     struct http_req *r = c->waiting;
     if (r != NULL) {
         c->waiting = NULL;
-        s->pending--;
-        s->route_pending[r->route - s->cfg->routes]--;
-        metrics_set_inflight(s->h.counters, s->pending);
+        req_done(s, r);
         s->h.gone(s->h.arg, r);
         req_put(s, r);
     }
     conn_put(c);
+}
+
+/* [http] max_connections are open: a plain client gets a canned 503 (a
+ * few hundred bytes into an empty socket buffer: never blocks), a TLS one
+ * only the close; then the connection goes. What the client sent already
+ * is read first, so that the close is not a reset that could lose the 503. */
+static void refuse_conn(struct http_conn *c)
+{
+    struct http_server *s = c->s;
+    metrics_connection_refused(s->h.counters);
+    if (s->tls == NULL && s->too_many_len > 0) {
+        (void)send(c->fd, s->too_many_text, s->too_many_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        char sink[4096];
+        for (int i = 0; i < 16 && recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+            ;
+    }
+    log_debug("http: connection refused: [http] max_connections (%zu) are open",
+              s->cfg->max_connections);
+    evhttp_connection_free(c->evcon); /* on_close recycles c */
 }
 
 static bool adopt(struct http_conn *c)
@@ -291,6 +389,13 @@ static bool adopt(struct http_conn *c)
     c->fd = fd;
     s->byfd[fd] = c;
     evhttp_connection_set_closecb(evcon, on_close, c);
+    c->counted = http_shared_conn_take(s->sh);
+    if (!c->counted) {
+        refuse_conn(c);
+        return true;
+    }
+    if (s->hooks)
+        hook_conn(c);
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     arm_deadline(c);
@@ -392,7 +497,7 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
 {
     (void)arg; /* evhttp's, not ours: see servers */
     int err = EVUTIL_SOCKET_ERROR();
-    struct http_server *s = server_of_listener(lev);
+    struct http_server *s = server_of(lev, NULL);
     if (s == NULL) {
         log_error("http: accept failed: %s; listener of no server", strerror(err));
         return;
@@ -634,13 +739,15 @@ static void req_put(struct http_server *s, struct http_req *r)
 
 /* What one pass over the request headers tells. */
 struct head_info {
-    const char *id;    /* X-Request-Id, first one */
-    const char *ctype; /* Content-Type, first one */
-    const char *te;    /* Transfer-Encoding, first one */
-    const char *auth;  /* Authorization, first one */
-    int n_auth;        /* Authorization headers */
-    int n_cl;          /* Content-Length headers */
-    int n_te;          /* Transfer-Encoding headers */
+    const char *id;     /* X-Request-Id, first one */
+    const char *ctype;  /* Content-Type, first one */
+    const char *te;     /* Transfer-Encoding, first one */
+    const char *auth;   /* Authorization, first one */
+    const char *cl;     /* Content-Length, first one */
+    const char *expect; /* Expect, first one */
+    int n_auth;         /* Authorization headers */
+    int n_cl;           /* Content-Length headers */
+    int n_te;           /* Transfer-Encoding headers */
 };
 
 static void scan_headers(struct evhttp_request *req, struct head_info *hi)
@@ -656,10 +763,16 @@ static void scan_headers(struct evhttp_request *req, struct head_info *hi)
                 hi->auth = kv->value;
             break;
         case 'c':
-            if (strcasecmp(k, "Content-Length") == 0)
-                hi->n_cl++;
-            else if (hi->ctype == NULL && strcasecmp(k, "Content-Type") == 0)
+            if (strcasecmp(k, "Content-Length") == 0) {
+                if (hi->n_cl++ == 0)
+                    hi->cl = kv->value;
+            } else if (hi->ctype == NULL && strcasecmp(k, "Content-Type") == 0) {
                 hi->ctype = kv->value;
+            }
+            break;
+        case 'e':
+            if (hi->expect == NULL && strcasecmp(k, "Expect") == 0)
+                hi->expect = kv->value;
             break;
         case 't':
             if (strcasecmp(k, "Transfer-Encoding") == 0 && hi->n_te++ == 0)
@@ -673,19 +786,20 @@ static void scan_headers(struct evhttp_request *req, struct head_info *hi)
     }
 }
 
-/* Why the framing is ambiguous, or NULL. evhttp itself takes the first of
- * two Content-Lengths and treats "gzip, chunked" as no body at all: either
- * way what follows could be read as another request (smuggling). */
+/* The 400's text when the framing is ambiguous, or NULL. evhttp itself
+ * takes the first of two Content-Lengths and treats "gzip, chunked" as no
+ * body at all: either way what follows could be read as another request
+ * (smuggling). */
 static const char *bad_framing(const struct head_info *hi)
 {
     if (hi->n_cl > 1)
-        return "more than one Content-Length";
+        return "ambiguous request framing: more than one Content-Length\n";
     if (hi->n_te > 1)
-        return "more than one Transfer-Encoding";
+        return "ambiguous request framing: more than one Transfer-Encoding\n";
     if (hi->n_te == 1 && strcasecmp(hi->te, "chunked") != 0)
-        return "Transfer-Encoding other than chunked";
+        return "ambiguous request framing: Transfer-Encoding other than chunked\n";
     if (hi->n_te == 1 && hi->n_cl > 0)
-        return "Content-Length with Transfer-Encoding";
+        return "ambiguous request framing: Content-Length with Transfer-Encoding\n";
     return NULL;
 }
 
@@ -714,12 +828,16 @@ static const struct config_route *find_route(const struct config *cfg, const cha
     return NULL;
 }
 
+static void refuse(struct verdict *v, int status, const char *text)
+{
+    v->kind = VERDICT_REFUSE;
+    v->status = status;
+    v->text = text;
+}
+
 /* Bearer auth of a request that asks for tokens T: true when it may go on,
- * else it has been answered 401. Checked before anything reads the body's
- * bytes (evhttp has received them, up to max_body: it calls us only with
- * the whole request); when no token is asked for it costs one test. */
-static bool authorized(struct http_server *s, struct evhttp_request *req, const struct answer *a,
-                       const struct auth_tokens *t, const struct head_info *hi)
+ * else V says the 401. When no token is asked for it costs one test. */
+static bool authorized(const struct auth_tokens *t, const struct head_info *hi, struct verdict *v)
 {
     if (t == NULL)
         return true;
@@ -728,47 +846,135 @@ static bool authorized(struct http_server *s, struct evhttp_request *req, const 
     enum auth_result ar = hi->n_auth > 1 ? AUTH_INVALID : auth_check(t, hi->auth);
     if (ar == AUTH_OK)
         return true;
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    v->hname = "WWW-Authenticate";
     if (ar == AUTH_INVALID) {
-        evhttp_add_header(out, "WWW-Authenticate",
-                          "Bearer realm=\"ingest-bridge\", error=\"invalid_token\"");
-        log_debug("%s: 401: invalid bearer token", a->id);
-        send_text(s, req, a, 401, "invalid bearer token\n", 0);
+        v->hvalue = "Bearer realm=\"ingest-bridge\", error=\"invalid_token\"";
+        refuse(v, 401, "invalid bearer token\n");
     } else {
-        evhttp_add_header(out, "WWW-Authenticate", "Bearer realm=\"ingest-bridge\"");
-        log_debug("%s: 401: no bearer token", a->id);
-        send_text(s, req, a, 401, "a bearer token is required: Authorization: Bearer TOKEN\n", 0);
+        v->hvalue = "Bearer realm=\"ingest-bridge\"";
+        refuse(v, 401, "a bearer token is required: Authorization: Bearer TOKEN\n");
     }
     return false;
 }
 
+/* Content-Length over max_body: evhttp would answer 413 itself (an HTML
+ * page, neither counted nor logged); decided here with the others. */
+static bool too_large(const struct http_server *s, const struct head_info *hi)
+{
+    if (hi->cl == NULL || hi->n_te > 0)
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(hi->cl, &end, 10);
+    return end != hi->cl && *end == '\0' && hi->cl[0] != '-' &&
+           (errno == ERANGE || n > (unsigned long long)s->cfg->max_body);
+}
+
+/* Every answer the request line and headers alone decide, in the one order
+ * both callers follow: on_headers before the body is read (when the
+ * connection is hooked), on_request otherwise. Nothing is sent here. */
+static void decide(const struct http_server *s, struct evhttp_request *req,
+                   const struct head_info *hi, struct verdict *v)
+{
+    memset(v, 0, sizeof *v);
+    v->slot = METRICS_NONE;
+    const char *why = bad_framing(hi);
+    if (why != NULL) {
+        refuse(v, 400, why);
+        v->close = true;
+        return;
+    }
+    if (too_large(s, hi)) {
+        refuse(v, 413, s->too_large_text);
+        v->close = true; /* the body is not read */
+        return;
+    }
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    if (path == NULL || path[0] == '\0')
+        path = "/";
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+
+    if (strcmp(path, s->cfg->pong_path) == 0) {
+        v->slot = METRICS_PONG;
+        v->kind = VERDICT_PONG;
+    } else if (strcmp(path, "/healthz") == 0) {
+        v->slot = METRICS_HEALTHZ;
+        v->kind = VERDICT_HEALTHZ;
+    } else if (strcmp(path, "/metrics") == 0) {
+        v->slot = METRICS_METRICS;
+        v->kind = VERDICT_METRICS;
+    }
+    if (v->slot != METRICS_NONE) {
+        /* /metrics asks for a token when [http] metrics_auth says so,
+         * before whatever answers it. pong and /healthz stay open. */
+        if (v->slot == METRICS_METRICS && s->metrics_auth != NULL &&
+            !authorized(s->metrics_auth, hi, v))
+            return;
+        if (!get) {
+            v->hname = "Allow";
+            v->hvalue = "GET, HEAD";
+            refuse(v, 405, "method not allowed: use GET or HEAD\n");
+        } else if (s->draining) {
+            refuse(v, 503, "shutting down\n");
+        }
+        return;
+    }
+    const struct config_route *route = find_route(s->cfg, path);
+    if (route == NULL) {
+        refuse(v, 404, "no route for this path\n");
+        return;
+    }
+    v->slot = METRICS_ROUTE0 + (size_t)(route - s->cfg->routes);
+    if (!authorized(http_shared_auth(s->sh, (size_t)(route - s->cfg->routes)), hi, v))
+        return;
+    if (cmd != EVHTTP_REQ_POST) {
+        v->hname = "Allow";
+        v->hvalue = "POST";
+        refuse(v, 405, "method not allowed: use POST\n");
+        return;
+    }
+    if (!xml_type(hi->ctype)) {
+        refuse(v, 415, "Content-Type must be application/xml, text/xml or */*+xml\n");
+        return;
+    }
+    if (s->draining) {
+        refuse(v, 503, "shutting down\n");
+        return;
+    }
+    v->kind = VERDICT_ROUTE;
+    v->route = route;
+}
+
 /* "ok" when healthy, then a line per worker; when not, the lines alone,
  * those of the workers not up first. */
-static void answer_health(struct http_server *s, struct evhttp_request *req, const struct answer *a)
+static void answer_health(struct http_server *s, struct evhttp_request *req, const struct answer *a,
+                          int flags)
 {
     size_t len = (size_t)s->cfg->workers * HTTP_HEALTH_LINE + 4;
     char *buf = malloc(len);
     if (buf == NULL) {
-        send_text(s, req, a, 500, "out of memory\n", 0);
+        send_text(s, req, a, 500, "out of memory\n", flags);
         return;
     }
     memcpy(buf, "ok\n", 4);
     bool ok = s->h.health(s->h.arg, buf + 3, len - 3);
     const char *body = ok ? buf : buf + 3;
-    send_response(s, req, a, ok ? 200 : 503, "text/plain", body, strlen(body), 0);
+    send_response(s, req, a, ok ? 200 : 503, "text/plain", body, strlen(body), flags);
     free(buf);
 }
 
 static void answer_metrics(struct http_server *s, struct evhttp_request *req,
-                           const struct answer *a)
+                           const struct answer *a, int flags)
 {
     char *body = NULL;
     size_t len = 0;
     if (s->h.metrics(s->h.arg, &body, &len) != 0) {
-        send_text(s, req, a, 500, "out of memory\n", 0);
+        send_text(s, req, a, 500, "out of memory\n", flags);
         return;
     }
-    send_response(s, req, a, 200, METRICS_CONTENT_TYPE, body, len, 0);
+    send_response(s, req, a, 200, METRICS_CONTENT_TYPE, body, len, flags);
     free(body);
 }
 
@@ -797,69 +1003,51 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (c != NULL)
         arm_deadline(c); /* the next request's clock; stopped below if this one waits */
 
-    const char *why = bad_framing(&hi);
-    if (why != NULL) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "ambiguous request framing: %s\n", why);
-        log_debug("%s: %s", id, msg);
-        send_response(s, req, &a, 400, "text/plain", msg, strlen(msg), SEND_CLOSE);
+    struct verdict v;
+    if (c != NULL && c->early == req && (c->verdict.kind == VERDICT_REFUSE || !s->draining)) {
+        v = c->verdict; /* decided by on_headers, before the body */
+        c->early = NULL;
+    } else {
+        /* Not hooked, or draining began since on_headers let it pass: the
+         * answer now is the same, or the 503 of shutting down. */
+        if (c != NULL)
+            c->early = NULL;
+        decide(s, req, &hi, &v);
+    }
+    a.slot = v.slot;
+    switch (v.kind) {
+    case VERDICT_REFUSE:
+        if (v.hname != NULL)
+            evhttp_add_header(evhttp_request_get_output_headers(req), v.hname, v.hvalue);
+        log_debug("%s: %d: %.*s", id, v.status, (int)strcspn(v.text, "\n"), v.text);
+        send_text(s, req, &a, v.status, v.text, v.close ? SEND_CLOSE : 0);
+        return;
+    case VERDICT_PONG:
+        send_response(s, req, &a, 200, "text/plain", PONG, sizeof PONG - 1,
+                      SEND_STATIC | (v.close ? SEND_CLOSE : 0));
+        return;
+    case VERDICT_HEALTHZ:
+        answer_health(s, req, &a, v.close ? SEND_CLOSE : 0);
+        return;
+    case VERDICT_METRICS:
+        answer_metrics(s, req, &a, v.close ? SEND_CLOSE : 0);
+        return;
+    case VERDICT_ROUTE:
+        break;
+    }
+    /* What waits on the broker is bounded before anything reads the body. */
+    size_t blen = evbuffer_get_length(evhttp_request_get_input_buffer(req));
+    if (!http_shared_bytes_take(s->sh, blen)) {
+        metrics_pending_bytes_refused(s->h.counters);
+        log_debug("%s: 503: [http] max_pending_bytes reached", id);
+        send_text(s, req, &a, 503, s->held_text, 0);
         return;
     }
+    const struct config_route *route = v.route;
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
     if (path == NULL || path[0] == '\0')
         path = "/";
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
-
-    if (strcmp(path, s->cfg->pong_path) == 0)
-        a.slot = METRICS_PONG;
-    else if (strcmp(path, "/healthz") == 0)
-        a.slot = METRICS_HEALTHZ;
-    else if (strcmp(path, "/metrics") == 0)
-        a.slot = METRICS_METRICS;
-    /* /metrics asks for a token when [http] metrics_auth says so, before
-     * whatever answers it. pong and /healthz stay open. */
-    if (a.slot == METRICS_METRICS && s->metrics_auth != NULL &&
-        !authorized(s, req, &a, s->metrics_auth, &hi))
-        return;
-    if (a.slot != METRICS_NONE) {
-        if (!get) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
-            send_text(s, req, &a, 405, "method not allowed: use GET or HEAD\n", 0);
-        } else if (s->draining) {
-            send_text(s, req, &a, 503, "shutting down\n", 0);
-        } else if (a.slot == METRICS_PONG) {
-            send_response(s, req, &a, 200, "text/plain", PONG, sizeof PONG - 1, SEND_STATIC);
-        } else if (a.slot == METRICS_HEALTHZ) {
-            answer_health(s, req, &a);
-        } else {
-            answer_metrics(s, req, &a);
-        }
-        return;
-    }
-    const struct config_route *route = find_route(s->cfg, path);
-    if (route == NULL) {
-        send_text(s, req, &a, 404, "no route for this path\n", 0);
-        return;
-    }
-    a.slot = METRICS_ROUTE0 + (size_t)(route - s->cfg->routes);
-    if (!authorized(s, req, &a, http_shared_auth(s->sh, (size_t)(route - s->cfg->routes)), &hi))
-        return;
-    if (cmd != EVHTTP_REQ_POST) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-        send_text(s, req, &a, 405, "method not allowed: use POST\n", 0);
-        return;
-    }
-    if (!xml_type(hi.ctype)) {
-        send_text(s, req, &a, 415, "Content-Type must be application/xml, text/xml or */*+xml\n",
-                  0);
-        return;
-    }
-    if (s->draining) {
-        send_text(s, req, &a, 503, "shutting down\n", 0);
-        return;
-    }
 
     struct http_req *r = req_get(s);
     r->req = req;
@@ -876,6 +1064,9 @@ static void on_request(struct evhttp_request *req, void *arg)
     r->t0 = a.t0;
     memcpy(r->id, id, id_len + 1);
     r->id_len = id_len;
+    r->held = blen;
+    s->held += blen;
+    metrics_set_pending_bytes(s->h.counters, s->held);
     s->pending++;
     s->route_pending[route - s->cfg->routes]++;
     metrics_set_inflight(s->h.counters, s->pending);
@@ -889,6 +1080,216 @@ static void on_request(struct evhttp_request *req, void *arg)
         event_assign(c->gone, s->base, c->fd, EV_READ | EV_CLOSED | EV_ET | EV_PERSIST, on_gone, c);
         event_add(c->gone, NULL);
     }
+}
+
+/* ---- deciding from the headers ----------------------------------------- */
+
+/* evhttp's header callback: every answer that needs no body (decide()) is
+ * made before the body is read, and a refused request's body is not held.
+ * With `Expect: 100-continue` its framing headers are removed, so evhttp
+ * takes it as complete at once and sends no 100 Continue (a passing
+ * request still gets one); the answer then closes the connection, since
+ * the body may still come. Without, the body is read and dropped piece by
+ * piece (a chunk callback that does nothing: O(1) memory, still bounded by
+ * max_body and the request deadline), and the connection stays usable. A
+ * Content-Length over max_body is never read: 413 and close. Framing
+ * errors too are read and dropped as evhttp frames them, then answered 400
+ * with a close: closing on an unread body would reset the connection and
+ * could lose the answer. on_request answers what is decided here. */
+static void drop_body(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    (void)arg;
+}
+
+static struct http_conn *hooked_conn(struct evhttp_request *req);
+
+static int on_headers(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    struct http_conn *c = hooked_conn(req);
+    if (c == NULL)
+        return 0;
+    struct head_info hi;
+    scan_headers(req, &hi);
+    decide(c->s, req, &hi, &c->verdict);
+    c->early = req;
+    struct verdict *v = &c->verdict;
+    if (v->kind == VERDICT_ROUTE || (hi.n_cl == 0 && hi.n_te == 0))
+        return 0;
+    if (hi.expect != NULL || (v->kind == VERDICT_REFUSE && v->status == 413)) {
+        struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+        while (evhttp_remove_header(in, "Content-Length") == 0)
+            ;
+        while (evhttp_remove_header(in, "Transfer-Encoding") == 0)
+            ;
+        while (evhttp_remove_header(in, "Expect") == 0)
+            ;
+        v->close = true;
+    } else {
+        evhttp_request_set_chunked_cb(req, drop_body);
+    }
+    return 0;
+}
+
+#if LIBEVENT_VERSION_NUMBER < 0x02020000
+/* libevent 2.1 tells nobody when a request starts (2.2's evhttp_set_newreqcb
+ * does): the request being read is the first of its connection's queue, in
+ * a struct that 2.1 keeps private. This is that struct as 2.1.12 lays it
+ * out (http-internal.h), up to the last field read here. It is read only on
+ * a connection where layout_agrees() found it to say what the public
+ * getters say, with a runtime library of the same major.minor. */
+struct evcon21 {
+    struct {
+        void *tqe_next, **tqe_prev;
+    } next;
+    evutil_socket_t fd;
+    struct bufferevent *bufev;
+    struct event retry_ev;
+    char *bind_address;
+    ev_uint16_t bind_port;
+    char *address;
+    ev_uint16_t port;
+    size_t max_headers_size;
+    ev_uint64_t max_body_size;
+    int flags;
+    struct timeval timeout;
+    int retry_cnt;
+    int retry_max;
+    struct timeval initial_retry_timeout;
+    enum { EVCON21_STATE } state;
+    struct evhttp *http_server;
+    struct {
+        struct evhttp_request *tqh_first, **tqh_last;
+    } requests;
+    void (*cb)(struct evhttp_connection *, void *);
+    void *cb_arg;
+    void (*closecb)(struct evhttp_connection *, void *);
+    void *closecb_arg;
+    struct event_callback read_more_deferred_cb;
+    struct event_base *base;
+};
+
+static const struct evcon21 *evcon21(const struct evhttp_connection *evcon)
+{
+    return (const struct evcon21 *)(const void *)evcon;
+}
+
+static bool layout_agrees(const struct http_conn *c)
+{
+    const struct evcon21 *e = evcon21(c->evcon);
+    struct evhttp_request *first = e->requests.tqh_first;
+    return e->fd == bufferevent_getfd(c->bev) && e->bufev == c->bev &&
+           e->base == evhttp_connection_get_base(c->evcon) && e->http_server == c->s->http &&
+           e->closecb == on_close && e->closecb_arg == c && first != NULL &&
+           evhttp_request_get_connection(first) == c->evcon;
+}
+
+/* The context of a request whose connection hook_conn accepted. */
+static struct http_conn *hooked_conn(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    return evcon != NULL ? evcon21(evcon)->closecb_arg : NULL;
+}
+
+static void on_complete(struct evhttp_request *req, void *arg);
+
+/* Sets on_headers on the request C's connection is about to read, unless
+ * done already. */
+static void hook_next(struct http_conn *c)
+{
+    struct evhttp_request *req = evcon21(c->evcon)->requests.tqh_first;
+    if (c->hooked != NULL || req == NULL || evhttp_request_get_connection(req) != c->evcon)
+        return;
+    c->hooked = req;
+    evhttp_request_set_header_cb(req, on_headers);
+    evhttp_request_set_on_complete_cb(req, on_complete, c);
+}
+
+/* A response was sent; evhttp makes the connection's next request right
+ * after this returns, and reads bytes the client pipelined from a deferred
+ * callback: the hook, activated here, runs before it. Bytes that arrive
+ * first meet on_input. */
+static void on_complete(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    struct http_conn *c = arg;
+    c->hooked = NULL;
+    c->early = NULL;
+    event_active(c->hook, EV_TIMEOUT, 0);
+}
+
+static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    struct http_conn *c = arg;
+    if (info->n_added > 0 && c->hooked == NULL && c->evcon != NULL)
+        hook_next(c);
+}
+
+static void hook_conn(struct http_conn *c)
+{
+    static atomic_bool warned;
+    if (!layout_agrees(c)) {
+        if (!atomic_exchange(&warned, true))
+            log_warn("http: libevent's connection is not laid out as 2.1.12's: requests on such "
+                     "connections are checked after their body (no early 401/404/405/413/415)");
+        return;
+    }
+    c->input = evbuffer_add_cb(bufferevent_get_input(c->bev), on_input, c);
+    hook_next(c);
+}
+
+static bool hooks_usable(void)
+{
+    if ((event_get_version_number() >> 16) == (LIBEVENT_VERSION_NUMBER >> 16))
+        return true;
+    log_warn("http: libevent %s runs, built against %s: every request's headers are checked "
+             "after its body (no early 401/404/405/413/415)",
+             event_get_version(), LIBEVENT_VERSION);
+    return false;
+}
+#else
+/* libevent 2.2 and later announce each request (evhttp_set_newreqcb): no
+ * layout copy needed. Untested here (Debian 12 ships 2.1). */
+static struct http_conn *hooked_conn(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct http_server *s =
+        evcon != NULL ? server_of(NULL, evhttp_connection_get_server(evcon)) : NULL;
+    return s != NULL ? conn_of(s, req) : NULL;
+}
+
+static int on_newreq(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    evhttp_request_set_header_cb(req, on_headers);
+    return 0;
+}
+
+static void hook_next(struct http_conn *c)
+{
+    (void)c;
+}
+
+static void hook_conn(struct http_conn *c)
+{
+    (void)c;
+}
+
+static bool hooks_usable(void)
+{
+    return true;
+}
+#endif
+
+static void on_hook(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct http_conn *c = arg;
+    if (c->evcon != NULL)
+        hook_next(c);
 }
 
 /* ---- the interface ------------------------------------------------------ */
@@ -915,6 +1316,18 @@ struct http_server *http_server_new(struct event_base *base, const struct config
      * is refused from its size line). Content-Length bodies move on to the
      * request's own buffer as they come. */
     s->read_ahead = (size_t)cfg->max_body + HTTP_MAX_HEADERS_SIZE;
+    snprintf(s->too_large_text, sizeof s->too_large_text, "body larger than max_body (%zu bytes)\n",
+             cfg->max_body);
+    snprintf(s->held_text, sizeof s->held_text,
+             "too many bytes waiting on the broker ([http] max_pending_bytes = %zu)\n",
+             cfg->max_pending_bytes);
+    static const char busy[] = "too many connections ([http] max_connections)\n";
+    int n = snprintf(s->too_many_text, sizeof s->too_many_text,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                     "Retry-After: " HTTP_RETRY_AFTER "\r\nConnection: close\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     sizeof busy - 1, busy);
+    s->too_many_len = n > 0 && (size_t)n < sizeof s->too_many_text ? (size_t)n : 0;
     reqid_gen_init(&s->ids, worker);
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -978,6 +1391,10 @@ struct http_server *http_server_new(struct event_base *base, const struct config
      * every read and write (measured: 6% of the instructions of a pong). */
     evhttp_set_bevcb(s->http, on_bev, s);
     evhttp_set_gencb(s->http, on_request, s);
+    s->hooks = hooks_usable();
+#if LIBEVENT_VERSION_NUMBER >= 0x02020000
+    evhttp_set_newreqcb(s->http, on_newreq, s);
+#endif
     return s;
 }
 
@@ -1013,8 +1430,10 @@ void http_server_free(struct http_server *s)
      * listener evhttp was given. */
     evhttp_free(s->http);
     /* Contexts evhttp never adopted (its setup failed) are still live. */
-    while (s->live.next != &s->live)
+    while (s->live.next != &s->live) {
+        s->live.next->input = NULL; /* its bufferevent is gone */
         conn_put(s->live.next);
+    }
     while (s->free_conns != NULL) {
         struct http_conn *c = s->free_conns;
         s->free_conns = c->next;
@@ -1123,9 +1542,7 @@ void http_req_reply(struct http_req *r, int status, const char *ctype, const cha
         event_del(c->gone);
         arm_deadline(c);
     }
-    s->pending--;
-    s->route_pending[r->route - s->cfg->routes]--;
-    metrics_set_inflight(s->h.counters, s->pending);
+    req_done(s, r);
     const struct answer a = {r->id, r->target, r->slot, r->t0};
     send_response(s, r->req, &a, status, ctype != NULL ? ctype : "text/plain", body, len, 0);
     req_put(s, r);

@@ -57,6 +57,15 @@ const struct tls_server *http_shared_tls_server(const struct http_shared *sh);
 /* The tokens route ROUTE (index into cfg->routes) asks for; ROUTE beyond
  * the routes: [http] auth_token_file's. NULL = none asked for. */
 const struct auth_tokens *http_shared_auth(const struct http_shared *sh, size_t route);
+/* The bounds every worker shares (the only part of SH that changes): take
+ * one of [http] max_connections, or N bytes of [http] max_pending_bytes;
+ * false, and nothing taken, when that would pass the bound. Give back
+ * exactly what was taken. Any thread. */
+bool http_shared_conn_take(const struct http_shared *sh) __attribute__((warn_unused_result));
+void http_shared_conn_give(const struct http_shared *sh);
+bool http_shared_bytes_take(const struct http_shared *sh, size_t n)
+    __attribute__((warn_unused_result));
+void http_shared_bytes_give(const struct http_shared *sh, size_t n);
 
 /* Bind cfg->listen_host:listen_port with SO_REUSEPORT on BASE; HTTPS when SH
  * has a TLS context. NULL on failure with the reason in err. */

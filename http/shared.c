@@ -3,6 +3,7 @@
  * tokens ([http] auth_token_file, and each route's own). Every file is read
  * here, so a bad certificate or token file stops start-up (and `-t`) with
  * its name, never a worker. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -17,18 +18,31 @@ struct http_shared {
     struct auth_tokens **own;              /* per route (as cfg->routes): its own file, or NULL */
     const struct auth_tokens **route_auth; /* per route: what it asks for (own, global or NULL) */
     size_t n_routes;
+    struct http_held *held; /* what every worker holds: the one mutable part */
+};
+
+/* Counted by every worker, so atomics; written once per connection and
+ * once per request handed to the bridge. */
+struct http_held {
+    atomic_size_t conns; /* open connections that took a slot */
+    atomic_size_t bytes; /* request bodies waiting on the broker */
+    size_t max_conns;    /* [http] max_connections */
+    size_t max_bytes;    /* [http] max_pending_bytes */
 };
 
 struct http_shared *http_shared_new(const struct config *cfg, char *err, size_t errlen)
 {
     struct http_shared *sh = calloc(1, sizeof *sh);
     if (sh == NULL || (sh->own = calloc(cfg->n_routes + 1, sizeof *sh->own)) == NULL ||
-        (sh->route_auth = calloc(cfg->n_routes + 1, sizeof *sh->route_auth)) == NULL) {
+        (sh->route_auth = calloc(cfg->n_routes + 1, sizeof *sh->route_auth)) == NULL ||
+        (sh->held = calloc(1, sizeof *sh->held)) == NULL) {
         snprintf(err, errlen, "out of memory");
         http_shared_free(sh);
         return NULL;
     }
     sh->n_routes = cfg->n_routes;
+    sh->held->max_conns = cfg->max_connections;
+    sh->held->max_bytes = cfg->max_pending_bytes;
     char why[512];
     if (cfg->tls_cert[0] != '\0' &&
         (sh->tls = tls_server_new(cfg->tls_cert, cfg->tls_key, why, sizeof why)) == NULL) {
@@ -68,6 +82,7 @@ void http_shared_free(struct http_shared *sh)
         auth_tokens_free(sh->own[i]);
     free(sh->own);
     free(sh->route_auth);
+    free(sh->held);
     free(sh);
 }
 
@@ -84,4 +99,37 @@ const struct tls_server *http_shared_tls_server(const struct http_shared *sh)
 const struct auth_tokens *http_shared_auth(const struct http_shared *sh, size_t route)
 {
     return route < sh->n_routes ? sh->route_auth[route] : sh->global;
+}
+
+/* Take N of a bound shared by every worker: false, nothing taken, when
+ * that would pass MAX. */
+static bool take(atomic_size_t *v, size_t n, size_t max)
+{
+    size_t cur = atomic_load_explicit(v, memory_order_relaxed);
+    do {
+        if (n > max || cur > max - n)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(v, &cur, cur + n, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
+bool http_shared_conn_take(const struct http_shared *sh)
+{
+    return take(&sh->held->conns, 1, sh->held->max_conns);
+}
+
+void http_shared_conn_give(const struct http_shared *sh)
+{
+    atomic_fetch_sub_explicit(&sh->held->conns, 1, memory_order_relaxed);
+}
+
+bool http_shared_bytes_take(const struct http_shared *sh, size_t n)
+{
+    return take(&sh->held->bytes, n, sh->held->max_bytes);
+}
+
+void http_shared_bytes_give(const struct http_shared *sh, size_t n)
+{
+    atomic_fetch_sub_explicit(&sh->held->bytes, n, memory_order_relaxed);
 }

@@ -462,6 +462,9 @@ static void test_metrics_well_formed(void **state)
         {"bridge_rpc_late_replies_total", "counter"},
         {"bridge_amqp_late_confirms_total", "counter"},
         {"bridge_inflight", "gauge"},
+        {"bridge_http_connections_refused_total", "counter"},
+        {"bridge_pending_bytes", "gauge"},
+        {"bridge_pending_bytes_refused_total", "counter"},
         {"bridge_broker_connected", "gauge"},
         {"bridge_broker_reconnects_total", "counter"},
     };
@@ -543,6 +546,7 @@ static void test_counters_move(void **state)
     assert_int_equal(DELTA(conf, "result=\"nack\""), 1);
     assert_int_equal(DELTA(conf, "result=\"return\""), 1);
     assert_int_equal(val(&b, "bridge_inflight", ""), 0);
+    assert_int_equal(val(&b, "bridge_pending_bytes", ""), 0);
     assert_int_equal(DELTA("bridge_broker_reconnects_total", ""), 0);
 #undef DELTA
 

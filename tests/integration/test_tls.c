@@ -589,6 +589,48 @@ static void test_no_auth_configured(void **state)
     PASS();
 }
 
+/* Over HTTPS too, a request its headers refuse is answered before its body:
+ * no token with `Expect: 100-continue` gets 401, never 100 Continue, and
+ * one with a token gets 100 Continue, then 202. */
+static void test_https_refused_before_body(void **state)
+{
+    (void)state;
+    static const struct tls_cfg https_auth = {.https = true, .auth = true};
+    g_aux.tls_ca = g_ca;
+    bridge_start(&g_aux, "https-auth", tls_config, &https_auth);
+    mq_purge("it.tls");
+    for (int pass = 0; pass < 2; pass++) {
+        char head[400];
+        snprintf(head, sizeof head,
+                 "POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n%s"
+                 "Content-Length: %zu\r\nExpect: 100-continue\r\n\r\n",
+                 pass == 0 ? "" : "Authorization: Bearer " TOKEN "\r\n", strlen(DOC));
+        struct conn c;
+        assert_int_equal(conn_open_tls(&c, g_aux.port, g_ca, NULL, NULL), 0);
+        assert_int_equal(conn_send(&c, head, strlen(head)), 0);
+        size_t ll;
+        char *l = conn_line(&c, &ll);
+        const char *want = pass == 0 ? "HTTP/1.1 401 " : "HTTP/1.1 100 ";
+        if (l == NULL || ll < strlen(want) || strncmp(l, want, strlen(want)) != 0)
+            fail_msg("%s: first line \"%.*s\", expected %s", pass == 0 ? "no token" : "a token",
+                     l != NULL ? (int)ll : 6, l != NULL ? l : "(none)", want);
+        if (pass == 1) {
+            conn_consume(&c, ll + 2);
+            assert_non_null(conn_line(&c, &ll)); /* the 100's blank line */
+            conn_consume(&c, ll + 2);
+            assert_int_equal(conn_send(&c, DOC, strlen(DOC)), 0);
+            struct resp r;
+            assert_int_equal(conn_read_resp(&c, &r, false), 0);
+            assert_int_equal(r.status, 202);
+            resp_free(&r);
+        }
+        conn_close(&c);
+    }
+    mq_purge("it.tls");
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+    PASS();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -601,6 +643,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_auth_configured, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_https_refused_before_body, setup, teardown),
     };
     return cmocka_run_group_tests_name("ingest-bridge TLS and auth", tests, group_setup,
                                        group_teardown);

@@ -454,6 +454,16 @@ void resp_free(struct resp *r)
     memset(r, 0, sizeof *r);
 }
 
+long long metric_in(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *l = text; l != NULL && *l != '\0';
+         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, series, n) == 0 && l[n] == ' ')
+            return strtoll(l + n + 1, NULL, 10);
+    return -1;
+}
+
 const char *resp_header(const struct resp *r, const char *name)
 {
     for (int i = 0; i < r->nh; i++)
@@ -839,19 +849,9 @@ double metric(int port, const char *series)
     struct resp r;
     if (http_get(port, "/metrics", &r) != 0)
         return -1;
-    double v = 0;
-    size_t n = strlen(series);
-    for (const char *p = r.body; p != NULL && *p != '\0';) {
-        if (strncmp(p, series, n) == 0 && p[n] == ' ') {
-            v = strtod(p + n + 1, NULL);
-            break;
-        }
-        p = strchr(p, '\n');
-        if (p != NULL)
-            p++;
-    }
+    long long v = metric_in(r.body, series);
     resp_free(&r);
-    return v;
+    return v < 0 ? 0 : (double)v;
 }
 
 bool wait_metric(int port, const char *series, double want, int ms, double *last)

@@ -204,6 +204,10 @@ bool wait_metric(int port, const char *series, double want, int ms, double *last
 int http_post(int port, const char *target, const char *ctype, const char *extra, const char *body,
               struct resp *r);
 
+/* The value of SERIES (a name, with its labels as the bridge writes them) in
+ * the exposition TEXT of /metrics; -1 if absent. */
+long long metric_in(const char *text, const char *series);
+
 /* ---- reading the broker with rabbitmq-c --------------------------------- */
 
 /* Connect g_harness.mq (guest, vhost /, channel 1) unless connected. */

@@ -184,6 +184,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->max_body, 1024 * 1024);
     assert_int_equal(cfg->http_timeout_ms, 30000);
     assert_string_equal(cfg->pong_path, "/pong");
+    assert_int_equal(cfg->max_connections, 16384);
+    assert_int_equal(cfg->max_pending_bytes, 256 * 1024 * 1024);
     assert_int_equal(cfg->n_uris, 1);
     assert_string_equal(cfg->uris[0].vhost, "/");
     assert_string_equal(cfg->uris[0].host, "127.0.0.1");
@@ -227,6 +229,8 @@ static void test_every_key_set(void **state)
                                  "max_body = 512KiB\n"
                                  "timeout = 2m\n"
                                  "pong_path = /ping\n"
+                                 "max_connections = 100\n"
+                                 "max_pending_bytes = 2MiB\n"
                                  "[amqp]\n"
                                  "uri = amqp://u:p@broker:5673/v\n"
                                  "heartbeat = 0\n"
@@ -252,6 +256,8 @@ static void test_every_key_set(void **state)
     assert_int_equal(cfg->max_body, 512 * 1024);
     assert_int_equal(cfg->http_timeout_ms, 120000);
     assert_string_equal(cfg->pong_path, "/ping");
+    assert_int_equal(cfg->max_connections, 100);
+    assert_int_equal(cfg->max_pending_bytes, 2 * 1024 * 1024);
     assert_string_equal(cfg->uris[0].host, "broker");
     assert_int_equal(cfg->uris[0].port, 5673);
     assert_int_equal(cfg->heartbeat_ms, 0);
@@ -442,6 +448,11 @@ static void test_value_errors(void **state)
         {"[http]\nworkers =\n", ":2: workers: '' is not a whole number"},
         {"[amqp]\nmax_inflight = 0\n", ":2: max_inflight: '0' is out of range (1..1000000)"},
         {"[amqp]\nmax_inflight = 1000001\n", ":2: max_inflight: '1000001' is out of range"},
+        {"[http]\nmax_connections = 0\n", ":2: max_connections: '0' is out of range (1..1000000)"},
+        {"[http]\nmax_connections = 1000001\n", ":2: max_connections: '1000001' is out of range"},
+        {"[http]\nmax_pending_bytes = 0\n", ":2: max_pending_bytes: '0' is out of range"},
+        {"[http]\nmax_pending_bytes = 65537MiB\n",
+         ":2: max_pending_bytes: '65537MiB' is out of range"},
         /* size */
         {"[http]\nmax_body = 1GB\n", ":2: max_body: '1GB' is not a size"},
         {"[http]\nmax_body = 1 MiB\n", ":2: max_body: '1 MiB' is not a size"},
@@ -515,6 +526,8 @@ static void test_cross_key_errors(void **state)
         {"[route a]\npath = /metrics\nrouting_key = a\n", ":2: path: /metrics is answered by"},
         {"[http]\npong_path = /healthz\n", ":2: pong_path: /healthz is answered by"},
         {"[route a]\npath = /a\nrouting_key =\n", ":3: routing_key: empty"},
+        {"[http]\nmax_body = 2MiB\nmax_pending_bytes = 1MiB\n",
+         ":3: max_pending_bytes: 1048576 is less than max_body (2097152)"},
     };
     run_error_cases(cases, sizeof cases / sizeof cases[0]);
 

@@ -83,6 +83,9 @@ static void test_families_when_nothing_happened(void **state)
         {"bridge_amqp_late_confirms_total", "counter"},
         {"bridge_inflight", "gauge"},
         {"bridge_http_connections", "gauge"},
+        {"bridge_http_connections_refused_total", "counter"},
+        {"bridge_pending_bytes", "gauge"},
+        {"bridge_pending_bytes_refused_total", "counter"},
         {"bridge_broker_connected", "gauge"},
         {"bridge_broker_node_info", "gauge"},
         {"bridge_broker_reconnects_total", "counter"},
@@ -162,6 +165,11 @@ static void test_sums_over_shards(void **state)
     metrics_set_inflight(s1, 4); /* a gauge: the last value counts */
     metrics_set_connections(s0, 3);
     metrics_set_connections(s1, 2);
+    metrics_set_pending_bytes(s0, 1000);
+    metrics_set_pending_bytes(s1, 24);
+    metrics_connection_refused(s0);
+    metrics_connection_refused(s1);
+    metrics_pending_bytes_refused(s1);
 
     const struct metrics_worker_info info[2] = {
         {false, "amqp://u@h:5672/\"odd\\vhost\nx", 2, 4},
@@ -198,6 +206,9 @@ static void test_sums_over_shards(void **state)
     expect_line(t, "bridge_amqp_late_confirms_total 7");
     expect_line(t, "bridge_inflight 11");
     expect_line(t, "bridge_http_connections 5");
+    expect_line(t, "bridge_http_connections_refused_total 2");
+    expect_line(t, "bridge_pending_bytes 1024");
+    expect_line(t, "bridge_pending_bytes_refused_total 1");
     expect_line(t, "bridge_broker_connected{worker=\"0\"} 0");
     expect_line(t, "bridge_broker_connected{worker=\"1\"} 1");
     expect_line(t, "bridge_broker_reconnects_total 3");
