@@ -53,7 +53,7 @@ for path in sys.argv[1:]:
             w = re.sub(r"\[[^]]*\]", "", line.split("#")[0]).split()
             if len(w) >= 3 and w[0] == "deb" and w[2] == "bookworm":
                 print(w[1]); sys.exit()
-sys.exit(1)' _
+sys.exit(1)'
 }
 
 base=debian:bookworm-slim
