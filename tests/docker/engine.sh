@@ -215,7 +215,11 @@ for m in json.loads(sys.argv[1]):
 measured "POST /ingest: 202, read inside the rabbitmq container (rabbitmqadmin get):" \
     "the document, message_id $msg_id as X-Message-Id, delivery_mode $mode"
 
-echo_ready() { dc logs --no-color echo-worker 2>/dev/null | grep -q 'echo-worker: ready'; }
+# Logs through a file: `grep -q` quitting early would fail the pipe (pipefail).
+logged() { # logged SERVICE TEXT: the service's log has TEXT
+    dc logs --no-color "$1" >"$tmp/$1.log" 2>&1 && grep -qF "$2" "$tmp/$1.log"
+}
+echo_ready() { logged echo-worker 'echo-worker: ready'; }
 wait_for 60 "the echo worker ready" echo_ready
 http POST /rpc "$doc"
 [ "$code" = 200 ] || fail "POST /rpc: $code $(cat "$tmp/body")"
@@ -279,7 +283,7 @@ t0=$(now_ms)
 took=$(since "$t0")
 rc=$("$docker" inspect -f '{{.State.ExitCode}}' "$bridge")
 [ "$rc" = 0 ] || fail "docker stop: the bridge exited $rc (137: killed at the end of the grace period)"
-"$docker" logs "$bridge" 2>&1 | grep -q 'SIGTERM received' || fail "the bridge did not log the SIGTERM"
+logged bridge 'SIGTERM received' || fail "the bridge did not log the SIGTERM"
 measured "docker stop of the bridge: exit code 0, SIGTERM logged, $took s (grace period $grace s)"
 
 # ---- 5. teardown ---------------------------------------------------------------
