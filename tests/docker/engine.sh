@@ -126,7 +126,7 @@ fi
 
 # ---- 2. the images compose would pull ----------------------------------------
 
-docker/offline-images.sh "$compose_file"
+docker/offline-images.sh "$compose_file" | tee -a "$results"
 
 # ---- 3. the image --------------------------------------------------------------
 
