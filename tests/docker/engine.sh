@@ -258,6 +258,9 @@ measured "read_only + cap_drop [ALL]: the bridge's CapEff $caps, root's write to
 
 # RabbitMQ killed: 503 with Retry-After at once; 202 again once it is back.
 "$docker" kill "$rabbitmq" >/dev/null
+# From the moment its process is gone (kill returns once the signal is sent).
+stopped() { [ "$("$docker" inspect -f '{{.State.Running}}' "$1")" = false ]; }
+wait_for 30 "the killed RabbitMQ container stopped" stopped "$rabbitmq"
 t0=$(now_ms)
 http POST /ingest "$doc"
 took=$(since "$t0")
