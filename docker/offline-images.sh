@@ -23,11 +23,11 @@ fail() {
 }
 present() { "$docker" image inspect "$1" >/dev/null 2>&1; }
 
-# compose_image SERVICE: the image the compose file names for it.
+# compose_image SERVICE: the image the compose file names for it, or "".
 compose_image() {
     python3 - "$compose" "$1" <<'PY'
 import sys, yaml
-print(yaml.safe_load(open(sys.argv[1]))["services"][sys.argv[2]]["image"])
+print(yaml.safe_load(open(sys.argv[1]))["services"].get(sys.argv[2], {}).get("image", ""))
 PY
 }
 
@@ -97,7 +97,10 @@ fi
 standin() { # standin SERVICE DOCKERFILE
     local image
     image=$(compose_image "$1")
-    if present "$image"; then
+    if [ -z "$image" ]; then
+        say "no image for a service $1 in $compose"
+        return
+    elif present "$image"; then
         say "$image present"
         return
     fi
