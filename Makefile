@@ -17,8 +17,10 @@
 #   make bench-profile   instructions per request (callgrind) on pong, fire and rpc
 #   make bench-readme    the latest table and plots into README.md
 #   make format-check    clang-format --dry-run -Werror on our sources
-#   make lint            yamllint, shellcheck, the man page (tests/lint.sh)
-#   make test-docker     docker/ checked without an engine (tests/docker/check.sh)
+#   make lint            yamllint, shellcheck, the man page, the alerting rules and the
+#                        dashboard's metric names (tests/lint.sh)
+#   make test-docker     docker/ checked without an engine (tests/docker/check.sh), then
+#                        the image built and the compose stack run (tests/docker/engine.sh)
 #   make install         PREFIX (/usr/local), DESTDIR; make uninstall
 #   make test-install    make install into a temporary DESTDIR, checked
 #   make clean
@@ -58,11 +60,11 @@ CTEST   := $(patsubst tests/cluster/%.c,$(BUILD)/cluster/%,$(wildcard tests/clus
 # amqps, token digests) and its command line tool (the tests make their
 # certificates with it); yamllint, shellcheck and groff for make lint,
 # python3-yaml for the compose file's check, man-db for test-install to find
-# and render the installed man page.
+# and render the installed man page, prometheus for make lint's promtool.
 DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
            libcmocka-dev libinih-dev rabbitmq-server wrk clang-format valgrind \
            clang libclang-rt-dev libssl-dev openssl yamllint shellcheck \
-           groff-base python3-yaml man-db
+           groff-base python3-yaml man-db prometheus
 
 # Sources clang-format checks: ours, not generated ones.
 FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tests/faults/*.[ch] \
@@ -233,7 +235,7 @@ ifndef SANITIZER
 	@$(MAKE) --no-print-directory test-cluster
 	@echo "== test: fuzz smoke run, $(FUZZ_SECONDS) s a target"
 	@$(MAKE) --no-print-directory fuzz
-	@echo "== test: lint, docker/ without an engine, make install"
+	@echo "== test: lint, docker/ without an engine and with one, make install"
 	@$(MAKE) --no-print-directory lint test-docker test-install
 endif
 
@@ -293,12 +295,18 @@ uninstall:
 	    $(DESTDIR)$(mandir)/man8/ingest-bridge.8 $(DESTDIR)$(unitdir)/ingest-bridge.service
 	@echo "uninstall: kept $(CONFDIR) (remove it by hand)"
 
-# The files no compiler reads, docker/ without an engine, make install into
-# a temporary directory.
+# The files no compiler reads, docker/ without an engine and with one, make
+# install into a temporary directory.
 lint:
 	tests/lint.sh
+# test-docker's engine part installs its own: the Docker engine and
+# Compose 1.29 (Debian's), debootstrap for the base image where no registry
+# is reachable, curl to ask the stack.
+DOCKER_DEPS := docker.io docker-compose debootstrap curl
 test-docker: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 	tests/docker/check.sh $(BUILD)
+	@$(MAKE) --no-print-directory deps DEPS="$(DOCKER_DEPS)"
+	tests/docker/engine.sh $(BUILD)
 test-install: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 	tests/install/check.sh $(BUILD)
 

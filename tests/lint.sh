@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # lint.sh - the files no compiler reads: YAML (yamllint, .yamllint), every
-# shell script (shellcheck), the man page (groff -ww: a warning fails), and
-# that the man page describes every key of bridge/config.c's tables.
+# shell script (shellcheck), the man page (groff -ww: a warning fails),
+# that the man page describes every key of bridge/config.c's tables, and
+# docker/'s monitoring: the alerting rules (promtool check rules, their unit
+# tests) and that each query of the rules and of the Grafana dashboard names
+# only metrics bridge/metrics.c exports.
 # The Dockerfile has no linter here (hadolint is not packaged by Debian);
 # tests/docker/check.sh checks what it says instead.
 set -euo pipefail
@@ -10,7 +13,7 @@ cd "$(dirname "$0")/.."
 CHECK_NAME=lint
 # shellcheck source=tests/lib/check.sh
 . tests/lib/check.sh
-for tool in yamllint shellcheck groff; do
+for tool in yamllint shellcheck groff promtool python3; do
     command -v "$tool" >/dev/null || fail "$tool missing: make deps"
 done
 
@@ -54,4 +57,51 @@ check_keys http_keys '[http]'
 check_keys amqp_keys '[amqp]'
 check_keys log_keys '[log]'
 check_keys route_keys '[route \fIname\fP]'
+
+out=$(promtool check rules docker/alerts.yml 2>&1) || fail "promtool check rules: $out"
+ok "promtool check rules docker/alerts.yml: $(grep -o '[0-9]* rules found' <<<"$out")"
+out=$(promtool test rules docker/alerts.test.yml 2>&1) || fail "promtool test rules: $out"
+ok "promtool test rules docker/alerts.test.yml: $(grep -c 'alertname:' docker/alerts.test.yml) cases"
+
+# The metric names of the rules' and the dashboard's queries against the
+# families bridge/metrics.c writes (a histogram's with _bucket, _sum and
+# _count), Prometheus's own `up` allowed in the rules. Each query names one.
+out=$(python3 - bridge/metrics.c docker/alerts.yml docker/grafana-dashboard.json 2>&1 <<'EOF'
+import json, re, sys, yaml
+src = open(sys.argv[1]).read()
+families = set(re.findall(r'family\(f, "(bridge_\w+)"', src))
+hist = re.findall(r'"(bridge_\w+)";\s*family\(f, name, "histogram"', src)
+if len(families) < 10 or not hist:
+    sys.exit(f"{sys.argv[1]}: found only {sorted(families)}, histograms {hist}")
+exported = families | {h + s for h in hist for s in ("", "_bucket", "_sum", "_count")}
+
+def queries(node, path):
+    if isinstance(node, dict):
+        if node.get("type") == "query" and "query" in node:  # a dashboard variable
+            q = node["query"]
+            yield path + ".query", q["query"] if isinstance(q, dict) else q
+        for k, v in node.items():
+            if k == "expr" and isinstance(v, str):
+                yield f"{path}.{k}", v
+            else:
+                yield from queries(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from queries(v, f"{path}[{i}]")
+
+bad, n = [], 0
+for path, allowed in ((sys.argv[2], {"up"}), (sys.argv[3], set())):
+    doc = yaml.safe_load(open(path)) if path.endswith(".yml") else json.load(open(path))
+    for where, q in queries(doc, path):
+        n += 1
+        named = set(re.findall(r"\bbridge_\w+", q)) | (allowed & set(re.findall(r"\w+", q)))
+        unknown = sorted(named - exported - allowed)
+        if unknown or not named:
+            bad.append(f"{where}: {unknown or 'names no bridge metric'}: {q}")
+if bad:
+    sys.exit("\n".join(bad))
+print(f"{n} queries, every metric one of the {len(families)} families exported")
+EOF
+) || fail "monitoring queries: $out"
+ok "docker/alerts.yml and docker/grafana-dashboard.json: $out"
 say "$checks checks passed"
