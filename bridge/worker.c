@@ -222,23 +222,56 @@ static int add_header(void *arg, const char *name, const char *value)
     return hdrmap_add(hc->m, name, value);
 }
 
+/* Why a request to ROUTE gets 503 before its body is checked, as text into
+ * BUF; NULL when it may go on. UNCOUNTED: 1 when the request does not yet
+ * count as pending (asked from its headers), 0 when it does. Requests of
+ * this worker waiting on the broker: publishes awaiting a confirm and rpc
+ * requests awaiting a reply. Load is shed before the body is checked (up to
+ * ~2.4 ms a MiB), so that a flood to a route whose queue stopped confirming
+ * costs O(1) each; and per route, so that one whose queue stopped
+ * confirming does not take the budget of the others (its requests wait out
+ * their timeout). */
+static const char *load_shed(struct worker *w, const struct config_route *route, size_t uncounted,
+                             char *buf, size_t n)
+{
+    if (http_server_pending(w->http) + uncounted > w->cfg->max_inflight) {
+        snprintf(buf, n, "too many requests waiting for the broker; retry later");
+        return buf;
+    }
+    if (http_server_route_pending(w->http, route) + uncounted > route->max_inflight) {
+        snprintf(buf, n, "too many requests of route %s waiting for the broker; retry later",
+                 route->name);
+        return buf;
+    }
+    return NULL;
+}
+
+/* Why nothing can be published now, as text into BUF; NULL when the broker
+ * is up. */
+static const char *broker_down(struct worker *w, char *buf, size_t n)
+{
+    enum broker_state st = broker_state(w->broker);
+    if (st == BROKER_UP)
+        return NULL;
+    snprintf(buf, n, "broker unavailable (%s): %s", broker_state_name(st),
+             broker_reason(w->broker));
+    return buf;
+}
+
+static const char *on_admit(void *arg, const struct config_route *route, char *buf, size_t n)
+{
+    struct worker *w = arg;
+    const char *why = load_shed(w, route, 1, buf, n);
+    return why != NULL ? why : broker_down(w, buf, n);
+}
+
 static void on_route(void *arg, struct http_req *r, const struct config_route *route)
 {
     struct worker *w = arg;
     size_t route_idx = (size_t)(route - w->cfg->routes);
-    /* Requests of this worker waiting on the broker, this one included:
-     * publishes awaiting a confirm and rpc requests awaiting a reply. Load
-     * is shed before the body is checked (up to ~2.4 ms a MiB), so that a
-     * flood to a route whose queue stopped confirming costs O(1) each. */
-    if (http_server_pending(w->http) > w->cfg->max_inflight) {
-        reply_text(r, 503, "too many requests waiting for the broker; retry later");
-        return;
-    }
-    /* And of this route: one whose queue stopped confirming must not take
-     * the budget of the others (its requests wait out their timeout). */
-    if (http_server_route_pending(w->http, route) > route->max_inflight) {
-        reply_text(r, 503, "too many requests of route %s waiting for the broker; retry later",
-                   route->name);
+    char why[200];
+    if (load_shed(w, route, 0, why, sizeof why) != NULL) {
+        reply_text(r, 503, "%s", why);
         return;
     }
     size_t len = 0;
@@ -252,10 +285,8 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
         reply_text(r, xr.status == XMLCHECK_MALFORMED ? 400 : 422, "%s", msg);
         return;
     }
-    enum broker_state st = broker_state(w->broker);
-    if (st != BROKER_UP) {
-        reply_text(r, 503, "broker unavailable (%s): %s", broker_state_name(st),
-                   broker_reason(w->broker));
+    if (broker_down(w, why, sizeof why) != NULL) {
+        reply_text(r, 503, "%s", why);
         return;
     }
     const char *ctype = http_req_content_type(r);
@@ -639,6 +670,7 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
     }
     struct http_handlers h = {
         .route = on_route,
+        .admit = on_admit,
         .gone = on_gone,
         .expired = on_expired,
         .health = on_health,

@@ -41,6 +41,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <sys/queue.h> /* before event2/keyvalq_struct.h: TAILQ_FOREACH */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -111,6 +112,7 @@ struct http_conn {
     struct evhttp_request *hooked;   /* the request on_headers is set on; NULL between two */
     struct evhttp_request *early;    /* the request decided by on_headers, or NULL */
     struct verdict verdict;          /* what on_headers decided for it */
+    char why[200];                   /* its text when not static (shed_early) */
     bool counted;                    /* holds one of max_connections */
     struct http_conn *prev, *next;   /* the server's live list, or the free list */
 };
@@ -859,15 +861,35 @@ static bool authorized(const struct auth_tokens *t, const struct head_info *hi, 
 
 /* Content-Length over max_body: evhttp would answer 413 itself (an HTML
  * page, neither counted nor logged); decided here with the others. */
-static bool too_large(const struct http_server *s, const struct head_info *hi)
+static bool content_length(const struct head_info *hi, unsigned long long *n)
 {
-    if (hi->cl == NULL || hi->n_te > 0)
+    if (hi->cl == NULL || hi->n_te > 0 || hi->cl[0] == '-')
         return false;
     char *end;
     errno = 0;
-    unsigned long long n = strtoull(hi->cl, &end, 10);
-    return end != hi->cl && *end == '\0' && hi->cl[0] != '-' &&
-           (errno == ERANGE || n > (unsigned long long)s->cfg->max_body);
+    *n = strtoull(hi->cl, &end, 10);
+    if (end == hi->cl || *end != '\0')
+        return false;
+    if (errno == ERANGE)
+        *n = ULLONG_MAX;
+    return true;
+}
+
+static bool too_large(const struct http_server *s, const struct head_info *hi)
+{
+    unsigned long long n;
+    return content_length(hi, &n) && n > (unsigned long long)s->cfg->max_body;
+}
+
+/* A body evhttp will not read (HEAD and TRACE have none for it): its bytes
+ * would be parsed as the next request, one a proxy in front took for this
+ * request's body (smuggling). */
+static bool unread_body(enum evhttp_cmd_type cmd, const struct head_info *hi)
+{
+    if (cmd != EVHTTP_REQ_HEAD && cmd != EVHTTP_REQ_TRACE)
+        return false;
+    unsigned long long n;
+    return hi->n_te > 0 || (hi->cl != NULL && !(content_length(hi, &n) && n == 0));
 }
 
 /* Every answer the request line and headers alone decide, in the one order
@@ -884,6 +906,12 @@ static void decide(const struct http_server *s, struct evhttp_request *req,
         v->close = true;
         return;
     }
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (unread_body(cmd, hi)) {
+        refuse(v, 400, "ambiguous request framing: a body on a HEAD or TRACE request\n");
+        v->close = true;
+        return;
+    }
     if (too_large(s, hi)) {
         refuse(v, 413, s->too_large_text);
         v->close = true; /* the body is not read */
@@ -893,7 +921,6 @@ static void decide(const struct http_server *s, struct evhttp_request *req,
     const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
     if (path == NULL || path[0] == '\0')
         path = "/";
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
 
     if (strcmp(path, s->cfg->pong_path) == 0) {
@@ -1104,6 +1131,29 @@ static void drop_body(struct evhttp_request *req, void *arg)
 
 static struct http_conn *hooked_conn(struct evhttp_request *req);
 
+/* A request that passed decide() and brings a body: the 503s that load and
+ * the broker decide (the bridge's admit) and, from its Content-Length,
+ * [http] max_pending_bytes, before a byte of the body is read: no client
+ * is asked (100 Continue) to upload what will be refused, and no refused
+ * body is held. The bridge checks again once the body is in. */
+static void shed_early(struct http_conn *c, const struct head_info *hi, struct verdict *v)
+{
+    struct http_server *s = c->s;
+    const char *why = s->h.admit(s->h.arg, v->route, c->why, sizeof c->why - 1);
+    if (why != NULL) {
+        size_t n = strlen(c->why);
+        c->why[n] = '\n';
+        c->why[n + 1] = '\0';
+        refuse(v, 503, c->why);
+        return;
+    }
+    unsigned long long cl;
+    if (content_length(hi, &cl) && !http_shared_bytes_fit(s->sh, cl)) {
+        metrics_pending_bytes_refused(s->h.counters);
+        refuse(v, 503, s->held_text);
+    }
+}
+
 static int on_headers(struct evhttp_request *req, void *arg)
 {
     (void)arg;
@@ -1115,6 +1165,8 @@ static int on_headers(struct evhttp_request *req, void *arg)
     decide(c->s, req, &hi, &c->verdict);
     c->early = req;
     struct verdict *v = &c->verdict;
+    if (v->kind == VERDICT_ROUTE && (hi.n_cl > 0 || hi.n_te > 0))
+        shed_early(c, &hi, v);
     if (v->kind == VERDICT_ROUTE || (hi.n_cl == 0 && hi.n_te == 0))
         return 0;
     if (hi.expect != NULL || (v->kind == VERDICT_REFUSE && v->status == 413)) {

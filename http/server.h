@@ -28,6 +28,11 @@ struct http_handlers {
     /* R's timer (http_req_set_timer) ran out while R waited. The bridge
      * must forget R and answer it (http_req_reply). */
     void (*expired)(void *arg, struct http_req *r);
+    /* Before the body of a request to ROUTE is read: why it would get 503
+     * (load shed, broker not up) as text into BUF (N bytes), returned; NULL
+     * when it may go on. Asked from its headers, before it counts as
+     * pending. */
+    const char *(*admit)(void *arg, const struct config_route *route, char *buf, size_t n);
     /* /healthz: true when healthy. Either way buf gets one line per worker
      * (the reasons of those not up first). */
     bool (*health)(void *arg, char *buf, size_t buflen);
@@ -66,6 +71,8 @@ void http_shared_conn_give(const struct http_shared *sh);
 bool http_shared_bytes_take(const struct http_shared *sh, size_t n)
     __attribute__((warn_unused_result));
 void http_shared_bytes_give(const struct http_shared *sh, size_t n);
+/* Whether N more bytes would fit [http] max_pending_bytes now (nothing taken). */
+bool http_shared_bytes_fit(const struct http_shared *sh, unsigned long long n);
 
 /* Bind cfg->listen_host:listen_port with SO_REUSEPORT on BASE; HTTPS when SH
  * has a TLS context. NULL on failure with the reason in err. */

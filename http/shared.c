@@ -129,6 +129,12 @@ bool http_shared_bytes_take(const struct http_shared *sh, size_t n)
     return take(&sh->held->bytes, n, sh->held->max_bytes);
 }
 
+bool http_shared_bytes_fit(const struct http_shared *sh, unsigned long long n)
+{
+    size_t cur = atomic_load_explicit(&sh->held->bytes, memory_order_relaxed);
+    return n <= sh->held->max_bytes && cur <= sh->held->max_bytes - n;
+}
+
 void http_shared_bytes_give(const struct http_shared *sh, size_t n)
 {
     atomic_fetch_sub_explicit(&sh->held->bytes, n, memory_order_relaxed);

@@ -2321,6 +2321,97 @@ static void first_line(struct conn *c, int port, const char *head, char *line, s
     conn_consume(c, ll + 2);
 }
 
+/* lim_config with a broker that is not there. */
+static char *down_config(int http_port, const void *arg)
+{
+    char *text = lim_config(http_port, arg);
+    char live[40], dead[40];
+    snprintf(live, sizeof live, "127.0.0.1:%d/", g_harness.broker_port);
+    snprintf(dead, sizeof dead, "127.0.0.1:%d/", free_port());
+    char *t = subst(text, live, dead);
+    free(text);
+    return t;
+}
+
+/* The 503s that load and the broker decide come from the headers too: a
+ * client is never asked (100 Continue) to upload a body the bridge will
+ * refuse, and without Expect the refused body is dropped as it comes and
+ * the connection serves on. A body on HEAD (which evhttp never reads) is a
+ * smuggled request: 400 and close, never a second response. */
+static void test_shed_before_body(void **state)
+{
+    (void)state;
+    bridge_spawn(&g_aux, "shed", down_config, "");
+    double end = now_ms() + scale_ms(10000);
+    while (pong_ms(g_aux.port) < 0 && now_ms() < end)
+        sleep_ms(50);
+    struct conn c;
+    char line[160];
+    first_line(&c, g_aux.port,
+               "POST /h/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+               "\r\nContent-Type: application/xml\r\nContent-Length: 1000\r\n"
+               "Expect: 100-continue\r\n\r\n",
+               line, sizeof line);
+    if (strncmp(line, "HTTP/1.1 503 ", 13) != 0)
+        fail_msg("broker down, Expect: 100-continue: first line \"%s\", expected 503", line);
+    bool retry = false;
+    size_t ll;
+    for (char *l; (l = conn_line(&c, &ll)) != NULL && ll > 0; conn_consume(&c, ll + 2))
+        if (ll >= 12 && strncasecmp(l, "Retry-After:", 12) == 0)
+            retry = true;
+    if (!retry)
+        fail_msg("the 503 decided from the headers has no Retry-After");
+    conn_close(&c);
+
+    /* Without Expect: 503 once the body went by, then the same connection
+     * answers a pong. */
+    char *raw = NULL;
+    int rl = asprintf(&raw,
+                      "POST /h/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+                      "\r\nContent-Type: application/xml\r\nContent-Length: %zu\r\n\r\n%s"
+                      "GET /pong HTTP/1.1\r\nHost: x\r\n\r\n",
+                      strlen(DOC), DOC);
+    if (rl < 0)
+        abort();
+    assert_int_equal(conn_open(&c, g_aux.port), 0);
+    assert_int_equal(conn_send(&c, raw, (size_t)rl), 0);
+    free(raw);
+    struct resp r;
+    assert_int_equal(conn_read_resp(&c, &r, false), 0);
+    if (r.status != 503 || strstr(r.body, "broker unavailable") == NULL)
+        fail_msg("broker down, no Expect: %d \"%s\", expected 503 broker unavailable", r.status,
+                 r.body);
+    resp_free(&r);
+    assert_int_equal(conn_read_resp(&c, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    conn_close(&c);
+
+    /* HEAD with a body that is itself a request. */
+    static const char smuggle[] = "HEAD /pong HTTP/1.1\r\nHost: x\r\nContent-Length: 34\r\n\r\n"
+                                  "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(conn_open(&c, g_aux.port), 0);
+    assert_int_equal(conn_send(&c, smuggle, sizeof smuggle - 1), 0);
+    assert_int_equal(conn_read_resp(&c, &r, true), 0);
+    int status = r.status;
+    resp_free(&r);
+    int closed = conn_wait_closed(&c, scale_ms(2000));
+    conn_close(&c);
+    if (status != 400 || closed != 1)
+        fail_msg("HEAD with a 34-byte body holding a GET: %d, then %s (expected 400 and close)",
+                 status,
+                 closed == 2 ? "a second response"
+                 : closed    ? "closed"
+                             : "kept open");
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+    result_row("503s decided from the headers (broker down), and a body on HEAD",
+               "Expect: 100-continue: 503 with Retry-After at once, never 100 Continue; without "
+               "Expect: 503 after the body was dropped, the connection then answered a pong; "
+               "HEAD /pong with a 34-byte body holding GET /metrics: 400 and closed, no second "
+               "response");
+    PASS();
+}
+
 /* A request with `Expect: 100-continue` that its headers alone refuse is
  * answered at once, with the bridge's own answer and never 100 Continue,
  * and the connection is closed (the body may still come); one that passes
@@ -2707,6 +2798,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_out_of_fds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_1mb_under_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_before_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shed_before_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_bodies_not_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_pending_bytes, setup, teardown),
