@@ -691,11 +691,12 @@ static bool scan_body(const char *body, size_t len, size_t *cut, struct finding 
     xmlCharEncodingHandlerPtr h = NULL;
     size_t from = 0, keep = 0; /* transcode from here; before it, KEEP bytes as they are */
     if (len >= 4 && len < (size_t)INT32_MAX / 4) {
+        /* "UTF-8" for "<?xm" too: ASCII-compatible, the declaration says. */
         xmlCharEncoding enc = xmlDetectCharEncoding(p, 4);
-        if (enc == XML_CHAR_ENCODING_UTF8) { /* its BOM, which libxml2 skips */
+        if (p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) { /* a BOM, which libxml2 skips */
             s.p += 3;
             s.n -= 3;
-        } else if (enc != XML_CHAR_ENCODING_NONE) {
+        } else if (enc != XML_CHAR_ENCODING_NONE && enc != XML_CHAR_ENCODING_UTF8) {
             h = xmlGetCharEncodingHandler(enc);
             if ((p[0] == 0xff && p[1] == 0xfe) || (p[0] == 0xfe && p[1] == 0xff))
                 from = 2; /* a UTF-16 BOM, which libxml2 skips */

@@ -72,6 +72,60 @@ static void gen_xmlns(struct buf *b)
     put(b, "/>");
 }
 
+/* The same, each within the limits: 1 MiB of elements with 128 attributes,
+ * of elements with 64 declarations, of elements with 128 attributes whose
+ * prefix is looked up through 256 declarations in scope, of 9,990 distinct
+ * names over and over. */
+static void gen_attrs_at(struct buf *b)
+{
+    put(b, "<r>");
+    while (b->n < MIB - 2048) {
+        put(b, "<e");
+        for (int i = 0; i < 128; i++)
+            put(b, " a%d=''", i);
+        put(b, "/>");
+    }
+    put(b, "</r>");
+}
+
+static void gen_xmlns_at(struct buf *b)
+{
+    put(b, "<r>");
+    while (b->n < MIB - 2048) {
+        put(b, "<e");
+        for (int i = 0; i < 64; i++)
+            put(b, " xmlns:p%d='u'", i);
+        put(b, "/>");
+    }
+    put(b, "</r>");
+}
+
+static void gen_scope_at(struct buf *b)
+{
+    put(b, "<r>");
+    for (int level = 0; level < 4; level++) {
+        put(b, "<e");
+        for (int j = 0; j < 64; j++)
+            put(b, " xmlns:n%d_%d='u%d_%d'", level, j, level, j);
+        put(b, ">");
+    }
+    while (b->n < MIB - 4096) {
+        put(b, "<x");
+        for (int i = 0; i < 128; i++)
+            put(b, " n0_0:a%d=''", i);
+        put(b, "/>");
+    }
+    put(b, "</e></e></e></e></r>");
+}
+
+static void gen_names_at(struct buf *b)
+{
+    put(b, "<r>");
+    for (int i = 0; b->n < MIB - 64; i++)
+        put(b, "<e%d/>", i % 9990);
+    put(b, "</r>");
+}
+
 /* Elements nested 200 deep, each declaring 60 prefixes and carrying 100
  * attributes in the outermost one (libxml2 looks a prefix up from the
  * innermost declaration out), then siblings of the same until 1 MiB. */
@@ -248,6 +302,10 @@ static const struct class classes[] = {
     {"attributes on one element", gen_attrs, false},
     {"xmlns:pN on one element", gen_xmlns, false},
     {"nested namespaces, prefixed attributes", gen_nested_ns, false},
+    {"128 attributes per element", gen_attrs_at, false},
+    {"64 xmlns:pN per element", gen_xmlns_at, false},
+    {"256 in scope, 128 prefixed attributes", gen_scope_at, false},
+    {"9,990 distinct names over and over", gen_names_at, false},
     {"long names", gen_long_name, false},
     {"distinct prefixes", gen_prefixes, false},
     {"distinct element names", gen_names, false},
