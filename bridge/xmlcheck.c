@@ -553,8 +553,8 @@ static bool scan_start_tag(struct scan *s, size_t *i, int *depth, int *scope, ui
         k = scan_name(s, k);
         if (k == a)
             break; /* not well-formed: on from here */
-        bool decl = (k - a == 5 && memcmp(s->p + a, "xmlns", 5) == 0) ||
-                    (k - a > 6 && memcmp(s->p + a, "xmlns:", 6) == 0);
+        bool decl = s->p[a] == 'x' && k - a >= 5 && memcmp(s->p + a, "xmlns", 5) == 0 &&
+                    (k - a == 5 || (k - a > 6 && s->p[a + 5] == ':'));
         if (!decl && ++attrs > XMLCHECK_MAX_ATTRS)
             return scan_refuse(
                 s, tag, a, name, name_end,
@@ -594,15 +594,19 @@ static bool scan_run(struct scan *s)
         if (lt == NULL)
             break;
         i = (size_t)(lt - s->p) + 1;
+        /* Bytes compared one by one: memcmp per '<' is what libFuzzer's
+         * interceptors make slowest. */
         size_t left = s->n - i;
-        if (left >= 3 && memcmp(s->p + i, "!--", 3) == 0)
+        unsigned char c = left > 0 ? s->p[i] : 0;
+        if (c == '!' && left >= 3 && s->p[i + 1] == '-' && s->p[i + 2] == '-')
             i = scan_past(s, i + 3, "-->");
-        else if (left >= 8 && memcmp(s->p + i, "![CDATA[", 8) == 0)
+        else if (c == '!' && left >= 8 && s->p[i + 1] == '[' &&
+                 memcmp(s->p + i, "![CDATA[", 8) == 0)
             i = scan_past(s, i + 8, "]]>");
-        else if (left >= 1 && s->p[i] == '?')
+        else if (c == '?')
             i = scan_past(s, i + 1, "?>");
-        else if (left >= 1 && (s->p[i] == '!' || s->p[i] == '/')) {
-            if (s->p[i] == '/' && depth > 0)
+        else if (c == '!' || c == '/') {
+            if (c == '/' && depth > 0)
                 scope -= ns[--depth];
             i = scan_past(s, i + 1, ">");
         } else if (!scan_start_tag(s, &i, &depth, &scope, ns))
