@@ -247,7 +247,8 @@ bench-deps: deps
 	@$(MAKE) --no-print-directory deps DEPS="$(BENCH_DEPS)"
 
 bench: bench-deps
-	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(BUILD)/bench-ceiling
+	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(BUILD)/bench-ceiling \
+	    $(BUILD)/bench-xmlcost
 	tests/bench/run.sh $(BUILD) table
 
 bench-plot: bench-deps

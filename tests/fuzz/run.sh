@@ -92,7 +92,7 @@ build() {
     objs+=("$out/obj/$t/fuzz_$t.o")
     for s in $(sources "$t"); do
         o=$out/obj/$t/$(basename "$s" .c).o
-        # shellcheck disable=SC2086
+        # shellcheck disable=SC2086,SC2046 # words each; coverage_of: none or one
         "$cc" $cflags $pcflags -fsanitize=fuzzer-no-link,$san $(coverage_of "$t") -c -o "$o" "$root/$s"
         objs+=("$o")
     done
