@@ -501,12 +501,24 @@ static size_t scan_blanks(const struct scan *s, size_t i)
     return i;
 }
 
-/* Just past the first WHAT at or after I, or the end. */
+/* Just past the first WHAT at or after I, or the end. By memchr, which
+ * reads only up to what it finds: memmem may read (and ASan's always
+ * checks) all that is left, once per comment or end tag. */
 static size_t scan_past(const struct scan *s, size_t i, const char *what)
 {
     size_t wl = strlen(what);
-    const unsigned char *f = i < s->n ? memmem(s->p + i, s->n - i, what, wl) : NULL;
-    return f != NULL ? (size_t)(f - s->p) + wl : s->n;
+    while (i < s->n) {
+        const unsigned char *f = memchr(s->p + i, what[0], s->n - i);
+        if (f == NULL)
+            break;
+        size_t at = (size_t)(f - s->p), k = 1;
+        while (k < wl && at + k < s->n && s->p[at + k] == (unsigned char)what[k])
+            k++;
+        if (k == wl)
+            return at + wl;
+        i = at + 1;
+    }
+    return s->n;
 }
 
 static bool scan_refuse(struct scan *s, size_t tag, size_t where, size_t name, size_t name_end,
