@@ -6,9 +6,9 @@
  * Recipe: HEAD \x01 UNIT \x01 TAIL (without \x01: all of it is UNIT). The
  * document is HEAD, then UNIT again and again until 1 MiB, then TAIL; each
  * \x02 in UNIT becomes the repetition's number, so that names can be
- * distinct ("<e\x02/>": <e0/><e1/>...), each \x03 the same in UTF-16LE. The
- * document is checked as a route does, without and with a small XSD, by one reused checker; invariants: a
- * status of the enum, and the same answer twice. */
+ * distinct ("<e\x02/>": <e0/><e1/>...), each \x03 the same in UTF-16LE.
+ * The document is checked as a route does, without and with a small XSD,
+ * by one reused checker; invariants: a status of the enum and a message. */
 #include "fuzz.h"
 #include "xmlcheck.h"
 
