@@ -60,9 +60,6 @@
 #define XMLCHECK_MAX_NAMES 10000
 #define NAMESET_BITS 15 /* 32,768 slots: never more than a third full */
 
-#define XMLCHECK_STR_(x) #x
-#define XMLCHECK_STR(x) XMLCHECK_STR_(x)
-
 struct xmlcheck_schema {
     xmlSchemaPtr xsd; /* compiled, read-only after load */
 };
@@ -257,11 +254,12 @@ static void note_name(struct xmlcheck *xc, const xmlChar *name)
     if (ns->count > XMLCHECK_MAX_NAMES && !xc->malformed.set) {
         int line, column;
         parser_position(xc, &line, &column);
-        finding_set(
-            &xc->malformed, line, column,
-            "more than " XMLCHECK_STR(XMLCHECK_MAX_NAMES) " distinct names (the limit "
-                                                          "per document: element, attribute, "
-                                                          "prefix, namespace and PI names)");
+        char msg[XMLCHECK_MSG_LEN];
+        snprintf(msg, sizeof msg,
+                 "more than %d distinct names (the limit per document: element, attribute, "
+                 "prefix, namespace and PI names)",
+                 XMLCHECK_MAX_NAMES);
+        finding_set(&xc->malformed, line, column, msg);
     }
 }
 
@@ -521,12 +519,14 @@ static size_t scan_past(const struct scan *s, size_t i, const char *what)
     return s->n;
 }
 
+/* Refused at TAG (the limit gone over at WHERE): "more than LIMIT WHAT
+ * <element>". */
 static bool scan_refuse(struct scan *s, size_t tag, size_t where, size_t name, size_t name_end,
-                        const char *what)
+                        int limit, const char *what)
 {
     s->at = tag;
     s->where = where;
-    snprintf(s->message, sizeof s->message, "%s <%.*s>", what,
+    snprintf(s->message, sizeof s->message, "more than %d %s <%.*s>", limit, what,
              (int)(name_end - name < 60 ? name_end - name : 60), (const char *)s->p + name);
     return false;
 }
@@ -568,20 +568,14 @@ static bool scan_start_tag(struct scan *s, size_t *i, int *depth, int *scope, ui
         bool decl = s->p[a] == 'x' && k - a >= 5 && memcmp(s->p + a, "xmlns", 5) == 0 &&
                     (k - a == 5 || (k - a > 6 && s->p[a + 5] == ':'));
         if (!decl && ++attrs > XMLCHECK_MAX_ATTRS)
-            return scan_refuse(
-                s, tag, a, name, name_end,
-                "more than " XMLCHECK_STR(
-                    XMLCHECK_MAX_ATTRS) " attributes (the limit per element) on element");
+            return scan_refuse(s, tag, a, name, name_end, XMLCHECK_MAX_ATTRS,
+                               "attributes (the limit per element) on element");
         if (decl && ++decls > XMLCHECK_MAX_NS_DECLS)
-            return scan_refuse(
-                s, tag, a, name, name_end,
-                "more than " XMLCHECK_STR(XMLCHECK_MAX_NS_DECLS) " namespace declarations (the "
-                                                                 "limit per element) on element");
+            return scan_refuse(s, tag, a, name, name_end, XMLCHECK_MAX_NS_DECLS,
+                               "namespace declarations (the limit per element) on element");
         if (decl && *scope + decls > XMLCHECK_MAX_NS_SCOPE)
-            return scan_refuse(
-                s, tag, a, name, name_end,
-                "more than " XMLCHECK_STR(XMLCHECK_MAX_NS_SCOPE) " namespace declarations in scope "
-                                                                 "(the limit) at element");
+            return scan_refuse(s, tag, a, name, name_end, XMLCHECK_MAX_NS_SCOPE,
+                               "namespace declarations in scope (the limit) at element");
         k = scan_blanks(s, k);
         if (k >= s->n || s->p[k] != '=')
             break;
