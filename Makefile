@@ -106,6 +106,10 @@ $(BUILD)/echo-worker: amqp/echo/echo-worker.c
 $(BUILD)/bench-ceiling: tests/bench/ceiling.c
 	@mkdir -p $(dir $@)
 	$(CC) $(HARNESS_CFLAGS) -o $@ $< $(shell pkg-config --libs librabbitmq) -lpthread
+# The xml check's cost per kind of hostile 1 MiB document (the bench's xml
+# row, the man page's XML LIMITS): bridge/xmlcheck.c linked in.
+$(BUILD)/bench-xmlcost: tests/bench/xmlcost.c $(BUILD)/libbridge.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Each suite links the shared harness (tests/lib/harness.c), compiled in.
 HARNESS := tests/lib/harness.c tests/lib/harness.h tests/lib/harness_cmocka.h
@@ -249,7 +253,8 @@ bench-deps: deps
 	@$(MAKE) --no-print-directory deps DEPS="$(BENCH_DEPS)"
 
 bench: bench-deps
-	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(BUILD)/bench-ceiling
+	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(BUILD)/bench-ceiling \
+	    $(BUILD)/bench-xmlcost
 	tests/bench/run.sh $(BUILD) table
 
 bench-plot: bench-deps

@@ -4,18 +4,22 @@
  * XSD shared read-only by every worker. */
 #include "xmlcheck.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <libxml/catalog.h>
 #include <libxml/dict.h>
+#include <libxml/encoding.h>
 #include <libxml/globals.h>
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
 #include <libxml/xmlerror.h>
 #include <libxml/xmlIO.h>
 #include <libxml/xmlschemas.h>
+
+#include "seed.h"
 
 /* Never NOENT (substitutes entities: read files, fetched URLs), DTDLOAD, HUGE
  * (turns off the entity-loop and depth guards) or XINCLUDE. */
@@ -33,8 +37,28 @@
 
 /* The push parser, unlike xmlReadMemory, has no depth limit (a 10,000-deep
  * document parsed as well-formed): this is the pull parser's limit without
- * XML_PARSE_HUGE, enforced in our callbacks. */
+ * XML_PARSE_HUGE, enforced by the scan below. */
 #define XMLCHECK_MAX_DEPTH 256
+
+/* What libxml2 2.9 does in time worse than linear, bounded before it runs
+ * (measured on 1 MiB documents, tests/bench/xmlcost.c): it compares every
+ * attribute of a start tag with every earlier one (80,000 attributes: 4.7 s)
+ * and every namespace declaration with the tag's earlier ones (1.9 s), looks
+ * each prefix up through every declaration in scope, and parses a start tag
+ * only once it is whole, so that no callback can stop it midway. The scan
+ * counts them first and refuses a body past a limit (400) before libxml2
+ * sees the tag. */
+#define XMLCHECK_MAX_ATTRS 128    /* attributes of one element, xmlns* aside */
+#define XMLCHECK_MAX_NS_DECLS 64  /* xmlns and xmlns:p on one element */
+#define XMLCHECK_MAX_NS_SCOPE 256 /* declarations in scope at once */
+
+/* libxml2's name dictionary stops growing its table at 4,608 buckets: past
+ * that every lookup walks a chain as long as the names are many (1 MiB of
+ * distinct names: 0.8 s; 4 MiB: 7 s). Counted exactly, on the dictionary's
+ * own pointers, in the callbacks: at most one start tag's worth of names
+ * goes past the limit before the run is refused. */
+#define XMLCHECK_MAX_NAMES 10000
+#define NAMESET_BITS 15 /* 32,768 slots: never more than a third full */
 
 struct xmlcheck_schema {
     xmlSchemaPtr xsd; /* compiled, read-only after load */
@@ -48,8 +72,18 @@ struct finding {
     char message[XMLCHECK_MSG_LEN]; /* sanitized, one line */
 };
 
+/* The distinct names (dictionary pointers) a run met: an open-addressed set,
+ * emptied after each run through the list of the slots it filled. */
+struct nameset {
+    const void **slot;                     /* 1 << NAMESET_BITS, NULL = free */
+    uint16_t used[XMLCHECK_MAX_NAMES + 1]; /* slots filled by this run */
+    int count;                             /* entries in used */
+    uint64_t key;                          /* odd multiplier, random per checker */
+};
+
 struct xmlcheck {
     xmlParserCtxtPtr ctxt; /* push parser, reset per run; NULL: make anew */
+    struct nameset names;  /* this run's distinct names */
 
     /* per run */
     const char *root;         /* required root local name, NULL for any */
@@ -199,6 +233,43 @@ static void hooks_restore(const struct hooks *saved)
     xmlSetGenericErrorFunc(saved->generic_ctx, saved->generic);
 }
 
+/* ---- distinct names ------------------------------------------------------- */
+
+/* Counts NAME (a dictionary pointer: equal names, equal pointers) among this
+ * run's names; past XMLCHECK_MAX_NAMES the run is refused. Not stopped
+ * here (as the DOCTYPE is): the schema plug still reads this element's
+ * attributes from the input after us; feed stops at the next piece. */
+static void note_name(struct xmlcheck *xc, const xmlChar *name)
+{
+    struct nameset *ns = &xc->names;
+    if (name == NULL || ns->count > XMLCHECK_MAX_NAMES)
+        return;
+    size_t mask = ((size_t)1 << NAMESET_BITS) - 1;
+    size_t h = (size_t)(((uint64_t)(uintptr_t)name * ns->key) >> (64 - NAMESET_BITS));
+    for (; ns->slot[h] != NULL; h = (h + 1) & mask)
+        if (ns->slot[h] == name)
+            return;
+    ns->slot[h] = name;
+    ns->used[ns->count++] = (uint16_t)h;
+    if (ns->count > XMLCHECK_MAX_NAMES && !xc->malformed.set) {
+        int line, column;
+        parser_position(xc, &line, &column);
+        char msg[XMLCHECK_MSG_LEN];
+        snprintf(msg, sizeof msg,
+                 "more than %d distinct names (the limit per document: element, attribute, "
+                 "prefix, namespace and PI names)",
+                 XMLCHECK_MAX_NAMES);
+        finding_set(&xc->malformed, line, column, msg);
+    }
+}
+
+static void names_clear(struct nameset *ns)
+{
+    for (int i = 0; i < ns->count; i++)
+        ns->slot[ns->used[i]] = NULL;
+    ns->count = 0;
+}
+
 /* ---- SAX callbacks (user data: the xmlcheck) ----------------------------- */
 
 /* Parser errors reach us through the thread's structured hook: a context's
@@ -230,6 +301,16 @@ static void on_parse_error(void *ctx, xmlErrorPtr err)
             msg = "Premature end of data";
     }
     finding_set(&xc->malformed, line, column, msg);
+    /* The first error is the answer. libxml2 carries on after it, SAX off,
+     * and formats every further error of a start tag it parses whole (1 MiB
+     * of "&x" in one attribute value: 70,000 errors, 270 ms): its error
+     * functions stay quiet once the parser is at EOF with SAX off, and its
+     * loops stop there. Not xmlStopParser, which also repoints the input
+     * under the parse in progress. */
+    if (ctxt != NULL) {
+        ctxt->disableSAX = 1;
+        ctxt->instate = XML_PARSER_EOF;
+    }
 }
 
 static void on_schema_error(void *ctx, xmlErrorPtr err)
@@ -269,22 +350,19 @@ static void on_start_element(void *ctx, const xmlChar *localname, const xmlChar 
                              int nb_attributes, int nb_defaulted, const xmlChar **attributes)
 {
     struct xmlcheck *xc = ctx;
-    (void)prefix;
-    (void)uri;
-    (void)nb_namespaces;
-    (void)namespaces;
-    (void)nb_attributes;
-    (void)nb_defaulted;
-    (void)attributes;
-    if (++xc->depth > XMLCHECK_MAX_DEPTH && !xc->malformed.set) {
-        /* Not stopped here: the schema plug still reads this element's
-         * attributes from the input after us. feed stops at the next piece. */
-        char msg[XMLCHECK_MSG_LEN];
-        int line, column;
-        parser_position(xc, &line, &column);
-        snprintf(msg, sizeof msg, "Excessive depth in document: more than %d nested elements",
-                 XMLCHECK_MAX_DEPTH);
-        finding_set(&xc->malformed, line, column, msg);
+    xc->depth++;
+    /* Every name here is the dictionary's own pointer (values are not). */
+    note_name(xc, localname);
+    note_name(xc, prefix);
+    note_name(xc, uri);
+    for (int i = 0; i < nb_namespaces; i++) {
+        note_name(xc, namespaces[2 * i]);
+        note_name(xc, namespaces[2 * i + 1]);
+    }
+    for (int i = 0; i < nb_attributes + nb_defaulted; i++) {
+        note_name(xc, attributes[5 * i]);
+        note_name(xc, attributes[5 * i + 1]);
+        note_name(xc, attributes[5 * i + 2]);
     }
     if (xc->seen_root)
         return;
@@ -298,6 +376,13 @@ static void on_start_element(void *ctx, const xmlChar *localname, const xmlChar 
                  (const char *)localname, xc->root);
         finding_set(&xc->root_err, line, column, msg);
     }
+}
+
+/* A PI's target is a name in the dictionary too. */
+static void on_pi(void *ctx, const xmlChar *target, const xmlChar *data)
+{
+    (void)data;
+    note_name(ctx, target);
 }
 
 static void on_end_element(void *ctx, const xmlChar *localname, const xmlChar *prefix,
@@ -317,6 +402,7 @@ static xmlSAXHandler sax_handler = {
     .internalSubset = on_internal_subset,
     .startElementNs = on_start_element,
     .endElementNs = on_end_element,
+    .processingInstruction = on_pi,
     .initialized = XML_SAX2_MAGIC,
 };
 
@@ -376,6 +462,301 @@ void xmlcheck_schema_free(struct xmlcheck_schema *schema)
     free(schema);
 }
 
+/* ---- the scan: bounds on what libxml2 does in worse than linear time ------ */
+
+/* It tokenizes every well-formed document as libxml2 does (text, start,
+ * end and empty tags with values in either quote, comments, PIs, CDATA, the
+ * XML declaration; a DOCTYPE is skipped to its first '>', libxml2 refuses
+ * it) and decides nothing else: on a body that is not well-formed it reads
+ * on from the next '<', counting whatever it finds, in one pass, never past
+ * the end. What it refuses, it refuses at the first tag over a limit. */
+struct scan {
+    const unsigned char *p; /* the text, UTF-8 */
+    size_t n;               /* its length */
+    size_t at;              /* refused: offset of the tag's '<' in p */
+    size_t where;           /* refused: offset of what went over the limit */
+    char message[XMLCHECK_MSG_LEN];
+};
+
+static bool scan_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* The end of the name at I: up to a blank, '/', '>', '=', a quote or '<'. */
+static size_t scan_name(const struct scan *s, size_t i)
+{
+    while (i < s->n && !scan_space(s->p[i]) && s->p[i] != '/' && s->p[i] != '>' && s->p[i] != '=' &&
+           s->p[i] != '"' && s->p[i] != '\'' && s->p[i] != '<')
+        i++;
+    return i;
+}
+
+static size_t scan_blanks(const struct scan *s, size_t i)
+{
+    while (i < s->n && scan_space(s->p[i]))
+        i++;
+    return i;
+}
+
+/* Just past the first WHAT at or after I, or the end. By memchr, which
+ * reads only up to what it finds: memmem may read (and ASan's always
+ * checks) all that is left, once per comment or end tag. */
+static size_t scan_past(const struct scan *s, size_t i, const char *what)
+{
+    size_t wl = strlen(what);
+    while (i < s->n) {
+        const unsigned char *f = memchr(s->p + i, what[0], s->n - i);
+        if (f == NULL)
+            break;
+        size_t at = (size_t)(f - s->p), k = 1;
+        while (k < wl && at + k < s->n && s->p[at + k] == (unsigned char)what[k])
+            k++;
+        if (k == wl)
+            return at + wl;
+        i = at + 1;
+    }
+    return s->n;
+}
+
+/* Refused at TAG (the limit gone over at WHERE): "more than LIMIT WHAT
+ * <element>". */
+static bool scan_refuse(struct scan *s, size_t tag, size_t where, size_t name, size_t name_end,
+                        int limit, const char *what)
+{
+    s->at = tag;
+    s->where = where;
+    snprintf(s->message, sizeof s->message, "more than %d %s <%.*s>", limit, what,
+             (int)(name_end - name < 60 ? name_end - name : 60), (const char *)s->p + name);
+    return false;
+}
+
+/* One start tag, I just past its '<'. Updates *I, *DEPTH and the namespaces
+ * in scope (SCOPE, NS[depth]); false when it goes over a limit. */
+static bool scan_start_tag(struct scan *s, size_t *i, int *depth, int *scope, uint16_t *ns)
+{
+    size_t tag = *i - 1, name = *i, name_end = scan_name(s, name), k = name_end;
+    int attrs = 0, decls = 0;
+    if (name_end == name)
+        return true; /* not a tag: '<' then anything else */
+    for (;;) {
+        k = scan_blanks(s, k);
+        if (k >= s->n)
+            break;
+        bool empty = s->p[k] == '/' && k + 1 < s->n && s->p[k + 1] == '>';
+        if (s->p[k] == '>' || empty) {
+            /* An empty element is one level deeper too, as libxml2 counts. */
+            if (*depth + 1 > XMLCHECK_MAX_DEPTH) {
+                s->at = tag;
+                s->where = tag;
+                snprintf(s->message, sizeof s->message,
+                         "Excessive depth in document: more than %d nested elements",
+                         XMLCHECK_MAX_DEPTH);
+                return false;
+            }
+            if (!empty) {
+                ns[(*depth)++] = (uint16_t)decls;
+                *scope += decls;
+            }
+            k += empty ? 2 : 1;
+            break;
+        }
+        size_t a = k;
+        k = scan_name(s, k);
+        if (k == a)
+            break; /* not well-formed: on from here */
+        bool decl = s->p[a] == 'x' && k - a >= 5 && memcmp(s->p + a, "xmlns", 5) == 0 &&
+                    (k - a == 5 || (k - a > 6 && s->p[a + 5] == ':'));
+        if (!decl && ++attrs > XMLCHECK_MAX_ATTRS)
+            return scan_refuse(s, tag, a, name, name_end, XMLCHECK_MAX_ATTRS,
+                               "attributes (the limit per element) on element");
+        if (decl && ++decls > XMLCHECK_MAX_NS_DECLS)
+            return scan_refuse(s, tag, a, name, name_end, XMLCHECK_MAX_NS_DECLS,
+                               "namespace declarations (the limit per element) on element");
+        if (decl && *scope + decls > XMLCHECK_MAX_NS_SCOPE)
+            return scan_refuse(s, tag, a, name, name_end, XMLCHECK_MAX_NS_SCOPE,
+                               "namespace declarations in scope (the limit) at element");
+        k = scan_blanks(s, k);
+        if (k >= s->n || s->p[k] != '=')
+            break;
+        k = scan_blanks(s, k + 1);
+        if (k >= s->n || (s->p[k] != '"' && s->p[k] != '\''))
+            break;
+        const unsigned char *q = memchr(s->p + k + 1, s->p[k], s->n - k - 1);
+        k = q != NULL ? (size_t)(q - s->p) + 1 : s->n;
+    }
+    *i = k;
+    return true;
+}
+
+/* True when every tag of S is within the limits; else S says where. */
+static bool scan_run(struct scan *s)
+{
+    uint16_t ns[XMLCHECK_MAX_DEPTH]; /* declarations of each open element */
+    int depth = 0, scope = 0;
+    size_t i = 0;
+    while (i < s->n) {
+        const unsigned char *lt = memchr(s->p + i, '<', s->n - i);
+        if (lt == NULL)
+            break;
+        i = (size_t)(lt - s->p) + 1;
+        /* Bytes compared one by one: memcmp per '<' is what libFuzzer's
+         * interceptors make slowest. */
+        size_t left = s->n - i;
+        unsigned char c = left > 0 ? s->p[i] : 0;
+        if (c == '!' && left >= 3 && s->p[i + 1] == '-' && s->p[i + 2] == '-')
+            i = scan_past(s, i + 3, "-->");
+        else if (c == '!' && left >= 8 && s->p[i + 1] == '[' &&
+                 memcmp(s->p + i, "![CDATA[", 8) == 0)
+            i = scan_past(s, i + 8, "]]>");
+        else if (c == '?')
+            i = scan_past(s, i + 1, "?>");
+        else if (c == '!' || c == '/') {
+            if (c == '/' && depth > 0)
+                scope -= ns[--depth];
+            i = scan_past(s, i + 1, ">");
+        } else if (!scan_start_tag(s, &i, &depth, &scope, ns))
+            return false;
+    }
+    return true;
+}
+
+/* Line and column of offset AT in S, counted as libxml2 counts them: lines
+ * by '\n', columns by characters. */
+static void scan_position(const struct scan *s, size_t at, int *line, int *column)
+{
+    long l = 1, c = 1;
+    for (size_t k = 0; k < at && k < s->n; k++) {
+        if (s->p[k] == '\n') {
+            l++;
+            c = 1;
+        } else if ((s->p[k] & 0xc0) != 0x80)
+            c++;
+    }
+    *line = l < INT32_MAX ? (int)l : INT32_MAX;
+    *column = c < INT32_MAX ? (int)c : INT32_MAX;
+}
+
+/* Encoding errors met while making the scan's text are libxml2's to report
+ * when it parses: quiet here. */
+static void ignore_error(void *ctx, xmlErrorPtr err)
+{
+    (void)ctx;
+    (void)err;
+}
+
+/* The encoding an ASCII-compatible body declares: its name into NAME, and the
+ * offset just past its closing quote (where libxml2 switches), or 0. */
+static size_t declared_encoding(const unsigned char *p, size_t n, char *name, size_t size)
+{
+    if (n < 6 || memcmp(p, "<?xml", 5) != 0 || !scan_space(p[5]))
+        return 0;
+    size_t end = n < 512 ? n : 512;
+    const unsigned char *close = memmem(p, end, "?>", 2);
+    if (close != NULL)
+        end = (size_t)(close - p);
+    const unsigned char *e = memmem(p, end, "encoding", 8);
+    if (e == NULL)
+        return 0;
+    struct scan s = {.p = p, .n = end};
+    size_t k = scan_blanks(&s, (size_t)(e - p) + 8);
+    if (k >= end || p[k] != '=')
+        return 0;
+    k = scan_blanks(&s, k + 1);
+    if (k >= end || (p[k] != '"' && p[k] != '\''))
+        return 0;
+    const unsigned char *q = memchr(p + k + 1, p[k], end - k - 1);
+    size_t v = k + 1, vl = q != NULL ? (size_t)(q - p) - v : 0;
+    if (vl == 0 || vl >= size)
+        return 0;
+    memcpy(name, p + v, vl);
+    name[vl] = '\0';
+    return v + vl + 1;
+}
+
+/* FROM (LEN bytes) through H, appended to OUT as far as it converts (libxml2
+ * stops at the same byte). */
+static void transcode(xmlCharEncodingHandlerPtr h, const unsigned char *from, size_t len,
+                      xmlBufferPtr out)
+{
+    xmlBufferPtr in = xmlBufferCreate();
+    if (in == NULL)
+        return;
+    for (size_t off = 0; off < len;) {
+        size_t piece = len - off < XMLCHECK_CHUNK ? len - off : XMLCHECK_CHUNK;
+        if (xmlBufferAdd(in, from + off, (int)piece) != 0)
+            break;
+        off += piece;
+        int before;
+        do {
+            before = xmlBufferLength(in);
+            if (xmlCharEncInFunc(h, out, in) == -2)
+                goto done;
+        } while (xmlBufferLength(in) > 0 && xmlBufferLength(in) < before);
+    }
+done:
+    xmlBufferFree(in);
+}
+
+/* Scan BODY as libxml2 will read it: UTF-8 as it is, anything else (UTF-16,
+ * UCS-4, EBCDIC, a declared encoding) transcoded first with libxml2's own
+ * handler, since a byte scan of those would count nothing. True when within
+ * the limits; else F holds the refusal and *CUT how much of BODY libxml2 may
+ * parse first, so that an error of its own before that place wins (a
+ * DOCTYPE...): 0 when the scan read a transcoding. */
+static bool scan_body(const char *body, size_t len, size_t *cut, struct finding *f)
+{
+    const unsigned char *p = (const unsigned char *)body;
+    struct scan s = {.p = p, .n = len};
+    xmlCharEncodingHandlerPtr h = NULL;
+    size_t from = 0, keep = 0; /* transcode from here; before it, KEEP bytes as they are */
+    if (len >= 4 && len < (size_t)INT32_MAX / 4) {
+        /* "UTF-8" for "<?xm" too: ASCII-compatible, the declaration says. */
+        xmlCharEncoding enc = xmlDetectCharEncoding(p, 4);
+        if (p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) { /* a BOM, which libxml2 skips */
+            s.p += 3;
+            s.n -= 3;
+        } else if (enc != XML_CHAR_ENCODING_NONE && enc != XML_CHAR_ENCODING_UTF8) {
+            h = xmlGetCharEncodingHandler(enc);
+            if ((p[0] == 0xff && p[1] == 0xfe) || (p[0] == 0xfe && p[1] == 0xff))
+                from = 2; /* a UTF-16 BOM, which libxml2 skips */
+        }
+        char name[64];
+        size_t after = h == NULL ? declared_encoding(s.p, s.n, name, sizeof name) : 0;
+        /* libxml2 keeps reading a document labelled UTF-16 as bytes (and
+         * refuses it). */
+        if (after > 0 && strcasecmp(name, "UTF-8") != 0 && strcasecmp(name, "UTF8") != 0 &&
+            strcasecmp(name, "UTF-16") != 0 && strcasecmp(name, "UTF16") != 0) {
+            h = xmlFindCharEncodingHandler(name);
+            keep = after;
+            from = (size_t)(s.p - p) + after;
+        }
+    }
+    xmlBufferPtr view = NULL;
+    if (h != NULL) {
+        struct hooks saved;
+        hooks_install(&saved, ignore_error, NULL);
+        view = xmlBufferCreate();
+        if (view != NULL && (keep == 0 || xmlBufferAdd(view, s.p, (int)keep) == 0)) {
+            transcode(h, p + from, len - from, view);
+            s.p = xmlBufferContent(view);
+            s.n = (size_t)xmlBufferLength(view);
+        }
+        hooks_restore(&saved);
+        (void)xmlCharEncCloseFunc(h);
+    }
+    bool ok = scan_run(&s);
+    if (!ok) {
+        int line, column;
+        scan_position(&s, s.where, &line, &column);
+        finding_set(f, line, column, s.message);
+        *cut = view != NULL ? 0 : (size_t)(s.p - p) + s.at;
+    }
+    if (view != NULL)
+        xmlBufferFree(view);
+    return ok;
+}
+
 /* ---- checker -------------------------------------------------------------- */
 
 static xmlParserCtxtPtr parser_new(struct xmlcheck *xc)
@@ -391,11 +772,16 @@ struct xmlcheck *xmlcheck_new(void)
     struct xmlcheck *xc = calloc(1, sizeof *xc);
     if (xc == NULL)
         return NULL;
+    xc->names.slot = calloc((size_t)1 << NAMESET_BITS, sizeof *xc->names.slot);
     xc->ctxt = parser_new(xc);
-    if (xc->ctxt == NULL) {
-        free(xc);
+    if (xc->ctxt == NULL || xc->names.slot == NULL) {
+        xmlcheck_free(xc);
         return NULL;
     }
+    /* Pointers a client can steer (by the lengths of its names) land
+     * anywhere in the set only under a key it cannot guess. */
+    seed_fill(&xc->names.key, sizeof xc->names.key, xc);
+    xc->names.key |= 1;
     return xc;
 }
 
@@ -405,6 +791,7 @@ void xmlcheck_free(struct xmlcheck *xc)
         return;
     if (xc->ctxt != NULL)
         xmlFreeParserCtxt(xc->ctxt);
+    free(xc->names.slot);
     free(xc);
 }
 
@@ -419,8 +806,8 @@ static enum xmlcheck_status result(struct xmlcheck_result *res, enum xmlcheck_st
 }
 
 /* Feed BODY to the (reset) parser piece by piece, the last one with
- * terminate set; a run already refused goes no further. */
-static void feed(struct xmlcheck *xc, const char *body, size_t len)
+ * TERMINATE; a run already refused goes no further. */
+static void feed(struct xmlcheck *xc, const char *body, size_t len, int terminate)
 {
     while (len > XMLCHECK_CHUNK) {
         (void)xmlParseChunk(xc->ctxt, body, (int)XMLCHECK_CHUNK, 0);
@@ -429,7 +816,7 @@ static void feed(struct xmlcheck *xc, const char *body, size_t len)
         body += XMLCHECK_CHUNK;
         len -= XMLCHECK_CHUNK;
     }
-    (void)xmlParseChunk(xc->ctxt, body, (int)len, 1);
+    (void)xmlParseChunk(xc->ctxt, body, (int)len, terminate);
 }
 
 enum xmlcheck_status xmlcheck_run(struct xmlcheck *xc, const char *body, size_t len,
@@ -455,13 +842,20 @@ enum xmlcheck_status xmlcheck_run(struct xmlcheck *xc, const char *body, size_t 
         return result(res, XMLCHECK_MALFORMED, &xc->malformed);
     }
 
+    /* Over a limit: libxml2 parses only what comes before that tag (an
+     * error of its own there comes first), then the limit is the answer. */
+    struct finding limit = {0};
+    size_t cut = len;
+    bool over = !scan_body(body, len, &cut, &limit);
+    names_clear(&xc->names);
+
     struct hooks saved;
     hooks_install(&saved, on_parse_error, xc);
     in_request = true;
 
     /* The first 4 bytes tell the encoding (UTF-16 BOM...): the push reset
      * looks at them; the rest is parsed in feed. */
-    size_t head = len < 4 ? 0 : 4;
+    size_t head = cut < 4 ? 0 : 4;
     xmlSchemaValidCtxtPtr vctxt = NULL;
     xmlSchemaSAXPlugPtr plug = NULL;
     if (xmlCtxtResetPush(xc->ctxt, body, (int)head, NULL, NULL) != 0) {
@@ -479,7 +873,7 @@ enum xmlcheck_status xmlcheck_run(struct xmlcheck *xc, const char *body, size_t 
             if (plug == NULL)
                 finding_set(&xc->invalid, 0, 0, "cannot start schema validation");
         }
-        feed(xc, body + head, len - head);
+        feed(xc, body + head, cut - head, !over);
         if (plug != NULL) {
             /* Validation may have failed without telling us (internal error). */
             if (!xc->invalid.set && xmlSchemaIsValid(vctxt) != 1) {
@@ -504,6 +898,8 @@ enum xmlcheck_status xmlcheck_run(struct xmlcheck *xc, const char *body, size_t 
         }
         if (vctxt != NULL)
             xmlSchemaFreeValidCtxt(vctxt);
+        if (!xc->malformed.set && over)
+            xc->malformed = limit;
         if (!xc->malformed.set && !xc->ctxt->wellFormed) {
             int line, column;
             parser_position(xc, &line, &column);
@@ -520,8 +916,10 @@ enum xmlcheck_status xmlcheck_run(struct xmlcheck *xc, const char *body, size_t 
     hooks_restore(&saved);
 
     /* Names interned by this context pile up across requests: start afresh
-     * once they weigh too much. */
-    if (xc->ctxt != NULL && xmlDictGetUsage(xc->ctxt->dict) > XMLCHECK_DICT_RECYCLE) {
+     * once they weigh too much, or once they are so many that lookups slow
+     * down (the dictionary's table stops growing). */
+    if (xc->ctxt != NULL && (xmlDictGetUsage(xc->ctxt->dict) > XMLCHECK_DICT_RECYCLE ||
+                             xmlDictSize(xc->ctxt->dict) > XMLCHECK_MAX_NAMES)) {
         xmlFreeParserCtxt(xc->ctxt);
         xc->ctxt = NULL;
     }

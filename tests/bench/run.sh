@@ -21,6 +21,9 @@
 #                          answering; the limit: bench-ceiling rpc
 #          c10k            10,000 keep-alive connections (wrk -t2) on /pong
 #                          and on /ingest; the bridge's peak RSS
+#          xml check       the slowest check of a 1 MiB hostile document
+#                          against a 1 MiB plain one, without and with an
+#                          XSD (bench-xmlcost, tests/bench/xmlcost.c)
 #          quorum          (when BENCH_QUORUM=1, the default) fire to a
 #                          route whose queue is a quorum queue on a three-node
 #                          cluster, if tests/cluster.sh exists
@@ -304,10 +307,22 @@ run_table() {
     rss_kb=$(awk '/^VmHWM/ {print $2}' "/proc/$bridge_pid/status")
     say "bridge peak RSS: $rss_kb kB"
 
+    run_xmlcost
+
     if [ "${BENCH_QUORUM:-1}" = 1 ] && [ -x "$here/tests/cluster.sh" ]; then
         run_quorum
     fi
     print_table
+}
+
+# The xml check on its own (no HTTP, no broker): the slowest of 1 MiB hostile
+# documents of each kind (tests/bench/xmlcost.c) against a 1 MiB plain one,
+# without and with an XSD. Every class's figure in $out/xmlcost.txt.
+run_xmlcost() {
+    say "xml check: 1 MiB hostile documents"
+    "$here/$build/bench-xmlcost" -s -r 3 >"$out/xmlcost.txt" || die "bench-xmlcost failed"
+    xml_rows=$(grep '^xml check' "$out/xmlcost.txt")
+    say "$xml_rows"
 }
 
 # Fire to a quorum queue replicated on a three-node cluster: a second bridge
@@ -378,6 +393,11 @@ print_table() {
         echo "|---|---:|---:|---:|---:|"
         awk -F'\t' '{ printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5 }' "$out/cpu.tsv"
         echo
+        if [ -n "${xml_rows:-}" ]; then
+            # "NAME: A ms (CLASS) vs B ms, xR", a list item each
+            while IFS= read -r line; do echo "- $line"; done <<<"$xml_rows"
+            echo
+        fi
         echo "c10k: bridge peak RSS ${rss_kb} kB. ${secs} s a workload; pong wrk -t1 -c100, fire and"
         echo "rpc wrk -t1 -c$window (the ceiling's window), c10k wrk -t2 -c10000, quorum as fire. Machine: $machine; $(date -u +%Y-%m-%d)."
     } >"$out/table.md"

@@ -85,16 +85,16 @@ static void fds_close_all(void)
 /* Routes and queues prefixed h.; a short timeout so deadline tests are
  * quick. h.load has no queue key: its queue is declared by group_setup with
  * a length limit, as 1 MB documents would otherwise pile up. A
- * bridge_config_fn; ARG unused. */
+ * bridge_config_fn; ARG: NULL, or an int, the number of workers (2). */
 static char *h_config(int http_port, const void *arg)
 {
-    (void)arg;
+    int workers = arg != NULL ? *(const int *)arg : 2;
     char *text = NULL;
     if (asprintf(&text,
                  "; written by tests/faults/test_hostile.c\n"
                  "[http]\n"
                  "listen      = 127.0.0.1:%d\n"
-                 "workers     = 2\n"
+                 "workers     = %d\n"
                  "max_body    = 1MiB\n"
                  "timeout     = %dms\n"
                  "pong_path   = /pong\n"
@@ -120,7 +120,7 @@ static char *h_config(int http_port, const void *arg)
                  "mode        = publish\n"
                  "routing_key = " Q_LOAD "\n"
                  "persistent  = no\n",
-                 http_port, TIMEOUT_MS, g_harness.broker_port, g_harness.log_level) < 0)
+                 http_port, workers, TIMEOUT_MS, g_harness.broker_port, g_harness.log_level) < 0)
         abort();
     return text;
 }
@@ -2772,6 +2772,148 @@ static void test_max_pending_bytes(void **state)
 }
 
 /* IT_ONLY=PATTERN runs only the tests whose names match (cmocka's filter). */
+/* ------------------------------------------------------------------ */
+/* XML whose check cost more than linear (issue 11, item 1)            */
+
+/* One kind of hostile body: ~1 MiB, well-formed or nearly, and the words its
+ * 400 must hold. */
+struct costly {
+    const char *what; /* for the messages */
+    const char *want; /* in the 400's text */
+    char *req;        /* the whole POST */
+    size_t len;
+};
+
+/* HEAD, then PRE N POST for N = 0, 1... (PRE POST alone when !NUMBERED)
+ * until ~1 MiB, then TAIL. */
+static char *costly_doc(const char *const part[4], bool numbered, size_t *len)
+{
+    size_t cap = MAX_BODY, n = 0;
+    char *d = xmalloc(cap + 64);
+    n += (size_t)snprintf(d, cap, "%s", part[0]);
+    for (int i = 0; n + 64 + strlen(part[3]) < cap - 64; i++) {
+        if (numbered)
+            n += (size_t)snprintf(d + n, 64, "%s%d%s", part[1], i, part[2]);
+        else
+            n += (size_t)snprintf(d + n, 64, "%s%s", part[1], part[2]);
+    }
+    n += (size_t)snprintf(d + n, cap + 64 - n, "%s", part[3]);
+    *len = n;
+    return d;
+}
+
+struct flooder {
+    int port;
+    const struct costly *kinds;
+    int nkinds;
+    double until;
+    int sent;       /* bodies answered */
+    int refused;    /* 400 naming the limit */
+    int wrong;      /* anything else */
+    char last[300]; /* the last wrong answer */
+};
+
+static void *flooder_main(void *arg)
+{
+    struct flooder *f = arg;
+    struct conn c = {.fd = -1};
+    for (int i = 0; now_ms() < f->until; i++) {
+        const struct costly *k = &f->kinds[i % f->nkinds];
+        if (c.fd < 0 && conn_open(&c, f->port) != 0) {
+            f->wrong++;
+            snprintf(f->last, sizeof f->last, "%s: cannot connect", k->what);
+            sleep_ms(10);
+            continue;
+        }
+        struct resp r;
+        int rc = exchange(&c, k->req, k->len, &r, false);
+        f->sent++;
+        if (rc == 0 && r.status == 400 && r.body != NULL && strstr(r.body, k->want) != NULL)
+            f->refused++;
+        else {
+            f->wrong++;
+            snprintf(f->last, sizeof f->last, "%s: %d %.200s", k->what, rc == 0 ? r.status : -1,
+                     rc == 0 && r.body ? r.body : "(no response)");
+        }
+        const char *conn = rc == 0 ? resp_header(&r, "Connection") : "close";
+        if (conn != NULL && strcasecmp(conn, "close") == 0)
+            conn_close(&c);
+        resp_free(&r);
+    }
+    if (c.fd >= 0)
+        conn_close(&c);
+    return NULL;
+}
+
+/* A one-worker bridge, so that the pongs share the worker that checks the
+ * hostile bodies: while a client sends them for a few seconds, another
+ * measures pongs. On main each body kept the worker in libxml2 for seconds
+ * (80,000 attributes: 3.5 s), and so the pongs. */
+static void test_xml_cost_flood(void **state)
+{
+    (void)state;
+    enum { SECONDS = 4 };
+    static const int one = 1;
+    bridge_start(&g_aux, "xmlcost", h_config, &one);
+    struct costly kinds[] = {
+        {"80,000 attributes on one element", "more than 128 attributes", NULL, 0},
+        {"80,000 xmlns:pN on one element", "more than 64 namespace declarations", NULL, 0},
+        {"100,000 distinct element names", "more than 10000 distinct names", NULL, 0},
+        {"1 MiB of bad references in one value", "EntityRef: expecting ';'", NULL, 0},
+    };
+    static const char *const parts[][4] = {
+        {"<r", " a", "=''", "/>"},
+        {"<r", " xmlns:p", "='u'", "/>"},
+        {"<r>", "<e", "/>", "</r>"},
+        {"<r a='", "&x", "", "'/>"},
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
+        size_t dlen;
+        char *doc = costly_doc(parts[i], i < 3, &dlen);
+        kinds[i].req = fmt_request(&kinds[i].len, "POST", "/h/ingest", XML, NULL, doc, dlen);
+        free(doc);
+    }
+    double before = pong_ms(g_aux.port);
+    double until = now_ms() + SECONDS * 1000;
+    struct flooder f = {.port = g_aux.port, .kinds = kinds, .nkinds = 4, .until = until};
+    struct pinger p = {.port = g_aux.port, .until = until, .cap = 20000};
+    p.ms = xmalloc((size_t)p.cap * sizeof *p.ms);
+    pthread_t ft, pt;
+    if (pthread_create(&ft, NULL, flooder_main, &f) != 0 ||
+        pthread_create(&pt, NULL, pinger_main, &p) != 0)
+        abort();
+    pthread_join(ft, NULL);
+    pthread_join(pt, NULL);
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
+        free(kinds[i].req);
+    qsort(p.ms, (size_t)p.n, sizeof *p.ms, cmp_double);
+    int n = p.n;
+    double p50 = n ? p.ms[n / 2] : 0, max = n ? p.ms[n - 1] : 0;
+    free(p.ms);
+    print_message(
+        "  %d hostile bodies in %d s, %d refused naming the limit; %d pongs, p50 %.1f ms, "
+        "slowest %.1f ms (before: %.1f ms)\n",
+        f.sent, SECONDS, f.refused, n, p50, max, before);
+    if (f.wrong)
+        fail_msg("%d of %d hostile bodies not refused with the limit; last: %s", f.wrong, f.sent,
+                 f.last);
+    if (f.sent < 4)
+        fail_msg("only %d hostile bodies answered in %d s", f.sent, SECONDS);
+    if (p.bad)
+        fail_msg("%d of %d pongs during the flood were not 200", p.bad, p.bad + n);
+    /* Generous: a fixed bridge answers in a few ms, main took seconds. */
+    if (max > scale_ms(500))
+        fail_msg("the slowest pong on the worker took %.1f ms during the flood (p50 %.1f ms)", max,
+                 p50);
+    result_row("XML whose check cost more than linear, ~1 MiB each, for 4 s at a one-worker bridge "
+               "(80,000 attributes or xmlns:pN on one element, 100,000 distinct names, bad "
+               "references in one value)",
+               "%d of %d: 400 naming the limit; pongs on the same worker during it: p50 %.1f ms, "
+               "slowest %.1f ms",
+               f.refused, f.sent, p50, max);
+    PASS();
+}
+
 int main(void)
 {
     if (getenv("IT_ONLY"))
@@ -2802,6 +2944,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_bodies_not_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_pending_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_xml_cost_flood, setup, teardown),
     };
     return cmocka_run_group_tests_name("ingest-bridge hostile input", tests, group_setup,
                                        group_teardown);

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libxml/encoding.h>
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
 #include <libxml/xmlIO.h>
@@ -859,6 +860,342 @@ static void test_threads_shared_schema(void **state)
     assert_int_equal(atomic_load(&g_loads), 0);
 }
 
+/* ---- the scan's limits: each body below is well-formed, and passed before
+ * the limits (libxml2 took seconds over the large ones) -------------------- */
+
+/* A growing body for the limit tests. */
+struct text {
+    char *p;
+    size_t n, cap;
+};
+
+static void add(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add(struct text *t, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int w = vsnprintf(t->p + t->n, t->cap - t->n, fmt, ap);
+        va_end(ap);
+        assert_true(w >= 0);
+        if ((size_t)w < t->cap - t->n) {
+            t->n += (size_t)w;
+            return;
+        }
+        t->cap = t->cap * 2 + (size_t)w + 64;
+        t->p = realloc(t->p, t->cap);
+        assert_non_null(t->p);
+    }
+}
+
+/* <r> with N attributes (prefixed by PFX, "" for none) on one element. */
+static struct text attrs_doc(int n, const char *pfx)
+{
+    struct text t = {0};
+    add(&t, "<r xmlns:q='urn:q'>\n<e");
+    for (int i = 0; i < n; i++)
+        add(&t, " %sa%d='%d'", pfx, i, i);
+    add(&t, "/></r>");
+    return t;
+}
+
+/* Refused, the message naming WHAT, at LINE and COLUMN, in well under the
+ * time libxml2 took (printed, not asserted). */
+static void assert_refused(struct xmlcheck *xc, const struct text *t, const char *what, int line,
+                           int column)
+{
+    double t0 = now_ms();
+    struct xmlcheck_result r = check_n(xc, t->p, t->n, NULL, NULL, XMLCHECK_MALFORMED, line);
+    double ms = now_ms() - t0;
+    if (strstr(r.message, what) == NULL)
+        fail_msg("\"%s\" does not say \"%s\"", r.message, what);
+    if (column > 0 && r.column != column)
+        fail_msg("column %d, expected %d: %s", r.column, column, r.message);
+    /* the same again, with a schema: the limit comes before validation */
+    struct xmlcheck_result again =
+        check_n(xc, t->p, t->n, "order", g_schema, XMLCHECK_MALFORMED, line);
+    assert_string_equal(again.message, r.message);
+    assert_int_equal(again.column, r.column);
+    print_message("  %zu bytes refused in %.2f ms: %s\n", t->n, ms, r.message);
+}
+
+static void test_limit_attributes(void **state)
+{
+    struct xmlcheck *xc = *state;
+    struct text t = attrs_doc(128, "");
+    check_n(xc, t.p, t.n, NULL, NULL, XMLCHECK_OK, 0);
+    free(t.p);
+    t = attrs_doc(128, "q:");
+    check_n(xc, t.p, t.n, NULL, NULL, XMLCHECK_OK, 0);
+    free(t.p);
+    /* the 129th, on line 2: " a128=" starts at column 3 + 128 attributes */
+    t = attrs_doc(129, "");
+    int col = 3;
+    for (int i = 0; i < 128; i++)
+        col += snprintf(NULL, 0, " a%d='%d'", i, i);
+    assert_refused(xc, &t, "more than 128 attributes (the limit per element) on element <e>", 2,
+                   col + 1);
+    free(t.p);
+    /* the document: 80,000 on one element (libxml2 alone: 3.5 s) */
+    t = attrs_doc(80000, "");
+    assert_refused(xc, &t, "more than 128 attributes", 2, col + 1);
+    free(t.p);
+    /* 128 of each kind on many elements is within the limits */
+    t = (struct text){0};
+    add(&t, "<r xmlns:q='urn:q'>");
+    for (int e = 0; e < 50; e++) {
+        add(&t, "<e");
+        for (int i = 0; i < 128; i++)
+            add(&t, " a%d='' q:a%d=''", i, i);
+        add(&t, "/>");
+    }
+    add(&t, "</r>");
+    /* 128 plain and 128 prefixed are 256 attributes */
+    assert_refused(xc, &t, "more than 128 attributes", 1, 0);
+    free(t.p);
+}
+
+/* <r> with N namespace declarations on one element (the default one first). */
+static struct text decls_doc(int n)
+{
+    struct text t = {0};
+    add(&t, "<r xmlns='urn:d'");
+    for (int i = 1; i < n; i++)
+        add(&t, " xmlns:p%d='urn:%d'", i, i);
+    add(&t, "/>");
+    return t;
+}
+
+static void test_limit_ns_decls(void **state)
+{
+    struct xmlcheck *xc = *state;
+    struct text t = decls_doc(64);
+    check_n(xc, t.p, t.n, NULL, NULL, XMLCHECK_OK, 0);
+    free(t.p);
+    t = decls_doc(65);
+    assert_refused(
+        xc, &t, "more than 64 namespace declarations (the limit per element) on element <r>", 1, 0);
+    free(t.p);
+    t = decls_doc(80000);
+    assert_refused(xc, &t, "more than 64 namespace declarations", 1, 0);
+    free(t.p);
+}
+
+/* LEVELS nested elements declaring PER prefixes each, the innermost with
+ * attributes in the outermost namespace. */
+static struct text scope_doc(int levels, int per)
+{
+    struct text t = {0};
+    add(&t, "<r>");
+    for (int l = 0; l < levels; l++) {
+        add(&t, "\n<e");
+        for (int j = 0; j < per; j++)
+            add(&t, " xmlns:n%d_%d='urn:%d:%d'", l, j, l, j);
+        add(&t, ">");
+    }
+    add(&t, "<x n0_0:a='1' n0_0:b='2'/>");
+    for (int l = 0; l < levels; l++)
+        add(&t, "</e>");
+    add(&t, "</r>");
+    return t;
+}
+
+static void test_limit_ns_scope(void **state)
+{
+    struct xmlcheck *xc = *state;
+    struct text t = scope_doc(4, 64);
+    check_n(xc, t.p, t.n, NULL, NULL, XMLCHECK_OK, 0);
+    free(t.p);
+    /* the 257th in scope, on the fifth element's line */
+    t = scope_doc(5, 52);
+    assert_refused(
+        xc, &t, "more than 256 namespace declarations in scope (the limit) at element <e>", 6, 0);
+    free(t.p);
+    /* declarations leave scope with their element: many siblings of 64 each */
+    t = (struct text){0};
+    add(&t, "<r>");
+    for (int e = 0; e < 100; e++) {
+        add(&t, "<e");
+        for (int j = 0; j < 64; j++)
+            add(&t, " xmlns:p%d='urn:%d'", j, e);
+        add(&t, e % 2 ? "/>" : "><f p0:a=''/></e>");
+    }
+    add(&t, "</r>");
+    check_n(xc, t.p, t.n, NULL, NULL, XMLCHECK_OK, 0);
+    free(t.p);
+}
+
+/* Distinct names: N element names, then each used again, then a PI. */
+static struct text names_doc(int n, bool pi)
+{
+    struct text t = {0};
+    add(&t, "<r>\n");
+    for (int i = 1; i < n; i++)
+        add(&t, pi ? "<?t%d?>" : "<e%d/>", i);
+    add(&t, "\n");
+    for (int i = 1; i < n; i += 7)
+        add(&t, "<e%d/>", pi ? 1 : i);
+    add(&t, "</r>");
+    return t;
+}
+
+static void test_limit_names(void **state)
+{
+    struct xmlcheck *xc = *state;
+    /* r and e1..e9999: 10,000 */
+    struct text t = names_doc(10000, false);
+    for (int i = 0; i < 3; i++)
+        check_n(xc, t.p, t.n, NULL, NULL, XMLCHECK_OK, 0);
+    free(t.p);
+    t = names_doc(10001, false);
+    struct xmlcheck_result first = check_n(xc, t.p, t.n, NULL, NULL, XMLCHECK_MALFORMED, 2);
+    assert_non_null(strstr(first.message, "more than 10000 distinct names"));
+    /* the same verdict, same place, whatever the checker met before */
+    for (int i = 0; i < 3; i++) {
+        struct text other = names_doc(9000 + i, false);
+        check_n(xc, other.p, other.n, NULL, NULL, XMLCHECK_OK, 0);
+        free(other.p);
+        struct xmlcheck_result r = check_n(xc, t.p, t.n, NULL, NULL, XMLCHECK_MALFORMED, 2);
+        assert_int_equal(r.column, first.column);
+        assert_string_equal(r.message, first.message);
+    }
+    assert_refused(xc, &t, "more than 10000 distinct names", 2, first.column);
+    free(t.p);
+    /* PI targets are names too (t1..t10000, r, e1) */
+    t = names_doc(10001, true);
+    assert_refused(xc, &t, "more than 10000 distinct names", 2, 0);
+    free(t.p);
+    /* 1 MiB of them (libxml2 alone: 0.8 s) */
+    t = (struct text){0};
+    add(&t, "<r>");
+    for (int i = 0; t.n < (1u << 20); i++)
+        add(&t, "<e%d/>", i);
+    add(&t, "</r>");
+    assert_refused(xc, &t, "more than 10000 distinct names", 1, 0);
+    free(t.p);
+}
+
+/* BODY (ASCII) in UTF-16, with a BOM. */
+static struct text to_utf16(const struct text *a, bool big)
+{
+    struct text t = {.cap = a->n * 2 + 2};
+    t.p = malloc(t.cap);
+    assert_non_null(t.p);
+    t.p[t.n++] = big ? '\xfe' : '\xff';
+    t.p[t.n++] = big ? '\xff' : '\xfe';
+    for (size_t i = 0; i < a->n; i++) {
+        t.p[t.n++] = big ? '\0' : a->p[i];
+        t.p[t.n++] = big ? a->p[i] : '\0';
+    }
+    return t;
+}
+
+/* A byte scan of these would count nothing: the scan reads what libxml2
+ * reads. */
+static void test_limit_encodings(void **state)
+{
+    struct xmlcheck *xc = *state;
+    struct text a = attrs_doc(10000, "");
+    for (int big = 0; big <= 1; big++) {
+        struct text t = to_utf16(&a, big);
+        assert_refused(xc, &t, "more than 128 attributes", 2, 0);
+        free(t.p);
+    }
+    free(a.p);
+    a = attrs_doc(128, "");
+    for (int big = 0; big <= 1; big++) {
+        struct text t = to_utf16(&a, big);
+        check_n(xc, t.p, t.n, NULL, NULL, XMLCHECK_OK, 0);
+        free(t.p);
+    }
+    free(a.p);
+    /* declared: ISO-8859-1 (e-acute in names), and UTF-16 without a BOM */
+    struct text t = {0};
+    add(&t, "<?xml version='1.0' encoding='ISO-8859-1'?>\n<r\xe9");
+    for (int i = 0; i < 200; i++)
+        add(&t, " \xe9%d=''", i);
+    add(&t, "/>");
+    assert_refused(xc, &t, "more than 128 attributes (the limit per element) on element <r?\?>", 2,
+                   0);
+    free(t.p);
+    a = (struct text){0};
+    add(&a, "<?xml version='1.0' encoding='UTF-16'?>");
+    struct text body = attrs_doc(1000, "");
+    add(&a, "%s", body.p);
+    free(body.p);
+    struct text bomless = to_utf16(&a, false);
+    assert_refused(xc, &(struct text){.p = bomless.p + 2, .n = bomless.n - 2},
+                   "more than 128 attributes", 2, 0);
+    free(bomless.p);
+    free(a.p);
+    /* EBCDIC (IBM-037): "<?xml version='1.0' encoding='IBM037'?><r a0='' ...>" */
+    xmlCharEncodingHandlerPtr h = xmlFindCharEncodingHandler("IBM037");
+    if (h == NULL) {
+        print_message("  no IBM037 converter here: EBCDIC not tried\n");
+        return;
+    }
+    a = (struct text){0};
+    add(&a, "<?xml version='1.0' encoding='IBM037'?>\n<r");
+    for (int i = 0; i < 1000; i++)
+        add(&a, " a%d=''", i);
+    add(&a, "/>");
+    xmlBufferPtr in = xmlBufferCreate(), out = xmlBufferCreate();
+    assert_int_equal(xmlBufferAdd(in, (const xmlChar *)a.p, (int)a.n), 0);
+    assert_true(xmlCharEncOutFunc(h, out, in) > 0);
+    t = (struct text){.p = (char *)xmlBufferContent(out), .n = (size_t)xmlBufferLength(out)};
+    assert_int_equal((unsigned char)t.p[0], 0x4c); /* '<' in EBCDIC */
+    assert_refused(xc, &t, "more than 128 attributes", 2, 0);
+    xmlBufferFree(in);
+    xmlBufferFree(out);
+    xmlCharEncCloseFunc(h);
+    free(a.p);
+}
+
+/* The scan tokenizes as libxml2 does: what is not a tag is not counted,
+ * and libxml2's own first error before the place over a limit wins. */
+static void test_limit_tokens(void **state)
+{
+    struct xmlcheck *xc = *state;
+    struct text many = {0};
+    for (int i = 0; i < 300; i++)
+        add(&many, " a%d=''", i);
+    /* each with the 300 attributes between its two halves */
+    static const char *const halves[][2] = {
+        {"<r><!-- <e", "/> --></r>"},
+        {"<r><![CDATA[<e", "/>]]></r>"},
+        {"<r><?pi <e", "/> ?></r>"},
+        {"<r a='>' b=\"'>' e", "\"><e/></r>"},
+        {"<?xml version='1.0'?><!-- - --><r>text &amp; <x/> more", "</r>"},
+    };
+    for (size_t i = 0; i < sizeof halves / sizeof *halves; i++) {
+        struct text t = {0};
+        add(&t, "%s%s%s", halves[i][0], many.p, halves[i][1]);
+        check_n(xc, t.p, t.n, NULL, NULL, XMLCHECK_OK, 0);
+        free(t.p);
+    }
+    char *d = NULL;
+    /* a '>' inside a value does not end the tag */
+    assert_true(asprintf(&d, "<r x='>'%s/>", many.p) > 0);
+    struct text t = {.p = d, .n = strlen(d)};
+    assert_refused(xc, &t, "more than 128 attributes", 1, 0);
+    free(d);
+    /* errors of libxml2's own, before the tag over the limit */
+    assert_true(asprintf(&d, "<!DOCTYPE r>\n<r%s/>", many.p) > 0);
+    struct xmlcheck_result r = check(xc, d, NULL, NULL, XMLCHECK_MALFORMED, 1);
+    assert_string_equal(r.message, "DOCTYPE is not allowed");
+    free(d);
+    assert_true(asprintf(&d, "<r>\n<a></b>\n<r%s/></r>", many.p) > 0);
+    r = check(xc, d, NULL, NULL, XMLCHECK_MALFORMED, 2);
+    assert_non_null(strstr(r.message, "mismatch"));
+    free(d);
+    /* a body cut short is not well-formed either way */
+    check(xc, "<r a='1' b", NULL, NULL, XMLCHECK_MALFORMED, 1);
+    check(xc, "<r a='1", NULL, NULL, XMLCHECK_MALFORMED, 1);
+    check(xc, "<r><!-- ", NULL, NULL, XMLCHECK_MALFORMED, 1);
+    check(xc, "<", NULL, NULL, XMLCHECK_MALFORMED, 1);
+    free(many.p);
+}
+
 static void test_format(void **state)
 {
     (void)state;
@@ -907,6 +1244,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_large, setup_xc, teardown_xc),
         cmocka_unit_test_setup_teardown(test_unique_names_bounded, setup_xc, teardown_xc),
         cmocka_unit_test_setup_teardown(test_threads_shared_schema, setup_xc, teardown_xc),
+        cmocka_unit_test_setup_teardown(test_limit_attributes, setup_xc, teardown_xc),
+        cmocka_unit_test_setup_teardown(test_limit_ns_decls, setup_xc, teardown_xc),
+        cmocka_unit_test_setup_teardown(test_limit_ns_scope, setup_xc, teardown_xc),
+        cmocka_unit_test_setup_teardown(test_limit_names, setup_xc, teardown_xc),
+        cmocka_unit_test_setup_teardown(test_limit_encodings, setup_xc, teardown_xc),
+        cmocka_unit_test_setup_teardown(test_limit_tokens, setup_xc, teardown_xc),
         cmocka_unit_test(test_format),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
