@@ -1031,15 +1031,15 @@ static void on_request(struct evhttp_request *req, void *arg)
         arm_deadline(c); /* the next request's clock; stopped below if this one waits */
 
     struct verdict v;
-    if (c != NULL && c->early == req && (c->verdict.kind == VERDICT_REFUSE || !s->draining)) {
-        v = c->verdict; /* decided by on_headers, before the body */
+    if (c != NULL && c->early == req) {
+        /* Decided by on_headers, before the body (whose framing headers it
+         * may have taken off): draining may have begun since it passed. */
+        v = c->verdict;
         c->early = NULL;
+        if (s->draining && v.kind != VERDICT_REFUSE)
+            refuse(&v, 503, "shutting down\n");
     } else {
-        /* Not hooked, or draining began since on_headers let it pass: the
-         * answer now is the same, or the 503 of shutting down. */
-        if (c != NULL)
-            c->early = NULL;
-        decide(s, req, &hi, &v);
+        decide(s, req, &hi, &v); /* not hooked */
     }
     a.slot = v.slot;
     switch (v.kind) {
@@ -1131,6 +1131,23 @@ static void drop_body(struct evhttp_request *req, void *arg)
 
 static struct http_conn *hooked_conn(struct evhttp_request *req);
 
+/* Makes evhttp take REQ, answered from its headers, as complete without a
+ * body: no 100 Continue, no byte of the body read. on_request reads nothing
+ * of its headers after this but the id, so all go in one pass (removing the
+ * framing headers one by one is a scan each: 1,000 Content-Lengths behind
+ * 4,000 other headers, 51 KB, kept a worker 27 ms). */
+static void take_framing_off(struct evhttp_request *req, const struct head_info *hi)
+{
+    char id[REQID_MAX + 1];
+    size_t n = hi->id != NULL ? strnlen(hi->id, sizeof id) : sizeof id;
+    if (n < sizeof id)
+        memcpy(id, hi->id, n + 1);
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    evhttp_clear_headers(in);
+    if (n < sizeof id)
+        evhttp_add_header(in, "X-Request-Id", id);
+}
+
 /* A request that passed decide() and brings a body: the 503s that load and
  * the broker decide (the bridge's admit) and, from its Content-Length,
  * [http] max_pending_bytes, before a byte of the body is read: no client
@@ -1170,13 +1187,7 @@ static int on_headers(struct evhttp_request *req, void *arg)
     if (v->kind == VERDICT_ROUTE || (hi.n_cl == 0 && hi.n_te == 0))
         return 0;
     if (hi.expect != NULL || (v->kind == VERDICT_REFUSE && v->status == 413)) {
-        struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-        while (evhttp_remove_header(in, "Content-Length") == 0)
-            ;
-        while (evhttp_remove_header(in, "Transfer-Encoding") == 0)
-            ;
-        while (evhttp_remove_header(in, "Expect") == 0)
-            ;
+        take_framing_off(req, &hi);
         v->close = true;
     } else {
         evhttp_request_set_chunked_cb(req, drop_body);
