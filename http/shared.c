@@ -101,13 +101,18 @@ const struct auth_tokens *http_shared_auth(const struct http_shared *sh, size_t 
     return route < sh->n_routes ? sh->route_auth[route] : sh->global;
 }
 
+static bool fits(size_t cur, unsigned long long n, size_t max)
+{
+    return n <= max && cur <= max - n;
+}
+
 /* Take N of a bound shared by every worker: false, nothing taken, when
  * that would pass MAX. */
 static bool take(atomic_size_t *v, size_t n, size_t max)
 {
     size_t cur = atomic_load_explicit(v, memory_order_relaxed);
     do {
-        if (n > max || cur > max - n)
+        if (!fits(cur, n, max))
             return false;
     } while (!atomic_compare_exchange_weak_explicit(v, &cur, cur + n, memory_order_relaxed,
                                                     memory_order_relaxed));
@@ -131,8 +136,8 @@ bool http_shared_bytes_take(const struct http_shared *sh, size_t n)
 
 bool http_shared_bytes_fit(const struct http_shared *sh, unsigned long long n)
 {
-    size_t cur = atomic_load_explicit(&sh->held->bytes, memory_order_relaxed);
-    return n <= sh->held->max_bytes && cur <= sh->held->max_bytes - n;
+    return fits(atomic_load_explicit(&sh->held->bytes, memory_order_relaxed), n,
+                sh->held->max_bytes);
 }
 
 void http_shared_bytes_give(const struct http_shared *sh, size_t n)
