@@ -39,6 +39,10 @@
  * document parsed as well-formed): this is the pull parser's limit without
  * XML_PARSE_HUGE, enforced by the scan below. */
 #define XMLCHECK_MAX_DEPTH 256
+#define XMLCHECK_STR_(x) #x
+#define XMLCHECK_STR(x) XMLCHECK_STR_(x)
+static const char DEPTH_TEXT[] =
+    "Excessive depth in document: more than " XMLCHECK_STR(XMLCHECK_MAX_DEPTH) " nested elements";
 
 /* What libxml2 2.9 does in time worse than linear, bounded before it runs
  * (measured on 1 MiB documents, tests/bench/xmlcost.c): it compares every
@@ -350,7 +354,15 @@ static void on_start_element(void *ctx, const xmlChar *localname, const xmlChar 
                              int nb_attributes, int nb_defaulted, const xmlChar **attributes)
 {
     struct xmlcheck *xc = ctx;
-    xc->depth++;
+    /* The scan refuses depth first; this is the backstop for a body the
+     * scan read otherwise than libxml2 (the push parser itself has no
+     * depth limit). Not stopped here: the schema plug still reads this
+     * element's attributes from the input after us. */
+    if (++xc->depth > XMLCHECK_MAX_DEPTH && !xc->malformed.set) {
+        int line, column;
+        parser_position(xc, &line, &column);
+        finding_set(&xc->malformed, line, column, DEPTH_TEXT);
+    }
     /* Every name here is the dictionary's own pointer (values are not). */
     note_name(xc, localname);
     note_name(xc, prefix);
@@ -549,9 +561,7 @@ static bool scan_start_tag(struct scan *s, size_t *i, int *depth, int *scope, ui
             if (*depth + 1 > XMLCHECK_MAX_DEPTH) {
                 s->at = tag;
                 s->where = tag;
-                snprintf(s->message, sizeof s->message,
-                         "Excessive depth in document: more than %d nested elements",
-                         XMLCHECK_MAX_DEPTH);
+                snprintf(s->message, sizeof s->message, "%s", DEPTH_TEXT);
                 return false;
             }
             if (!empty) {
@@ -651,7 +661,10 @@ static size_t declared_encoding(const unsigned char *p, size_t n, char *name, si
 {
     if (n < 6 || memcmp(p, "<?xml", 5) != 0 || !scan_space(p[5]))
         return 0;
-    size_t end = n < 512 ? n : 512;
+    /* libxml2 reads the declaration however long its blanks are: so does
+     * this (one linear search; a window here let a UTF-7 body named after
+     * 600 blanks go unscanned). */
+    size_t end = n;
     const unsigned char *close = memmem(p, end, "?>", 2);
     if (close != NULL)
         end = (size_t)(close - p);

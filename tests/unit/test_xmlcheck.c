@@ -1128,6 +1128,24 @@ static void test_limit_encodings(void **state)
                    "more than 128 attributes", 2, 0);
     free(bomless.p);
     free(a.p);
+    /* The declaration where libxml2 reads it, however far: UTF-7 named
+     * after 600 blanks, every '<' written +ADw- (ASCII bytes, no tag in
+     * them for a byte scan). Deep nesting and many attributes both. */
+    a = (struct text){0};
+    add(&a, "<?xml version='1.0'%600s encoding='UTF-7'?>+ADw-r", "");
+    for (int i = 0; i < 1000; i++)
+        add(&a, " a%d=''", i);
+    add(&a, "/>");
+    assert_refused(xc, &a, "more than 128 attributes", ANY_LINE, 0);
+    free(a.p);
+    a = (struct text){0};
+    add(&a, "<?xml version='1.0'%600s encoding='UTF-7'?>", "");
+    for (int i = 0; i < 300; i++)
+        add(&a, "+ADw-a>");
+    struct xmlcheck_result deep = check_n(xc, a.p, a.n, NULL, NULL, XMLCHECK_MALFORMED, ANY_LINE);
+    if (strstr(deep.message, "more than 256 nested elements") == NULL)
+        fail_msg("300 deep in UTF-7: \"%s\"", deep.message);
+    free(a.p);
     /* EBCDIC (IBM-037): "<?xml version='1.0' encoding='IBM037'?><r a0='' ...>" */
     xmlCharEncodingHandlerPtr h = xmlFindCharEncodingHandler("IBM037");
     if (h == NULL) {
