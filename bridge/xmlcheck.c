@@ -77,7 +77,9 @@ struct finding {
 };
 
 /* The distinct names (dictionary pointers) a run met: an open-addressed set,
- * emptied after each run through the list of the slots it filled. */
+ * emptied at the start of the next run through the list of the slots it
+ * filled (until then it may hold pointers into a freed dictionary, never
+ * followed). */
 struct nameset {
     const void **slot;                     /* 1 << NAMESET_BITS, NULL = free */
     uint16_t used[XMLCHECK_MAX_NAMES + 1]; /* slots filled by this run */
