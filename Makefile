@@ -31,7 +31,7 @@ PKGS    := libevent libevent_openssl librabbitmq libxml-2.0 inih openssl
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wundef
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -Ibridge -Iamqp -Ihttp \
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -I. \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 ifdef WERROR
@@ -45,7 +45,7 @@ else
 BUILD   ?= build
 endif
 
-SRC     := $(wildcard bridge/*.c http/*.c amqp/*.c)
+SRC     := $(wildcard bridge/*.c bridge/base/*.c http/*.c amqp/*.c)
 OBJ     := $(SRC:%.c=$(BUILD)/obj/%.o)
 LIBOBJ  := $(filter-out $(BUILD)/obj/bridge/main.o,$(OBJ))
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/%,$(wildcard tests/unit/test_*.c))
@@ -67,7 +67,7 @@ DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
            groff-base python3-yaml man-db prometheus
 
 # Sources clang-format checks: ours, not generated ones.
-FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tests/faults/*.[ch] \
+FMT_SRC := $(wildcard bridge/*.[ch] bridge/base/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tests/faults/*.[ch] \
              tests/bench/*.[ch] tests/cluster/*.[ch] \
              tests/unit/*.[ch] tests/integration/*.[ch] tests/lib/*.[ch] tests/fuzz/*.[ch])
 

@@ -7,8 +7,8 @@
  * to the loop: every readable event, every heartbeat tick and every publish
  * drains whole frames until AMQP_STATUS_TIMEOUT (PITFALLS: one frame per
  * event leaves acks parked in the library's buffer). */
-#include "broker.h"
-#include "broker_test.h"
+#include "amqp/broker.h"
+#include "amqp/broker_test.h"
 
 #include <amqp.h>
 #include <amqp_ssl_socket.h>
@@ -33,12 +33,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "hdrmap.h"
-#include "log.h"
-#include "message.h"
-#include "pending.h"
-#include "seed.h"
+#include "amqp/broker_config.h"
+#include "bridge/base/hdrmap.h"
+#include "bridge/base/log.h"
+#include "bridge/base/message.h"
+#include "amqp/pending.h"
+#include "bridge/base/seed.h"
 
 #define BROKER_CONNECT_TIMEOUT_S 5 /* TCP connect, handshake and each sync rpc */
 #define BROKER_FRAME_MAX 131072    /* RabbitMQ's default frame_max */
@@ -78,15 +78,15 @@ _Static_assert(BROKER_CID_MAX <= PENDING_ID_MAX, "a correlation id fits the rpc 
 /* Everything the connector thread needs and produces; the loop does not touch
  * it while the thread runs. */
 struct connect_job {
-    const struct config *cfg;     /* routes to declare, heartbeat, confirm */
-    const struct config_uri *uri; /* node to try */
-    unsigned worker;              /* for the connection name */
-    amqp_channel_t channel;       /* channel to open */
-    amqp_connection_state_t conn; /* result: open connection, or NULL */
-    char err[BROKER_REASON_LEN];  /* result: why it failed */
-    bool refused;                 /* result: the broker refused a queue as the config
+    const struct broker_config *cfg; /* routes to declare, heartbeat, confirm */
+    const struct broker_uri *uri;    /* node to try */
+    unsigned worker;                 /* for the connection name */
+    amqp_channel_t channel;          /* channel to open */
+    amqp_connection_state_t conn;    /* result: open connection, or NULL */
+    char err[BROKER_REASON_LEN];     /* result: why it failed */
+    bool refused;                    /* result: the broker refused a queue as the config
                                      declares it (406 PRECONDITION_FAILED) */
-    int notify_fd;                /* write end of the broker's pipe */
+    int notify_fd;                   /* write end of the broker's pipe */
 };
 
 /* What the frames that follow a basic.return / basic.deliver belong to. */
@@ -124,13 +124,13 @@ struct reply_state {
 };
 
 struct broker {
-    struct event_base *base;        /* the worker's loop */
-    const struct config *cfg;       /* immutable, owned by main */
-    unsigned worker;                /* worker index */
-    broker_done_fn *done;           /* request completion */
-    broker_state_fn *state_changed; /* connection state change */
-    broker_reply_fn *reply;         /* rpc reply for a waiting request */
-    void *arg;                      /* for the callbacks */
+    struct event_base *base;         /* the worker's loop */
+    const struct broker_config *cfg; /* immutable, owned by main */
+    unsigned worker;                 /* worker index */
+    broker_done_fn *done;            /* request completion */
+    broker_state_fn *state_changed;  /* connection state change */
+    broker_reply_fn *reply;          /* rpc reply for a waiting request */
+    void *arg;                       /* for the callbacks */
 
     enum broker_state state;          /* see broker.h */
     char reason[BROKER_REASON_LEN];   /* why not up */
@@ -291,7 +291,7 @@ static int consume_replies(amqp_connection_state_t conn, amqp_channel_t ch, char
     return 0;
 }
 
-static bool has_quorum_route(const struct config *cfg)
+static bool has_quorum_route(const struct broker_config *cfg)
 {
     for (size_t i = 0; i < cfg->n_routes; i++)
         if (cfg->routes[i].queue[0] != '\0' && cfg->routes[i].queue_type == QUEUE_QUORUM)
@@ -306,10 +306,10 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static bool has_rpc_route(const struct config *cfg)
+static bool has_rpc_route(const struct broker_config *cfg)
 {
     for (size_t i = 0; i < cfg->n_routes; i++)
-        if (cfg->routes[i].mode == ROUTE_RPC)
+        if (cfg->routes[i].rpc)
             return true;
     return false;
 }
@@ -346,10 +346,10 @@ int broker_existing_queue_type(const char *text, size_t len, char *out, size_t o
 /* A 406 on queue.declare: the queue exists with other properties than the
  * route declares. Name the route, both types when the broker's text gives
  * the existing one, and quote the broker. */
-static void describe_refusal(const struct config_route *rt, const amqp_channel_close_t *c,
+static void describe_refusal(const struct broker_route *rt, const amqp_channel_close_t *c,
                              char *err, size_t errlen)
 {
-    const char *want = config_queue_type_name(rt->queue_type);
+    const char *want = broker_queue_type_name(rt->queue_type);
     const char *text = c->reply_text.bytes;
     size_t len = c->reply_text.len;
     char have[32];
@@ -367,11 +367,11 @@ static void describe_refusal(const struct config_route *rt, const amqp_channel_c
 
 /* Declare (and bind) every route's queue. *REFUSED: the broker answered
  * 406 PRECONDITION_FAILED, a mismatch with the config no retry can fix. */
-static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch, const struct config *cfg,
-                          bool *refused, char *err, size_t errlen)
+static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch,
+                          const struct broker_config *cfg, bool *refused, char *err, size_t errlen)
 {
     for (size_t i = 0; i < cfg->n_routes; i++) {
-        const struct config_route *rt = &cfg->routes[i];
+        const struct broker_route *rt = &cfg->routes[i];
         if (rt->queue[0] == '\0')
             continue;
         /* Always sent, classic too: RabbitMQ takes x-queue-type = classic
@@ -380,7 +380,7 @@ static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch, const
         amqp_table_entry_t type = {
             .key = amqp_cstring_bytes("x-queue-type"),
             .value = {.kind = AMQP_FIELD_KIND_UTF8,
-                      .value.bytes = amqp_cstring_bytes(config_queue_type_name(rt->queue_type))},
+                      .value.bytes = amqp_cstring_bytes(broker_queue_type_name(rt->queue_type))},
         };
         amqp_table_t args = {.num_entries = 1, .entries = &type};
         amqp_queue_declare(conn, ch, amqp_cstring_bytes(rt->queue), 0, 1, 0, 0, args);
@@ -445,8 +445,8 @@ static const char *ssl_reason(void)
  * Host names are checked by OpenSSL itself (X509_VERIFY_PARAM, which knows
  * IP addresses and wildcards), not by rabbitmq-c 0.11's own check, which
  * only knows DNS names. Connector thread only. NULL with the reason in err. */
-static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const struct config *cfg,
-                                 const struct config_uri *u, char *err, size_t errlen)
+static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const struct broker_config *cfg,
+                                 const struct broker_uri *u, char *err, size_t errlen)
 {
     ERR_clear_error();
     amqp_socket_t *sock = amqp_ssl_socket_new(conn);
@@ -460,14 +460,14 @@ static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const struct conf
         return NULL;
     }
     amqp_ssl_socket_set_verify_hostname(sock, 0); /* OpenSSL's check below instead */
-    amqp_ssl_socket_set_verify_peer(sock, cfg->amqp_tls_verify);
-    if (cfg->amqp_tls_verify) {
-        int ok = cfg->amqp_tls_ca[0] != '\0'
-                     ? amqp_ssl_socket_set_cacert(sock, cfg->amqp_tls_ca) == AMQP_STATUS_OK
+    amqp_ssl_socket_set_verify_peer(sock, cfg->tls_verify);
+    if (cfg->tls_verify) {
+        int ok = cfg->tls_ca[0] != '\0'
+                     ? amqp_ssl_socket_set_cacert(sock, cfg->tls_ca) == AMQP_STATUS_OK
                      : SSL_CTX_set_default_verify_paths(ctx) == 1;
         if (!ok) {
             snprintf(err, errlen, "tls_ca %s: no CA certificate in it: %s",
-                     cfg->amqp_tls_ca[0] != '\0' ? cfg->amqp_tls_ca : "(system)", ssl_reason());
+                     cfg->tls_ca[0] != '\0' ? cfg->tls_ca : "(system)", ssl_reason());
             return NULL;
         }
         /* Fail the handshake itself on a bad certificate, not after it. */
@@ -483,10 +483,10 @@ static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const struct conf
             return NULL;
         }
     }
-    if (cfg->amqp_tls_cert[0] != '\0' &&
-        amqp_ssl_socket_set_key(sock, cfg->amqp_tls_cert, cfg->amqp_tls_key) != AMQP_STATUS_OK) {
-        snprintf(err, errlen, "tls_cert %s / tls_key %s: cannot use them: %s", cfg->amqp_tls_cert,
-                 cfg->amqp_tls_key, ssl_reason());
+    if (cfg->tls_cert[0] != '\0' &&
+        amqp_ssl_socket_set_key(sock, cfg->tls_cert, cfg->tls_key) != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "tls_cert %s / tls_key %s: cannot use them: %s", cfg->tls_cert,
+                 cfg->tls_key, ssl_reason());
         return NULL;
     }
     return sock;
@@ -494,7 +494,7 @@ static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const struct conf
 
 /* Why amqp_socket_open_noblock failed, into the job's err; for TLS with
  * OpenSSL's reason ("certificate verify failed: ...") when it has one. */
-static void tls_connect_error(struct connect_job *j, const struct config_uri *u, int rc)
+static void tls_connect_error(struct connect_job *j, const struct broker_uri *u, int rc)
 {
     const char *why = u->tls ? ssl_reason() : "";
     if (why[0] != '\0')
@@ -509,7 +509,7 @@ static void tls_connect_error(struct connect_job *j, const struct config_uri *u,
 static void *connect_main(void *p)
 {
     struct connect_job *j = p;
-    const struct config_uri *u = j->uri;
+    const struct broker_uri *u = j->uri;
     struct timeval tv = {BROKER_CONNECT_TIMEOUT_S, 0};
     char name[64];
     snprintf(name, sizeof name, "ingest-bridge w%u", j->worker);
@@ -622,7 +622,7 @@ static void start_connect(struct broker *b)
 {
     if (b->state == BROKER_CLOSED || b->state == BROKER_FAILED || b->thread_running)
         return;
-    const struct config_uri *u = &b->cfg->uris[b->uri_next % b->cfg->n_uris];
+    const struct broker_uri *u = &b->cfg->uris[b->uri_next % b->cfg->n_uris];
     b->uri_next = (b->uri_next + 1) % b->cfg->n_uris;
     memset(&b->job, 0, sizeof b->job);
     b->job.cfg = b->cfg;
@@ -1264,7 +1264,7 @@ static void on_tracker_done(void *arg, void *ctx, enum tracker_result r)
     b->done(b->arg, ctx, r);
 }
 
-struct broker *broker_new(struct event_base *base, const struct config *cfg, unsigned worker,
+struct broker *broker_new(struct event_base *base, const struct broker_config *cfg, unsigned worker,
                           broker_done_fn *done, broker_state_fn *state_changed,
                           broker_reply_fn *reply, void *arg)
 {
@@ -1534,7 +1534,7 @@ static void on_out(evutil_socket_t fd, short what, void *arg)
         snprintf(why, sizeof why,
                  "a %zu-byte body was not taken within %llu ms (%zu bytes written): connection "
                  "dropped",
-                 b->out_len, (unsigned long long)b->cfg->http_timeout_ms, b->out_off);
+                 b->out_len, (unsigned long long)b->cfg->write_timeout_ms, b->out_off);
         lost(b, why);
         return;
     }
@@ -1574,7 +1574,7 @@ static int publish_in_pieces(struct broker *b, const struct bridge_msg *m,
     b->out_body = copy;
     b->out_len = m->body_len;
     b->out_off = 0;
-    b->out_until = mono_ms() + b->cfg->http_timeout_ms;
+    b->out_until = mono_ms() + b->cfg->write_timeout_ms;
     return write_rest(b);
 }
 

@@ -9,10 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tracker.h"
+#include "amqp/tracker.h"
 
 struct event_base;
-struct config;
+struct broker_config;
 struct bridge_msg;
 
 enum broker_state {
@@ -75,7 +75,7 @@ typedef void broker_reply_fn(void *arg, void *ctx, const struct broker_reply *re
 struct broker;
 
 /* WORKER: index, used for the starting URI and log lines. */
-struct broker *broker_new(struct event_base *base, const struct config *cfg, unsigned worker,
+struct broker *broker_new(struct event_base *base, const struct broker_config *cfg, unsigned worker,
                           broker_done_fn *done, broker_state_fn *state_changed,
                           broker_reply_fn *reply, void *arg) __attribute__((warn_unused_result));
 /* Start connecting (asynchronously). */

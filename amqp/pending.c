@@ -37,10 +37,10 @@
  *
  * The home slot comes from the stored 32 bits, which bounds the table at 2^32
  * slots (CAP <= 2^30 here, far above any max_inflight). */
-#include "pending.h"
+#include "amqp/pending.h"
 
-#include "seed.h"
-#include "siphash.h"
+#include "bridge/base/seed.h"
+#include "amqp/siphash.h"
 
 #include <stdbool.h>
 #include <stdint.h>

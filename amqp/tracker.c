@@ -78,13 +78,13 @@
  *     (an epoch counter tells it), and never completes entries added after
  *     the reset with a confirm meant for the old channel.
  * tracker_free is never allowed from inside done. */
-#include "tracker.h"
+#include "amqp/tracker.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "seed.h"
-#include "siphash.h"
+#include "bridge/base/seed.h"
+#include "amqp/siphash.h"
 
 #define TRACKER_LAG_MIN 16 /* first allocation of the laggards array */
 

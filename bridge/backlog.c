@@ -4,7 +4,7 @@
  * order is kept, and a request that leaves from behind a stuck front frees
  * its node at once (a ring would keep its slot as a hole until the front
  * moved, and refuse new requests early during a long stall). */
-#include "backlog.h"
+#include "bridge/backlog.h"
 
 #include <stdlib.h>
 

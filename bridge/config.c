@@ -2,9 +2,8 @@
  * config: inih splits the file into sections and keys, one static table per
  * section gives every key its type, bounds and default, and a last pass
  * checks the rules that span keys. Never prints, never exits. */
-#include "config.h"
+#include "bridge/config.h"
 
-#include <amqp.h>
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -33,7 +32,6 @@
 #define MAX_KEYS 16                           /* most keys in one section */
 #define REASON_LEN 256
 #define ENV_PREFIX "BRIDGE_"
-#define DEFAULT_VHOST_ENCODED "%2f"
 
 enum key_type {
     KEY_STRING,     /* any text, "" allowed */
@@ -51,8 +49,8 @@ enum key_type {
     KEY_QUEUE_TYPE, /* enum queue_type */
     KEY_LEVEL,      /* enum log_level */
     KEY_LOG_FORMAT, /* enum log_format */
-    KEY_LISTEN,     /* host:port -> cfg->listen_host, cfg->listen_port */
-    KEY_URIS,       /* amqp:// list -> cfg->uris, cfg->n_uris */
+    KEY_LISTEN,     /* host:port -> cfg->http.listen_host, cfg->http.listen_port */
+    KEY_URIS,       /* amqp:// list -> cfg->amqp.uris, cfg->amqp.n_uris */
 };
 
 struct key_def {
@@ -117,38 +115,38 @@ _Static_assert(HK_COUNT <= MAX_KEYS && AK_COUNT <= MAX_KEYS && LK_COUNT <= MAX_K
 
 static const struct key_def http_keys[HK_COUNT] = {
     [HK_LISTEN] = {"listen", KEY_LISTEN, 0, 0, 0, "127.0.0.1:8080"},
-    [HK_WORKERS] = {"workers", KEY_INT, CFG(workers), 0, MAX_WORKERS, "0"},
-    [HK_MAX_BODY] = {"max_body", KEY_SIZE, CFG(max_body), 1, GIB, "1MiB"},
-    [HK_TIMEOUT] = {"timeout", KEY_DURATION, CFG(http_timeout_ms), 100, HOUR_MS, "30s"},
-    [HK_PONG_PATH] = {"pong_path", KEY_PATH, CFG(pong_path), 0, 0, "/pong"},
-    [HK_TLS_CERT] = {"tls_cert", KEY_FILE, CFG(tls_cert), 0, 0, ""},
-    [HK_TLS_KEY] = {"tls_key", KEY_FILE, CFG(tls_key), 0, 0, ""},
-    [HK_AUTH_TOKEN_FILE] = {"auth_token_file", KEY_FILE, CFG(auth_token_file), 0, 0, ""},
-    [HK_METRICS_AUTH] = {"metrics_auth", KEY_BOOL, CFG(metrics_auth), 0, 0, "no"},
+    [HK_WORKERS] = {"workers", KEY_INT, CFG(http.workers), 0, MAX_WORKERS, "0"},
+    [HK_MAX_BODY] = {"max_body", KEY_SIZE, CFG(http.max_body), 1, GIB, "1MiB"},
+    [HK_TIMEOUT] = {"timeout", KEY_DURATION, CFG(http.timeout_ms), 100, HOUR_MS, "30s"},
+    [HK_PONG_PATH] = {"pong_path", KEY_PATH, CFG(http.pong_path), 0, 0, "/pong"},
+    [HK_TLS_CERT] = {"tls_cert", KEY_FILE, CFG(http.tls_cert), 0, 0, ""},
+    [HK_TLS_KEY] = {"tls_key", KEY_FILE, CFG(http.tls_key), 0, 0, ""},
+    [HK_AUTH_TOKEN_FILE] = {"auth_token_file", KEY_FILE, CFG(http.auth_token_file), 0, 0, ""},
+    [HK_METRICS_AUTH] = {"metrics_auth", KEY_BOOL, CFG(http.metrics_auth), 0, 0, "no"},
     /* 16384: above the 10,000 idle keep-alive clients the hostile suite
      * holds, below the 65536 descriptors containers and systemd units
      * commonly allow (start-up warns when the limit leaves less). */
-    [HK_MAX_CONNECTIONS] = {"max_connections", KEY_COUNT, CFG(max_connections), 1, 1000000,
+    [HK_MAX_CONNECTIONS] = {"max_connections", KEY_COUNT, CFG(http.max_connections), 1, 1000000,
                             "16384"},
-    [HK_MAX_PENDING_BYTES] = {"max_pending_bytes", KEY_SIZE, CFG(max_pending_bytes), 1, 64 * GIB,
-                              "256MiB"},
+    [HK_MAX_PENDING_BYTES] = {"max_pending_bytes", KEY_SIZE, CFG(http.max_pending_bytes), 1,
+                              64 * GIB, "256MiB"},
 };
 
 static const struct key_def amqp_keys[AK_COUNT] = {
     [AK_URI] = {"uri", KEY_URIS, 0, 0, 0, "amqp://guest:guest@127.0.0.1:5672/%2f"},
-    [AK_HEARTBEAT] = {"heartbeat", KEY_DURATION, CFG(heartbeat_ms), 0, HOUR_MS, "30s"},
-    [AK_CONFIRM] = {"confirm", KEY_BOOL, CFG(confirm), 0, 0, "yes"},
-    [AK_MAX_INFLIGHT] = {"max_inflight", KEY_COUNT, CFG(max_inflight), 1, 1000000, "10000"},
-    [AK_TLS_CA] = {"tls_ca", KEY_FILE, CFG(amqp_tls_ca), 0, 0, ""},
-    [AK_TLS_CERT] = {"tls_cert", KEY_FILE, CFG(amqp_tls_cert), 0, 0, ""},
-    [AK_TLS_KEY] = {"tls_key", KEY_FILE, CFG(amqp_tls_key), 0, 0, ""},
-    [AK_TLS_VERIFY] = {"tls_verify", KEY_BOOL, CFG(amqp_tls_verify), 0, 0, "yes"},
+    [AK_HEARTBEAT] = {"heartbeat", KEY_DURATION, CFG(amqp.heartbeat_ms), 0, HOUR_MS, "30s"},
+    [AK_CONFIRM] = {"confirm", KEY_BOOL, CFG(amqp.confirm), 0, 0, "yes"},
+    [AK_MAX_INFLIGHT] = {"max_inflight", KEY_COUNT, CFG(amqp.max_inflight), 1, 1000000, "10000"},
+    [AK_TLS_CA] = {"tls_ca", KEY_FILE, CFG(amqp.tls_ca), 0, 0, ""},
+    [AK_TLS_CERT] = {"tls_cert", KEY_FILE, CFG(amqp.tls_cert), 0, 0, ""},
+    [AK_TLS_KEY] = {"tls_key", KEY_FILE, CFG(amqp.tls_key), 0, 0, ""},
+    [AK_TLS_VERIFY] = {"tls_verify", KEY_BOOL, CFG(amqp.tls_verify), 0, 0, "yes"},
 };
 
 static const struct key_def log_keys[LK_COUNT] = {
     [LK_LEVEL] = {"level", KEY_LEVEL, CFG(log_level), 0, 0, "info"},
     [LK_FORMAT] = {"format", KEY_LOG_FORMAT, CFG(log_format), 0, 0, "text"},
-    [LK_ACCESS_LOG] = {"access_log", KEY_BOOL, CFG(access_log), 0, 0, "no"},
+    [LK_ACCESS_LOG] = {"access_log", KEY_BOOL, CFG(http.access_log), 0, 0, "no"},
 };
 
 static const struct key_def route_keys[RK_COUNT] = {
@@ -184,7 +182,7 @@ static const struct section_def sections[SEC_COUNT] = {
 static const char *const reserved_paths[] = {"/healthz", "/metrics"};
 
 /* Route names /metrics gives the bridge's own answers in its route label
- * (bridge/metrics.c): a route of that name would be counted with them. */
+ * (bridge/base/metrics.c): a route of that name would be counted with them. */
 static const char *const reserved_route_names[] = {"pong", "healthz", "metrics", "none"};
 
 /* Where a value came from: for "given twice" and for error messages. */
@@ -376,37 +374,6 @@ int config_parse_bool(const char *s, bool *out)
     return -1;
 }
 
-const char *config_log_level_name(enum log_level level)
-{
-    switch (level) {
-    case LOG_DEBUG:
-        return "debug";
-    case LOG_INFO:
-        return "info";
-    case LOG_WARN:
-        return "warn";
-    case LOG_ERROR:
-        return "error";
-    }
-    return "?";
-}
-
-const char *config_log_format_name(enum log_format format)
-{
-    return format == LOG_FORMAT_JSON ? "json" : "text";
-}
-
-const char *config_queue_type_name(enum queue_type t)
-{
-    switch (t) {
-    case QUEUE_CLASSIC:
-        return "classic";
-    case QUEUE_QUORUM:
-        return "quorum";
-    }
-    return "?";
-}
-
 /* Bounds in the unit a user writes them in. */
 static void duration_text(uint64_t ms, char *buf, size_t len)
 {
@@ -501,169 +468,10 @@ static int parse_listen(struct config *cfg, const char *v, char *why, size_t wl)
         snprintf(why, wl, "'%.64s': port must be a number 1..65535", v);
         return -1;
     }
-    if (replace_string(&cfg->listen_host, host, (size_t)(host_end - host), why, wl) != 0)
+    if (replace_string(&cfg->http.listen_host, host, (size_t)(host_end - host), why, wl) != 0)
         return -1;
-    cfg->listen_port = (int)port;
+    cfg->http.listen_port = (int)port;
     return 0;
-}
-
-static void free_uri(struct config_uri *u)
-{
-    free(u->text);
-    free(u->display);
-    free(u->host);
-    free(u->user);
-    free(u->password);
-    free(u->vhost);
-}
-
-static void free_uris(struct config_uri *u, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free_uri(&u[i]);
-    free(u);
-}
-
-/* One amqp:// URI (TEXT, LEN bytes, already trimmed) into *U, which starts
- * zeroed and is freed by the caller on failure too. Reasons never quote the
- * URI: it may hold a password. */
-static int parse_uri(const char *text, size_t len, struct config_uri *u, char *why, size_t wl)
-{
-    static const char plain_scheme[] = "amqp://";
-    static const char tls_scheme[] = "amqps://";
-    size_t scheme_len;
-    if (len >= sizeof tls_scheme - 1 && strncmp(text, tls_scheme, sizeof tls_scheme - 1) == 0) {
-        scheme_len = sizeof tls_scheme - 1;
-        u->tls = true;
-    } else if (len >= sizeof plain_scheme - 1 &&
-               strncmp(text, plain_scheme, sizeof plain_scheme - 1) == 0) {
-        scheme_len = sizeof plain_scheme - 1;
-    } else {
-        snprintf(why, wl, "must start with amqp:// or amqps://");
-        return -1;
-    }
-    u->text = strndup(text, len);
-    if (u->text == NULL) {
-        snprintf(why, wl, "out of memory");
-        return -1;
-    }
-    if (has_space_or_ctl(u->text)) {
-        snprintf(why, wl, "spaces or control characters inside a URI");
-        return -1;
-    }
-    const char *auth = u->text + scheme_len;
-    size_t auth_len = strcspn(auth, "/");
-    const char *at = memchr(auth, '@', auth_len);
-    if (at != NULL && memchr(at + 1, '@', auth_len - (size_t)(at + 1 - auth)) != NULL) {
-        snprintf(why, wl, "more than one '@': write an '@' in a user or password as %%40");
-        return -1;
-    }
-
-    /* amqp_parse_url cuts its argument into pieces (and percent-decodes
-     * them in place): give it a copy. */
-    char *work = strdup(u->text);
-    if (work == NULL) {
-        snprintf(why, wl, "out of memory");
-        return -1;
-    }
-    struct amqp_connection_info ci;
-    amqp_default_connection_info(&ci);
-    const char *bad = NULL;
-    if (amqp_parse_url(work, &ci) != AMQP_STATUS_OK)
-        bad = "not a valid URI (amqp://user:password@host:port/vhost)";
-    else if (ci.host[0] == '\0')
-        bad = "missing host";
-    else if (ci.port < 1 || ci.port > 65535)
-        bad = "port must be 1..65535";
-    else if (ci.vhost[0] == '\0')
-        bad = "empty vhost: write %2f for the default vhost \"/\"";
-    if (bad == NULL) {
-        u->host = strdup(ci.host);
-        u->user = strdup(ci.user);
-        u->password = strdup(ci.password);
-        u->vhost = strdup(ci.vhost);
-        u->port = ci.port;
-    }
-    free(work); /* ci pointed into it */
-    if (bad != NULL) {
-        snprintf(why, wl, "%s", bad);
-        return -1;
-    }
-    if (u->host == NULL || u->user == NULL || u->password == NULL || u->vhost == NULL) {
-        snprintf(why, wl, "out of memory");
-        return -1;
-    }
-
-    /* Display: the user as written (never the password), the host and
-     * port as parsed, the vhost as written (still encoded). */
-    const char *user = u->user;
-    int user_len = (int)strlen(u->user);
-    if (at != NULL) {
-        user = auth;
-        user_len = (int)strcspn(auth, ":@");
-    }
-    const char *slash = auth[auth_len] == '/' ? auth + auth_len : NULL;
-    const char *vhost = slash != NULL ? slash + 1 : DEFAULT_VHOST_ENCODED;
-    bool v6 = strchr(u->host, ':') != NULL;
-    if (asprintf(&u->display, "%s://%.*s@%s%s%s:%d/%s", u->tls ? "amqps" : "amqp", user_len, user,
-                 v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, vhost) < 0) {
-        u->display = NULL;
-        snprintf(why, wl, "out of memory");
-        return -1;
-    }
-    return 0;
-}
-
-/* Comma-separated URIs, whitespace around each ignored, into a new list
- * that replaces cfg's only when all of them parse. */
-static int parse_uri_list(struct config *cfg, const char *v, char *why, size_t wl)
-{
-    struct config_uri *list = NULL;
-    size_t n = 0;
-    bool many = strchr(v, ',') != NULL;
-    const char *p = v;
-    for (;;) {
-        const char *comma = strchr(p, ',');
-        const char *end = comma != NULL ? comma : p + strlen(p);
-        const char *b = p, *e = end;
-        while (b < e && is_blank(*b))
-            b++;
-        while (e > b && is_blank(e[-1]))
-            e--;
-        if (b == e) {
-            if (many)
-                snprintf(why, wl, "entry %zu is empty", n + 1);
-            else
-                snprintf(why, wl, "no URI given");
-            goto fail;
-        }
-        struct config_uri *tmp = realloc(list, (n + 1) * sizeof *list);
-        if (tmp == NULL) {
-            snprintf(why, wl, "out of memory");
-            goto fail;
-        }
-        list = tmp;
-        memset(&list[n], 0, sizeof list[n]);
-        n++;
-        char reason[REASON_LEN / 2];
-        if (parse_uri(b, (size_t)(e - b), &list[n - 1], reason, sizeof reason) != 0) {
-            if (many)
-                snprintf(why, wl, "entry %zu: %s", n, reason);
-            else
-                snprintf(why, wl, "%s", reason);
-            goto fail;
-        }
-        if (comma == NULL)
-            break;
-        p = comma + 1;
-    }
-    free_uris(cfg->uris, cfg->n_uris);
-    cfg->uris = list;
-    cfg->n_uris = n;
-    return 0;
-fail:
-    free_uris(list, n);
-    return -1;
 }
 
 /* ---- one value through the table -------------------------------------- */
@@ -829,7 +637,7 @@ static int set_value(void *base, const struct key_def *k, const char *v, char *w
         return 0;
     case KEY_QUEUE_TYPE:
         for (int t = QUEUE_CLASSIC; t <= QUEUE_QUORUM; t++) {
-            if (strcasecmp(v, config_queue_type_name((enum queue_type)t)) == 0) {
+            if (strcasecmp(v, broker_queue_type_name((enum queue_type)t)) == 0) {
                 *(enum queue_type *)(void *)field = (enum queue_type)t;
                 return 0;
             }
@@ -838,7 +646,7 @@ static int set_value(void *base, const struct key_def *k, const char *v, char *w
         return -1;
     case KEY_LEVEL:
         for (int l = LOG_DEBUG; l <= LOG_ERROR; l++) {
-            if (strcasecmp(v, config_log_level_name((enum log_level)l)) == 0) {
+            if (strcasecmp(v, log_level_name((enum log_level)l)) == 0) {
                 *(enum log_level *)(void *)field = (enum log_level)l;
                 return 0;
             }
@@ -847,7 +655,7 @@ static int set_value(void *base, const struct key_def *k, const char *v, char *w
         return -1;
     case KEY_LOG_FORMAT:
         for (int f = LOG_FORMAT_TEXT; f <= LOG_FORMAT_JSON; f++) {
-            if (strcasecmp(v, config_log_format_name((enum log_format)f)) == 0) {
+            if (strcasecmp(v, log_format_name((enum log_format)f)) == 0) {
                 *(enum log_format *)(void *)field = (enum log_format)f;
                 return 0;
             }
@@ -856,8 +664,17 @@ static int set_value(void *base, const struct key_def *k, const char *v, char *w
         return -1;
     case KEY_LISTEN:
         return parse_listen(base, v, why, wl);
-    case KEY_URIS:
-        return parse_uri_list(base, v, why, wl);
+    case KEY_URIS: {
+        struct config *cfg = base;
+        struct broker_uri *list;
+        size_t count;
+        if (broker_uris_parse(v, &list, &count, why, wl) != 0)
+            return -1;
+        broker_uris_free(cfg->amqp.uris, cfg->amqp.n_uris);
+        cfg->amqp.uris = list;
+        cfg->amqp.n_uris = count;
+        return 0;
+    }
     }
     snprintf(why, wl, "internal error: unknown key type");
     return -1;
@@ -1274,17 +1091,17 @@ static int check_pair(struct loader *ld, enum section_kind kind, size_t cert_key
 static int validate_tls(struct loader *ld)
 {
     const struct config *c = ld->cfg;
-    if (check_pair(ld, SEC_HTTP, HK_TLS_CERT, HK_TLS_KEY, c->tls_cert, c->tls_key) != 0 ||
-        check_pair(ld, SEC_AMQP, AK_TLS_CERT, AK_TLS_KEY, c->amqp_tls_cert, c->amqp_tls_key) != 0)
+    if (check_pair(ld, SEC_HTTP, HK_TLS_CERT, HK_TLS_KEY, c->http.tls_cert, c->http.tls_key) != 0 ||
+        check_pair(ld, SEC_AMQP, AK_TLS_CERT, AK_TLS_KEY, c->amqp.tls_cert, c->amqp.tls_key) != 0)
         return -1;
-    if (c->metrics_auth && c->auth_token_file[0] == '\0')
+    if (c->http.metrics_auth && c->http.auth_token_file[0] == '\0')
         return fail(ld, &ld->glob[SEC_HTTP][HK_METRICS_AUTH], "metrics_auth",
                     "needs [http] auth_token_file (the tokens /metrics asks for)");
     bool amqps = false;
-    for (size_t i = 0; i < c->n_uris; i++)
-        amqps = amqps || c->uris[i].tls;
+    for (size_t i = 0; i < c->amqp.n_uris; i++)
+        amqps = amqps || c->amqp.uris[i].tls;
     static const size_t tls_keys[] = {AK_TLS_CA, AK_TLS_CERT};
-    const char *const tls_vals[] = {c->amqp_tls_ca, c->amqp_tls_cert};
+    const char *const tls_vals[] = {c->amqp.tls_ca, c->amqp.tls_cert};
     for (size_t i = 0; !amqps && i < 2; i++)
         if (tls_vals[i][0] != '\0')
             return fail(ld, &ld->glob[SEC_AMQP][tls_keys[i]], amqp_keys[tls_keys[i]].name,
@@ -1296,21 +1113,22 @@ static int validate(struct loader *ld)
 {
     const struct config *c = ld->cfg;
     const struct origin *pong = &ld->glob[SEC_HTTP][HK_PONG_PATH];
-    if (reserved_path(c->pong_path) != NULL)
-        return fail(ld, pong, "pong_path", "%s is answered by the bridge itself", c->pong_path);
+    if (reserved_path(c->http.pong_path) != NULL)
+        return fail(ld, pong, "pong_path", "%s is answered by the bridge itself",
+                    c->http.pong_path);
     if (validate_tls(ld) != 0)
         return -1;
     /* AMQP negotiates heartbeats in whole seconds, and the bridge sends its
      * own at half the interval: 1 ms would wake a worker every half
      * millisecond for nothing. */
-    if (c->heartbeat_ms > 0 && c->heartbeat_ms < 1000)
+    if (c->amqp.heartbeat_ms > 0 && c->amqp.heartbeat_ms < 1000)
         return fail(ld, &ld->glob[SEC_AMQP][AK_HEARTBEAT], "heartbeat",
                     "%llums is below 1s, the shortest AMQP heartbeat (0 turns it off)",
-                    (unsigned long long)c->heartbeat_ms);
-    if (c->max_pending_bytes < c->max_body)
+                    (unsigned long long)c->amqp.heartbeat_ms);
+    if (c->http.max_pending_bytes < c->http.max_body)
         return fail(ld, &ld->glob[SEC_HTTP][HK_MAX_PENDING_BYTES], "max_pending_bytes",
                     "%zu is less than max_body (%zu): a body of max_body could never wait",
-                    c->max_pending_bytes, c->max_body);
+                    c->http.max_pending_bytes, c->http.max_body);
 
     for (size_t j = 0; j < c->n_routes; j++) {
         const struct config_route *r = &c->routes[j];
@@ -1327,7 +1145,7 @@ static int validate(struct loader *ld)
             return missing(ld, j, "path");
         if (r->routing_key == NULL)
             return missing(ld, j, "routing_key");
-        if (strcmp(r->path, c->pong_path) == 0)
+        if (strcmp(r->path, c->http.pong_path) == 0)
             return fail(ld, &ko[RK_PATH], "path", "%s is the pong_path", r->path);
         if (reserved_path(r->path) != NULL)
             return fail(ld, &ko[RK_PATH], "path", "%s is answered by the bridge itself", r->path);
@@ -1344,10 +1162,10 @@ static int validate(struct loader *ld)
         if (r->exchange[0] == '\0' && r->routing_key[0] == '\0')
             return fail(ld, &ko[RK_ROUTING_KEY], "routing_key",
                         "empty: with the default exchange the message would reach no queue");
-        if (r->max_inflight > c->max_inflight)
+        if (r->max_inflight > c->amqp.max_inflight)
             return fail(ld, &ko[RK_MAX_INFLIGHT], "max_inflight",
                         "%zu is more than [amqp] max_inflight (%zu), the worker's whole budget",
-                        r->max_inflight, c->max_inflight);
+                        r->max_inflight, c->amqp.max_inflight);
     }
     return 0;
 }
@@ -1361,7 +1179,27 @@ static void resolve_route_inflight(struct config *c)
     for (size_t j = 0; j < c->n_routes; j++)
         if (c->routes[j].max_inflight == 0)
             c->routes[j].max_inflight =
-                c->n_routes == 1 ? c->max_inflight : (c->max_inflight + 1) / 2;
+                c->n_routes == 1 ? c->amqp.max_inflight : (c->amqp.max_inflight + 1) / 2;
+}
+
+/* Each room's part of the config: the HTTP and the AMQP room see their own
+ * struct only, the routes included (same index, the strings of c->routes). */
+static int make_room_views(struct config *c)
+{
+    c->http.file = c->file;
+    c->amqp.write_timeout_ms = c->http.timeout_ms;
+    c->http.routes = calloc(c->n_routes + 1, sizeof *c->http.routes);
+    c->amqp.routes = calloc(c->n_routes + 1, sizeof *c->amqp.routes);
+    if (c->http.routes == NULL || c->amqp.routes == NULL)
+        return -1;
+    c->http.n_routes = c->amqp.n_routes = c->n_routes;
+    for (size_t i = 0; i < c->n_routes; i++) {
+        const struct config_route *r = &c->routes[i];
+        c->http.routes[i] = (struct http_route){r->name, r->path, r->auth_token_file};
+        c->amqp.routes[i] = (struct broker_route){r->name,  r->exchange,   r->routing_key,
+                                                  r->queue, r->queue_type, r->mode == ROUTE_RPC};
+    }
+    return 0;
 }
 
 /* ---- entry points ----------------------------------------------------- */
@@ -1371,15 +1209,15 @@ void config_free(struct config *cfg)
     if (cfg == NULL)
         return;
     free(cfg->file);
-    free(cfg->listen_host);
-    free(cfg->pong_path);
-    free(cfg->tls_cert);
-    free(cfg->tls_key);
-    free(cfg->auth_token_file);
-    free(cfg->amqp_tls_ca);
-    free(cfg->amqp_tls_cert);
-    free(cfg->amqp_tls_key);
-    free_uris(cfg->uris, cfg->n_uris);
+    free(cfg->http.listen_host);
+    free(cfg->http.pong_path);
+    free(cfg->http.tls_cert);
+    free(cfg->http.tls_key);
+    free(cfg->http.auth_token_file);
+    free(cfg->amqp.tls_ca);
+    free(cfg->amqp.tls_cert);
+    free(cfg->amqp.tls_key);
+    broker_uris_free(cfg->amqp.uris, cfg->amqp.n_uris);
     for (size_t i = 0; i < cfg->n_routes; i++) {
         struct config_route *r = &cfg->routes[i];
         free(r->name);
@@ -1392,6 +1230,8 @@ void config_free(struct config *cfg)
         free(r->auth_token_file);
     }
     free(cfg->routes);
+    free(cfg->http.routes);
+    free(cfg->amqp.routes);
     free(cfg);
 }
 
@@ -1416,9 +1256,14 @@ struct config *config_load(const char *file, char *const *envp, char *err, size_
 
     if (!ld.failed && parse_file(&ld) == 0 && apply_env(&ld, envp) == 0 && validate(&ld) == 0) {
         resolve_route_inflight(ld.cfg);
-        if (ld.cfg->workers == 0) {
+        if (ld.cfg->http.workers == 0) {
             long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-            ld.cfg->workers = cpus < 1 ? 1 : cpus > MAX_WORKERS ? MAX_WORKERS : (int)cpus;
+            ld.cfg->http.workers = cpus < 1 ? 1 : cpus > MAX_WORKERS ? MAX_WORKERS : (int)cpus;
+        }
+        if (make_room_views(ld.cfg) != 0 && !ld.failed) {
+            ld.failed = true;
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "%s: out of memory", ld.cfg->file);
         }
     }
     free(ld.meta);

@@ -10,11 +10,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "log.h"
-#include "server.h"
-#include "worker.h"
-#include "xmlcheck.h"
+#include "bridge/config.h"
+#include "bridge/base/log.h"
+#include "http/server.h"
+#include "bridge/worker.h"
+#include "bridge/xmlcheck.h"
 
 #define BRIDGE_VERSION "0.1.0"
 
@@ -53,12 +53,12 @@ static void raise_nofile(const struct config *cfg)
             (void)getrlimit(RLIMIT_NOFILE, &rl);
         }
     }
-    rlim_t other = (rlim_t)cfg->workers * FDS_PER_WORKER + FDS_OTHER;
+    rlim_t other = (rlim_t)cfg->http.workers * FDS_PER_WORKER + FDS_OTHER;
     if (rl.rlim_cur != RLIM_INFINITY &&
-        (rl.rlim_cur <= other || rl.rlim_cur - other < (rlim_t)cfg->max_connections))
+        (rl.rlim_cur <= other || rl.rlim_cur - other < (rlim_t)cfg->http.max_connections))
         log_warn("[http] max_connections = %zu, but the descriptor limit (%llu) leaves about "
                  "%llu for clients: beyond that, accepting pauses instead of answering 503",
-                 cfg->max_connections, (unsigned long long)rl.rlim_cur,
+                 cfg->http.max_connections, (unsigned long long)rl.rlim_cur,
                  (unsigned long long)(rl.rlim_cur > other ? rl.rlim_cur - other : 0));
 }
 
@@ -142,7 +142,7 @@ int main(int argc, char **argv)
     }
     if (test_only) {
         /* The certificate and token files too: what the workers would load. */
-        struct http_shared *sh = http_shared_new(cfg, err, sizeof err);
+        struct http_shared *sh = http_shared_new(&cfg->http, err, sizeof err);
         if (sh == NULL) {
             fprintf(stderr, "%s\n", err);
             free_schemas(schemas, cfg->n_routes);
@@ -181,9 +181,10 @@ int main(int argc, char **argv)
         goto out;
     }
     log_info("ingest-bridge %s listening on %s://%s:%d with %d workers, %zu routes, broker %s%s",
-             BRIDGE_VERSION, cfg->tls_cert[0] != '\0' ? "https" : "http", cfg->listen_host,
-             cfg->listen_port, cfg->workers, cfg->n_routes, cfg->uris[0].display,
-             cfg->n_uris > 1 ? " (+ more nodes: worker i starts on node i mod n)" : "");
+             BRIDGE_VERSION, cfg->http.tls_cert[0] != '\0' ? "https" : "http",
+             cfg->http.listen_host, cfg->http.listen_port, cfg->http.workers, cfg->n_routes,
+             cfg->amqp.uris[0].display,
+             cfg->amqp.n_uris > 1 ? " (+ more nodes: worker i starts on node i mod n)" : "");
     /* A route's share of the in-flight budget is often a default worked
      * out from the number of routes: say what it came to. */
     for (size_t i = 0; i < cfg->n_routes; i++) {
@@ -191,7 +192,7 @@ int main(int argc, char **argv)
         log_info("route %s: %s %s, at most %zu of each worker's %zu requests in flight, "
                  "timeout %llu ms",
                  r->name, r->mode == ROUTE_RPC ? "rpc" : "publish", r->path, r->max_inflight,
-                 cfg->max_inflight, (unsigned long long)r->timeout_ms);
+                 cfg->amqp.max_inflight, (unsigned long long)r->timeout_ms);
     }
 
     int sig = 0;

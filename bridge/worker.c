@@ -1,7 +1,7 @@
 /* worker.c - the worker threads and the glue between their rooms: a request
  * from http/ is checked (xmlcheck), mapped (hdrmap) and published through
  * amqp/; the broker's confirm comes back here and becomes the HTTP answer. */
-#include "worker.h"
+#include "bridge/worker.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -16,15 +16,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backlog.h"
-#include "broker.h"
-#include "config.h"
-#include "hdrmap.h"
-#include "log.h"
-#include "message.h"
-#include "metrics.h"
-#include "server.h"
-#include "xmlcheck.h"
+#include "bridge/backlog.h"
+#include "amqp/broker.h"
+#include "bridge/config.h"
+#include "bridge/base/hdrmap.h"
+#include "bridge/base/log.h"
+#include "bridge/base/message.h"
+#include "bridge/base/metrics.h"
+#include "http/server.h"
+#include "bridge/xmlcheck.h"
 
 #define WORKER_REASON_LEN 512
 #define WORKER_DRAIN_TICK_MS 20  /* how often a stopping worker looks at what is left */
@@ -74,7 +74,7 @@ struct worker_pool {
     const struct config *cfg;   /* immutable */
     struct metrics *metrics;    /* every worker's counters */
     struct http_shared *shared; /* TLS context and tokens, read by every worker */
-    struct worker *w;           /* cfg->workers entries */
+    struct worker *w;           /* cfg->http.workers entries */
     size_t n;                   /* created so far */
 
     pthread_mutex_t fail_lock;       /* guards failed, failure */
@@ -120,16 +120,28 @@ static void reply_text(struct http_req *r, int status, const char *fmt, ...)
     http_req_reply(r, status, "text/plain", buf, (size_t)n);
 }
 
-static bool is_rpc(const struct http_req *r)
+/* Index in the config's routes of the route the HTTP room calls HROUTE. */
+static size_t route_index(const struct worker *w, const struct http_route *hroute)
 {
-    return http_req_route(r)->mode == ROUTE_RPC;
+    return (size_t)(hroute - w->cfg->http.routes);
+}
+
+/* The route R came on, as the config describes it. */
+static const struct config_route *req_route(const struct worker *w, const struct http_req *r)
+{
+    return &w->cfg->routes[route_index(w, http_req_route(r))];
+}
+
+static bool is_rpc(const struct worker *w, const struct http_req *r)
+{
+    return req_route(w, r)->mode == ROUTE_RPC;
 }
 
 static void on_done(void *arg, void *ctx, enum tracker_result res)
 {
     struct worker *w = arg;
     struct http_req *r = ctx;
-    if (is_rpc(r)) {
+    if (is_rpc(w, r)) {
         if (res == TRACKER_ACK) {
             metrics_confirm(w->m, METRICS_ACK);
             return; /* the broker has it: now the reply (or the timeout) answers */
@@ -231,14 +243,16 @@ static int add_header(void *arg, const char *name, const char *value)
  * costs O(1) each; and per route, so that one whose queue stopped
  * confirming does not take the budget of the others (its requests wait out
  * their timeout). */
-static const char *load_shed(struct worker *w, const struct config_route *route, size_t uncounted,
-                             char *buf, size_t n)
+static const char *load_shed(struct worker *w, size_t route_idx, size_t uncounted, char *buf,
+                             size_t n)
 {
-    if (http_server_pending(w->http) + uncounted > w->cfg->max_inflight) {
+    const struct config_route *route = &w->cfg->routes[route_idx];
+    if (http_server_pending(w->http) + uncounted > w->cfg->amqp.max_inflight) {
         snprintf(buf, n, "too many requests waiting for the broker; retry later");
         return buf;
     }
-    if (http_server_route_pending(w->http, route) + uncounted > route->max_inflight) {
+    if (http_server_route_pending(w->http, &w->cfg->http.routes[route_idx]) + uncounted >
+        route->max_inflight) {
         snprintf(buf, n, "too many requests of route %s waiting for the broker; retry later",
                  route->name);
         return buf;
@@ -258,19 +272,20 @@ static const char *broker_down(struct worker *w, char *buf, size_t n)
     return buf;
 }
 
-static const char *on_admit(void *arg, const struct config_route *route, char *buf, size_t n)
+static const char *on_admit(void *arg, const struct http_route *hroute, char *buf, size_t n)
 {
     struct worker *w = arg;
-    const char *why = load_shed(w, route, 1, buf, n);
+    const char *why = load_shed(w, route_index(w, hroute), 1, buf, n);
     return why != NULL ? why : broker_down(w, buf, n);
 }
 
-static void on_route(void *arg, struct http_req *r, const struct config_route *route)
+static void on_route(void *arg, struct http_req *r, const struct http_route *hroute)
 {
     struct worker *w = arg;
-    size_t route_idx = (size_t)(route - w->cfg->routes);
+    size_t route_idx = route_index(w, hroute);
+    const struct config_route *route = &w->cfg->routes[route_idx];
     char why[200];
-    if (load_shed(w, route, 0, why, sizeof why) != NULL) {
+    if (load_shed(w, route_idx, 0, why, sizeof why) != NULL) {
         reply_text(r, 503, "%s", why);
         return;
     }
@@ -305,8 +320,8 @@ static void on_route(void *arg, struct http_req *r, const struct config_route *r
  * against the same bound: its timer runs on from backlog_push. */
 static bool publish(struct worker *w, struct http_req *r, bool queued)
 {
-    const struct config_route *route = http_req_route(r);
-    size_t route_idx = (size_t)(route - w->cfg->routes);
+    size_t route_idx = route_index(w, http_req_route(r));
+    const struct config_route *route = &w->cfg->routes[route_idx];
     size_t len = 0;
     const char *body = http_req_body(r, &len);
     const char *ctype = http_req_content_type(r);
@@ -414,7 +429,7 @@ static void backlog_push(struct worker *w, struct http_req *r)
     }
     http_req_set_token(r, BACKLOG_TOKEN | ticket);
     /* Bounded like a wait for a confirm: [http] timeout, or the rpc route's. */
-    http_req_set_timer(r, w->rt[http_req_route(r) - w->cfg->routes].tv);
+    http_req_set_timer(r, w->rt[route_index(w, http_req_route(r))].tv);
     if (!event_pending(w->backlog_poll, EV_TIMEOUT, NULL)) {
         struct timeval tv = {0, WORKER_BACKLOG_POLL_MS * 1000};
         event_add(w->backlog_poll, &tv);
@@ -475,7 +490,7 @@ static void on_gone(void *arg, struct http_req *r)
         backlog_remove(w, r);
         return;
     }
-    if (is_rpc(r))
+    if (is_rpc(w, r))
         broker_rpc_forget(w->broker, http_req_token(r)); /* its handle, not a tag */
     else
         broker_detach(w->broker, http_req_token(r));
@@ -488,7 +503,7 @@ static void on_gone(void *arg, struct http_req *r)
 static void on_expired(void *arg, struct http_req *r)
 {
     struct worker *w = arg;
-    const struct config_route *route = http_req_route(r);
+    const struct config_route *route = req_route(w, r);
     if (in_backlog(r)) {
         backlog_remove(w, r);
         log_warn("%s: %s: no room toward the broker in time: answering 503", http_req_id(r),
@@ -507,7 +522,7 @@ static void on_expired(void *arg, struct http_req *r)
     }
     broker_detach(w->broker, http_req_token(r));
     log_warn("%s: no confirm from the broker within %llu ms: answering 503", http_req_id(r),
-             (unsigned long long)w->cfg->http_timeout_ms);
+             (unsigned long long)w->cfg->http.timeout_ms);
     reply_text(r, 503, "the broker did not confirm the message in time; retry later");
 }
 
@@ -607,7 +622,7 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg)
         return;
     w->stopping = true;
     http_server_drain(w->http);
-    uint64_t bound = w->cfg->http_timeout_ms;
+    uint64_t bound = w->cfg->http.timeout_ms;
     for (size_t i = 0; i < w->cfg->n_routes; i++)
         if (w->cfg->routes[i].mode == ROUTE_RPC && w->cfg->routes[i].timeout_ms > bound)
             bound = w->cfg->routes[i].timeout_ms;
@@ -679,7 +694,7 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
         .counters = w->m,
     };
     char herr[256];
-    w->http = http_server_new(w->base, w->cfg, p->shared, id, &h, herr, sizeof herr);
+    w->http = http_server_new(w->base, &w->cfg->http, p->shared, id, &h, herr, sizeof herr);
     if (w->http == NULL) {
         snprintf(err, errlen, "worker %u: %s", id, herr);
         return -1;
@@ -691,7 +706,7 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
     }
     for (size_t i = 0; i < w->cfg->n_routes; i++) {
         const struct config_route *route = &w->cfg->routes[i];
-        uint64_t ms = route->mode == ROUTE_RPC ? route->timeout_ms : w->cfg->http_timeout_ms;
+        uint64_t ms = route->mode == ROUTE_RPC ? route->timeout_ms : w->cfg->http.timeout_ms;
         struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
         /* Equal durations share one timeout queue: O(1) per request. */
         w->rt[i].tv = event_base_init_common_timeout(w->base, &tv);
@@ -705,7 +720,7 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
     /* The checker installs its libxml2 error hooks per call: it may be made
      * here, so that a failure stops start-up instead of a worker. */
     /* One place more than on_route lets wait on the broker: never full. */
-    w->backlog = backlog_new((size_t)w->cfg->max_inflight + 1, backlog_try, backlog_answer, w);
+    w->backlog = backlog_new((size_t)w->cfg->amqp.max_inflight + 1, backlog_try, backlog_answer, w);
     w->backlog_poll = event_new(w->base, -1, EV_PERSIST, on_backlog_poll, w);
     if (w->backlog == NULL || w->backlog_poll == NULL) {
         snprintf(err, errlen, "worker %u: out of memory", id);
@@ -716,7 +731,7 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
         snprintf(err, errlen, "worker %u: out of memory", id);
         return -1;
     }
-    w->broker = broker_new(w->base, w->cfg, id, on_done, on_broker_state, on_reply, w);
+    w->broker = broker_new(w->base, &w->cfg->amqp, id, on_done, on_broker_state, on_reply, w);
     if (w->broker == NULL || pipe2(w->cmd_fd, O_CLOEXEC) != 0) {
         snprintf(err, errlen, "worker %u: out of memory or descriptors", id);
         return -1;
@@ -766,9 +781,13 @@ struct worker_pool *worker_pool_new(const struct config *cfg,
         return NULL;
     }
     p->cfg = cfg;
-    p->metrics = metrics_new(cfg);
+    struct metrics_route *mr = calloc(cfg->n_routes + 1, sizeof *mr);
+    for (size_t i = 0; mr != NULL && i < cfg->n_routes; i++)
+        mr[i] = (struct metrics_route){cfg->routes[i].name, cfg->routes[i].mode == ROUTE_RPC};
+    p->metrics = mr != NULL ? metrics_new((unsigned)cfg->http.workers, mr, cfg->n_routes) : NULL;
+    free(mr);
     pthread_mutex_init(&p->fail_lock, NULL);
-    p->w = calloc((size_t)cfg->workers, sizeof *p->w);
+    p->w = calloc((size_t)cfg->http.workers, sizeof *p->w);
     if (p->w == NULL || p->metrics == NULL) {
         snprintf(err, errlen, "out of memory");
         free(p->w);
@@ -778,12 +797,12 @@ struct worker_pool *worker_pool_new(const struct config *cfg,
         return NULL;
     }
     /* Certificates and token files, once for every worker. */
-    p->shared = http_shared_new(cfg, err, errlen);
+    p->shared = http_shared_new(&cfg->http, err, errlen);
     if (p->shared == NULL) {
         worker_pool_free(p);
         return NULL;
     }
-    for (int i = 0; i < cfg->workers; i++) {
+    for (int i = 0; i < cfg->http.workers; i++) {
         p->n++;
         if (worker_init(&p->w[i], p, (unsigned)i, schemas, err, errlen) != 0) {
             worker_pool_free(p);

@@ -2,7 +2,7 @@
  * worker thread, no tree: a DOCTYPE stops it at once (so no DTD, entity or network
  * load ever happens), then the root name and, streaming through the same parse, an
  * XSD shared read-only by every worker. */
-#include "xmlcheck.h"
+#include "bridge/xmlcheck.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -19,7 +19,7 @@
 #include <libxml/xmlIO.h>
 #include <libxml/xmlschemas.h>
 
-#include "seed.h"
+#include "bridge/base/seed.h"
 
 /* Never NOENT (substitutes entities: read files, fetched URLs), DTDLOAD, HUGE
  * (turns off the entity-loop and depth guards) or XINCLUDE. */

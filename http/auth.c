@@ -2,7 +2,7 @@
  * text: a request's token is hashed once and its digest compared with every
  * stored one by a loop without early exit, so neither where a guess goes
  * wrong nor which token it resembles shows in the time taken. */
-#include "auth.h"
+#include "http/auth.h"
 
 #include <errno.h>
 #include <openssl/evp.h>

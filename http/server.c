@@ -38,7 +38,7 @@
  * the workers (http_shared_*_take): a connection beyond the first gets a
  * canned 503 and is closed; a body beyond the second, a 503 before the
  * bridge sees it. */
-#include "server.h"
+#include "http/server.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -65,12 +65,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "auth.h"
-#include "config.h"
-#include "log.h"
-#include "metrics.h"
-#include "reqid.h"
-#include "tls.h"
+#include "http/auth.h"
+#include "http/http_config.h"
+#include "bridge/base/log.h"
+#include "bridge/base/metrics.h"
+#include "http/reqid.h"
+#include "http/tls.h"
 
 #define HTTP_MAX_HEADERS_SIZE (64 * 1024) /* request line + headers */
 #define HTTP_RETRY_AFTER "1"              /* seconds, on every 503 */
@@ -90,12 +90,12 @@ enum verdict_kind {
 
 struct verdict {
     enum verdict_kind kind;
-    size_t slot;                      /* metrics slot */
-    const struct config_route *route; /* VERDICT_ROUTE */
-    int status;                       /* VERDICT_REFUSE: the answer */
-    const char *text;                 /* VERDICT_REFUSE: its body, static */
-    const char *hname, *hvalue;       /* VERDICT_REFUSE: one more header, or NULL */
-    bool close;                       /* Connection: close */
+    size_t slot;                    /* metrics slot */
+    const struct http_route *route; /* VERDICT_ROUTE */
+    int status;                     /* VERDICT_REFUSE: the answer */
+    const char *text;               /* VERDICT_REFUSE: its body, static */
+    const char *hname, *hvalue;     /* VERDICT_REFUSE: one more header, or NULL */
+    bool close;                     /* Connection: close */
 };
 
 /* One accepted connection. */
@@ -118,28 +118,28 @@ struct http_conn {
 };
 
 struct http_req {
-    struct http_server *s;            /* owner */
-    struct evhttp_request *req;       /* evhttp's request; freed by the reply */
-    struct http_conn *c;              /* its connection (NULL if it has no context) */
-    struct event *timer;              /* http_req_set_timer; kept across reuse */
-    const struct config_route *route; /* the route it came on */
-    uint64_t token;                   /* the bridge's slot */
-    int64_t arrival;                  /* unix seconds */
-    const char *path;                 /* owned by req */
-    const char *query;                /* owned by req; NULL if none */
-    const char *ctype;                /* owned by req; NULL if none */
-    const char *target;               /* request target as sent; owned by req */
-    size_t slot;                      /* metrics slot of its route */
-    size_t held;                      /* body bytes taken of [http] max_pending_bytes */
-    uint64_t t0;                      /* mono_us() when it was read whole */
-    size_t id_len;                    /* strlen(id) */
-    char id[REQID_MAX + 1];           /* X-Request-Id, taken or generated */
-    struct http_req *next_free;       /* free list */
+    struct http_server *s;          /* owner */
+    struct evhttp_request *req;     /* evhttp's request; freed by the reply */
+    struct http_conn *c;            /* its connection (NULL if it has no context) */
+    struct event *timer;            /* http_req_set_timer; kept across reuse */
+    const struct http_route *route; /* the route it came on */
+    uint64_t token;                 /* the bridge's slot */
+    int64_t arrival;                /* unix seconds */
+    const char *path;               /* owned by req */
+    const char *query;              /* owned by req; NULL if none */
+    const char *ctype;              /* owned by req; NULL if none */
+    const char *target;             /* request target as sent; owned by req */
+    size_t slot;                    /* metrics slot of its route */
+    size_t held;                    /* body bytes taken of [http] max_pending_bytes */
+    uint64_t t0;                    /* mono_us() when it was read whole */
+    size_t id_len;                  /* strlen(id) */
+    char id[REQID_MAX + 1];         /* X-Request-Id, taken or generated */
+    struct http_req *next_free;     /* free list */
 };
 
 struct http_server {
     struct event_base *base;                /* the worker's loop */
-    const struct config *cfg;               /* immutable */
+    const struct http_config *cfg;          /* immutable */
     const struct http_shared *sh;           /* TLS context and tokens, shared read-only */
     const struct tls_server *tls;           /* NULL = plain HTTP */
     const struct auth_tokens *metrics_auth; /* tokens /metrics asks for, NULL = open */
@@ -149,7 +149,7 @@ struct http_server {
     struct evconnlistener *lev;             /* our listener (evhttp accepts on it) */
     struct evhttp_bound_socket *bound;      /* lev as evhttp knows it; NULL once draining */
     struct event *accept_ev;                /* re-enables accepting after EMFILE & co */
-    const struct timeval *deadline;         /* common timeout of cfg->http_timeout_ms */
+    const struct timeval *deadline;         /* common timeout of cfg->timeout_ms */
     struct reqid_gen ids;                   /* this worker's request ids */
     bool draining;                          /* stop accepting, close after each answer */
     bool hooks;                             /* requests decided from their headers (on_headers) */
@@ -422,7 +422,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     ev_uint16_t port = 0;
     evhttp_connection_get_peer(c->evcon, &addr, &port);
     log_debug("http: closing connection from %s:%u: no complete request within %llu ms",
-              addr ? addr : "?", port, (unsigned long long)c->s->cfg->http_timeout_ms);
+              addr ? addr : "?", port, (unsigned long long)c->s->cfg->timeout_ms);
     evhttp_connection_free(c->evcon); /* on_close recycles c */
 }
 
@@ -641,7 +641,7 @@ static void log_access(struct http_server *s, struct evhttp_request *req, const 
     if (evcon != NULL)
         evhttp_connection_get_peer(evcon, &addr, &port);
     const struct log_field f[] = {
-        {"route", LOG_FIELD_STR, metrics_slot_name(s->cfg, a->slot), 0},
+        {"route", LOG_FIELD_STR, metrics_slot_name(s->h.counters, a->slot), 0},
         {"method", LOG_FIELD_STR, method_name(evhttp_request_get_command(req)), 0},
         {"path", LOG_FIELD_STR, a->target, 0},
         {"status", LOG_FIELD_INT, NULL, status},
@@ -822,7 +822,7 @@ static bool xml_type(const char *ct)
            strncasecmp(ct + n - 4, "+xml", 4) == 0;
 }
 
-static const struct config_route *find_route(const struct config *cfg, const char *path)
+static const struct http_route *find_route(const struct http_config *cfg, const char *path)
 {
     for (size_t i = 0; i < cfg->n_routes; i++)
         if (strcmp(cfg->routes[i].path, path) == 0)
@@ -948,7 +948,7 @@ static void decide(const struct http_server *s, struct evhttp_request *req,
         }
         return;
     }
-    const struct config_route *route = find_route(s->cfg, path);
+    const struct http_route *route = find_route(s->cfg, path);
     if (route == NULL) {
         refuse(v, 404, "no route for this path\n");
         return;
@@ -1070,7 +1070,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         send_text(s, req, &a, 503, s->held_text, 0);
         return;
     }
-    const struct config_route *route = v.route;
+    const struct http_route *route = v.route;
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
     if (path == NULL || path[0] == '\0')
@@ -1357,7 +1357,7 @@ static void on_hook(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the interface ------------------------------------------------------ */
 
-struct http_server *http_server_new(struct event_base *base, const struct config *cfg,
+struct http_server *http_server_new(struct event_base *base, const struct http_config *cfg,
                                     const struct http_shared *sh, unsigned worker,
                                     const struct http_handlers *h, char *err, size_t errlen)
 {
@@ -1428,8 +1428,8 @@ struct http_server *http_server_new(struct event_base *base, const struct config
         free(s);
         return NULL;
     }
-    struct timeval tv = {(time_t)(cfg->http_timeout_ms / 1000),
-                         (suseconds_t)(cfg->http_timeout_ms % 1000) * 1000};
+    struct timeval tv = {(time_t)(cfg->timeout_ms / 1000),
+                         (suseconds_t)(cfg->timeout_ms % 1000) * 1000};
     s->deadline = event_base_init_common_timeout(base, &tv);
     s->accept_ev = event_new(base, -1, 0, on_accept_again, s);
     s->route_pending = calloc(cfg->n_routes + 1, sizeof *s->route_pending);
@@ -1479,7 +1479,7 @@ size_t http_server_pending(const struct http_server *s)
     return s->pending;
 }
 
-size_t http_server_route_pending(const struct http_server *s, const struct config_route *route)
+size_t http_server_route_pending(const struct http_server *s, const struct http_route *route)
 {
     return s->route_pending[route - s->cfg->routes];
 }
@@ -1525,7 +1525,7 @@ size_t http_req_id_len(const struct http_req *r)
     return r->id_len;
 }
 
-const struct config_route *http_req_route(const struct http_req *r)
+const struct http_route *http_req_route(const struct http_req *r)
 {
     return r->route;
 }

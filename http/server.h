@@ -11,8 +11,8 @@
 
 struct event_base;
 struct timeval;
-struct config;
-struct config_route;
+struct http_config;
+struct http_route;
 struct metrics_shard;
 
 /* One POSTed request on a route, waiting for the bridge to answer it. */
@@ -21,7 +21,7 @@ struct http_req;
 struct http_handlers {
     /* A POST with an XML content type and a complete body arrived on ROUTE.
      * The bridge must call http_req_reply exactly once, now or later. */
-    void (*route)(void *arg, struct http_req *r, const struct config_route *route);
+    void (*route)(void *arg, struct http_req *r, const struct http_route *route);
     /* The client of R hung up while R waited. The bridge must forget R (drop
      * its confirm later); when this returns, the server answers and frees R. */
     void (*gone)(void *arg, struct http_req *r);
@@ -32,7 +32,7 @@ struct http_handlers {
      * (load shed, broker not up) as text into BUF (N bytes), returned; NULL
      * when it may go on. Asked from its headers, before it counts as
      * pending. */
-    const char *(*admit)(void *arg, const struct config_route *route, char *buf, size_t n);
+    const char *(*admit)(void *arg, const struct http_route *route, char *buf, size_t n);
     /* /healthz: true when healthy. Either way buf gets one line per worker
      * (the reasons of those not up first). */
     bool (*health)(void *arg, char *buf, size_t buflen);
@@ -54,12 +54,12 @@ struct auth_tokens;
  * workers start, read-only afterwards. NULL with the reason, naming the
  * file, in err. */
 struct http_shared;
-struct http_shared *http_shared_new(const struct config *cfg, char *err, size_t errlen)
+struct http_shared *http_shared_new(const struct http_config *cfg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void http_shared_free(struct http_shared *sh);
 bool http_shared_tls(const struct http_shared *sh); /* the listener speaks HTTPS */
 const struct tls_server *http_shared_tls_server(const struct http_shared *sh);
-/* The tokens route ROUTE (index into cfg->routes) asks for; ROUTE beyond
+/* The tokens route ROUTE (index into the config's routes) asks for; ROUTE beyond
  * the routes: [http] auth_token_file's. NULL = none asked for. */
 const struct auth_tokens *http_shared_auth(const struct http_shared *sh, size_t route);
 /* The bounds every worker shares (the only part of SH that changes): take
@@ -76,7 +76,7 @@ bool http_shared_bytes_fit(const struct http_shared *sh, unsigned long long n);
 
 /* Bind cfg->listen_host:listen_port with SO_REUSEPORT on BASE; HTTPS when SH
  * has a TLS context. NULL on failure with the reason in err. */
-struct http_server *http_server_new(struct event_base *base, const struct config *cfg,
+struct http_server *http_server_new(struct event_base *base, const struct http_config *cfg,
                                     const struct http_shared *sh, unsigned worker,
                                     const struct http_handlers *h, char *err, size_t errlen)
     __attribute__((warn_unused_result));
@@ -86,16 +86,16 @@ void http_server_drain(struct http_server *s);
 /* Requests handed to the bridge and not answered yet. */
 size_t http_server_pending(const struct http_server *s);
 /* The same for ROUTE (one of the config's routes) only. */
-size_t http_server_route_pending(const struct http_server *s, const struct config_route *route);
+size_t http_server_route_pending(const struct http_server *s, const struct http_route *route);
 /* Close every connection and free. Every request must have been answered. */
 void http_server_free(struct http_server *s);
 
 /* Accessors for a pending request (valid until it is answered). */
 const char *http_req_id(const struct http_req *r); /* X-Request-Id (taken or generated) */
 size_t http_req_id_len(const struct http_req *r);
-const struct config_route *http_req_route(const struct http_req *r); /* the route it came on */
-const char *http_req_path(const struct http_req *r);                 /* path without query */
-const char *http_req_query(const struct http_req *r);                /* NULL if none */
+const struct http_route *http_req_route(const struct http_req *r); /* the route it came on */
+const char *http_req_path(const struct http_req *r);               /* path without query */
+const char *http_req_query(const struct http_req *r);              /* NULL if none */
 const char *http_req_content_type(const struct http_req *r);
 const char *http_req_client(const struct http_req *r); /* peer address, no port */
 int64_t http_req_arrival(const struct http_req *r);    /* unix seconds */

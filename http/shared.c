@@ -7,10 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "auth.h"
-#include "config.h"
-#include "server.h"
-#include "tls.h"
+#include "http/auth.h"
+#include "http/http_config.h"
+#include "http/server.h"
+#include "http/tls.h"
 
 struct http_shared {
     struct tls_server *tls;                /* NULL = plain HTTP */
@@ -30,7 +30,7 @@ struct http_held {
     size_t max_bytes;    /* [http] max_pending_bytes */
 };
 
-struct http_shared *http_shared_new(const struct config *cfg, char *err, size_t errlen)
+struct http_shared *http_shared_new(const struct http_config *cfg, char *err, size_t errlen)
 {
     struct http_shared *sh = calloc(1, sizeof *sh);
     if (sh == NULL || (sh->own = calloc(cfg->n_routes + 1, sizeof *sh->own)) == NULL ||
@@ -55,7 +55,7 @@ struct http_shared *http_shared_new(const struct config *cfg, char *err, size_t 
         goto fail;
     }
     for (size_t i = 0; i < cfg->n_routes; i++) {
-        const struct config_route *r = &cfg->routes[i];
+        const struct http_route *r = &cfg->routes[i];
         sh->route_auth[i] = sh->global;
         if (r->auth_token_file[0] == '\0')
             continue;

@@ -1,7 +1,7 @@
 /* tls.c - the HTTPS listener's OpenSSL context. SSL_CTX is safe to share
  * between threads once set up: only SSL_new reads it (and its session
  * cache, which OpenSSL locks itself). */
-#include "tls.h"
+#include "http/tls.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>

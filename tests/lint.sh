@@ -4,7 +4,7 @@
 # that the man page describes every key of bridge/config.c's tables, and
 # docker/'s monitoring: the alerting rules (promtool check rules, their unit
 # tests) and that each query of the rules and of the Grafana dashboard names
-# only metrics bridge/metrics.c exports.
+# only metrics bridge/base/metrics.c exports.
 # The Dockerfile has no linter here (hadolint is not packaged by Debian);
 # tests/docker/check.sh checks what it says instead.
 set -euo pipefail
@@ -64,9 +64,9 @@ out=$(promtool test rules docker/alerts.test.yml 2>&1) || fail "promtool test ru
 ok "promtool test rules docker/alerts.test.yml: $(grep -c 'alertname:' docker/alerts.test.yml) cases"
 
 # The metric names of the rules' and the dashboard's queries against the
-# families bridge/metrics.c writes (a histogram's with _bucket, _sum and
+# families bridge/base/metrics.c writes (a histogram's with _bucket, _sum and
 # _count), Prometheus's own `up` allowed in the rules. Each query names one.
-out=$(python3 - bridge/metrics.c docker/alerts.yml docker/grafana-dashboard.json 2>&1 <<'EOF'
+out=$(python3 - bridge/base/metrics.c docker/alerts.yml docker/grafana-dashboard.json 2>&1 <<'EOF'
 import json, re, sys, yaml
 src = open(sys.argv[1]).read()
 families = set(re.findall(r'(?:family|single)\(f, "(bridge_\w+)"', src))

@@ -13,7 +13,7 @@
  * against the plain document (the bench's row), and with -s the same under
  * the XSD, whose worst case is the schema's own (ingest-bridge(8), XML
  * LIMITS). */
-#include "xmlcheck.h"
+#include "bridge/xmlcheck.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -8,7 +8,7 @@
  * error, naming the file or the variable; a config that loads obeys every
  * bound and rule of README's configuration reference; and config.c's line
  * reader never writes past inih's line buffer. */
-#include "config.h"
+#include "bridge/config.h"
 #include "fuzz.h"
 
 #include <ctype.h>
@@ -68,7 +68,7 @@ static bool amqp_name_ok(const char *s)
     return s != NULL && strlen(s) <= 255 && !has_ctl(s);
 }
 
-static void check_uri(const struct config_uri *u)
+static void check_uri(const struct broker_uri *u)
 {
     /* amqp:// or amqps://, and the tls flag, the text and the display agree. */
     const char *scheme = u->tls ? "amqps://" : "amqp://";
@@ -95,34 +95,37 @@ static bool pair_ok(const char *cert, const char *key)
 static void check_config(const struct config *c)
 {
     FUZZ_CHECK(c->file != NULL && strcmp(c->file, g_path) == 0, "file %s", c->file);
-    FUZZ_CHECK(c->listen_host != NULL && c->listen_host[0] != '\0' && !has_ctl(c->listen_host) &&
-                   strchr(c->listen_host, ' ') == NULL,
+    FUZZ_CHECK(c->http.listen_host != NULL && c->http.listen_host[0] != '\0' &&
+                   !has_ctl(c->http.listen_host) && strchr(c->http.listen_host, ' ') == NULL,
                "listen host");
-    FUZZ_CHECK(c->listen_port >= 1 && c->listen_port <= 65535, "listen port %d", c->listen_port);
-    FUZZ_CHECK(c->workers >= 1 && c->workers <= 256, "workers %d", c->workers);
-    FUZZ_CHECK(c->max_body >= 1 && c->max_body <= (size_t)1 << 30, "max_body %zu", c->max_body);
-    FUZZ_CHECK(c->http_timeout_ms >= 100 && c->http_timeout_ms <= HOUR_MS, "http timeout");
-    FUZZ_CHECK(path_ok(c->pong_path), "pong_path %s", c->pong_path);
-    FUZZ_CHECK(c->n_uris >= 1 && c->uris != NULL, "no URI");
+    FUZZ_CHECK(c->http.listen_port >= 1 && c->http.listen_port <= 65535, "listen port %d",
+               c->http.listen_port);
+    FUZZ_CHECK(c->http.workers >= 1 && c->http.workers <= 256, "workers %d", c->http.workers);
+    FUZZ_CHECK(c->http.max_body >= 1 && c->http.max_body <= (size_t)1 << 30, "max_body %zu",
+               c->http.max_body);
+    FUZZ_CHECK(c->http.timeout_ms >= 100 && c->http.timeout_ms <= HOUR_MS, "http timeout");
+    FUZZ_CHECK(path_ok(c->http.pong_path), "pong_path %s", c->http.pong_path);
+    FUZZ_CHECK(c->amqp.n_uris >= 1 && c->amqp.uris != NULL, "no URI");
     bool amqps = false;
-    for (size_t i = 0; i < c->n_uris; i++) {
-        check_uri(&c->uris[i]);
-        amqps = amqps || c->uris[i].tls;
+    for (size_t i = 0; i < c->amqp.n_uris; i++) {
+        check_uri(&c->amqp.uris[i]);
+        amqps = amqps || c->amqp.uris[i].tls;
     }
-    FUZZ_CHECK(pair_ok(c->tls_cert, c->tls_key), "[http] tls_cert / tls_key");
-    FUZZ_CHECK(pair_ok(c->amqp_tls_cert, c->amqp_tls_key), "[amqp] tls_cert / tls_key");
-    FUZZ_CHECK(c->amqp_tls_ca != NULL && (amqps || c->amqp_tls_ca[0] == '\0'),
+    FUZZ_CHECK(pair_ok(c->http.tls_cert, c->http.tls_key), "[http] tls_cert / tls_key");
+    FUZZ_CHECK(pair_ok(c->amqp.tls_cert, c->amqp.tls_key), "[amqp] tls_cert / tls_key");
+    FUZZ_CHECK(c->amqp.tls_ca != NULL && (amqps || c->amqp.tls_ca[0] == '\0'),
                "[amqp] tls_ca without amqps://");
-    FUZZ_CHECK(c->auth_token_file != NULL && (!c->metrics_auth || c->auth_token_file[0] != '\0'),
+    FUZZ_CHECK(c->http.auth_token_file != NULL &&
+                   (!c->http.metrics_auth || c->http.auth_token_file[0] != '\0'),
                "metrics_auth without a token file");
-    FUZZ_CHECK(c->heartbeat_ms <= HOUR_MS, "heartbeat");
-    FUZZ_CHECK(c->max_inflight >= 1 && c->max_inflight <= 1000000, "max_inflight");
+    FUZZ_CHECK(c->amqp.heartbeat_ms <= HOUR_MS, "heartbeat");
+    FUZZ_CHECK(c->amqp.max_inflight >= 1 && c->amqp.max_inflight <= 1000000, "max_inflight");
     FUZZ_CHECK(c->log_level >= LOG_DEBUG && c->log_level <= LOG_ERROR, "log level");
     FUZZ_CHECK(c->n_routes == 0 || c->routes != NULL, "routes");
     for (size_t i = 0; i < c->n_routes; i++) {
         const struct config_route *r = &c->routes[i];
         FUZZ_CHECK(r->name != NULL && route_name_ok(r->name), "route name");
-        FUZZ_CHECK(path_ok(r->path) && strcmp(r->path, c->pong_path) != 0, "route %s path %s",
+        FUZZ_CHECK(path_ok(r->path) && strcmp(r->path, c->http.pong_path) != 0, "route %s path %s",
                    r->name, r->path);
         FUZZ_CHECK(r->mode == ROUTE_PUBLISH || r->mode == ROUTE_RPC, "route %s mode", r->name);
         FUZZ_CHECK(amqp_name_ok(r->exchange) && amqp_name_ok(r->routing_key) &&

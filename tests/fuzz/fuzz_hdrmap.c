@@ -11,8 +11,8 @@
  * copied value is whole request values joined with ", ", all of them when
  * nothing was dropped, and nothing is dropped while every limit holds. */
 #include "fuzz.h"
-#include "hdrmap.h"
-#include "reqid.h"
+#include "bridge/base/hdrmap.h"
+#include "http/reqid.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -9,7 +9,7 @@
  * is checked with that marker widened to a 64 KiB comment, so that the text
  * after it straddles the parser's first chunk boundary. */
 #include "fuzz.h"
-#include "xmlcheck.h"
+#include "bridge/xmlcheck.h"
 
 #include <stdbool.h>
 #include <string.h>

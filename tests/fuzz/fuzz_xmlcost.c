@@ -10,7 +10,7 @@
  * The document is checked as a route does, without and with a small XSD,
  * by one reused checker; invariants: a status of the enum and a message. */
 #include "fuzz.h"
-#include "xmlcheck.h"
+#include "bridge/xmlcheck.h"
 
 #include <stdbool.h>
 #include <string.h>

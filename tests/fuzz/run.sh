@@ -36,9 +36,9 @@ targets=${FUZZ_TARGETS:-xmlcheck xmlcost config hdrmap}
 # pkg-config packages they need.
 sources() {
     case $1 in
-    xmlcheck | xmlcost) echo "bridge/xmlcheck.c bridge/seed.c" ;;
-    config) echo "bridge/config.c" ;;
-    hdrmap) echo "bridge/hdrmap.c bridge/reqid.c bridge/seed.c" ;;
+    xmlcheck | xmlcost) echo "bridge/xmlcheck.c bridge/base/seed.c" ;;
+    config) echo "bridge/config.c bridge/base/log.c amqp/uri.c" ;;
+    hdrmap) echo "bridge/base/hdrmap.c http/reqid.c bridge/base/seed.c" ;;
     *) echo "unknown target $1" >&2; return 1 ;;
     esac
 }
@@ -53,7 +53,7 @@ packages() {
 warn="-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef"
 [ -n "${WERROR:-}" ] && warn="$warn -Werror"
 cflags="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all $warn
-        -I$root/bridge -I$root/tests/fuzz"
+        -I$root -I$root/tests/fuzz"
 san=address,undefined
 
 # clang without libclang-rt-dev compiles but cannot link -fsanitize=fuzzer.

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "auth.h"
+#include "http/auth.h"
 
 static struct auth_tokens *parse_ok(const char *text)
 {

@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "backlog.h"
+#include "bridge/backlog.h"
 
 #define NREQ 512 /* requests one test may use */
 

@@ -18,10 +18,10 @@
 #include <cmocka.h>
 #include <event2/event.h>
 
-#include "broker.h"
-#include "broker_test.h"
-#include "config.h"
-#include "message.h"
+#include "amqp/broker.h"
+#include "amqp/broker_test.h"
+#include "bridge/config.h"
+#include "bridge/base/message.h"
 
 static int existing(const char *text, char *out, size_t outlen)
 {
@@ -170,7 +170,7 @@ static void fixture_up(struct fixture *fx, bool confirm)
         fail_msg("config: %s", err);
     fx->base = event_base_new();
     assert_non_null(fx->base);
-    fx->b = broker_new(fx->base, fx->cfg, 0, on_done, NULL, on_reply, NULL);
+    fx->b = broker_new(fx->base, &fx->cfg->amqp, 0, on_done, NULL, on_reply, NULL);
     assert_non_null(fx->b);
     broker_test_up(fx->b, 1);
 }
@@ -472,7 +472,7 @@ static void test_correlation_ids_unique(void **state)
             assert_true(strcmp(ids[i], ids[j]) != 0);
     }
     struct broker *first = a.b;
-    a.b = broker_new(a.base, a.cfg, 1, on_done, NULL, on_reply, NULL);
+    a.b = broker_new(a.base, &a.cfg->amqp, 1, on_done, NULL, on_reply, NULL);
     assert_non_null(a.b);
     broker_test_up(a.b, 1);
     uint64_t h = enlist(&a, 3, true, "same");

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "config.h"
+#include "bridge/config.h"
 
 #define TMP_TEMPLATE "/tmp/test_config_XXXXXX"
 
@@ -102,24 +102,24 @@ static void test_shipped_bridge_ini(void **state)
     if (cfg == NULL)
         fail_msg("bridge.ini refused: %s", err);
     assert_string_equal(cfg->file, "bridge.ini");
-    assert_string_equal(cfg->listen_host, "127.0.0.1");
-    assert_int_equal(cfg->listen_port, 8080);
-    assert_true(cfg->workers >= 1);
-    assert_int_equal(cfg->max_body, 1024 * 1024);
-    assert_int_equal(cfg->http_timeout_ms, 30000);
-    assert_string_equal(cfg->pong_path, "/pong");
+    assert_string_equal(cfg->http.listen_host, "127.0.0.1");
+    assert_int_equal(cfg->http.listen_port, 8080);
+    assert_true(cfg->http.workers >= 1);
+    assert_int_equal(cfg->http.max_body, 1024 * 1024);
+    assert_int_equal(cfg->http.timeout_ms, 30000);
+    assert_string_equal(cfg->http.pong_path, "/pong");
 
-    assert_int_equal(cfg->n_uris, 1);
-    assert_string_equal(cfg->uris[0].text, "amqp://guest:guest@127.0.0.1:5672/%2f");
-    assert_string_equal(cfg->uris[0].display, "amqp://guest@127.0.0.1:5672/%2f");
-    assert_string_equal(cfg->uris[0].host, "127.0.0.1");
-    assert_int_equal(cfg->uris[0].port, 5672);
-    assert_string_equal(cfg->uris[0].user, "guest");
-    assert_string_equal(cfg->uris[0].password, "guest");
-    assert_string_equal(cfg->uris[0].vhost, "/");
-    assert_int_equal(cfg->heartbeat_ms, 30000);
-    assert_true(cfg->confirm);
-    assert_int_equal(cfg->max_inflight, 10000);
+    assert_int_equal(cfg->amqp.n_uris, 1);
+    assert_string_equal(cfg->amqp.uris[0].text, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    assert_string_equal(cfg->amqp.uris[0].display, "amqp://guest@127.0.0.1:5672/%2f");
+    assert_string_equal(cfg->amqp.uris[0].host, "127.0.0.1");
+    assert_int_equal(cfg->amqp.uris[0].port, 5672);
+    assert_string_equal(cfg->amqp.uris[0].user, "guest");
+    assert_string_equal(cfg->amqp.uris[0].password, "guest");
+    assert_string_equal(cfg->amqp.uris[0].vhost, "/");
+    assert_int_equal(cfg->amqp.heartbeat_ms, 30000);
+    assert_true(cfg->amqp.confirm);
+    assert_int_equal(cfg->amqp.max_inflight, 10000);
     assert_int_equal(cfg->log_level, LOG_INFO);
 
     assert_int_equal(cfg->n_routes, 2);
@@ -160,12 +160,12 @@ static void test_shipped_with_readme_env(void **state)
     struct config *cfg = config_load("bridge.ini", env, err, sizeof err);
     if (cfg == NULL)
         fail_msg("refused: %s", err);
-    assert_string_equal(cfg->listen_host, "0.0.0.0");
-    assert_int_equal(cfg->n_uris, 2);
-    assert_string_equal(cfg->uris[0].host, "rabbit-1");
-    assert_string_equal(cfg->uris[1].host, "rabbit-2");
-    assert_string_equal(cfg->uris[1].display, "amqp://app@rabbit-2:5672/prod");
-    assert_string_equal(cfg->uris[1].password, "secret");
+    assert_string_equal(cfg->http.listen_host, "0.0.0.0");
+    assert_int_equal(cfg->amqp.n_uris, 2);
+    assert_string_equal(cfg->amqp.uris[0].host, "rabbit-1");
+    assert_string_equal(cfg->amqp.uris[1].host, "rabbit-2");
+    assert_string_equal(cfg->amqp.uris[1].display, "amqp://app@rabbit-2:5672/prod");
+    assert_string_equal(cfg->amqp.uris[1].password, "secret");
     assert_int_equal(cfg->n_routes, 2);
     config_free(cfg);
 }
@@ -176,22 +176,22 @@ static void test_defaults(void **state)
 {
     (void)state;
     struct config *cfg = load_ok("; nothing but a comment\n", NULL);
-    assert_string_equal(cfg->listen_host, "127.0.0.1");
-    assert_int_equal(cfg->listen_port, 8080);
+    assert_string_equal(cfg->http.listen_host, "127.0.0.1");
+    assert_int_equal(cfg->http.listen_port, 8080);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    assert_true(cfg->workers >= 1);
-    assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
-    assert_int_equal(cfg->max_body, 1024 * 1024);
-    assert_int_equal(cfg->http_timeout_ms, 30000);
-    assert_string_equal(cfg->pong_path, "/pong");
-    assert_int_equal(cfg->max_connections, 16384);
-    assert_int_equal(cfg->max_pending_bytes, 256 * 1024 * 1024);
-    assert_int_equal(cfg->n_uris, 1);
-    assert_string_equal(cfg->uris[0].vhost, "/");
-    assert_string_equal(cfg->uris[0].host, "127.0.0.1");
-    assert_int_equal(cfg->heartbeat_ms, 30000);
-    assert_true(cfg->confirm);
-    assert_int_equal(cfg->max_inflight, 10000);
+    assert_true(cfg->http.workers >= 1);
+    assert_int_equal(cfg->http.workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+    assert_int_equal(cfg->http.max_body, 1024 * 1024);
+    assert_int_equal(cfg->http.timeout_ms, 30000);
+    assert_string_equal(cfg->http.pong_path, "/pong");
+    assert_int_equal(cfg->http.max_connections, 16384);
+    assert_int_equal(cfg->http.max_pending_bytes, 256 * 1024 * 1024);
+    assert_int_equal(cfg->amqp.n_uris, 1);
+    assert_string_equal(cfg->amqp.uris[0].vhost, "/");
+    assert_string_equal(cfg->amqp.uris[0].host, "127.0.0.1");
+    assert_int_equal(cfg->amqp.heartbeat_ms, 30000);
+    assert_true(cfg->amqp.confirm);
+    assert_int_equal(cfg->amqp.max_inflight, 10000);
     assert_int_equal(cfg->log_level, LOG_INFO);
     assert_int_equal(cfg->n_routes, 0); /* pong only is allowed */
     config_free(cfg);
@@ -250,19 +250,19 @@ static void test_every_key_set(void **state)
                                  "root = order\n"
                                  "timeout = 250ms\n",
                                  NULL);
-    assert_string_equal(cfg->listen_host, "::1");
-    assert_int_equal(cfg->listen_port, 9000);
-    assert_int_equal(cfg->workers, 3);
-    assert_int_equal(cfg->max_body, 512 * 1024);
-    assert_int_equal(cfg->http_timeout_ms, 120000);
-    assert_string_equal(cfg->pong_path, "/ping");
-    assert_int_equal(cfg->max_connections, 100);
-    assert_int_equal(cfg->max_pending_bytes, 2 * 1024 * 1024);
-    assert_string_equal(cfg->uris[0].host, "broker");
-    assert_int_equal(cfg->uris[0].port, 5673);
-    assert_int_equal(cfg->heartbeat_ms, 0);
-    assert_false(cfg->confirm);
-    assert_int_equal(cfg->max_inflight, 7);
+    assert_string_equal(cfg->http.listen_host, "::1");
+    assert_int_equal(cfg->http.listen_port, 9000);
+    assert_int_equal(cfg->http.workers, 3);
+    assert_int_equal(cfg->http.max_body, 512 * 1024);
+    assert_int_equal(cfg->http.timeout_ms, 120000);
+    assert_string_equal(cfg->http.pong_path, "/ping");
+    assert_int_equal(cfg->http.max_connections, 100);
+    assert_int_equal(cfg->http.max_pending_bytes, 2 * 1024 * 1024);
+    assert_string_equal(cfg->amqp.uris[0].host, "broker");
+    assert_int_equal(cfg->amqp.uris[0].port, 5673);
+    assert_int_equal(cfg->amqp.heartbeat_ms, 0);
+    assert_false(cfg->amqp.confirm);
+    assert_int_equal(cfg->amqp.max_inflight, 7);
     assert_int_equal(cfg->log_level, LOG_DEBUG);
     const struct config_route *r = route(cfg, "Orders.v2-x");
     assert_string_equal(r->path, "/orders/v2");
@@ -292,8 +292,8 @@ static void test_syntax_variants(void **state)
                                  "path: /a\r\n"
                                  "routing_key = a\r\n",
                                  NULL);
-    assert_int_equal(cfg->workers, 2);
-    assert_int_equal(cfg->max_body, 2048);
+    assert_int_equal(cfg->http.workers, 2);
+    assert_int_equal(cfg->http.max_body, 2048);
     assert_string_equal(route(cfg, "a")->path, "/a");
     config_free(cfg);
 }
@@ -315,10 +315,10 @@ static void test_workers_bounds(void **state)
 {
     (void)state;
     struct config *cfg = load_ok("[http]\nworkers = 256\n", NULL);
-    assert_int_equal(cfg->workers, 256);
+    assert_int_equal(cfg->http.workers, 256);
     config_free(cfg);
     cfg = load_ok("[http]\nworkers = 0\n", NULL);
-    assert_true(cfg->workers >= 1 && cfg->workers <= 256);
+    assert_true(cfg->http.workers >= 1 && cfg->http.workers <= 256);
     config_free(cfg);
 }
 
@@ -331,8 +331,8 @@ static void test_uri_list(void **state)
                                  "uri =  amqp://app:s3cret@node-1:5672/prod ,"
                                  "amqp://app:p%40ss@node-2/%2f,  amqp://[::1]:5680/a%2fb ; 3\n",
                                  NULL);
-    assert_int_equal(cfg->n_uris, 3);
-    const struct config_uri *u = cfg->uris;
+    assert_int_equal(cfg->amqp.n_uris, 3);
+    const struct broker_uri *u = cfg->amqp.uris;
     assert_string_equal(u[0].text, "amqp://app:s3cret@node-1:5672/prod");
     assert_string_equal(u[0].display, "amqp://app@node-1:5672/prod");
     assert_null(strstr(u[0].display, "s3cret"));
@@ -357,8 +357,8 @@ static void test_uri_list(void **state)
 
     /* No vhost written: "/" */
     cfg = load_ok("[amqp]\nuri = amqp://h\n", NULL);
-    assert_string_equal(cfg->uris[0].vhost, "/");
-    assert_string_equal(cfg->uris[0].display, "amqp://guest@h:5672/%2f");
+    assert_string_equal(cfg->amqp.uris[0].vhost, "/");
+    assert_string_equal(cfg->amqp.uris[0].display, "amqp://guest@h:5672/%2f");
     config_free(cfg);
 }
 
@@ -594,7 +594,7 @@ static void test_line_errors(void **state)
     /* The longest line that fits is fine. */
     snprintf(text, sizeof text, "[http]\npong_path = /%0*d\n", 197 - 13, 0);
     struct config *cfg = load_ok(text, NULL);
-    assert_int_equal(strlen(cfg->pong_path), 197 - 12);
+    assert_int_equal(strlen(cfg->http.pong_path), 197 - 12);
     config_free(cfg);
     snprintf(text, sizeof text, "[http]\npong_path = /%0*d\n", 197 - 12, 0);
     expect_file_error(text, NULL, ":2: line too long");
@@ -657,18 +657,18 @@ static void test_env_sections(void **state)
                                  "[amqp]\nuri = amqp://file/v\nconfirm = yes\n"
                                  "[log]\nlevel = debug\n",
                                  env);
-    assert_int_equal(cfg->max_body, 2 * 1024 * 1024);
-    assert_string_equal(cfg->listen_host, "0.0.0.0");
-    assert_int_equal(cfg->listen_port, 9090);
-    assert_int_equal(cfg->workers, 4);
-    assert_int_equal(cfg->n_uris, 2);
-    assert_string_equal(cfg->uris[0].host, "n1");
-    assert_string_equal(cfg->uris[0].vhost, "v1");
-    assert_string_equal(cfg->uris[1].host, "n2");
-    assert_int_equal(cfg->uris[1].port, 5674);
-    assert_string_equal(cfg->uris[1].display, "amqp://c@n2:5674/v2");
-    assert_false(cfg->confirm);
-    assert_int_equal(cfg->heartbeat_ms, 0);
+    assert_int_equal(cfg->http.max_body, 2 * 1024 * 1024);
+    assert_string_equal(cfg->http.listen_host, "0.0.0.0");
+    assert_int_equal(cfg->http.listen_port, 9090);
+    assert_int_equal(cfg->http.workers, 4);
+    assert_int_equal(cfg->amqp.n_uris, 2);
+    assert_string_equal(cfg->amqp.uris[0].host, "n1");
+    assert_string_equal(cfg->amqp.uris[0].vhost, "v1");
+    assert_string_equal(cfg->amqp.uris[1].host, "n2");
+    assert_int_equal(cfg->amqp.uris[1].port, 5674);
+    assert_string_equal(cfg->amqp.uris[1].display, "amqp://c@n2:5674/v2");
+    assert_false(cfg->amqp.confirm);
+    assert_int_equal(cfg->amqp.heartbeat_ms, 0);
     assert_int_equal(cfg->log_level, LOG_ERROR);
     config_free(cfg);
 }
@@ -761,8 +761,8 @@ static void test_queue_type(void **state)
                                  NULL);
     assert_int_equal(route(cfg, "a")->queue_type, QUEUE_QUORUM);
     assert_int_equal(route(cfg, "b")->queue_type, QUEUE_CLASSIC);
-    assert_string_equal(config_queue_type_name(QUEUE_QUORUM), "quorum");
-    assert_string_equal(config_queue_type_name(QUEUE_CLASSIC), "classic");
+    assert_string_equal(broker_queue_type_name(QUEUE_QUORUM), "quorum");
+    assert_string_equal(broker_queue_type_name(QUEUE_CLASSIC), "classic");
     config_free(cfg);
 
     char *env[] = {
@@ -811,28 +811,28 @@ static void test_tls_and_auth_keys(void **state)
                          "[route a]\npath = /a\nrouting_key = a\nauth_token_file = %s\n",
                          f, f, f, f, f, f, f) > 0);
     struct config *cfg = load_ok(text, NULL);
-    assert_string_equal(cfg->tls_cert, f);
-    assert_string_equal(cfg->tls_key, f);
-    assert_string_equal(cfg->auth_token_file, f);
-    assert_true(cfg->metrics_auth);
-    assert_true(cfg->uris[0].tls);
-    assert_int_equal(cfg->uris[0].port, 5999);
-    assert_string_equal(cfg->uris[0].display, "amqps://u@mq.example:5999/v");
-    assert_int_equal(cfg->uris[1].port, 5671); /* amqps' default port */
-    assert_string_equal(cfg->uris[1].display, "amqps://guest@mq2:5671/v");
-    assert_string_equal(cfg->amqp_tls_ca, f);
-    assert_false(cfg->amqp_tls_verify);
+    assert_string_equal(cfg->http.tls_cert, f);
+    assert_string_equal(cfg->http.tls_key, f);
+    assert_string_equal(cfg->http.auth_token_file, f);
+    assert_true(cfg->http.metrics_auth);
+    assert_true(cfg->amqp.uris[0].tls);
+    assert_int_equal(cfg->amqp.uris[0].port, 5999);
+    assert_string_equal(cfg->amqp.uris[0].display, "amqps://u@mq.example:5999/v");
+    assert_int_equal(cfg->amqp.uris[1].port, 5671); /* amqps' default port */
+    assert_string_equal(cfg->amqp.uris[1].display, "amqps://guest@mq2:5671/v");
+    assert_string_equal(cfg->amqp.tls_ca, f);
+    assert_false(cfg->amqp.tls_verify);
     assert_string_equal(route(cfg, "a")->auth_token_file, f);
     config_free(cfg);
     free(text);
 
     /* Defaults: plain, no auth, verify on. */
     cfg = load_ok("", NULL);
-    assert_string_equal(cfg->tls_cert, "");
-    assert_string_equal(cfg->auth_token_file, "");
-    assert_false(cfg->metrics_auth);
-    assert_false(cfg->uris[0].tls);
-    assert_true(cfg->amqp_tls_verify);
+    assert_string_equal(cfg->http.tls_cert, "");
+    assert_string_equal(cfg->http.auth_token_file, "");
+    assert_false(cfg->http.metrics_auth);
+    assert_false(cfg->amqp.uris[0].tls);
+    assert_true(cfg->amqp.tls_verify);
     config_free(cfg);
 
     /* The environment reaches every new key, the route's too. */
@@ -842,10 +842,10 @@ static void test_tls_and_auth_keys(void **state)
     snprintf(e3, sizeof e3, "BRIDGE_AMQP_TLS_CA=%s", f);
     char *env[] = {e1, e2, e3, "BRIDGE_AMQP_URI=amqps://h/v", "BRIDGE_HTTP_METRICS_AUTH=on", NULL};
     cfg = load_ok(ROUTE_A, env);
-    assert_string_equal(cfg->auth_token_file, f);
+    assert_string_equal(cfg->http.auth_token_file, f);
     assert_string_equal(route(cfg, "a")->auth_token_file, f);
-    assert_string_equal(cfg->amqp_tls_ca, f);
-    assert_true(cfg->metrics_auth);
+    assert_string_equal(cfg->amqp.tls_ca, f);
+    assert_true(cfg->http.metrics_auth);
     config_free(cfg);
 
     /* Errors, each naming its line and key. */
@@ -1002,17 +1002,16 @@ static void test_parse_bool(void **state)
 static void test_log_level_names(void **state)
 {
     (void)state;
-    assert_string_equal(config_log_level_name(LOG_DEBUG), "debug");
-    assert_string_equal(config_log_level_name(LOG_INFO), "info");
-    assert_string_equal(config_log_level_name(LOG_WARN), "warn");
-    assert_string_equal(config_log_level_name(LOG_ERROR), "error");
-    assert_string_equal(config_log_level_name((enum log_level)99), "?");
+    assert_string_equal(log_level_name(LOG_DEBUG), "debug");
+    assert_string_equal(log_level_name(LOG_INFO), "info");
+    assert_string_equal(log_level_name(LOG_WARN), "warn");
+    assert_string_equal(log_level_name(LOG_ERROR), "error");
+    assert_string_equal(log_level_name((enum log_level)99), "?");
 
     /* Every name loads back to its level. */
     for (int l = LOG_DEBUG; l <= LOG_ERROR; l++) {
         char text[64];
-        snprintf(text, sizeof text, "[log]\nlevel = %s\n",
-                 config_log_level_name((enum log_level)l));
+        snprintf(text, sizeof text, "[log]\nlevel = %s\n", log_level_name((enum log_level)l));
         struct config *cfg = load_ok(text, NULL);
         assert_int_equal(cfg->log_level, l);
         config_free(cfg);
@@ -1026,28 +1025,28 @@ static void test_log_format_and_access_log(void **state)
     (void)state;
     struct config *cfg = load_ok("", NULL);
     assert_int_equal(cfg->log_format, LOG_FORMAT_TEXT);
-    assert_false(cfg->access_log);
+    assert_false(cfg->http.access_log);
     config_free(cfg);
 
     cfg = load_ok("[log]\nformat = json\naccess_log = yes\n", NULL);
     assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
-    assert_true(cfg->access_log);
+    assert_true(cfg->http.access_log);
     config_free(cfg);
 
     char *env[] = {"BRIDGE_LOG_FORMAT=TEXT", "BRIDGE_LOG_ACCESS_LOG=off", NULL};
     cfg = load_ok("[log]\nformat = json\naccess_log = yes\n", env);
     assert_int_equal(cfg->log_format, LOG_FORMAT_TEXT);
-    assert_false(cfg->access_log);
+    assert_false(cfg->http.access_log);
     config_free(cfg);
 
     char *env_on[] = {"BRIDGE_LOG_FORMAT=json", "BRIDGE_LOG_ACCESS_LOG=1", NULL};
     cfg = load_ok("", env_on);
     assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
-    assert_true(cfg->access_log);
+    assert_true(cfg->http.access_log);
     config_free(cfg);
 
-    assert_string_equal(config_log_format_name(LOG_FORMAT_TEXT), "text");
-    assert_string_equal(config_log_format_name(LOG_FORMAT_JSON), "json");
+    assert_string_equal(log_format_name(LOG_FORMAT_TEXT), "text");
+    assert_string_equal(log_format_name(LOG_FORMAT_JSON), "json");
 
     expect_file_error("[log]\nformat = xml\n", NULL,
                       ":2: format: 'xml' is not a log format (text or json)");

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "hdrmap.h"
+#include "bridge/base/hdrmap.h"
 
 /* One request header, as http/ offers it. */
 struct hdr {

@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "log.h"
+#include "bridge/base/log.h"
 
 #define LINE_MAX_BYTES 2048 /* log.c's LOG_LINE_MAX, newline included */
 #define LINE_RE                                                                                    \

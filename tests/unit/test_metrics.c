@@ -12,27 +12,16 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "metrics.h"
+#include "bridge/base/metrics.h"
 
 #define MS 1000000ull /* nanoseconds */
 
-static struct config_route g_routes[2];
-static struct config g_cfg;
-
 /* Two workers; route 0 "ingest" (publish), route 1 "ask" (rpc). */
-static const struct config *test_cfg(void)
+static const struct metrics_route test_routes[] = {{"ingest", false}, {"ask", true}};
+
+static struct metrics *test_metrics(void)
 {
-    memset(g_routes, 0, sizeof g_routes);
-    g_routes[0].name = "ingest";
-    g_routes[0].mode = ROUTE_PUBLISH;
-    g_routes[1].name = "ask";
-    g_routes[1].mode = ROUTE_RPC;
-    memset(&g_cfg, 0, sizeof g_cfg);
-    g_cfg.workers = 2;
-    g_cfg.routes = g_routes;
-    g_cfg.n_routes = 2;
-    return &g_cfg;
+    return metrics_new(2, test_routes, 2);
 }
 
 static char *render(const struct metrics *m, const struct metrics_worker_info *info)
@@ -69,7 +58,7 @@ static const struct metrics_worker_info up2[2] = {
 static void test_families_when_nothing_happened(void **state)
 {
     (void)state;
-    struct metrics *m = metrics_new(test_cfg());
+    struct metrics *m = test_metrics();
     assert_non_null(m);
     char *t = render(m, up2);
     static const char *const fam[][2] = {
@@ -131,7 +120,7 @@ static void test_families_when_nothing_happened(void **state)
 static void test_sums_over_shards(void **state)
 {
     (void)state;
-    struct metrics *m = metrics_new(test_cfg());
+    struct metrics *m = test_metrics();
     struct metrics_shard *s0 = metrics_shard(m, 0), *s1 = metrics_shard(m, 1);
     assert_non_null(s0);
     assert_non_null(s1);
@@ -239,7 +228,7 @@ static void test_bucket_bounds(void **state)
                                       "0.025",  "0.05",  "0.1",    "0.25",  "0.5",
                                       "1",      "2.5",   "5",      "10",    "+Inf"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct metrics *m = metrics_new(test_cfg());
+        struct metrics *m = test_metrics();
         metrics_answered(metrics_shard(m, 1), METRICS_HEALTHZ, 200, cases[i].ns);
         char *t = render(m, up2);
         bool reached = false;
@@ -260,14 +249,17 @@ static void test_bucket_bounds(void **state)
 static void test_slot_names(void **state)
 {
     (void)state;
-    const struct config *cfg = test_cfg();
-    assert_string_equal(metrics_slot_name(cfg, METRICS_PONG), "pong");
-    assert_string_equal(metrics_slot_name(cfg, METRICS_HEALTHZ), "healthz");
-    assert_string_equal(metrics_slot_name(cfg, METRICS_METRICS), "metrics");
-    assert_string_equal(metrics_slot_name(cfg, METRICS_NONE), "none");
-    assert_string_equal(metrics_slot_name(cfg, METRICS_ROUTE0), "ingest");
-    assert_string_equal(metrics_slot_name(cfg, METRICS_ROUTE0 + 1), "ask");
-    assert_string_equal(metrics_slot_name(cfg, METRICS_ROUTE0 + 2), "none");
+    struct metrics *m = test_metrics();
+    assert_non_null(m);
+    const struct metrics_shard *shard = metrics_shard(m, 1);
+    assert_string_equal(metrics_slot_name(shard, METRICS_PONG), "pong");
+    assert_string_equal(metrics_slot_name(shard, METRICS_HEALTHZ), "healthz");
+    assert_string_equal(metrics_slot_name(shard, METRICS_METRICS), "metrics");
+    assert_string_equal(metrics_slot_name(shard, METRICS_NONE), "none");
+    assert_string_equal(metrics_slot_name(shard, METRICS_ROUTE0), "ingest");
+    assert_string_equal(metrics_slot_name(shard, METRICS_ROUTE0 + 1), "ask");
+    assert_string_equal(metrics_slot_name(shard, METRICS_ROUTE0 + 2), "none");
+    metrics_free(m);
     metrics_free(NULL);
 }
 

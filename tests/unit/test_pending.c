@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "pending.h"
+#include "amqp/pending.h"
 
 #define MAX_CALLS 256 /* drain callbacks one test may record */
 #define SCATTER_N 64  /* ids per expect_scattered run */

@@ -9,7 +9,7 @@
 #include <time.h>
 #include <cmocka.h>
 
-#include "reqid.h"
+#include "http/reqid.h"
 
 #define ALPHABET "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 #define MANY 100000

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "tracker.h"
+#include "amqp/tracker.h"
 
 #define MAX_CALLS 64 /* done calls one test step may record */
 

@@ -26,7 +26,7 @@
 #include <libxml/parserInternals.h>
 #include <libxml/xmlIO.h>
 
-#include "xmlcheck.h"
+#include "bridge/xmlcheck.h"
 
 #define SECRET "s3cr3t-marker-7f1c"
 #define ANY_LINE (-1)

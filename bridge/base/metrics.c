@@ -6,15 +6,13 @@
  * its own cache-aligned allocation). A scrape on any thread reads every
  * shard with relaxed loads: a counter may be a few increments behind, never
  * torn, and the sum of monotonic counters stays monotonic. */
-#include "metrics.h"
+#include "bridge/base/metrics.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "config.h"
 
 #define METRICS_CODE_MIN 100 /* status codes counted: 100..599 */
 #define METRICS_CODES 500
@@ -48,6 +46,7 @@ struct slot_ctr {
 };
 
 struct metrics_shard {
+    const struct metrics *owner;             /* the metrics it is a shard of (route names) */
     counter confirms[METRICS_CONFIRM_KINDS]; /* by enum metrics_confirm */
     counter bad_replies[METRICS_BAD_KINDS];  /* by enum metrics_bad_reply */
     counter reconnects;                      /* connections made after a loss */
@@ -60,9 +59,10 @@ struct metrics_shard {
 };
 
 struct metrics {
-    const struct config *cfg;      /* immutable; route names and modes */
-    unsigned n_shards;             /* cfg->workers */
-    size_t n_slots;                /* METRICS_ROUTE0 + cfg->n_routes */
+    struct metrics_route *routes; /* route names and modes, n_slots - METRICS_ROUTE0 */
+    size_t n_routes;
+    unsigned n_shards;             /* one per worker */
+    size_t n_slots;                /* METRICS_ROUTE0 + n_routes */
     struct metrics_shard **shards; /* one per worker */
 };
 
@@ -78,19 +78,22 @@ static uint64_t get(counter *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
-struct metrics *metrics_new(const struct config *cfg)
+struct metrics *metrics_new(unsigned workers, const struct metrics_route *routes, size_t n_routes)
 {
     struct metrics *m = calloc(1, sizeof *m);
     if (m == NULL)
         return NULL;
-    m->cfg = cfg;
-    m->n_shards = (unsigned)cfg->workers;
-    m->n_slots = METRICS_ROUTE0 + cfg->n_routes;
+    m->n_shards = workers;
+    m->n_routes = n_routes;
+    m->n_slots = METRICS_ROUTE0 + n_routes;
     m->shards = calloc(m->n_shards, sizeof *m->shards);
-    if (m->shards == NULL) {
-        free(m);
+    m->routes = calloc(n_routes + 1, sizeof *m->routes);
+    if (m->shards == NULL || m->routes == NULL) {
+        metrics_free(m);
         return NULL;
     }
+    if (n_routes > 0)
+        memcpy(m->routes, routes, n_routes * sizeof *routes);
     size_t size = sizeof(struct metrics_shard) + m->n_slots * sizeof(struct slot_ctr);
     size = (size + METRICS_ALIGN - 1) / METRICS_ALIGN * METRICS_ALIGN;
     for (unsigned i = 0; i < m->n_shards; i++) {
@@ -101,6 +104,7 @@ struct metrics *metrics_new(const struct config *cfg)
         }
         /* All-zero bytes are a zero atomic counter on every target we build for. */
         memset(m->shards[i], 0, size);
+        m->shards[i]->owner = m;
     }
     return m;
 }
@@ -109,9 +113,10 @@ void metrics_free(struct metrics *m)
 {
     if (m == NULL)
         return;
-    for (unsigned i = 0; i < m->n_shards; i++)
+    for (unsigned i = 0; m->shards != NULL && i < m->n_shards; i++)
         free(m->shards[i]);
     free(m->shards);
+    free(m->routes);
     free(m);
 }
 
@@ -120,13 +125,18 @@ struct metrics_shard *metrics_shard(struct metrics *m, unsigned worker)
     return worker < m->n_shards ? m->shards[worker] : NULL;
 }
 
-const char *metrics_slot_name(const struct config *cfg, size_t slot)
+static const char *slot_name(const struct metrics *m, size_t slot)
 {
     if (slot < METRICS_ROUTE0)
         return builtin_names[slot];
-    if (slot - METRICS_ROUTE0 < cfg->n_routes)
-        return cfg->routes[slot - METRICS_ROUTE0].name;
+    if (slot - METRICS_ROUTE0 < m->n_routes)
+        return m->routes[slot - METRICS_ROUTE0].name;
     return "none";
+}
+
+const char *metrics_slot_name(const struct metrics_shard *s, size_t slot)
+{
+    return slot_name(s->owner, slot);
 }
 
 /* ---- the hot path ---------------------------------------------------- */
@@ -242,7 +252,7 @@ static void route_sample(FILE *f, const struct metrics *m, const char *name, siz
                          uint64_t v)
 {
     fprintf(f, "%s{route=\"", name);
-    put_label(f, metrics_slot_name(m->cfg, slot));
+    put_label(f, slot_name(m, slot));
     fprintf(f, "\"} %llu\n", (unsigned long long)v);
 }
 
@@ -256,7 +266,7 @@ static void render_requests(FILE *f, const struct metrics *m)
             if (n == 0)
                 continue;
             fputs("bridge_http_requests_total{route=\"", f);
-            put_label(f, metrics_slot_name(m->cfg, s));
+            put_label(f, slot_name(m, s));
             fprintf(f, "\",code=\"%zu\"} %llu\n", c + METRICS_CODE_MIN, (unsigned long long)n);
         }
     }
@@ -271,7 +281,7 @@ static void render_durations(FILE *f, const struct metrics *m)
         /* Buckets read once each, and the count is their sum: +Inf equals
          * _count even while the workers keep counting. */
         uint64_t cum = 0;
-        const char *route = metrics_slot_name(m->cfg, s);
+        const char *route = slot_name(m, s);
         for (size_t b = 0; b <= METRICS_BUCKETS; b++) {
             cum += total(m, SLOT_OFF(s, buckets, b));
             fprintf(f, "%s_bucket{route=\"", name);
@@ -294,7 +304,7 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
 {
     family(f, "bridge_amqp_published_total", "counter",
            "Messages handed to the broker, by route (rpc requests included).");
-    for (size_t r = 0; r < m->cfg->n_routes; r++)
+    for (size_t r = 0; r < m->n_routes; r++)
         route_sample(f, m, "bridge_amqp_published_total", METRICS_ROUTE0 + r,
                      total(m, SLOT_OFF(METRICS_ROUTE0 + r, published, 0)));
 
@@ -307,8 +317,8 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
 
     family(f, "bridge_rpc_timeouts_total", "counter",
            "rpc requests answered 504: no reply within the route's timeout.");
-    for (size_t r = 0; r < m->cfg->n_routes; r++)
-        if (m->cfg->routes[r].mode == ROUTE_RPC)
+    for (size_t r = 0; r < m->n_routes; r++)
+        if (m->routes[r].rpc)
             route_sample(f, m, "bridge_rpc_timeouts_total", METRICS_ROUTE0 + r,
                          total(m, SLOT_OFF(METRICS_ROUTE0 + r, rpc_timeouts, 0)));
 

@@ -9,9 +9,9 @@
  * (their byte 0 differs). Bit 7 of byte 1 is cleared on each draw: 2^71 ids
  * fit in a millisecond before the counter could carry; if it ever did, the
  * time part moves one millisecond ahead, which keeps order and uniqueness. */
-#include "reqid.h"
+#include "http/reqid.h"
 
-#include "seed.h"
+#include "bridge/base/seed.h"
 
 #include <time.h>
 

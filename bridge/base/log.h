@@ -3,9 +3,18 @@
 #ifndef BRIDGE_LOG_H
 #define BRIDGE_LOG_H
 
-#include "config.h"
-
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+/* How a log line is written: "TIME LEVEL thread message", or one JSON object. */
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+
+/* "debug", "info", "warn", "error" ("?" for anything else); "text", "json". */
+const char *log_level_name(enum log_level level);
+const char *log_format_name(enum log_format format);
 
 void log_set_level(enum log_level level);
 void log_set_format(enum log_format format);

@@ -9,8 +9,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct config;
-
 /* What a response is counted under (its "route" label): the bridge's own
  * answers, then route I of the config at METRICS_ROUTE0 + I. */
 enum metrics_slot {
@@ -45,14 +43,22 @@ struct metrics;
 /* One worker's counters. */
 struct metrics_shard;
 
-/* Shards for cfg->workers workers and cfg->n_routes routes. NULL when out
- * of memory. */
-struct metrics *metrics_new(const struct config *cfg) __attribute__((warn_unused_result));
+/* A configured route as the counters name it. */
+struct metrics_route {
+    const char *name; /* its "route" label; must outlive the metrics */
+    bool rpc;         /* it has rpc timeouts to count */
+};
+
+/* Shards for WORKERS workers and the N_ROUTES routes ROUTES (copied).
+ * NULL when out of memory. */
+struct metrics *metrics_new(unsigned workers, const struct metrics_route *routes, size_t n_routes)
+    __attribute__((warn_unused_result));
 void metrics_free(struct metrics *m);
 struct metrics_shard *metrics_shard(struct metrics *m, unsigned worker);
 
-/* The route label of SLOT ("pong", ..., or the route's name). */
-const char *metrics_slot_name(const struct config *cfg, size_t slot);
+/* The route label of SLOT ("pong", ..., or the route's name), as the
+ * metrics S belongs to name it. */
+const char *metrics_slot_name(const struct metrics_shard *s, size_t slot);
 
 /* ---- the hot path: only the shard's own worker thread calls these ---- */
 

@@ -3,7 +3,7 @@
  * {"time":"2026-11-24T10:00:00.123Z","level":"info","worker":"w0","msg":"message"},
  * each line handed to the kernel by a single write(2) so that lines from
  * several threads never interleave. */
-#include "log.h"
+#include "bridge/base/log.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -333,7 +333,7 @@ static void emit(enum log_level level, const char *msg, bool truncated,
         snprintf(stamp, sizeof stamp, "%s.%03ldZ", log_stamp, ms);
         json_raw(&j, "{");
         json_str(&j, true, "time", stamp, sizeof stamp, false);
-        json_str(&j, false, "level", config_log_level_name(level), 8, false);
+        json_str(&j, false, "level", log_level_name(level), 8, false);
         json_str(&j, false, "worker", log_thread, 4 * LOG_THREAD_LEN, false);
         /* What the fields may need is kept back from the message. */
         size_t keep = 0;
@@ -432,4 +432,24 @@ void log_record(enum log_level level, const char *msg, const struct log_field *f
     }
     emit(level, text, len + 2 >= sizeof text, NULL, 0);
     errno = saved_errno;
+}
+
+const char *log_level_name(enum log_level level)
+{
+    switch (level) {
+    case LOG_DEBUG:
+        return "debug";
+    case LOG_INFO:
+        return "info";
+    case LOG_WARN:
+        return "warn";
+    case LOG_ERROR:
+        return "error";
+    }
+    return "?";
+}
+
+const char *log_format_name(enum log_format format)
+{
+    return format == LOG_FORMAT_JSON ? "json" : "text";
 }

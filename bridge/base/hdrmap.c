@@ -6,7 +6,7 @@
  * the kv pointers are moved with it, so they are always valid. The request's
  * X-Forwarded-For lines are joined in a second small buffer (xff) until
  * hdrmap_finish appends the client address. A warm map allocates nothing. */
-#include "hdrmap.h"
+#include "bridge/base/hdrmap.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* seed.c - random bytes for keys and seeds, never blocking (see seed.h). */
-#include "seed.h"
+#include "bridge/base/seed.h"
 
 #include <errno.h>
 #include <sys/random.h>

@@ -1,0 +1,39 @@
+/* http_config.h - what the HTTP room is configured with: [http], the
+ * access log switch and each route's path and tokens. Filled by
+ * bridge/config.c, read-only afterwards; the strings belong to the config. */
+#ifndef BRIDGE_HTTP_CONFIG_H
+#define BRIDGE_HTTP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A route as the HTTP room sees it. Its index in http_config.routes is the
+ * route's index everywhere (the config's routes, the broker's, metrics). */
+struct http_route {
+    const char *name;            /* section name after "route ", e.g. "ingest" */
+    const char *path;            /* exact request path, starts with '/' */
+    const char *auth_token_file; /* "" = [http] auth_token_file applies; else this route's tokens */
+};
+
+struct http_config {
+    const char *file;  /* the config file, named in errors */
+    char *listen_host; /* numeric address or name, from listen = host:port */
+    int listen_port;
+    int workers;         /* resolved: never 0 after config_load */
+    size_t max_body;     /* bytes */
+    uint64_t timeout_ms; /* idle / total header deadline per connection */
+    char *pong_path;
+    char *tls_cert;           /* "" = plain HTTP; else PEM certificate (chain) of the listener */
+    char *tls_key;            /* PEM private key of tls_cert; both or neither */
+    char *auth_token_file;    /* "" = no auth; else bearer tokens, one a line */
+    bool metrics_auth;        /* /metrics asks for a token of auth_token_file */
+    size_t max_connections;   /* open client connections, all workers; beyond: 503 + close */
+    size_t max_pending_bytes; /* request bodies waiting on the broker, all workers; beyond: 503 */
+    bool access_log;          /* [log] access_log: one line per answered request */
+
+    struct http_route *routes; /* one per configured route, in the config's order */
+    size_t n_routes;
+};
+
+#endif
