@@ -15,7 +15,7 @@
 #   make bench           the bridge against its limits (broker ceiling, nginx), one table
 #   make bench-plot      req/s, p99 and errors against concurrency, as PNG plots
 #   make bench-profile   instructions per request (callgrind) on pong, fire and rpc
-#   make bench-readme    the latest table and plots into README.md
+#   make bench-readme    the latest table and plots into tests/bench/RESULTS.md
 #   make format-check    clang-format --dry-run -Werror on our sources
 #   make lint            yamllint, shellcheck, the man page, the alerting rules and the
 #                        dashboard's metric names (tests/lint.sh)
@@ -261,9 +261,10 @@ bench-plot: bench-deps
 	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(BUILD)/bench-ceiling
 	tests/bench/run.sh $(BUILD) plot
 
-# The latest bench table and plots into README.md and tests/bench/plots/.
+# The latest bench table and plots into tests/bench/RESULTS.md and
+# tests/bench/plots/.
 bench-readme:
-	tests/bench/run.sh $(BUILD) readme
+	tests/bench/run.sh $(BUILD) results
 
 # Instructions per request on the pong, fire and rpc paths (callgrind).
 bench-profile: bench-deps
