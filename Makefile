@@ -10,12 +10,12 @@
 #   make test-valgrind   the integration suite with the bridge under valgrind memcheck
 #   make test-faults     broker faults and hostile input (tests/faults/)
 #   make test-cluster    two bridges on a three-node RabbitMQ cluster, nodes killed
-#   make reliability     test-faults, then its measurements into README.md
+#   make reliability     test-faults, then its measurements into tests/faults/RESULTS.md
 #   make fuzz            every libFuzzer target for FUZZ_SECONDS (60)
 #   make bench           the bridge against its limits (broker ceiling, nginx), one table
 #   make bench-plot      req/s, p99 and errors against concurrency, as PNG plots
 #   make bench-profile   instructions per request (callgrind) on pong, fire and rpc
-#   make bench-readme    the latest table and plots into README.md
+#   make bench-readme    the latest table and plots into tests/bench/RESULTS.md
 #   make format-check    clang-format --dry-run -Werror on our sources
 #   make lint            yamllint, shellcheck, the man page, the alerting rules and the
 #                        dashboard's metric names (tests/lint.sh)
@@ -169,7 +169,7 @@ test-integration: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(ITEST)
 
 # Faults and hostile input against the real binary (tests/faults/), on their
 # own private node; every measured outcome lands in $(BUILD)/reliability.md,
-# which `make reliability` puts into the README.
+# which `make reliability` puts into tests/faults/RESULTS.md.
 # Each run gets a node of its own (its directory named after the shell's
 # pid), so two runs side by side never stop each other's broker.
 test-faults: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(FTEST)
@@ -194,12 +194,12 @@ fuzz:
 
 # The fault suites and the functional suite (whose rpc tests measure the
 # crossed-reply and bad-reply defences), then what they measured into the
-# README's Reliability table (tests/faults/readme.sh): the table is never
-# written by hand.
+# table of tests/faults/RESULTS.md (tests/faults/results.sh): the table is
+# never written by hand.
 reliability: test-faults $(ITEST)
 	IT_RESULTS=$(CURDIR)/$(BUILD)/reliability.md tests/integration/run.sh $(BUILD) \
 	    $(BUILD)/integration/test_bridge
-	tests/faults/readme.sh $(BUILD)/reliability.md README.md
+	tests/faults/results.sh $(BUILD)/reliability.md tests/faults/RESULTS.md
 
 # The integration suite with the bridge (not the harness) under valgrind
 # memcheck: the normal build, as sanitizers and valgrind do not mix. An error
@@ -261,9 +261,10 @@ bench-plot: bench-deps
 	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(BUILD)/bench-ceiling
 	tests/bench/run.sh $(BUILD) plot
 
-# The latest bench table and plots into README.md and tests/bench/plots/.
+# The latest bench table and plots into tests/bench/RESULTS.md and
+# tests/bench/plots/.
 bench-readme:
-	tests/bench/run.sh $(BUILD) readme
+	tests/bench/run.sh $(BUILD) results
 
 # Instructions per request on the pong, fire and rpc paths (callgrind).
 bench-profile: bench-deps

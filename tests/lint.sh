@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # lint.sh - the files no compiler reads: YAML (yamllint, .yamllint), every
 # shell script (shellcheck), the man page (groff -ww: a warning fails),
+# the relative links of the Markdown files (README.md, docker/, tests/),
 # that the man page describes every key of bridge/config.c's tables, and
 # docker/'s monitoring: the alerting rules (promtool check rules, their unit
 # tests) and that each query of the rules and of the Grafana dashboard names
@@ -37,6 +38,47 @@ man=bridge/ingest-bridge.8
 warnings=$(groff -man -Tutf8 -ww -z "$man" 2>&1)
 [ -z "$warnings" ] || fail "groff: $warnings"
 ok "groff -man -ww $man: no warnings"
+
+# Every relative link of the Markdown front doors (README.md, docker/,
+# tests/, the generated RESULTS.md files) names a file that exists and, with
+# a #fragment, a heading of that file (GitHub's anchor for it).
+mapfile -t docs < <(ls README.md docker/README.md tests/README.md tests/*/RESULTS.md 2>/dev/null)
+[ ${#docs[@]} -gt 0 ] || fail "no Markdown files found"
+out=$(python3 - "${docs[@]}" 2>&1 <<'EOF'
+import os, re, sys
+
+def anchors(path):
+    seen, found, fence = {}, set(), False
+    for line in open(path, encoding="utf-8"):
+        if line.startswith("```"):
+            fence = not fence
+        m = None if fence else re.match(r"#{1,6} +(.*?) *#* *$", line)
+        if m:
+            a = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            k = seen.get(a, 0)
+            seen[a] = k + 1
+            found.add(a if k == 0 else f"{a}-{k}")
+    return found
+
+bad, n = [], 0
+for doc in sys.argv[1:]:
+    text = re.sub(r"^```.*?^```", "", open(doc, encoding="utf-8").read(), flags=re.S | re.M)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        n += 1
+        path, _, frag = target.partition("#")
+        full = os.path.normpath(os.path.join(os.path.dirname(doc), path)) if path else doc
+        if not os.path.exists(full):
+            bad.append(f"{doc}: ({target}): no {full}")
+        elif frag and (not full.endswith(".md") or frag not in anchors(full)):
+            bad.append(f"{doc}: ({target}): no heading #{frag} in {full}")
+if bad:
+    sys.exit("\n".join(bad))
+print(f"{n} relative links in {len(sys.argv) - 1} files, each to a file and heading that exist")
+EOF
+) || fail "Markdown links: $out"
+ok "Markdown links: $out"
 
 # Each key table of config.c against the man page's subsection of that
 # section: every key there as a ".TP / .B key" item.

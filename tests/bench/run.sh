@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run.sh BUILD table|plot|readme - `make bench`, `make bench-plot` and
+# run.sh BUILD table|plot|results - `make bench`, `make bench-plot` and
 # `make bench-readme`: the bridge against the limits it is judged by,
 # measured in one run on one machine.
 #
@@ -36,7 +36,7 @@
 # Traffic goes to 127.0.0.1 only and every run is bounded in time.
 set -euo pipefail
 
-build=${1:?usage: run.sh BUILD table|plot|readme}
+build=${1:?usage: run.sh BUILD table|plot|results}
 what=${2:-table}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$here"
@@ -52,12 +52,14 @@ broker=$here/tests/broker.sh
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
-# readme: the latest table.md into README.md between the BENCH markers, and
-# the plots beside it (tests/bench/plots/), as `make bench-readme` does.
-run_readme() {
+# results: the latest table.md into tests/bench/RESULTS.md between the BENCH
+# markers, and the plots beside it (tests/bench/plots/), as
+# `make bench-readme` does.
+run_results() {
+    local results=tests/bench/RESULTS.md
     [ -s "$out/table.md" ] || die "no $out/table.md: run make bench first"
-    if ! grep -q '<!-- BENCH:BEGIN -->' README.md || ! grep -q '<!-- BENCH:END -->' README.md; then
-        die "the BENCH markers are missing from README.md"
+    if ! grep -q '<!-- BENCH:BEGIN -->' "$results" || ! grep -q '<!-- BENCH:END -->' "$results"; then
+        die "the BENCH markers are missing from $results"
     fi
     local t
     t=$(mktemp)
@@ -66,19 +68,19 @@ run_readme() {
         /<!-- BENCH:BEGIN -->/ { while ((getline line < table) > 0) print line; skip = 1; next }
         /<!-- BENCH:END -->/ { skip = 0; next }
         !skip { print }
-    ' README.md >README.md.new
-    mv README.md.new README.md
+    ' "$results" >"$results.new"
+    mv "$results.new" "$results"
     rm -f "$t"
     mkdir -p tests/bench/plots
     local f
     for f in "$out"/plot-*.png; do
         [ -e "$f" ] && cp "$f" tests/bench/plots/
     done
-    say "table and plots into README.md and tests/bench/plots/"
+    say "table and plots into $results and tests/bench/plots/"
 }
 
-if [ "$what" = readme ]; then
-    run_readme
+if [ "$what" = results ]; then
+    run_results
     exit 0
 fi
 
@@ -454,5 +456,5 @@ EOF
 case $what in
 table) run_table ;;
 plot) run_plot ;;
-*) die "usage: run.sh BUILD table|plot|readme" ;;
+*) die "usage: run.sh BUILD table|plot|results" ;;
 esac

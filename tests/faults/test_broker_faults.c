@@ -5,7 +5,7 @@
  * SIGKILL, stopped, frozen, alarmed, has its connections closed under it,
  * refuses publishes, loses an exchange, fails over to a second node; and the
  * bridge is stopped with SIGTERM under load. Each test counts what happened
- * and records it with result_row() for the README's Reliability table.
+ * and records it with result_row() for tests/faults/RESULTS.md's table.
  *
  * Run through tests/integration/run.sh (make test-faults), which starts the
  * private node; tests that disturb it put it back in their teardown

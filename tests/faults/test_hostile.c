@@ -3,8 +3,8 @@
  * headers, deep pipelines, 10,000 idle connections, running out of
  * descriptors, XXE and entity bombs, deep nesting, XInclude, encodings, and
  * 1 MB documents under load. Each test asserts what CONTRACT.md promises,
- * with counts, then records what it measured with result_row() (the README's
- * Reliability table). Run by `make test-faults` through
+ * with counts, then records what it measured with result_row() (the table
+ * of tests/faults/RESULTS.md). Run by `make test-faults` through
  * tests/integration/run.sh, which starts a private broker node; the helpers
  * are tests/lib/harness.[ch]. Every loop is bounded in time and count, all
  * traffic goes to 127.0.0.1. */

@@ -157,7 +157,7 @@ static bool is_xff(const char *name)
     return strcasecmp(name, "x-forwarded-for") == 0;
 }
 
-/* What hdrmap_wanted must say, from README. */
+/* What hdrmap_wanted must say, from ingest-bridge(8), AMQP MAPPING. */
 static bool wanted_model(const char *name)
 {
     return (name[0] == 'x' || name[0] == 'X') && name[1] == '-' &&
@@ -350,7 +350,7 @@ static bool same_map(const struct hdrmap *a, const struct hdrmap *b)
     return true;
 }
 
-/* reqid_valid against README: 1..128 bytes, each 0x21..0x7e. */
+/* reqid_valid against ingest-bridge(8): 1..128 bytes, each 0x21..0x7e. */
 static void check_reqid(const char *s)
 {
     size_t len = strlen(s);

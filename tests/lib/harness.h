@@ -69,7 +69,7 @@ void harness_fail_at(const char *file, int line, const char *fmt, ...)
 #define harness_fail(...) harness_fail_at(__FILE__, __LINE__, __VA_ARGS__)
 void harness_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* One measured outcome for the README's Reliability table: printed as
+/* One measured outcome for tests/faults/RESULTS.md's table: printed as
  * "RESULT | WHAT | OUTCOME |" and appended as a markdown row to the file
  * named by IT_RESULTS, if set (make test-faults sets it). Call it with what
  * the test measured, after the assertions on it passed. */
