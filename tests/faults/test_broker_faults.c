@@ -34,11 +34,6 @@
 #include "harness.h"
 #include "harness_cmocka.h" /* <cmocka.h>, assert_resp... */
 
-/* Set by PASS() at the end of each test body; teardown prints the bridges'
- * logs when it is still false. */
-static bool g_ok;
-#define PASS() (g_ok = true)
-
 #define XML "application/xml"
 #define HTTP_TIMEOUT "10s" /* [http] timeout of every bridge here */
 #define HTTP_TIMEOUT_MS 10000
@@ -930,55 +925,39 @@ static void stop_clean(struct bridge *b, int bound_ms)
 /* ------------------------------------------------------------------ */
 /* fixtures                                                            */
 
-static int group_setup(void **state)
+/* The ~1 KB document the clients post: an order with a note. */
+static int faults_prepare(void)
 {
-    (void)state;
-    harness_use_cmocka();
-    if (harness_init("faults") != 0)
-        return -1;
-    /* ~1 KB: an order with a note. */
     int n = snprintf(g_doc, sizeof g_doc,
                      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<order><id>42</id><note>");
     for (; n < 1000; n++)
         g_doc[n] = (char)('a' + n % 26);
     n += snprintf(g_doc + n, sizeof g_doc - (size_t)n, "</note></order>\n");
     g_doc_len = (size_t)n;
-
-    if (!mq_connect() || !mq_declare("f.full", mq_args_reject_all())) {
-        fprintf(stderr, "cannot reach the test broker on port %d\n", g_harness.broker_port);
-        return -1;
-    }
-    bridge_start(&g_main, "main", faults_config, &MAIN_CFG);
     return 0;
 }
 
-static int group_teardown(void **state)
+/* A fault of the previous test may still echo (a reconnect under way):
+ * start from a bridge that is up. */
+static void faults_test_begin(void)
 {
-    (void)state;
-    int st = bridge_stop_clean(&g_main, "main", 30000);
-    mq_disconnect();
-    if (st != 0)
-        return -1;
-    harness_fini();
-    return 0;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    g_ok = false;
-    if (!bridge_still_up(&g_main, "main"))
-        bridge_start(&g_main, "main", faults_config, &MAIN_CFG);
-    /* A fault of the previous test may still echo (a reconnect under way):
-     * start from a bridge that is up. */
     int last;
     if (!wait_health(g_main.port, 200, scale_ms(30000), &last))
         print_message("main bridge: /healthz %d at the start of the test\n", last);
-    g_main.mark = file_size(g_main.log);
-    memset(&g_aux, 0, sizeof g_aux);
-    return 0;
 }
 
+static const struct suite SUITE = {
+    .name = "faults",
+    .shared = {{&g_main, "main", faults_config, &MAIN_CFG}},
+    .stop_ms = 30000,
+    .reject_queue = "f.full",
+    .aux = &g_aux,
+    .prepare = faults_prepare,
+    .test_begin = faults_test_begin,
+};
+
+/* Not suite_teardown: the clients go first, and the broker is put back
+ * whatever it was, node 2 included. */
 static int teardown(void **state)
 {
     (void)state;
@@ -992,16 +971,13 @@ static int teardown(void **state)
     monitor_stop();
     loads_free();
     waiters_free();
-    if (!g_ok) {
-        dump_log(&g_main, "main bridge log");
-    }
-    bridge_aux_end(&g_aux, g_ok);
+    suite_test_logs();
     if (g_stuck_suspended && stuck_queue(false) != 0)
         print_message("cannot resume the process of queue f.stuck\n");
     echo_stop();
     node2_stop();
     broker_restore();
-    if (disturbed || !g_ok) {
+    if (disturbed || !g_harness.passed) {
         int last;
         if (!wait_health(g_main.port, 200, 30000, &last))
             print_message("main bridge: /healthz %d 30 s after the broker was restored\n", last);
@@ -2677,27 +2653,28 @@ static void test_sigterm_half_written(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_reject_publish, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_missing_exchange, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_memory_alarm, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_close_connection, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_freeze_heartbeat, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_clean_stop_start, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kill9_under_load, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failover, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sigterm_under_load, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stuck_queue, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sigterm_waiting_for_room, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sigterm_waiting_frozen, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_large_publish_frozen, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_large_publish_frozen_tls, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_large_publish_stalled, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sigterm_half_written, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reject_publish, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_exchange, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_alarm, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_connection, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_freeze_heartbeat, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clean_stop_start, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill9_under_load, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failover, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_under_load, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backpressure, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stuck_queue, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_waiting_for_room, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_waiting_frozen, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_publish_frozen, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_publish_frozen_tls, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_publish_stalled, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_half_written, suite_setup, teardown),
     };
     /* FAULTS_ONLY=test_failover (a pattern, * and ? allowed): run just those. */
     if (getenv("FAULTS_ONLY") != NULL)
         cmocka_set_test_filter(getenv("FAULTS_ONLY"));
-    return cmocka_run_group_tests_name("ingest-bridge broker faults", tests, group_setup,
-                                       group_teardown);
+    suite_use(&SUITE);
+    return cmocka_run_group_tests_name("ingest-bridge broker faults", tests, suite_group_setup,
+                                       suite_group_teardown);
 }

@@ -42,11 +42,6 @@
 
 static const char DOC[] = "<?xml version=\"1.0\"?>\n<order><id>1</id></order>\n";
 
-/* Set by PASS() at the end of each test body; teardown prints the bridge's
- * log when it is still false (the test failed somewhere). */
-static bool g_ok;
-#define PASS() (g_ok = true)
-
 static struct bridge g_main; /* shared by the tests, started once */
 static struct bridge g_aux;  /* a test's own instance (descriptor limit) */
 
@@ -497,12 +492,10 @@ static void listener_stop(void)
 /* ------------------------------------------------------------------ */
 /* fixtures                                                            */
 
-static int group_setup(void **state)
+/* The files the XML tests point entities at, the listener XXE by URL must
+ * never reach, and h.load. */
+static int hostile_prepare(void)
 {
-    (void)state;
-    harness_use_cmocka();
-    if (harness_init("hostile") != 0)
-        return -1;
     snprintf(g_secret, sizeof g_secret, "%s/secret.txt", g_harness.tmp);
     write_file(g_secret, MARKER "\n");
     snprintf(g_dtd, sizeof g_dtd, "%s/x.dtd", g_harness.tmp);
@@ -513,56 +506,47 @@ static int group_setup(void **state)
         perror("listener");
         return -1;
     }
-
     /* h.load keeps the last 4 documents: the load test sends hundreds of MB. */
     amqp_table_entry_t e = {.key = amqp_cstring_bytes("x-max-length"),
                             .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = 4}};
-    if (!mq_connect() || !mq_declare(Q_LOAD, (amqp_table_t){1, &e})) {
+    if (!mq_declare(Q_LOAD, (amqp_table_t){1, &e})) {
         fprintf(stderr, "cannot reach the test broker on port %d\n", g_harness.broker_port);
         return -1;
     }
-    bridge_start(&g_main, "hostile", h_config, NULL);
     return 0;
 }
 
-static int group_teardown(void **state)
+static void hostile_finish(void)
 {
-    (void)state;
     listener_stop();
-    int st = bridge_stop_clean(&g_main, "hostile", 20000);
     if (mq_connect()) {
         mq_purge(Q_LOAD);
         amqp_queue_delete(g_harness.mq, 1, amqp_cstring_bytes(Q_LOAD), 0, 0);
         (void)mq_ok(amqp_get_rpc_reply(g_harness.mq), "queue.delete");
     }
-    mq_disconnect();
-    if (st != 0)
-        return -1;
-    harness_fini();
-    return 0;
 }
 
-static int setup(void **state)
+static void hostile_test_begin(void)
 {
-    (void)state;
-    g_ok = false;
-    if (!bridge_still_up(&g_main, "hostile"))
-        bridge_start(&g_main, "hostile", h_config, NULL);
-    g_main.mark = file_size(g_main.log);
-    memset(&g_aux, 0, sizeof g_aux);
     mq_purge(Q_INGEST);
-    return 0;
 }
 
+static const struct suite SUITE = {
+    .name = "hostile",
+    .shared = {{&g_main, "hostile", h_config, NULL}},
+    .stop_ms = 20000,
+    .aux = &g_aux,
+    .prepare = hostile_prepare,
+    .finish = hostile_finish,
+    .test_begin = hostile_test_begin,
+};
+
+/* suite_teardown between the sockets a failed test left and a check that
+ * the bridge is still there, whatever the test did. */
 static int teardown(void **state)
 {
-    (void)state;
     fds_close_all();
-    if (!g_ok) {
-        dump_log(&g_main, "bridge log");
-    }
-    bridge_aux_end(&g_aux, g_ok);
-    /* Whatever a test did, the bridge must still be there. */
+    (void)suite_teardown(state);
     int st;
     if (g_main.pid > 0 && !bridge_alive(&g_main, &st)) {
         char d[64];
@@ -2922,33 +2906,34 @@ int main(void)
     if (getenv("IT_ONLY"))
         cmocka_set_test_filter(getenv("IT_ONLY"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_slowloris_headers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_slow_body, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_framing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_413_content_length, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_413_chunked, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_413_expect_continue, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_huge_headers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_many_small_headers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_nul_and_bare_lf, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_odd_request_lines, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pipelined_1000, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pipeline_unread, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_xxe, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_entity_bombs, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deep_nesting, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_xinclude, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_encodings, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_idle_10k, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_out_of_fds, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_1mb_under_load, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused_before_body, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_shed_before_body, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused_bodies_not_held, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_max_connections, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_max_pending_bytes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_xml_cost_flood, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slowloris_headers, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_body, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_framing, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_413_content_length, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_413_chunked, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_413_expect_continue, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_huge_headers, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_small_headers, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nul_and_bare_lf, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_odd_request_lines, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined_1000, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipeline_unread, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_xxe, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_entity_bombs, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deep_nesting, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_xinclude, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_encodings, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_10k, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_out_of_fds, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_1mb_under_load, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_before_body, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shed_before_body, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_bodies_not_held, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_connections, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_pending_bytes, suite_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_xml_cost_flood, suite_setup, teardown),
     };
-    return cmocka_run_group_tests_name("ingest-bridge hostile input", tests, group_setup,
-                                       group_teardown);
+    suite_use(&SUITE);
+    return cmocka_run_group_tests_name("ingest-bridge hostile input", tests, suite_group_setup,
+                                       suite_group_teardown);
 }

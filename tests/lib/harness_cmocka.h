@@ -1,7 +1,7 @@
 /* harness_cmocka.h - the harness inside cmocka tests: its failures become
  * cmocka failures, its notes cmocka messages, plus assertions that show the
- * response on failure. Include after <cmocka.h>; call harness_use_cmocka()
- * once, before any test runs. */
+ * response on failure, and the suite_* fixtures. Include after <cmocka.h>;
+ * call harness_use_cmocka() (or suite_use()) once, before any test runs. */
 #ifndef HARNESS_CMOCKA_H
 #define HARNESS_CMOCKA_H
 
@@ -33,6 +33,20 @@ static inline void harness_use_cmocka(void)
     g_harness.fail = harness_cmocka_fail;
     g_harness.note = harness_cmocka_note;
 }
+
+/* Run the suite_* fixtures (harness.h) for S with cmocka; call it in main()
+ * before cmocka_run_group_tests. */
+static inline void suite_use(const struct suite *s)
+{
+    harness_use_cmocka();
+    g_harness.suite = s;
+}
+
+/* A test run between suite_setup and suite_teardown. */
+#define SUITE_TEST(f) cmocka_unit_test_setup_teardown(f, suite_setup, suite_teardown)
+
+/* The end of every test body: the teardown then prints no logs. */
+#define PASS() (g_harness.passed = true)
 
 /* Assertions with the response shown on failure. */
 #define assert_resp(rc, r, want)                                                                   \
