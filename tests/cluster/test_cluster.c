@@ -535,6 +535,5 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_failover),
     };
-    suite_use(&SUITE);
-    return cmocka_run_group_tests(tests, suite_group_setup, suite_group_teardown);
+    return suite_run("tests", &SUITE, tests, NULL);
 }

@@ -2007,8 +2007,6 @@ static void test_rpc_broker_stopped(void **state)
 /* IT_ONLY=PATTERN runs only the tests whose names match (cmocka's filter). */
 int main(void)
 {
-    if (getenv("IT_ONLY"))
-        cmocka_set_test_filter(getenv("IT_ONLY"));
     const struct CMUnitTest tests[] = {
         SUITE_TEST(test_config_ok),
         SUITE_TEST(test_config_bad),
@@ -2049,7 +2047,5 @@ int main(void)
         /* stops the broker: last, and its teardown restarts it anyway */
         SUITE_TEST(test_broker_down_and_back),
     };
-    suite_use(&SUITE);
-    return cmocka_run_group_tests_name("ingest-bridge integration", tests, suite_group_setup,
-                                       suite_group_teardown);
+    return suite_run("ingest-bridge integration", &SUITE, tests, "IT_ONLY");
 }

@@ -803,7 +803,5 @@ int main(void)
         /* stops the broker: last, and its teardown starts it again */
         SUITE_TEST(test_broker_down_and_back),
     };
-    suite_use(&SUITE);
-    return cmocka_run_group_tests_name("ingest-bridge metrics and logs", tests, suite_group_setup,
-                                       suite_group_teardown);
+    return suite_run("ingest-bridge metrics and logs", &SUITE, tests, NULL);
 }

@@ -603,7 +603,5 @@ int main(void)
         SUITE_TEST(test_no_auth_configured),
         SUITE_TEST(test_https_refused_before_body),
     };
-    suite_use(&SUITE);
-    return cmocka_run_group_tests_name("ingest-bridge TLS and auth", tests, suite_group_setup,
-                                       suite_group_teardown);
+    return suite_run("ingest-bridge TLS and auth", &SUITE, tests, NULL);
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -40,6 +41,21 @@ static inline void suite_use(const struct suite *s)
 {
     harness_use_cmocka();
     g_harness.suite = s;
+}
+
+/* A suite's main() after its table: TESTS (an array) run as the group
+ * NAME with S's fixtures; ONLY_ENV, when not NULL, names a variable whose
+ * value (a pattern, * and ? allowed) picks the tests to run. */
+#define suite_run(name, s, tests, only_env)                                                        \
+    suite_run_n((name), (s), (tests), sizeof(tests) / sizeof((tests)[0]), (only_env))
+
+static inline int suite_run_n(const char *name, const struct suite *s,
+                              const struct CMUnitTest *tests, size_t n, const char *only_env)
+{
+    if (only_env != NULL && getenv(only_env) != NULL)
+        cmocka_set_test_filter(getenv(only_env));
+    suite_use(s);
+    return _cmocka_run_group_tests(name, tests, n, suite_group_setup, suite_group_teardown);
 }
 
 /* A test run between suite_setup and suite_teardown. */
