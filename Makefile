@@ -51,7 +51,9 @@ LIBOBJ  := $(filter-out $(BUILD)/obj/bridge/main.o,$(OBJ))
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/%,$(wildcard tests/unit/test_*.c))
 ITEST   := $(patsubst tests/integration/%.c,$(BUILD)/integration/%,\
              $(wildcard tests/integration/test_*.c))
-FTEST   := $(patsubst tests/faults/%.c,$(BUILD)/faults/%,$(wildcard tests/faults/test_*.c))
+# The fault suites in name order (the broker's, then hostile input's): the
+# order of their rows in the Reliability table.
+FTEST   := $(patsubst tests/faults/%.c,$(BUILD)/faults/%,$(sort $(wildcard tests/faults/test_*.c)))
 CTEST   := $(patsubst tests/cluster/%.c,$(BUILD)/cluster/%,$(wildcard tests/cluster/test_*.c))
 
 # What `make deps` installs when missing: build tools, the libraries above,
@@ -111,19 +113,24 @@ $(BUILD)/bench-ceiling: tests/bench/ceiling.c
 $(BUILD)/bench-xmlcost: tests/bench/xmlcost.c $(BUILD)/libbridge.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# Each suite links the shared harness (tests/lib/harness.c), compiled in.
+# Each suite links the shared harness (tests/lib/harness.c), compiled in,
+# and the broker fault suites their shared part: test_broker_*.c
+# tests/faults/broker_faults.c.
 HARNESS := tests/lib/harness.c tests/lib/harness.h tests/lib/harness_cmocka.h
 define link_suite
 	@mkdir -p $(dir $@)
-	$(CC) $(HARNESS_CFLAGS) -Itests/lib -o $@ $< tests/lib/harness.c \
+	$(CC) $(HARNESS_CFLAGS) -Itests/lib -o $@ $< tests/lib/harness.c $(1) \
 	    $(shell pkg-config --libs librabbitmq cmocka openssl) -lpthread
 endef
 $(BUILD)/integration/test_%: tests/integration/test_%.c $(HARNESS)
-	$(link_suite)
-$(BUILD)/faults/test_%: tests/faults/test_%.c $(HARNESS)
-	$(link_suite)
+	$(call link_suite)
+$(BUILD)/faults/test_broker_%: tests/faults/test_broker_%.c $(HARNESS) \
+                               tests/faults/broker_faults.c tests/faults/broker_faults.h
+	$(call link_suite,tests/faults/broker_faults.c)
+$(BUILD)/faults/test_hostile: tests/faults/test_hostile.c $(HARNESS)
+	$(call link_suite)
 $(BUILD)/cluster/test_%: tests/cluster/test_%.c $(HARNESS)
-	$(link_suite)
+	$(call link_suite)
 
 deps:
 	@missing=; \
