@@ -114,8 +114,8 @@ $(BUILD)/bench-xmlcost: tests/bench/xmlcost.c $(BUILD)/libbridge.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Each suite links the shared harness (tests/lib/harness.c), compiled in,
-# and the broker fault suites their shared part: test_broker_*.c
-# tests/faults/broker_faults.c.
+# and the fault suites their family's shared part: test_broker_*.c
+# tests/faults/broker_faults.c, test_hostile_*.c tests/faults/hostile.c.
 HARNESS := tests/lib/harness.c tests/lib/harness.h tests/lib/harness_cmocka.h
 define link_suite
 	@mkdir -p $(dir $@)
@@ -127,8 +127,9 @@ $(BUILD)/integration/test_%: tests/integration/test_%.c $(HARNESS)
 $(BUILD)/faults/test_broker_%: tests/faults/test_broker_%.c $(HARNESS) \
                                tests/faults/broker_faults.c tests/faults/broker_faults.h
 	$(call link_suite,tests/faults/broker_faults.c)
-$(BUILD)/faults/test_hostile: tests/faults/test_hostile.c $(HARNESS)
-	$(call link_suite)
+$(BUILD)/faults/test_hostile_%: tests/faults/test_hostile_%.c $(HARNESS) \
+                                tests/faults/hostile.c tests/faults/hostile.h
+	$(call link_suite,tests/faults/hostile.c)
 $(BUILD)/cluster/test_%: tests/cluster/test_%.c $(HARNESS)
 	$(call link_suite)
 
