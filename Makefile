@@ -1,9 +1,11 @@
 # ingest-bridge build. `make` builds build/ingest-bridge; see README.md.
 #
+#   make check           the everyday command, under a minute: the build with -Werror, the
+#                        unit tests, the include rules (tests/includes.sh), format-check
 #   make                 build/ingest-bridge (and build/libbridge.a)
 #   make deps            install missing Debian packages (apt-get; sudo if not root)
 #   make run             deps + build + a local RabbitMQ node if none answers + run bridge.ini
-#   make test            unit + integration tests, again under ASan+UBSan, under valgrind,
+#   make test            the full run (about 12 minutes): unit + integration tests, again under ASan+UBSan, under valgrind,
 #                        then the fault suites, the cluster test and a fuzz smoke run
 #   make test-unit       cmocka unit tests (tests/unit/test_*.c)
 #   make test-integration  the real binary against a private RabbitMQ node
@@ -73,7 +75,7 @@ FMT_SRC := $(wildcard bridge/*.[ch] http/*.[ch] amqp/*.[ch] amqp/echo/*.[ch] tes
              tests/bench/*.[ch] tests/cluster/*.[ch] \
              tests/unit/*.[ch] tests/integration/*.[ch] tests/lib/*.[ch] tests/fuzz/*.[ch])
 
-.PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults \
+.PHONY: all check clean deps run test test-unit test-integration test-valgrind test-faults \
         test-cluster reliability fuzz unit format-check format bench bench-plot bench-deps \
         bench-profile bench-readme lint test-docker install uninstall test-install
 all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
@@ -170,6 +172,16 @@ test-unit: $(UNIT)
 	@echo "test-unit: $(words $(UNIT)) programs passed ($(BUILD))"
 
 unit: test-unit
+
+# The fast loop: warnings as errors (the build and the unit tests, two jobs
+# at a time), the unit tests, then the include rules and the format check,
+# both run even when the first fails, either failing the target.
+check:
+	@$(MAKE) --no-print-directory -j2 WERROR=1 all $(UNIT)
+	@$(MAKE) --no-print-directory WERROR=1 test-unit
+	@rc=0; tests/includes.sh || rc=1; \
+	$(MAKE) --no-print-directory format-check || rc=1; \
+	exit $$rc
 
 # One private broker node for the whole run, stopped even on failure.
 test-integration: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(ITEST)
