@@ -490,6 +490,15 @@ struct qcheck check_queue(const char *path, char **a, size_t na, char **b, size_
     return c;
 }
 
+struct qcheck check_durable(void)
+{
+    size_t nq;
+    char **q = drain_sorted("f.durable", &nq);
+    struct qcheck c = check_queue("/durable", q, nq, NULL, 0);
+    ids_free(q, nq);
+    return c;
+}
+
 struct node2 g_node2;
 
 int node2_sh(const char *cmd)

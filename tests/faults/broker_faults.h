@@ -207,6 +207,10 @@ struct qcheck {
 /* The current load's records on PATH against the ids of queue A (and B). */
 struct qcheck check_queue(const char *path, char **a, size_t na, char **b, size_t nb);
 
+/* check_queue of the load's /durable against f.durable, read (and emptied)
+ * here: what most tests ask after their fault. */
+struct qcheck check_durable(void);
+
 /* A second node for the failover test: its own directory, port and name. */
 struct node2 {
     char dir[512];

@@ -338,10 +338,7 @@ static void test_clean_stop_start(void **state)
     assert_tally_clean(&all, "broker stopped under load");
     if (down.slowest_ms > scale_ms(2000))
         fail_msg("a publish with the broker stopped took %.0f ms", down.slowest_ms);
-    size_t nq;
-    char **q = drain_sorted("f.durable", &nq);
-    struct qcheck c = check_queue("/durable", q, nq, NULL, 0);
-    ids_free(q, nq);
+    struct qcheck c = check_durable();
     if (c.lost)
         fail_msg("%d accepted messages lost over a clean broker restart (the first: %s)", c.lost,
                  c.first_lost);
@@ -418,10 +415,7 @@ static void test_close_connection(void **state)
         for (int k = 0; k < n; k++)
             if (strcmp(pids2[i], pids[k]) == 0)
                 fail_msg("connection %s survived close_connection", pids[k]);
-    size_t nq;
-    char **q = drain_sorted("f.durable", &nq);
-    struct qcheck c = check_queue("/durable", q, nq, NULL, 0);
-    ids_free(q, nq);
+    struct qcheck c = check_durable();
     if (c.lost)
         fail_msg("%d accepted messages lost (the first: %s)", c.lost, c.first_lost);
     result_row("rabbitmqctl close_connection on the bridge's 2 connections",

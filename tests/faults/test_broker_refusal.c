@@ -148,10 +148,7 @@ static void test_memory_alarm(void **state)
     assert_tally_clean(&all, "publishers across the memory alarm");
     if (during.slowest_ms > scale_ms(3000))
         fail_msg("a publish under the memory alarm took %.0f ms", during.slowest_ms);
-    size_t nq;
-    char **q = drain_sorted("f.durable", &nq);
-    struct qcheck qc = check_queue("/durable", q, nq, NULL, 0);
-    ids_free(q, nq);
+    struct qcheck qc = check_durable();
     if (qc.lost)
         fail_msg("%d accepted messages lost (the first: %s)", qc.lost, qc.first_lost);
     if (bslow < during.slowest_ms)
@@ -313,10 +310,7 @@ static void test_missing_exchange(void **state)
         fail_msg("%d channel closes (404) logged, %d reopens", closes, reopens);
     if (log_count(&g_main, "connection to") != 0)
         fail_msg("a channel error cost a connection");
-    size_t nq;
-    char **q = drain_sorted("f.durable", &nq);
-    struct qcheck c = check_queue("/durable", q, nq, NULL, 0);
-    ids_free(q, nq);
+    struct qcheck c = check_durable();
     if (c.lost)
         fail_msg("%d accepted messages lost (the first: %s)", c.lost, c.first_lost);
     result_row(
