@@ -1,9 +1,11 @@
 # ingest-bridge build. `make` builds build/ingest-bridge; see README.md.
 #
+#   make check           the everyday command, under a minute: the build with -Werror, the
+#                        unit tests, the include rules (tests/includes.sh), format-check
 #   make                 build/ingest-bridge (and build/libbridge.a)
 #   make deps            install missing Debian packages (apt-get; sudo if not root)
 #   make run             deps + build + a local RabbitMQ node if none answers + run bridge.ini
-#   make test            unit + integration tests, again under ASan+UBSan, under valgrind,
+#   make test            the full run (about 12 minutes): unit + integration tests, again under ASan+UBSan, under valgrind,
 #                        then the fault suites, the cluster test and a fuzz smoke run
 #   make test-unit       cmocka unit tests (tests/unit/test_*.c)
 #   make test-integration  the real binary against a private RabbitMQ node
@@ -51,7 +53,9 @@ LIBOBJ  := $(filter-out $(BUILD)/obj/bridge/main.o,$(OBJ))
 UNIT    := $(patsubst tests/unit/%.c,$(BUILD)/%,$(wildcard tests/unit/test_*.c))
 ITEST   := $(patsubst tests/integration/%.c,$(BUILD)/integration/%,\
              $(wildcard tests/integration/test_*.c))
-FTEST   := $(patsubst tests/faults/%.c,$(BUILD)/faults/%,$(wildcard tests/faults/test_*.c))
+# The fault suites in name order (the broker's, then hostile input's): the
+# order of their rows in the Reliability table.
+FTEST   := $(patsubst tests/faults/%.c,$(BUILD)/faults/%,$(sort $(wildcard tests/faults/test_*.c)))
 CTEST   := $(patsubst tests/cluster/%.c,$(BUILD)/cluster/%,$(wildcard tests/cluster/test_*.c))
 
 # What `make deps` installs when missing: build tools, the libraries above,
@@ -71,7 +75,7 @@ FMT_SRC := $(wildcard bridge/*.[ch] bridge/base/*.[ch] http/*.[ch] amqp/*.[ch] a
              tests/bench/*.[ch] tests/cluster/*.[ch] \
              tests/unit/*.[ch] tests/integration/*.[ch] tests/lib/*.[ch] tests/fuzz/*.[ch])
 
-.PHONY: all clean deps run test test-unit test-integration test-valgrind test-faults \
+.PHONY: all check clean deps run test test-unit test-integration test-valgrind test-faults \
         test-cluster reliability fuzz unit format-check format bench bench-plot bench-deps \
         bench-profile bench-readme lint test-docker install uninstall test-install
 all: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
@@ -111,19 +115,25 @@ $(BUILD)/bench-ceiling: tests/bench/ceiling.c
 $(BUILD)/bench-xmlcost: tests/bench/xmlcost.c $(BUILD)/libbridge.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# Each suite links the shared harness (tests/lib/harness.c), compiled in.
+# Each suite links the shared harness (tests/lib/harness.c), compiled in,
+# and the fault suites their family's shared part: test_broker_*.c
+# tests/faults/broker_faults.c, test_hostile_*.c tests/faults/hostile.c.
 HARNESS := tests/lib/harness.c tests/lib/harness.h tests/lib/harness_cmocka.h
 define link_suite
 	@mkdir -p $(dir $@)
-	$(CC) $(HARNESS_CFLAGS) -Itests/lib -o $@ $< tests/lib/harness.c \
+	$(CC) $(HARNESS_CFLAGS) -Itests/lib -o $@ $< tests/lib/harness.c $(1) \
 	    $(shell pkg-config --libs librabbitmq cmocka openssl) -lpthread
 endef
 $(BUILD)/integration/test_%: tests/integration/test_%.c $(HARNESS)
-	$(link_suite)
-$(BUILD)/faults/test_%: tests/faults/test_%.c $(HARNESS)
-	$(link_suite)
+	$(call link_suite)
+$(BUILD)/faults/test_broker_%: tests/faults/test_broker_%.c $(HARNESS) \
+                               tests/faults/broker_faults.c tests/faults/broker_faults.h
+	$(call link_suite,tests/faults/broker_faults.c)
+$(BUILD)/faults/test_hostile_%: tests/faults/test_hostile_%.c $(HARNESS) \
+                                tests/faults/hostile.c tests/faults/hostile.h
+	$(call link_suite,tests/faults/hostile.c)
 $(BUILD)/cluster/test_%: tests/cluster/test_%.c $(HARNESS)
-	$(link_suite)
+	$(call link_suite)
 
 deps:
 	@missing=; \
@@ -162,6 +172,16 @@ test-unit: $(UNIT)
 	@echo "test-unit: $(words $(UNIT)) programs passed ($(BUILD))"
 
 unit: test-unit
+
+# The fast loop: warnings as errors (the build and the unit tests, two jobs
+# at a time), the unit tests, then the include rules and the format check,
+# both run even when the first fails, either failing the target.
+check:
+	@$(MAKE) --no-print-directory -j2 WERROR=1 all $(UNIT)
+	@$(MAKE) --no-print-directory WERROR=1 test-unit
+	@rc=0; tests/includes.sh || rc=1; \
+	$(MAKE) --no-print-directory format-check || rc=1; \
+	exit $$rc
 
 # One private broker node for the whole run, stopped even on failure.
 test-integration: $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(ITEST)

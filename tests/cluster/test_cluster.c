@@ -496,22 +496,21 @@ static void test_failover(void **state)
         fail_msg("more 202s (%d) than messages in the queue (%zu)", accepted + g_n_probes, n_ids);
 }
 
-static int group_setup(void **state)
+/* The cluster run.sh started: where it is, and its script. */
+static int cluster_prepare(void)
 {
-    (void)state;
-    harness_use_cmocka();
     g_dir = getenv("IT_CLUSTER_DIR");
     g_sh = getenv("IT_CLUSTER_SH");
     if (g_dir == NULL || g_sh == NULL) {
         fprintf(stderr, "run me through tests/cluster/run.sh (IT_CLUSTER_* missing)\n");
         return -1;
     }
-    return harness_init("cluster");
+    return 0;
 }
 
-static int group_teardown(void **state)
+/* The clients and bridges a failed test left behind. */
+static void cluster_finish(void)
 {
-    (void)state;
     clients_stop();
     for (int i = 0; i < 2 * CLIENTS_PER_BRIDGE; i++)
         free(g_cl[i].accepted);
@@ -522,14 +521,19 @@ static int group_teardown(void **state)
             waitpid(g_b[i].pid, NULL, 0);
         }
     }
-    harness_fini();
-    return 0;
 }
+
+/* No shared bridge: the test starts its two itself. */
+static const struct suite SUITE = {
+    .name = "cluster",
+    .prepare = cluster_prepare,
+    .finish = cluster_finish,
+};
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_failover),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return suite_run("tests", &SUITE, tests, NULL);
 }

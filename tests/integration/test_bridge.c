@@ -23,11 +23,6 @@
 
 static char g_xsd[512]; /* the schema route's XSD */
 
-/* Set by PASS() at the end of each test body; teardown prints the bridge's
- * log when it is still false (the test failed somewhere). */
-static bool g_ok;
-#define PASS() (g_ok = true)
-
 #define XML "application/xml"
 static const char DOC[] = "<?xml version=\"1.0\"?>\n<order><id>1</id></order>\n";
 
@@ -131,13 +126,11 @@ static void start_bridge(struct bridge *b, const char *name, int workers)
 /* ------------------------------------------------------------------ */
 /* fixtures                                                            */
 
-static int group_setup(void **state)
-{
-    (void)state;
-    harness_use_cmocka();
-    if (harness_init("integration") != 0)
-        return -1;
+static const int MAIN_WORKERS = 2;
 
+/* The schema route's XSD, in the run's temporary directory. */
+static int write_xsd(void)
+{
     snprintf(g_xsd, sizeof g_xsd, "%s/order.xsd", g_harness.tmp);
     write_file(g_xsd, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                       "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\">\n"
@@ -151,48 +144,17 @@ static int group_setup(void **state)
                       "    </xs:complexType>\n"
                       "  </xs:element>\n"
                       "</xs:schema>\n");
-
-    if (!mq_connect() || !mq_declare("it.full", mq_args_reject_all())) {
-        fprintf(stderr, "cannot reach the test broker on port %d\n", g_harness.broker_port);
-        return -1;
-    }
-    start_bridge(&g_main, "main", 2);
     return 0;
 }
 
-static int group_teardown(void **state)
-{
-    (void)state;
-    int st = bridge_stop_clean(&g_main, "main", 20000);
-    mq_disconnect();
-    if (st != 0)
-        return -1;
-    harness_fini();
-    return 0;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    g_ok = false;
-    if (!bridge_still_up(&g_main, "main"))
-        start_bridge(&g_main, "main", 2);
-    g_main.mark = file_size(g_main.log);
-    memset(&g_aux, 0, sizeof g_aux);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    if (!g_ok) {
-        dump_log(&g_main, "main bridge log");
-    }
-    bridge_aux_end(&g_aux, g_ok);
-    echo_stop();
-    broker_restore_for(&g_main);
-    return 0;
-}
+static const struct suite SUITE = {
+    .name = "integration",
+    .shared = {{&g_main, "main", it_config, &MAIN_WORKERS}},
+    .stop_ms = 20000,
+    .reject_queue = "it.full",
+    .aux = &g_aux,
+    .prepare = write_xsd,
+};
 
 /* ------------------------------------------------------------------ */
 /* -t and bad configs                                                  */
@@ -2045,48 +2007,45 @@ static void test_rpc_broker_stopped(void **state)
 /* IT_ONLY=PATTERN runs only the tests whose names match (cmocka's filter). */
 int main(void)
 {
-    if (getenv("IT_ONLY"))
-        cmocka_set_test_filter(getenv("IT_ONLY"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_config_ok, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_config_bad, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pong_keepalive, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pong_http10, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_publish_mapping, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_publish_generated_id, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_publish_content_types, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_publish_keepalive_chunked, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_400_malformed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_400_doctype, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_422_root, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_422_schema, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_400_framing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_415, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_413, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_404_405, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_502_unroutable, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_503_nack, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_healthz, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_queue_type, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_workers_spread_over_uris, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_quorum_nack_renews_channel, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_results_matched_concurrently, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_client_gone, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_blocked, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sigterm_inflight, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rpc_reply, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rpc_timeout_no_worker, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rpc_late_reply, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rpc_bad_content_type, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rpc_unroutable_without_confirms, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rpc_informational_status, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rpc_concurrent, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rpc_client_gone, setup, teardown),
+        SUITE_TEST(test_config_ok),
+        SUITE_TEST(test_config_bad),
+        SUITE_TEST(test_pong_keepalive),
+        SUITE_TEST(test_pong_http10),
+        SUITE_TEST(test_publish_mapping),
+        SUITE_TEST(test_publish_generated_id),
+        SUITE_TEST(test_publish_content_types),
+        SUITE_TEST(test_publish_keepalive_chunked),
+        SUITE_TEST(test_400_malformed),
+        SUITE_TEST(test_400_doctype),
+        SUITE_TEST(test_422_root),
+        SUITE_TEST(test_422_schema),
+        SUITE_TEST(test_400_framing),
+        SUITE_TEST(test_415),
+        SUITE_TEST(test_413),
+        SUITE_TEST(test_404_405),
+        SUITE_TEST(test_502_unroutable),
+        SUITE_TEST(test_503_nack),
+        SUITE_TEST(test_healthz),
+        SUITE_TEST(test_queue_type),
+        SUITE_TEST(test_workers_spread_over_uris),
+        SUITE_TEST(test_quorum_nack_renews_channel),
+        SUITE_TEST(test_results_matched_concurrently),
+        SUITE_TEST(test_client_gone),
+        SUITE_TEST(test_blocked),
+        SUITE_TEST(test_sigterm_inflight),
+        SUITE_TEST(test_rpc_reply),
+        SUITE_TEST(test_rpc_timeout_no_worker),
+        SUITE_TEST(test_rpc_late_reply),
+        SUITE_TEST(test_rpc_bad_content_type),
+        SUITE_TEST(test_rpc_unroutable_without_confirms),
+        SUITE_TEST(test_rpc_informational_status),
+        SUITE_TEST(test_rpc_concurrent),
+        SUITE_TEST(test_rpc_client_gone),
         /* stops the broker: its teardown starts it again */
-        cmocka_unit_test_setup_teardown(test_rpc_broker_stopped, setup, teardown),
+        SUITE_TEST(test_rpc_broker_stopped),
         /* stops the broker: last, and its teardown restarts it anyway */
-        cmocka_unit_test_setup_teardown(test_broker_down_and_back, setup, teardown),
+        SUITE_TEST(test_broker_down_and_back),
     };
-    return cmocka_run_group_tests_name("ingest-bridge integration", tests, group_setup,
-                                       group_teardown);
+    return suite_run("ingest-bridge integration", &SUITE, tests, "IT_ONLY");
 }

@@ -20,9 +20,6 @@
 #include "harness.h"
 #include "harness_cmocka.h" /* <cmocka.h>, assert_resp... */
 
-static bool g_ok; /* set by PASS(); teardown prints the logs when false */
-#define PASS() (g_ok = true)
-
 #define XML "application/xml"
 static const char DOC[] = "<?xml version=\"1.0\"?>\n<order><id>1</id></order>\n";
 
@@ -86,53 +83,13 @@ static char *metrics_config(int http_port, const void *arg)
 /* ------------------------------------------------------------------ */
 /* fixtures                                                            */
 
-static int group_setup(void **state)
-{
-    (void)state;
-    harness_use_cmocka();
-    if (harness_init("metrics") != 0)
-        return -1;
-    if (!mq_connect() || !mq_declare("m.full", mq_args_reject_all())) {
-        fprintf(stderr, "cannot reach the test broker on port %d\n", g_harness.broker_port);
-        return -1;
-    }
-    bridge_start(&g_main, "main", metrics_config, &MAIN_OPTS);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    int st = bridge_stop_clean(&g_main, "main", 20000);
-    mq_disconnect();
-    if (st != 0)
-        return -1;
-    harness_fini();
-    return 0;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    g_ok = false;
-    if (!bridge_still_up(&g_main, "main"))
-        bridge_start(&g_main, "main", metrics_config, &MAIN_OPTS);
-    g_main.mark = file_size(g_main.log);
-    memset(&g_aux, 0, sizeof g_aux);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    if (!g_ok) {
-        dump_log(&g_main, "main bridge log");
-    }
-    bridge_aux_end(&g_aux, g_ok);
-    echo_stop();
-    broker_restore_for(&g_main);
-    return 0;
-}
+static const struct suite SUITE = {
+    .name = "metrics",
+    .shared = {{&g_main, "main", metrics_config, &MAIN_OPTS}},
+    .stop_ms = 20000,
+    .reject_queue = "m.full",
+    .aux = &g_aux,
+};
 
 /* ------------------------------------------------------------------ */
 /* the exposition format, parsed                                       */
@@ -837,15 +794,14 @@ static void test_text_access_log(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_metrics_well_formed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_counters_move, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rpc_timeout_and_late_reply, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_healthz_names_nodes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_json_access_log, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_text_access_log, setup, teardown),
+        SUITE_TEST(test_metrics_well_formed),
+        SUITE_TEST(test_counters_move),
+        SUITE_TEST(test_rpc_timeout_and_late_reply),
+        SUITE_TEST(test_healthz_names_nodes),
+        SUITE_TEST(test_json_access_log),
+        SUITE_TEST(test_text_access_log),
         /* stops the broker: last, and its teardown starts it again */
-        cmocka_unit_test_setup_teardown(test_broker_down_and_back, setup, teardown),
+        SUITE_TEST(test_broker_down_and_back),
     };
-    return cmocka_run_group_tests_name("ingest-bridge metrics and logs", tests, group_setup,
-                                       group_teardown);
+    return suite_run("ingest-bridge metrics and logs", &SUITE, tests, NULL);
 }

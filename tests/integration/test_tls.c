@@ -18,9 +18,6 @@
 #include "harness.h"
 #include "harness_cmocka.h" /* <cmocka.h>, assert_resp... */
 
-static bool g_ok; /* set by PASS(); teardown prints the logs when false */
-#define PASS() (g_ok = true)
-
 #define XML "application/xml"
 static const char DOC[] = "<?xml version=\"1.0\"?>\n<order><id>7</id></order>\n";
 #define TOKEN "it-token-0f1e2d3c"        /* in the global token file */
@@ -119,12 +116,9 @@ static const struct tls_cfg AUTH_PLAIN = {.auth = true};
 /* ------------------------------------------------------------------ */
 /* fixtures                                                            */
 
-static int group_setup(void **state)
+/* The token files and the CA the HTTPS bridge's clients check it with. */
+static int tls_prepare(void)
 {
-    (void)state;
-    harness_use_cmocka();
-    if (harness_init("tls") != 0)
-        return -1;
     if (!g_harness.tls_dir || g_harness.broker_tls_port <= 0) {
         fprintf(stderr, "IT_TLS_DIR / IT_BROKER_TLS_PORT missing: run me through run.sh\n");
         return -1;
@@ -134,53 +128,17 @@ static int group_setup(void **state)
     snprintf(g_rtokens, sizeof g_rtokens, "%s/audit-tokens", g_harness.tmp);
     write_file(g_tokens, "# clients of the integration tests\n" TOKEN "\n\n" OTHER_TOKEN "\n");
     write_file(g_rtokens, ROUTE_TOKEN "\n");
-    if (!mq_connect()) {
-        fprintf(stderr, "cannot reach the test broker on port %d\n", g_harness.broker_port);
-        return -1;
-    }
     g_tls.tls_ca = g_ca;
-    bridge_start(&g_tls, "tls", tls_config, &TLS_BOTH);
-    bridge_start(&g_auth, "auth", tls_config, &AUTH_PLAIN);
     return 0;
 }
 
-static int group_teardown(void **state)
-{
-    (void)state;
-    int st = bridge_stop_clean(&g_tls, "tls", 20000);
-    if (bridge_stop_clean(&g_auth, "auth", 20000) != 0)
-        st = -1;
-    mq_disconnect();
-    if (st != 0)
-        return -1;
-    harness_fini();
-    return 0;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    g_ok = false;
-    if (!bridge_still_up(&g_tls, "tls"))
-        bridge_start(&g_tls, "tls", tls_config, &TLS_BOTH);
-    if (!bridge_still_up(&g_auth, "auth"))
-        bridge_start(&g_auth, "auth", tls_config, &AUTH_PLAIN);
-    g_tls.mark = file_size(g_tls.log);
-    g_auth.mark = file_size(g_auth.log);
-    memset(&g_aux, 0, sizeof g_aux);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    if (!g_ok) {
-        dump_log(&g_tls, "tls bridge log");
-        dump_log(&g_auth, "auth bridge log");
-    }
-    bridge_aux_end(&g_aux, g_ok);
-    return 0;
-}
+static const struct suite SUITE = {
+    .name = "tls",
+    .shared = {{&g_tls, "tls", tls_config, &TLS_BOTH}, {&g_auth, "auth", tls_config, &AUTH_PLAIN}},
+    .stop_ms = 20000,
+    .aux = &g_aux,
+    .prepare = tls_prepare,
+};
 
 /* A POST over HTTPS to B. */
 static int https_post(const struct bridge *b, const char *target, const char *extra, struct resp *r)
@@ -634,17 +592,16 @@ static void test_https_refused_before_body(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_https_publish_over_amqps, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_https_refuses_plain_and_wrong_ca, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_https_deadline, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_https_client_gone, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_amqps_wrong_ca, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_amqps_without_client_cert, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_no_auth_configured, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_https_refused_before_body, setup, teardown),
+        SUITE_TEST(test_https_publish_over_amqps),
+        SUITE_TEST(test_https_refuses_plain_and_wrong_ca),
+        SUITE_TEST(test_https_deadline),
+        SUITE_TEST(test_https_client_gone),
+        SUITE_TEST(test_amqps_wrong_ca),
+        SUITE_TEST(test_amqps_without_client_cert),
+        SUITE_TEST(test_bad_files),
+        SUITE_TEST(test_auth),
+        SUITE_TEST(test_no_auth_configured),
+        SUITE_TEST(test_https_refused_before_body),
     };
-    return cmocka_run_group_tests_name("ingest-bridge TLS and auth", tests, group_setup,
-                                       group_teardown);
+    return suite_run("ingest-bridge TLS and auth", &SUITE, tests, NULL);
 }

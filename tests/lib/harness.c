@@ -1294,6 +1294,94 @@ bool wait_health(int port, int want, int ms, int *last)
 }
 
 /* ------------------------------------------------------------------ */
+/* a suite's fixtures                                                  */
+
+static void suite_start_bridge(const struct suite_bridge *sb)
+{
+    bridge_start(sb->b, sb->name, sb->config, sb->arg);
+}
+
+int suite_group_setup(void **state)
+{
+    (void)state;
+    const struct suite *s = g_harness.suite;
+    if (harness_init(s->name) != 0)
+        return -1;
+    if (s->prepare != NULL && s->prepare() != 0)
+        return -1;
+    if (s->shared[0].b == NULL)
+        return 0;
+    if (!mq_connect() ||
+        (s->reject_queue != NULL && !mq_declare(s->reject_queue, mq_args_reject_all()))) {
+        fprintf(stderr, "cannot reach the test broker on port %d\n", g_harness.broker_port);
+        return -1;
+    }
+    for (int i = 0; i < SUITE_BRIDGES && s->shared[i].b != NULL; i++)
+        suite_start_bridge(&s->shared[i]);
+    return 0;
+}
+
+int suite_group_teardown(void **state)
+{
+    (void)state;
+    const struct suite *s = g_harness.suite;
+    int st = 0;
+    for (int i = 0; i < SUITE_BRIDGES && s->shared[i].b != NULL; i++)
+        if (bridge_stop_clean(s->shared[i].b, s->shared[i].name, s->stop_ms) != 0)
+            st = -1;
+    if (s->finish != NULL)
+        s->finish();
+    mq_disconnect();
+    if (st != 0)
+        return -1;
+    harness_fini();
+    return 0;
+}
+
+int suite_setup(void **state)
+{
+    (void)state;
+    const struct suite *s = g_harness.suite;
+    g_harness.passed = false;
+    for (int i = 0; i < SUITE_BRIDGES && s->shared[i].b != NULL; i++)
+        if (!bridge_still_up(s->shared[i].b, s->shared[i].name))
+            suite_start_bridge(&s->shared[i]);
+    if (s->test_begin != NULL)
+        s->test_begin();
+    for (int i = 0; i < SUITE_BRIDGES && s->shared[i].b != NULL; i++)
+        s->shared[i].b->mark = file_size(s->shared[i].b->log);
+    if (s->aux != NULL)
+        memset(s->aux, 0, sizeof *s->aux);
+    return 0;
+}
+
+void suite_test_logs(void)
+{
+    const struct suite *s = g_harness.suite;
+    if (!g_harness.passed) {
+        for (int i = 0; i < SUITE_BRIDGES && s->shared[i].b != NULL; i++) {
+            char title[128];
+            snprintf(title, sizeof title, "%s bridge log", s->shared[i].name);
+            dump_log(s->shared[i].b, title);
+        }
+    }
+    if (s->aux != NULL)
+        bridge_aux_end(s->aux, g_harness.passed);
+}
+
+int suite_teardown(void **state)
+{
+    (void)state;
+    suite_test_logs();
+    echo_stop();
+    if (g_harness.suite->shared[0].b != NULL)
+        broker_restore_for(g_harness.suite->shared[0].b);
+    else
+        broker_restore();
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* the echo worker (rpc)                                               */
 
 void echo_start(const char *queue, const char *const opts[])

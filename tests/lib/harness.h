@@ -50,6 +50,9 @@ struct harness {
 
     harness_fail_fn *fail; /* default: print to stderr, abort() */
     harness_note_fn *note; /* default: stdout */
+
+    const struct suite *suite; /* what the suite_* fixtures run, NULL if unused */
+    bool passed; /* set by PASS() at the end of a test body; false: the logs get printed */
 };
 
 extern struct harness g_harness;
@@ -293,6 +296,60 @@ bool wait_health(int port, int want, int ms, int *last);
 int bridge_get(const struct bridge *b, const char *target, struct resp *r);
 /* wait_health for B, over HTTPS when b->tls_ca is set. */
 bool bridge_wait_health(const struct bridge *b, int want, int ms, int *last);
+
+/* ---- a suite's fixtures ------------------------------------------------- */
+
+/* One bridge a suite's tests share: started before the first test, started
+ * again by a test's setup when it had died, stopped cleanly after the last. */
+struct suite_bridge {
+    struct bridge *b;         /* NULL: no such bridge */
+    const char *name;         /* bridge_start's NAME; its log's title is "NAME bridge log" */
+    bridge_config_fn *config; /* and its ARG */
+    const void *arg;
+};
+
+#define SUITE_BRIDGES 2
+
+/* What the fixtures of a black-box suite need to know; everything else a
+ * suite does in its hooks. The fixtures below have cmocka's shape. */
+struct suite {
+    const char *name; /* harness_init's SUITE */
+    struct suite_bridge shared[SUITE_BRIDGES];
+    int stop_ms; /* bound on each shared bridge's clean stop at the end (scaled) */
+    /* A queue declared refusing every publish (mq_args_reject_all()) before
+     * the bridges start; NULL: none. */
+    const char *reject_queue;
+    struct bridge *aux; /* a test's own bridge: its log on failure, killed at the end */
+    /* After harness_init, before the broker connection and the bridges:
+     * files, queues, listeners of the suite's own. 0, or -1 with the reason
+     * on stderr. NULL: nothing. */
+    int (*prepare)(void);
+    /* The suite's end, after the shared bridges stopped and before the
+     * broker connection goes. NULL: nothing. */
+    void (*finish)(void);
+    /* A test's start, once the shared bridges are up and before their log
+     * marks are taken (what the test's log reading starts after). */
+    void (*test_begin)(void);
+};
+
+/* Group setup: harness_init, prepare, then (when the suite has shared
+ * bridges) the broker connection, the reject queue and the bridges. -1 if
+ * any fails. */
+int suite_group_setup(void **state);
+/* Group teardown: the shared bridges stopped (each must exit 0), finish,
+ * harness_fini; -1 when a bridge did not stop cleanly (the files are kept
+ * for reading then). */
+int suite_group_teardown(void **state);
+/* A test's setup: passed = false, the shared bridges started again if one
+ * had died, test_begin, the log marks, the aux bridge cleared. */
+int suite_setup(void **state);
+/* The first half of suite_teardown, for a suite that tears down in its own
+ * order: when the test failed, the shared bridges' logs since it began;
+ * then bridge_aux_end for the aux bridge. */
+void suite_test_logs(void);
+/* A test's teardown: suite_test_logs, echo_stop, broker_restore_for the
+ * first shared bridge (the broker put back as the test found it). */
+int suite_teardown(void **state);
 
 /* ---- the echo worker (rpc) ---------------------------------------------- */
 
