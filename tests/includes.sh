@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # includes.sh - the rooms' doors (issue 13): which folder of the program may
 # include what. Fails, printing each violation as FILE:LINE: reason, when
+#   - a quoted include is not a path from the top ("http/server.h", -I.);
 #   - a file of http/ or amqp/ includes a header of bridge/ other than
 #     bridge/base/* (bridge/ is the top of the program, the rooms its leaves);
 #   - a file of http/ or amqp/ includes bridge/worker.h (the worker sees all
-#     rooms; no room sees it);
+#     rooms; no room sees it), or a header of the other room;
+#   - a file of bridge/base/ includes anything of ours outside bridge/base/;
+#   - a file of bridge/ other than main.c and worker.c includes a header of
+#     http/ or amqp/ other than the room's config (http/http_config.h,
+#     amqp/broker_config.h);
 #   - <amqp*.h> (rabbitmq-c) is included outside amqp/;
 #   - <event2/http*.h> or <event2/keyvalq_struct.h> (evhttp) outside http/;
 #   - <libxml/...> outside bridge/xmlcheck.c.
 # Scans the program's sources (bridge/ http/ amqp/, every .c and .h); the
 # test programs under tests/ link what they test and are not rooms. A quoted
-# include is resolved as the compiler sees it, the first that exists: a
-# bare "config.h" against the including file's folder, then bridge/, amqp/,
-# http/ (-Ibridge -Iamqp -Ihttp); a path "bridge/config.h" against the
-# folder, the repository root (-I.), then those three. One that names no
-# file of ours is a violation too: a door nobody can check.
+# include is resolved as the compiler sees it, the first that exists: the
+# including file's folder, then the repository root (-I.). One that names
+# no file of ours is a violation too: a door nobody can check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,10 +31,7 @@ CHECK_NAME=includes
 resolve() {
     local dir=${1%/*} cand
     local -a cands
-    case "$2" in
-    */*) cands=("$dir/$2" "$2" "bridge/$2" "amqp/$2" "http/$2") ;;
-    *) cands=("$dir/$2" "bridge/$2" "amqp/$2" "http/$2") ;;
-    esac
+    cands=("$dir/$2" "$2")
     target=
     for cand in "${cands[@]}"; do
         if [ -f "$cand" ]; then
@@ -81,16 +81,38 @@ for f in "${sources[@]}"; do
         fi
         resolve "$f" "$name"
         if [ -z "$target" ]; then
-            violation "$f:$n: \"$name\" names no file of ours (the folder, bridge/, amqp/, http/)"
+            violation "$f:$n: \"$name\" names no file of ours (the folder, the top)"
             continue
         fi
-        case "$room" in http | amqp) ;; *) continue ;; esac
+        if [ "$name" != "$target" ]; then
+            violation "$f:$n: \"$name\" is $target: write the path from the top"
+            continue
+        fi
+        case "$f" in
+        bridge/base/*)
+            case "$target" in
+            bridge/base/*) ;;
+            *) violation "$f:$n: \"$name\": bridge/base/ is the leaves, it includes only bridge/base/*" ;;
+            esac
+            continue ;;
+        bridge/main.c | bridge/worker.c) continue ;;
+        bridge/*)
+            case "$target" in
+            http/http_config.h | amqp/broker_config.h | bridge/*) ;;
+            *) violation "$f:$n: \"$name\": of the rooms, bridge/ outside main.c and worker.c sees only their config (http/http_config.h, amqp/broker_config.h)" ;;
+            esac
+            continue ;;
+        esac
+        other=amqp
+        [ "$room" = amqp ] && other=http
         case "$target" in
         bridge/worker.h)
             violation "$f:$n: \"$name\" is bridge/worker.h, which $room/ must not include" ;;
-        bridge/base/*) ;;
+        bridge/base/* | "$room"/*) ;;
         bridge/*)
             violation "$f:$n: \"$name\" is $target, a header of bridge/ ($room/ may include only bridge/base/*)" ;;
+        "$other"/*)
+            violation "$f:$n: \"$name\" is $target, a header of $other/: the rooms meet only in bridge/worker.c" ;;
         esac
     done <"$f"
 done

@@ -146,4 +146,7 @@ print(f"{n} queries, every metric one of the {len(families)} families exported")
 EOF
 ) || fail "monitoring queries: $out"
 ok "docker/alerts.yml and docker/grafana-dashboard.json: $out"
+# The rooms' doors (tests/includes.sh, also in make check).
+out=$(tests/includes.sh 2>&1) || fail "includes: $out"
+ok "includes: ${out#includes: ok: }"
 say "$checks checks passed"
