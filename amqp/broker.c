@@ -719,6 +719,16 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     pump(arg);
 }
 
+/* A new connection's channel CH has just opened (confirm mode from tag 1):
+ * nothing of an earlier one carries over. */
+static void begin_channel(struct broker *b, amqp_channel_t ch)
+{
+    b->channel = ch;
+    b->content = CONTENT_NONE;
+    b->channel_acked = false;
+    tracker_reset(b->tracker);
+}
+
 static void on_connected(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
@@ -759,11 +769,8 @@ static void on_connected(evutil_socket_t fd, short what, void *arg)
     b->conn = b->job.conn;
     b->tls = b->job.uri->tls;
     b->sndbuf = 0;
-    b->channel = b->job.channel;
     b->job.conn = NULL;
-    b->content = CONTENT_NONE;
-    b->channel_acked = false;
-    tracker_reset(b->tracker);
+    begin_channel(b, b->job.channel);
     event_assign(b->sock_ev, b->base, amqp_get_sockfd(b->conn), EV_READ | EV_PERSIST, on_socket, b);
     event_add(b->sock_ev, NULL);
     if (b->cfg->heartbeat_ms > 0) {
@@ -1258,6 +1265,15 @@ static void pump(struct broker *b)
         amqp_maybe_release_buffers(b->conn);
 }
 
+/* After a write: acks may already wait in the library's buffer (rabbitmq-c
+ * reads while it writes), where no readable event would show them. Drain
+ * them on the next loop turn. */
+static void pump_soon(struct broker *b)
+{
+    if (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))
+        event_active(b->sock_ev, EV_READ, 0);
+}
+
 static void on_tracker_done(void *arg, void *ctx, enum tracker_result r)
 {
     struct broker *b = arg;
@@ -1511,10 +1527,7 @@ static int write_rest(struct broker *b)
     }
     log_debug("broker: a %zu-byte body written in pieces", b->out_len);
     drop_out(b);
-    /* Acks may wait in the library's buffer (rabbitmq-c reads while it
-     * writes): drain them on the next loop turn. */
-    if (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))
-        event_active(b->sock_ev, EV_READ, 0);
+    pump_soon(b);
     return AMQP_STATUS_OK;
 }
 
@@ -1726,10 +1739,8 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         lost(b, amqp_error_string2(rc));
         return BROKER_PUB_UNAVAILABLE;
     }
-    /* Acks may already wait in the library's buffer; drain them on the next
-     * loop turn, never under the caller (it has not stored the tag yet). */
-    if (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))
-        event_active(b->sock_ev, EV_READ, 0);
+    /* Never pump under the caller: it has not stored the tag yet. */
+    pump_soon(b);
     return b->cfg->confirm || rpc ? BROKER_PUB_WAIT : BROKER_PUB_SENT;
 }
 
@@ -1848,10 +1859,7 @@ void broker_free(struct broker *b)
 
 void broker_test_up(struct broker *b, uint16_t channel)
 {
-    b->channel = channel;
-    b->content = CONTENT_NONE;
-    b->channel_acked = false;
-    tracker_reset(b->tracker);
+    begin_channel(b, channel);
     b->state = BROKER_UP;
 }
 
