@@ -9,6 +9,7 @@
  * event leaves acks parked in the library's buffer). */
 #include "broker.h"
 #include "broker_test.h"
+#include "broker_int.h"
 
 #include <amqp.h>
 #include <amqp_ssl_socket.h>
@@ -40,14 +41,8 @@
 #include "pending.h"
 #include "seed.h"
 
-#define BROKER_CONNECT_TIMEOUT_S 5 /* TCP connect, handshake and each sync rpc */
-#define BROKER_FRAME_MAX 131072    /* RabbitMQ's default frame_max */
-#define BROKER_BACKOFF_MIN_MS 100  /* first retry after a loss */
-#define BROKER_BACKOFF_MAX_MS 5000 /* cap of the exponential backoff */
-#define BROKER_MAX_HEADERS 160     /* bridge headers + hdrmap's 128 copied ones */
-#define BROKER_REASON_LEN 512      /* room for a route, a queue and the broker's 406 text */
-/* Bytes of frame and properties a publish adds to its body and headers. */
-#define BROKER_FRAME_OVERHEAD 512
+#define BROKER_CONNECT_TIMEOUT_S 5   /* TCP connect, handshake and each sync rpc */
+#define BROKER_FRAME_MAX 131072      /* RabbitMQ's default frame_max */
 #define BROKER_BODY_FRAME_OVERHEAD 8 /* type, channel, size; the frame-end octet */
 /* A body too large for the socket's whole room goes out in pieces no
  * smaller than this (unless it is the last): no storm of tiny frames. */
@@ -63,135 +58,11 @@
 #define BROKER_USER_TIMEOUT_MAX_MS 60000
 /* Largest rpc reply body taken; a larger one is answered 502. */
 #define BROKER_MAX_REPLY (64u << 20)
-#define BROKER_CTYPE_MAX 255 /* content_type is an AMQP short string */
 /* The reply buffer kept between replies; a larger one is given back after
  * its reply, so that one 64 MiB reply does not stay with the worker. */
 #define BROKER_REPLY_KEEP (64u << 10)
 /* At most one renewal of a nacked channel this often (see renew_channel). */
 #define BROKER_RENEW_MIN_MS 1000
-/* A correlation id: "<16 hex digits>-<worker>-<sequence in hex>" (see
- * broker_publish); the longest fits PENDING_ID_MAX. */
-#define BROKER_CID_PREFIX_MAX 32
-#define BROKER_CID_MAX (BROKER_CID_PREFIX_MAX + 16)
-_Static_assert(BROKER_CID_MAX <= PENDING_ID_MAX, "a correlation id fits the rpc table");
-
-/* Everything the connector thread needs and produces; the loop does not touch
- * it while the thread runs. */
-struct connect_job {
-    const struct config *cfg;     /* routes to declare, heartbeat, confirm */
-    const struct config_uri *uri; /* node to try */
-    unsigned worker;              /* for the connection name */
-    amqp_channel_t channel;       /* channel to open */
-    amqp_connection_state_t conn; /* result: open connection, or NULL */
-    char err[BROKER_REASON_LEN];  /* result: why it failed */
-    bool refused;                 /* result: the broker refused a queue as the config
-                                     declares it (406 PRECONDITION_FAILED) */
-    int notify_fd;                /* write end of the broker's pipe */
-};
-
-/* What the frames that follow a basic.return / basic.deliver belong to. */
-enum content_kind {
-    CONTENT_NONE,   /* no content expected */
-    CONTENT_RETURN, /* a returned publish of ours: match it by message_id */
-    CONTENT_REPLY,  /* an rpc reply for a request that waits: reassemble it */
-    CONTENT_SKIP,   /* anything else (a late reply, a stale channel): skip */
-};
-
-/* Where a channel reopen after a channel error stands: each step is a method
- * sent without waiting, its -ok read by the frame pump, so the loop never
- * blocks on it. */
-enum reopen_step {
-    REOPEN_NONE,    /* the channel is open (or the connection is down) */
-    REOPEN_OPEN,    /* channel.open sent */
-    REOPEN_CONFIRM, /* confirm.select sent */
-    REOPEN_CONSUME, /* basic.consume of direct reply-to sent */
-};
-
-/* The rpc reply being reassembled from its header and body frames, which may
- * arrive over several pumps; copied, since frame memory is released. */
-struct reply_state {
-    char id[PENDING_ID_MAX + 1];      /* correlation_id */
-    size_t id_len;                    /* its length */
-    char ctype[BROKER_CTYPE_MAX + 1]; /* content_type, "" if none */
-    bool has_ctype;                   /* the reply had a content_type */
-    int status;                       /* HTTP status to answer with */
-    enum broker_reply_bad bad;        /* why the reply cannot be used */
-    const char *error;                /* its text, or NULL */
-    char errbuf[128];                 /* room for an error text naming a value */
-    char *buf;                        /* body so far */
-    size_t len;                       /* bytes in buf */
-    size_t cap;                       /* bytes allocated */
-};
-
-struct broker {
-    struct event_base *base;        /* the worker's loop */
-    const struct config *cfg;       /* immutable, owned by main */
-    unsigned worker;                /* worker index */
-    broker_done_fn *done;           /* request completion */
-    broker_state_fn *state_changed; /* connection state change */
-    broker_reply_fn *reply;         /* rpc reply for a waiting request */
-    void *arg;                      /* for the callbacks */
-
-    enum broker_state state;          /* see broker.h */
-    char reason[BROKER_REASON_LEN];   /* why not up */
-    char node[BROKER_REASON_LEN];     /* display URI of the current/last node, for the log */
-    char hostport[BROKER_REASON_LEN]; /* its host:port, for /healthz and /metrics */
-    size_t uri_next;                  /* index of the URI to try next */
-    bool ever_up;                     /* connected at least once since start */
-    uint64_t backoff_ms;              /* current reconnect delay ceiling */
-    uint64_t rng;                     /* xorshift state for jitter */
-
-    amqp_connection_state_t conn; /* NULL while not connected */
-    amqp_channel_t channel;       /* our one channel; bumped on reopen */
-    struct tracker *tracker;      /* confirms awaited on the channel */
-    struct event *sock_ev;        /* readable broker socket (persist) */
-    struct event *hb_ev;          /* heartbeat tick, heartbeat/2 */
-    struct event *retry_ev;       /* reconnect timer */
-
-    int pipe_fd[2];         /* connector thread -> loop */
-    struct event *pipe_ev;  /* read end of pipe_fd */
-    pthread_t thread;       /* connector thread, when running */
-    bool thread_running;    /* thread started and not joined */
-    struct connect_job job; /* the connector thread's in/out */
-
-    enum content_kind content; /* frames expected after return/deliver */
-    uint64_t content_left;     /* body bytes still to come */
-    bool content_header;       /* waiting for the header frame */
-    struct reply_state rep;    /* content == CONTENT_REPLY */
-
-    bool rpc;                /* some route is rpc: consume direct reply-to */
-    bool quorum;             /* some route declares a quorum queue */
-    bool channel_acked;      /* a basic.ack arrived on the current channel */
-    uint64_t renewed_ms;     /* when a nacked channel was last renewed (monotonic) */
-    enum reopen_step reopen; /* channel reopen under way */
-    struct pending *pending; /* rpc requests waiting for their reply, by correlation id;
-                                each entry keeps its publish's delivery tag */
-    char cid_prefix[BROKER_CID_PREFIX_MAX]; /* random per broker: "<16 hex>-<worker>-" */
-    uint64_t rpc_seq;                       /* the last rpc handle given out (1, 2, ...) */
-    _Atomic uint64_t late_replies;          /* replies that found no waiting request; /metrics
-                                      reads it from another worker's thread */
-    _Atomic uint64_t late_confirms;         /* confirms of requests answered already; read
-                                       likewise */
-
-    amqp_table_entry_t hdr[BROKER_MAX_HEADERS]; /* reused per publish */
-    size_t peak_inflight;                       /* most publishes awaiting a confirm at once */
-    bool socket_full; /* publishes refused for a full socket; logged once */
-    bool tls;         /* the current connection is amqps:// */
-    int sndbuf;       /* SO_SNDBUF as last read, 0 = not yet on this connection */
-    bool closing;     /* broker_close is taking the frames queued during the channel close */
-
-    /* A publish whose body is larger than the socket's room, written as
-     * room comes (write_rest): its method and header frames went out, the
-     * rest of its body waits here. Nothing else goes out on the channel
-     * until it is whole (the frames of one message must not interleave). */
-    char *out_body;       /* copy of the body (the request may be answered
-                              and freed meanwhile), NULL when none */
-    size_t out_len;       /* its length */
-    size_t out_off;       /* bytes of it written */
-    struct event *out_ev; /* timer: write more of it */
-    uint64_t out_until;   /* mono_ms() by which it must be whole, or the
-                             connection is dropped ([http] timeout) */
-};
 
 const char *broker_state_name(enum broker_state s)
 {
