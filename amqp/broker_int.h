@@ -3,7 +3,9 @@
  * Included only by the broker's own files in amqp/; the bridge sees broker.h.
  *
  * Who does what (each file one job):
- *   broker.c    everything, for now: being split by job */
+ *   broker.c    everything else, for now: being split by job
+ *   connect.c   the connector thread: TCP or TLS socket, login, channel,
+ *               queue declarations, everything that blocks (bounded) */
 #ifndef BRIDGE_BROKER_INT_H
 #define BRIDGE_BROKER_INT_H
 
@@ -152,5 +154,13 @@ struct broker {
     uint64_t out_until;   /* mono_ms() by which it must be whole, or the
                              connection is dropped ([http] timeout) */
 };
+
+/* connect.c */
+/* The connector thread's body: ARG is the broker's struct connect_job. */
+void *broker_connect_main(void *arg);
+/* Text of failed synchronous rabbitmq-c call WHAT, into BUF. */
+void broker_rpc_error(amqp_rpc_reply_t r, const char *what, char *buf, size_t len);
+/* Some route of CFG is rpc: the connection consumes direct reply-to. */
+bool broker_has_rpc_route(const struct config *cfg);
 
 #endif
