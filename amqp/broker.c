@@ -78,7 +78,7 @@ const char *broker_state_name(enum broker_state s)
     return "?";
 }
 
-static void set_state(struct broker *b, enum broker_state s, const char *reason)
+void broker_set_state(struct broker *b, enum broker_state s, const char *reason)
 {
     b->state = s;
     if (reason != NULL)
@@ -104,80 +104,21 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static uint64_t jitter(struct broker *b, uint64_t max)
-{
-    /* xorshift64: good enough to spread reconnects of many workers. */
-    b->rng ^= b->rng << 13;
-    b->rng ^= b->rng >> 7;
-    b->rng ^= b->rng << 17;
-    return max == 0 ? 0 : b->rng % max;
-}
-
-static void schedule_retry(struct broker *b)
-{
-    /* Equal jitter: between half and all of the current ceiling. */
-    uint64_t half = b->backoff_ms / 2;
-    uint64_t delay = half + jitter(b, b->backoff_ms - half + 1);
-    struct timeval tv = {(time_t)(delay / 1000), (suseconds_t)((delay % 1000) * 1000)};
-    event_add(b->retry_ev, &tv);
-    b->backoff_ms =
-        b->backoff_ms * 2 > BROKER_BACKOFF_MAX_MS ? BROKER_BACKOFF_MAX_MS : b->backoff_ms * 2;
-    log_debug("broker: next connect attempt in %llu ms", (unsigned long long)delay);
-}
-
-static void start_connect(struct broker *b)
-{
-    if (b->state == BROKER_CLOSED || b->state == BROKER_FAILED || b->thread_running)
-        return;
-    const struct config_uri *u = &b->cfg->uris[b->uri_next % b->cfg->n_uris];
-    b->uri_next = (b->uri_next + 1) % b->cfg->n_uris;
-    memset(&b->job, 0, sizeof b->job);
-    b->job.cfg = b->cfg;
-    b->job.uri = u;
-    b->job.worker = b->worker;
-    b->job.channel = 1;
-    b->job.notify_fd = b->pipe_fd[1];
-    snprintf(b->node, sizeof b->node, "%s", u->display);
-    /* /healthz and /metrics answer anyone who asks: no user name, no vhost
-     * (and never a password) there, only where the node is. */
-    bool v6 = strchr(u->host, ':') != NULL;
-    snprintf(b->hostport, sizeof b->hostport, "%s%s%s:%d", v6 ? "[" : "", u->host, v6 ? "]" : "",
-             u->port);
-    int rc = pthread_create(&b->thread, NULL, broker_connect_main, &b->job);
-    if (rc != 0) {
-        log_error("broker: cannot start connector thread: %s", strerror(rc));
-        schedule_retry(b);
-        return;
-    }
-    b->thread_running = true;
-    if (b->state != BROKER_DOWN)
-        set_state(b, BROKER_CONNECTING, "connecting");
-    else
-        b->state = BROKER_CONNECTING; /* keep the last failure as the reason */
-}
-
-static void on_retry(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    start_connect(arg);
-}
-
 static void fail_waiting_reply(void *arg, void *ctx)
 {
     struct broker *b = arg;
     b->done(b->arg, ctx, TRACKER_LOST);
 }
 
-/* The channel is gone: publishes not yet confirmed will never be, and replies
- * sent to its reply-to are dropped by the broker. Answer all of them now
- * (tracker first: its callbacks forget their rpc entries, so nothing is
- * answered twice). Returns how many. */
 static void drop_out(struct broker *b);
 static void shrink_reply(struct reply_state *rs);
 static void on_out(evutil_socket_t fd, short what, void *arg);
 
-static size_t fail_channel(struct broker *b)
+/* The channel is gone: publishes not yet confirmed will never be, and replies
+ * sent to its reply-to are dropped by the broker. Answer all of them now
+ * (tracker first: its callbacks forget their rpc entries, so nothing is
+ * answered twice). Returns how many. */
+size_t broker_fail_channel(struct broker *b)
 {
     drop_out(b); /* the channel (or connection) it was on is gone */
     size_t n = tracker_fail_all(b->tracker);
@@ -188,33 +129,11 @@ static size_t fail_channel(struct broker *b)
     return n;
 }
 
-/* Connection gone: fail every waiting request at once, schedule a reconnect. */
-static void lost(struct broker *b, const char *why)
-{
-    if (b->conn == NULL)
-        return;
-    log_warn("broker: connection to %s lost: %s (%zu requests waiting answered 503)", b->node, why,
-             tracker_attached(b->tracker) + pending_count(b->pending));
-    event_del(b->sock_ev);
-    event_del(b->hb_ev);
-    amqp_destroy_connection(b->conn);
-    b->conn = NULL;
-    b->reopen = REOPEN_NONE;
-    char reason[BROKER_REASON_LEN];
-    snprintf(reason, sizeof reason, "connection lost: %s", why);
-    set_state(b, BROKER_DOWN, reason);
-    fail_channel(b);
-    b->backoff_ms = BROKER_BACKOFF_MIN_MS;
-    schedule_retry(b);
-}
-
-static void pump(struct broker *b);
-
-static void on_socket(evutil_socket_t fd, short what, void *arg)
+void broker_on_socket(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    pump(arg);
+    broker_pump(arg);
 }
 
 static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
@@ -223,81 +142,14 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     (void)what;
     /* Reading with a zero timeout is what sends our heartbeats and notices a
      * broker that stopped sending its own (rabbitmq-c checks both there). */
-    pump(arg);
-}
-
-/* A new connection's channel CH has just opened (confirm mode from tag 1):
- * nothing of an earlier one carries over. */
-static void begin_channel(struct broker *b, amqp_channel_t ch)
-{
-    b->channel = ch;
-    b->content = CONTENT_NONE;
-    b->channel_acked = false;
-    tracker_reset(b->tracker);
-}
-
-static void on_connected(evutil_socket_t fd, short what, void *arg)
-{
-    (void)what;
-    struct broker *b = arg;
-    char c;
-    while (read(fd, &c, 1) < 0 && errno == EINTR) {
-    }
-    if (!b->thread_running)
-        return;
-    pthread_join(b->thread, NULL);
-    b->thread_running = false;
-    if (b->state == BROKER_CLOSED) {
-        if (b->job.conn != NULL)
-            amqp_destroy_connection(b->job.conn);
-        return;
-    }
-    if (b->job.conn == NULL && b->job.refused && !b->ever_up) {
-        /* The config and the broker disagree on a queue before this worker
-         * ever served: a config error found late. Retrying cannot help;
-         * the worker pool stops the bridge (exit 1). */
-        log_error("broker: %s: %s", b->node, b->job.err);
-        set_state(b, BROKER_FAILED, b->job.err);
-        return;
-    }
-    if (b->job.conn == NULL) {
-        /* The same refusal on a reconnect (someone redeclared the queue
-         * while the bridge ran) must not end a serving bridge: it answers
-         * 503, /healthz names the reason, and it retries in case the queue
-         * is put right. */
-        if (b->job.refused)
-            log_error("broker: %s: %s", b->node, b->job.err);
-        else
-            log_warn("broker: %s: %s", b->node, b->job.err);
-        set_state(b, BROKER_DOWN, b->job.err);
-        schedule_retry(b);
-        return;
-    }
-    b->conn = b->job.conn;
-    b->tls = b->job.uri->tls;
-    b->sndbuf = 0;
-    b->job.conn = NULL;
-    begin_channel(b, b->job.channel);
-    event_assign(b->sock_ev, b->base, amqp_get_sockfd(b->conn), EV_READ | EV_PERSIST, on_socket, b);
-    event_add(b->sock_ev, NULL);
-    if (b->cfg->heartbeat_ms > 0) {
-        uint64_t half = b->cfg->heartbeat_ms / 2;
-        struct timeval tv = {(time_t)(half / 1000), (suseconds_t)((half % 1000) * 1000)};
-        event_add(b->hb_ev, &tv);
-    }
-    b->backoff_ms = BROKER_BACKOFF_MIN_MS;
-    b->ever_up = true;
-    log_info("broker: connected to %s", b->node);
-    set_state(b, BROKER_UP, NULL);
-    /* Frames may already sit in the library's buffer from the handshake. */
-    pump(b);
+    broker_pump(arg);
 }
 
 static void send_or_lose(struct broker *b, amqp_method_number_t id, void *method)
 {
     int rc = amqp_send_method(b->conn, b->channel, id, method);
     if (rc != AMQP_STATUS_OK)
-        lost(b, amqp_error_string2(rc));
+        broker_lost(b, amqp_error_string2(rc));
 }
 
 /* The next step of a channel reopen, once the previous one's -ok came. */
@@ -339,7 +191,7 @@ static void reopen_step(struct broker *b)
  * step without blocking (reopen_step); WHY is /healthz's reason meanwhile. */
 static void start_reopen(struct broker *b, const char *why)
 {
-    size_t n = fail_channel(b);
+    size_t n = broker_fail_channel(b);
     if (n > 0)
         log_warn("broker: %zu requests waiting on channel %u answered 503", n, b->channel);
     /* A fresh channel number keeps stray frames of the old one apart. */
@@ -366,11 +218,11 @@ static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
     amqp_channel_close_ok_t ok = {0};
     if (amqp_send_method(b->conn, b->channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) !=
         AMQP_STATUS_OK) {
-        lost(b, "cannot acknowledge channel close");
+        broker_lost(b, "cannot acknowledge channel close");
         return;
     }
     if (b->reopen != REOPEN_NONE) {
-        lost(b, "the channel failed while being reopened");
+        broker_lost(b, "the channel failed while being reopened");
         return;
     }
     start_reopen(b, "reopening the channel after a channel error");
@@ -467,7 +319,7 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
                  (int)c->reply_text.len, (const char *)c->reply_text.bytes);
         amqp_connection_close_ok_t ok = {0};
         (void)amqp_send_method(b->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
-        lost(b, why);
+        broker_lost(b, why);
         break;
     }
     case AMQP_CONNECTION_BLOCKED_METHOD: {
@@ -480,7 +332,7 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
          * hanging; their late confirms are dropped. */
         size_t n = tracker_fail_attached(b->tracker, TRACKER_LOST);
         log_warn("broker: %s (%zu waiting requests answered 503)", why, n);
-        set_state(b, BROKER_BLOCKED, why);
+        broker_set_state(b, BROKER_BLOCKED, why);
         break;
     }
     case AMQP_CHANNEL_OPEN_OK_METHOD:
@@ -492,7 +344,7 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
     case AMQP_CONNECTION_UNBLOCKED_METHOD:
         log_info("broker: unblocked");
         if (b->state == BROKER_BLOCKED)
-            set_state(b, BROKER_UP, NULL);
+            broker_set_state(b, BROKER_UP, NULL);
         break;
     default:
         log_debug("broker: ignoring method 0x%08x on channel %u", m->id, f->channel);
@@ -753,7 +605,7 @@ static void handle_frame(struct broker *b, const amqp_frame_t *f)
 }
 
 /* Drain every whole frame the library can give without blocking. */
-static void pump(struct broker *b)
+void broker_pump(struct broker *b)
 {
     static const struct timeval zero = {0, 0};
     while (b->conn != NULL) {
@@ -763,7 +615,7 @@ static void pump(struct broker *b)
         if (rc == AMQP_STATUS_TIMEOUT)
             break;
         if (rc != AMQP_STATUS_OK) {
-            lost(b, amqp_error_string2(rc));
+            broker_lost(b, amqp_error_string2(rc));
             return;
         }
         handle_frame(b, &f);
@@ -826,11 +678,11 @@ struct broker *broker_new(struct event_base *base, const struct config *cfg, uns
     b->pending = pending_new(cfg->max_inflight + 1);
     if (b->tracker == NULL || b->pending == NULL || pipe2(b->pipe_fd, O_CLOEXEC) != 0)
         goto fail;
-    b->sock_ev = event_new(base, -1, 0, on_socket, b);
+    b->sock_ev = event_new(base, -1, 0, broker_on_socket, b);
     b->hb_ev = event_new(base, -1, EV_PERSIST, on_heartbeat, b);
-    b->retry_ev = event_new(base, -1, 0, on_retry, b);
+    b->retry_ev = event_new(base, -1, 0, broker_on_retry, b);
     b->out_ev = event_new(base, -1, 0, on_out, b);
-    b->pipe_ev = event_new(base, b->pipe_fd[0], EV_READ | EV_PERSIST, on_connected, b);
+    b->pipe_ev = event_new(base, b->pipe_fd[0], EV_READ | EV_PERSIST, broker_on_connected, b);
     if (b->sock_ev == NULL || b->hb_ev == NULL || b->retry_ev == NULL || b->out_ev == NULL ||
         b->pipe_ev == NULL || event_add(b->pipe_ev, NULL) != 0)
         goto fail;
@@ -842,7 +694,7 @@ fail:
 
 void broker_start(struct broker *b)
 {
-    start_connect(b);
+    broker_start_connect(b);
 }
 
 enum broker_state broker_state(const struct broker *b)
@@ -1055,12 +907,12 @@ static void on_out(evutil_socket_t fd, short what, void *arg)
                  "a %zu-byte body was not taken within %llu ms (%zu bytes written): connection "
                  "dropped",
                  b->out_len, (unsigned long long)b->cfg->http_timeout_ms, b->out_off);
-        lost(b, why);
+        broker_lost(b, why);
         return;
     }
     int rc = write_rest(b);
     if (rc != AMQP_STATUS_OK)
-        lost(b, amqp_error_string2(rc));
+        broker_lost(b, amqp_error_string2(rc));
 }
 
 static amqp_bytes_t bytes_of(const char *s)
@@ -1230,20 +1082,20 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
     if (fit == FIT_PIECES) {
         rc = publish_in_pieces(b, m, &p, copy);
         if (rc != AMQP_STATUS_OK && b->out_body != copy)
-            free(copy); /* not taken: lost() below frees it when it was */
+            free(copy); /* not taken: broker_lost() below frees it when it was */
     } else {
         rc = amqp_basic_publish(b->conn, b->channel, bytes_of(m->exchange),
                                 bytes_of(m->routing_key), BROKER_MANDATORY, 0, &p, body);
     }
     if (rc != AMQP_STATUS_OK) {
         /* The request is answered by our caller; forget its tag first so
-         * lost() does not answer it a second time. */
+         * broker_lost() does not answer it a second time. */
         if (dtag != 0)
             tracker_unadd(b->tracker, dtag);
         *tag = 0;
         if (rpc)
             (void)pending_remove(b->pending, cid, cid_len, NULL);
-        lost(b, amqp_error_string2(rc));
+        broker_lost(b, amqp_error_string2(rc));
         return BROKER_PUB_UNAVAILABLE;
     }
     /* Never pump under the caller: it has not stored the tag yet. */
@@ -1281,14 +1133,14 @@ void broker_close(struct broker *b)
         return;
     /* Confirms that already arrived answer their requests 202, not 503. */
     if (b->conn != NULL)
-        pump(b);
+        broker_pump(b);
     event_del(b->retry_ev); /* pump may have lost the connection */
     if (b->conn != NULL && b->out_body != NULL) {
         /* A body half written (the broker stopped reading until the drain's
          * deadline): a channel.close between its frames would be a protocol
          * error, and waiting for room is what the deadline ended. The
          * broker drops the half; its request, if it still waits, gets 503
-         * from fail_channel below. */
+         * from broker_fail_channel below. */
         log_warn("broker: closing the connection to %s with a %zu-byte body %zu bytes short",
                  b->node, b->out_len, b->out_len - b->out_off);
         event_del(b->sock_ev);
@@ -1315,11 +1167,11 @@ void broker_close(struct broker *b)
         amqp_destroy_connection(b->conn);
         b->conn = NULL;
     }
-    (void)fail_channel(b);
+    (void)broker_fail_channel(b);
     log_info("broker: at most %zu publishes awaited a confirm at once; %llu late rpc replies "
              "dropped",
              b->peak_inflight, (unsigned long long)b->late_replies);
-    set_state(b, BROKER_CLOSED, "shutting down");
+    broker_set_state(b, BROKER_CLOSED, "shutting down");
 }
 
 void broker_free(struct broker *b)
@@ -1364,15 +1216,9 @@ void broker_free(struct broker *b)
 
 /* ---- for tests/unit/test_broker.c (broker_test.h) ---- */
 
-void broker_test_up(struct broker *b, uint16_t channel)
-{
-    begin_channel(b, channel);
-    b->state = BROKER_UP;
-}
-
 void broker_test_renew(struct broker *b, uint16_t channel)
 {
-    (void)fail_channel(b);
+    (void)broker_fail_channel(b);
     b->channel = channel;
     b->channel_acked = false;
 }

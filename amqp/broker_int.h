@@ -5,7 +5,9 @@
  * Who does what (each file one job):
  *   broker.c    everything else, for now: being split by job
  *   connect.c   the connector thread: TCP or TLS socket, login, channel,
- *               queue declarations, everything that blocks (bounded) */
+ *               queue declarations, everything that blocks (bounded)
+ *   reconnect.c the connection's life on the loop: start an attempt, take its
+ *               result, lose it, back off with jitter and try again */
 #ifndef BRIDGE_BROKER_INT_H
 #define BRIDGE_BROKER_INT_H
 
@@ -162,5 +164,26 @@ void *broker_connect_main(void *arg);
 void broker_rpc_error(amqp_rpc_reply_t r, const char *what, char *buf, size_t len);
 /* Some route of CFG is rpc: the connection consumes direct reply-to. */
 bool broker_has_rpc_route(const struct config *cfg);
+
+/* reconnect.c */
+/* Start a connect attempt on the next node, unless one runs or the broker
+ * is closed or failed. */
+void broker_start_connect(struct broker *b);
+/* retry_ev's callback: the backoff is over, try again. */
+void broker_on_retry(evutil_socket_t fd, short what, void *arg);
+/* pipe_ev's callback: the connector thread finished; take its result. */
+void broker_on_connected(evutil_socket_t fd, short what, void *arg);
+/* The connection is gone (WHY): answer everything waiting, schedule a retry. */
+void broker_lost(struct broker *b, const char *why);
+
+/* broker.c */
+/* Enter state S with REASON (NULL: none) and tell the worker. */
+void broker_set_state(struct broker *b, enum broker_state s, const char *reason);
+/* Answer all that waits on the channel now gone (503); how many. */
+size_t broker_fail_channel(struct broker *b);
+/* sock_ev's callback: the broker socket is readable. */
+void broker_on_socket(evutil_socket_t fd, short what, void *arg);
+/* Drain every whole frame the library can give without blocking. */
+void broker_pump(struct broker *b);
 
 #endif
