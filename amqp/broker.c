@@ -56,8 +56,6 @@
 /* The reply buffer kept between replies; a larger one is given back after
  * its reply, so that one 64 MiB reply does not stay with the worker. */
 #define BROKER_REPLY_KEEP (64u << 10)
-/* At most one renewal of a nacked channel this often (see renew_channel). */
-#define BROKER_RENEW_MIN_MS 1000
 
 const char *broker_state_name(enum broker_state s)
 {
@@ -97,37 +95,14 @@ static bool has_quorum_route(const struct config *cfg)
     return false;
 }
 
-static uint64_t mono_ms(void)
+uint64_t broker_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void fail_waiting_reply(void *arg, void *ctx)
-{
-    struct broker *b = arg;
-    b->done(b->arg, ctx, TRACKER_LOST);
-}
-
-static void drop_out(struct broker *b);
-static void shrink_reply(struct reply_state *rs);
 static void on_out(evutil_socket_t fd, short what, void *arg);
-
-/* The channel is gone: publishes not yet confirmed will never be, and replies
- * sent to its reply-to are dropped by the broker. Answer all of them now
- * (tracker first: its callbacks forget their rpc entries, so nothing is
- * answered twice). Returns how many. */
-size_t broker_fail_channel(struct broker *b)
-{
-    drop_out(b); /* the channel (or connection) it was on is gone */
-    size_t n = tracker_fail_all(b->tracker);
-    tracker_reset(b->tracker);
-    n += pending_drain(b->pending, fail_waiting_reply, b);
-    b->content = CONTENT_NONE;
-    shrink_reply(&b->rep); /* a reply cut short by the loss */
-    return n;
-}
 
 void broker_on_socket(evutil_socket_t fd, short what, void *arg)
 {
@@ -143,118 +118,6 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     /* Reading with a zero timeout is what sends our heartbeats and notices a
      * broker that stopped sending its own (rabbitmq-c checks both there). */
     broker_pump(arg);
-}
-
-static void send_or_lose(struct broker *b, amqp_method_number_t id, void *method)
-{
-    int rc = amqp_send_method(b->conn, b->channel, id, method);
-    if (rc != AMQP_STATUS_OK)
-        broker_lost(b, amqp_error_string2(rc));
-}
-
-/* The next step of a channel reopen, once the previous one's -ok came. */
-static void reopen_step(struct broker *b)
-{
-    switch (b->reopen) {
-    case REOPEN_NONE:
-        return;
-    case REOPEN_OPEN:
-        if (b->cfg->confirm) {
-            amqp_confirm_select_t sel = {.nowait = 0};
-            b->reopen = REOPEN_CONFIRM;
-            send_or_lose(b, AMQP_CONFIRM_SELECT_METHOD, &sel);
-            return;
-        }
-        /* fall through - no confirms to select */
-    case REOPEN_CONFIRM:
-        if (b->rpc) {
-            amqp_basic_consume_t c = {.queue = amqp_cstring_bytes(BROKER_REPLY_TO),
-                                      .consumer_tag = amqp_empty_bytes,
-                                      .no_ack = 1,
-                                      .arguments = amqp_empty_table};
-            b->reopen = REOPEN_CONSUME;
-            send_or_lose(b, AMQP_BASIC_CONSUME_METHOD, &c);
-            return;
-        }
-        /* fall through - no replies to consume */
-    case REOPEN_CONSUME:
-        b->reopen = REOPEN_NONE;
-        log_info("broker: reopened as channel %u", b->channel);
-        /* The state never left UP (or BLOCKED): nobody to tell. */
-        if (b->state == BROKER_UP)
-            b->reason[0] = '\0';
-        return;
-    }
-}
-
-/* Fail what waits on the current channel and open the next one, step by
- * step without blocking (reopen_step); WHY is /healthz's reason meanwhile. */
-static void start_reopen(struct broker *b, const char *why)
-{
-    size_t n = broker_fail_channel(b);
-    if (n > 0)
-        log_warn("broker: %zu requests waiting on channel %u answered 503", n, b->channel);
-    /* A fresh channel number keeps stray frames of the old one apart. */
-    b->channel = (amqp_channel_t)(b->channel % 2000 + 1);
-    b->channel_acked = false;
-    b->reopen = REOPEN_OPEN;
-    if (b->state == BROKER_UP)
-        snprintf(b->reason, sizeof b->reason, "%s", why);
-    amqp_channel_open_t open = {.out_of_band = amqp_empty_bytes};
-    send_or_lose(b, AMQP_CHANNEL_OPEN_METHOD, &open);
-}
-
-/* A channel error closed our channel (e.g. publish to a missing exchange):
- * only its requests fail; the connection lives on with a new channel, opened
- * without blocking the loop. A channel that fails while being reopened means
- * something is wrong beyond one publish: reconnect instead. The connection
- * stays up meanwhile, and so does /healthz: one bad route must not make every
- * instance look down to a load balancer; broker_publish refuses (503) until
- * the new channel is ready. */
-static void channel_closed(struct broker *b, const amqp_channel_close_t *c)
-{
-    log_warn("broker: channel %u closed by broker: %u %.*s", b->channel, c->reply_code,
-             (int)c->reply_text.len, (const char *)c->reply_text.bytes);
-    amqp_channel_close_ok_t ok = {0};
-    if (amqp_send_method(b->conn, b->channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) !=
-        AMQP_STATUS_OK) {
-        broker_lost(b, "cannot acknowledge channel close");
-        return;
-    }
-    if (b->reopen != REOPEN_NONE) {
-        broker_lost(b, "the channel failed while being reopened");
-        return;
-    }
-    start_reopen(b, "reopening the channel after a channel error");
-}
-
-/* A quorum queue's publishes nacked on a channel that never had an ack: on
- * RabbitMQ 3.10 a channel opened while a quorum queue elects a new leader
- * (we reconnect within ~100 ms of a node's crash) may keep sending to the
- * dead leader, and every publish on it is nacked for as long as it lives,
- * though the queue is fine. A new channel looks the leader up again. A
- * channel that had acks is left alone: its nacks are the queue's answer
- * (full, reject-publish), and so are those of a renewed channel when the
- * nacks go on, renewed at most once every BROKER_RENEW_MIN_MS. */
-static void renew_channel(struct broker *b)
-{
-    uint64_t now = mono_ms();
-    /* Never while a body is half written: a channel.close between its
-     * frames is a connection error (UNEXPECTED_FRAME); the next nack
-     * renews it. */
-    if (b->closing || !b->quorum || b->channel_acked || b->reopen != REOPEN_NONE ||
-        b->conn == NULL || b->out_body != NULL ||
-        (b->renewed_ms != 0 && now - b->renewed_ms < BROKER_RENEW_MIN_MS))
-        return;
-    b->renewed_ms = now;
-    log_warn("broker: publishes nacked on channel %u, which never had an ack: opening a new "
-             "channel (a quorum queue's leader may have changed while it opened)",
-             b->channel);
-    amqp_channel_close_t close = {.reply_code = AMQP_REPLY_SUCCESS,
-                                  .reply_text = amqp_cstring_bytes("renewing the channel")};
-    send_or_lose(b, AMQP_CHANNEL_CLOSE_METHOD, &close);
-    if (b->conn != NULL)
-        start_reopen(b, "renewing a channel whose publishes were nacked");
 }
 
 /* Confirms whose request was answered already (timed out, client gone,
@@ -284,7 +147,7 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
         const amqp_basic_nack_t *n = m->decoded;
         if (f->channel == b->channel) {
             count_late_confirms(b, tracker_nack(b->tracker, n->delivery_tag, n->multiple));
-            renew_channel(b);
+            broker_renew_channel(b);
         }
         break;
     }
@@ -310,7 +173,7 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
         break;
     case AMQP_CHANNEL_CLOSE_METHOD:
         if (f->channel == b->channel)
-            channel_closed(b, m->decoded);
+            broker_channel_closed(b, m->decoded);
         break;
     case AMQP_CONNECTION_CLOSE_METHOD: {
         const amqp_connection_close_t *c = m->decoded;
@@ -339,7 +202,7 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
     case AMQP_CONFIRM_SELECT_OK_METHOD:
     case AMQP_BASIC_CONSUME_OK_METHOD:
         if (f->channel == b->channel)
-            reopen_step(b);
+            broker_reopen_step(b);
         break;
     case AMQP_CONNECTION_UNBLOCKED_METHOD:
         log_info("broker: unblocked");
@@ -425,7 +288,7 @@ static int reply_status(const amqp_basic_properties_t *p)
 }
 
 /* The reply buffer back to at most BROKER_REPLY_KEEP bytes. */
-static void shrink_reply(struct reply_state *rs)
+void broker_shrink_reply(struct reply_state *rs)
 {
     if (rs->cap <= BROKER_REPLY_KEEP)
         return;
@@ -446,7 +309,7 @@ static void finish_reply(struct broker *b)
     if (ctx == NULL) {
         atomic_fetch_add_explicit(&b->late_replies, 1, memory_order_relaxed);
         log_debug("broker: dropped a reply for %.*s: nobody waits for it", (int)rs->id_len, rs->id);
-        shrink_reply(rs);
+        broker_shrink_reply(rs);
         return;
     }
     struct broker_reply r = {
@@ -463,7 +326,7 @@ static void finish_reply(struct broker *b)
     if (tag != 0)
         (void)tracker_detach_expected(b->tracker, tag);
     b->reply(b->arg, ctx, &r); /* the answer copied the body */
-    shrink_reply(rs);
+    broker_shrink_reply(rs);
 }
 
 static void start_reply(struct broker *b, const amqp_frame_t *f)
@@ -846,7 +709,7 @@ bool broker_has_room(struct broker *b, size_t body_len)
     return publish_fits(b, BROKER_FRAME_OVERHEAD, body_len) != FIT_WAIT;
 }
 
-static void drop_out(struct broker *b)
+void broker_drop_out(struct broker *b)
 {
     free(b->out_body);
     b->out_body = NULL;
@@ -885,7 +748,7 @@ static int write_rest(struct broker *b)
         return AMQP_STATUS_OK;
     }
     log_debug("broker: a %zu-byte body written in pieces", b->out_len);
-    drop_out(b);
+    broker_drop_out(b);
     pump_soon(b);
     return AMQP_STATUS_OK;
 }
@@ -901,7 +764,7 @@ static void on_out(evutil_socket_t fd, short what, void *arg)
      * timeout, would keep every other publish of this worker waiting behind
      * it for as long as it trickles: its request has had its 503 by now, and
      * a message cannot be abandoned halfway on the channel. */
-    if (mono_ms() >= b->out_until) {
+    if (broker_mono_ms() >= b->out_until) {
         char why[BROKER_REASON_LEN];
         snprintf(why, sizeof why,
                  "a %zu-byte body was not taken within %llu ms (%zu bytes written): connection "
@@ -946,7 +809,7 @@ static int publish_in_pieces(struct broker *b, const struct bridge_msg *m,
     b->out_body = copy;
     b->out_len = m->body_len;
     b->out_off = 0;
-    b->out_until = mono_ms() + b->cfg->http_timeout_ms;
+    b->out_until = broker_mono_ms() + b->cfg->http_timeout_ms;
     return write_rest(b);
 }
 
@@ -1192,7 +1055,7 @@ void broker_free(struct broker *b)
         tracker_free(b->tracker);
     }
     if (b->pending != NULL) {
-        (void)pending_drain(b->pending, fail_waiting_reply, b);
+        (void)pending_drain(b->pending, broker_fail_waiting_reply, b);
         pending_free(b->pending);
     }
     free(b->rep.buf);
@@ -1215,13 +1078,6 @@ void broker_free(struct broker *b)
 }
 
 /* ---- for tests/unit/test_broker.c (broker_test.h) ---- */
-
-void broker_test_renew(struct broker *b, uint16_t channel)
-{
-    (void)broker_fail_channel(b);
-    b->channel = channel;
-    b->channel_acked = false;
-}
 
 int broker_test_enlist(struct broker *b, const struct bridge_msg *m, void *ctx, uint64_t *tag)
 {

@@ -7,7 +7,9 @@
  *   connect.c   the connector thread: TCP or TLS socket, login, channel,
  *               queue declarations, everything that blocks (bounded)
  *   reconnect.c the connection's life on the loop: start an attempt, take its
- *               result, lose it, back off with jitter and try again */
+ *               result, lose it, back off with jitter and try again
+ *   channel.c   the channel on a live connection: fail what waits on it,
+ *               reopen it step by step, renew a nacked one */
 #ifndef BRIDGE_BROKER_INT_H
 #define BRIDGE_BROKER_INT_H
 
@@ -153,7 +155,7 @@ struct broker {
     size_t out_len;       /* its length */
     size_t out_off;       /* bytes of it written */
     struct event *out_ev; /* timer: write more of it */
-    uint64_t out_until;   /* mono_ms() by which it must be whole, or the
+    uint64_t out_until;   /* broker_mono_ms() by which it must be whole, or the
                              connection is dropped ([http] timeout) */
 };
 
@@ -176,11 +178,27 @@ void broker_on_connected(evutil_socket_t fd, short what, void *arg);
 /* The connection is gone (WHY): answer everything waiting, schedule a retry. */
 void broker_lost(struct broker *b, const char *why);
 
-/* broker.c */
-/* Enter state S with REASON (NULL: none) and tell the worker. */
-void broker_set_state(struct broker *b, enum broker_state s, const char *reason);
+/* channel.c */
 /* Answer all that waits on the channel now gone (503); how many. */
 size_t broker_fail_channel(struct broker *b);
+/* pending_drain's callback: an rpc request's channel is gone (TRACKER_LOST). */
+void broker_fail_waiting_reply(void *arg, void *ctx);
+/* An -ok of the reopen under way came: send the next step's method. */
+void broker_reopen_step(struct broker *b);
+/* The broker closed our channel (C): acknowledge it and reopen. */
+void broker_channel_closed(struct broker *b, const amqp_channel_close_t *c);
+/* Publishes were nacked: renew the channel if it may be a stale quorum leader's. */
+void broker_renew_channel(struct broker *b);
+
+/* broker.c */
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t broker_mono_ms(void);
+/* Stop writing a body in pieces: free its copy, stop its timer. */
+void broker_drop_out(struct broker *b);
+/* The reply buffer back to at most BROKER_REPLY_KEEP bytes. */
+void broker_shrink_reply(struct reply_state *rs);
+/* Enter state S with REASON (NULL: none) and tell the worker. */
+void broker_set_state(struct broker *b, enum broker_state s, const char *reason);
 /* sock_ev's callback: the broker socket is readable. */
 void broker_on_socket(evutil_socket_t fd, short what, void *arg);
 /* Drain every whole frame the library can give without blocking. */
