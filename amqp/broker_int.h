@@ -9,7 +9,8 @@
  *   reconnect.c the connection's life on the loop: start an attempt, take its
  *               result, lose it, back off with jitter and try again
  *   channel.c   the channel on a live connection: fail what waits on it,
- *               reopen it step by step, renew a nacked one */
+ *               reopen it step by step, renew a nacked one
+ *   reply.c     an rpc reply reassembled from its header and body frames */
 #ifndef BRIDGE_BROKER_INT_H
 #define BRIDGE_BROKER_INT_H
 
@@ -190,13 +191,19 @@ void broker_channel_closed(struct broker *b, const amqp_channel_close_t *c);
 /* Publishes were nacked: renew the channel if it may be a stale quorum leader's. */
 void broker_renew_channel(struct broker *b);
 
+/* reply.c */
+/* The header frame F of an rpc reply: take its properties, or skip it. */
+void broker_start_reply(struct broker *b, const amqp_frame_t *f);
+/* The reply's whole body is here: hand it to its request, if one waits. */
+void broker_finish_reply(struct broker *b);
+/* The reply buffer back to at most BROKER_REPLY_KEEP bytes. */
+void broker_shrink_reply(struct reply_state *rs);
+
 /* broker.c */
 /* CLOCK_MONOTONIC in milliseconds. */
 uint64_t broker_mono_ms(void);
 /* Stop writing a body in pieces: free its copy, stop its timer. */
 void broker_drop_out(struct broker *b);
-/* The reply buffer back to at most BROKER_REPLY_KEEP bytes. */
-void broker_shrink_reply(struct reply_state *rs);
 /* Enter state S with REASON (NULL: none) and tell the worker. */
 void broker_set_state(struct broker *b, enum broker_state s, const char *reason);
 /* sock_ev's callback: the broker socket is readable. */
