@@ -10,7 +10,9 @@
  *               result, lose it, back off with jitter and try again
  *   channel.c   the channel on a live connection: fail what waits on it,
  *               reopen it step by step, renew a nacked one
- *   reply.c     an rpc reply reassembled from its header and body frames */
+ *   reply.c     an rpc reply reassembled from its header and body frames
+ *   output.c    frames out without blocking: the socket's room, a large body
+ *               written in pieces, its stall deadline */
 #ifndef BRIDGE_BROKER_INT_H
 #define BRIDGE_BROKER_INT_H
 
@@ -41,6 +43,13 @@ struct tracker;
 #define BROKER_CID_PREFIX_MAX 32
 #define BROKER_CID_MAX (BROKER_CID_PREFIX_MAX + 16)
 _Static_assert(BROKER_CID_MAX <= PENDING_ID_MAX, "a correlation id fits the rpc table");
+
+/* Where a publish stands toward the socket's room (broker_publish_fits). */
+enum fit {
+    FIT_WHOLE,  /* the whole publish fits in the room now */
+    FIT_PIECES, /* it never will: start it, the body in pieces as room comes */
+    FIT_WAIT,   /* not now: wait (BROKER_PUB_BUSY) */
+};
 
 /* Everything the connector thread needs and produces; the loop does not touch
  * it while the thread runs. */
@@ -148,7 +157,7 @@ struct broker {
     bool closing;     /* broker_close is taking the frames queued during the channel close */
 
     /* A publish whose body is larger than the socket's room, written as
-     * room comes (write_rest): its method and header frames went out, the
+     * room comes (broker_write_rest): its method and header frames went out, the
      * rest of its body waits here. Nothing else goes out on the channel
      * until it is whole (the frames of one message must not interleave). */
     char *out_body;       /* copy of the body (the request may be answered
@@ -199,11 +208,21 @@ void broker_finish_reply(struct broker *b);
 /* The reply buffer back to at most BROKER_REPLY_KEEP bytes. */
 void broker_shrink_reply(struct reply_state *rs);
 
-/* broker.c */
-/* CLOCK_MONOTONIC in milliseconds. */
-uint64_t broker_mono_ms(void);
+/* output.c */
+/* Does a publish of HEAD bytes of frames and a BODY_LEN body fit now? */
+enum fit broker_publish_fits(struct broker *b, size_t head, size_t body_len);
+/* Write more of the body in pieces; AMQP_STATUS_OK or rabbitmq-c's error. */
+int broker_write_rest(struct broker *b);
 /* Stop writing a body in pieces: free its copy, stop its timer. */
 void broker_drop_out(struct broker *b);
+/* out_ev's callback: write more of the body in pieces, or give up on it. */
+void broker_on_out(evutil_socket_t fd, short what, void *arg);
+
+/* broker.c */
+/* After a write: drain frames already in the library's buffer next turn. */
+void broker_pump_soon(struct broker *b);
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t broker_mono_ms(void);
 /* Enter state S with REASON (NULL: none) and tell the worker. */
 void broker_set_state(struct broker *b, enum broker_state s, const char *reason);
 /* sock_ev's callback: the broker socket is readable. */
