@@ -12,7 +12,9 @@
  *               reopen it step by step, renew a nacked one
  *   reply.c     an rpc reply reassembled from its header and body frames
  *   output.c    frames out without blocking: the socket's room, a large body
- *               written in pieces, its stall deadline */
+ *               written in pieces, its stall deadline
+ *   publish.c   broker_publish: properties, the room check, what a publish is
+ *               remembered by (delivery tag, correlation id), forgetting it */
 #ifndef BRIDGE_BROKER_INT_H
 #define BRIDGE_BROKER_INT_H
 
