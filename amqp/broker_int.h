@@ -3,13 +3,15 @@
  * Included only by the broker's own files in amqp/; the bridge sees broker.h.
  *
  * Who does what (each file one job):
- *   broker.c    everything else, for now: being split by job
+ *   broker.c    the object's life: new, start, state, getters, close, free
  *   connect.c   the connector thread: TCP or TLS socket, login, channel,
  *               queue declarations, everything that blocks (bounded)
  *   reconnect.c the connection's life on the loop: start an attempt, take its
  *               result, lose it, back off with jitter and try again
  *   channel.c   the channel on a live connection: fail what waits on it,
  *               reopen it step by step, renew a nacked one
+ *   pump.c      frames in: drain, dispatch methods, content state machine,
+ *               heartbeats
  *   reply.c     an rpc reply reassembled from its header and body frames
  *   output.c    frames out without blocking: the socket's room, a large body
  *               written in pieces, its stall deadline
@@ -171,10 +173,16 @@ struct broker {
                              connection is dropped ([http] timeout) */
 };
 
+/* broker.c */
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t broker_mono_ms(void);
+/* Enter state S with REASON (NULL: none) and tell the worker. */
+void broker_set_state(struct broker *b, enum broker_state s, const char *reason);
+
 /* connect.c */
 /* The connector thread's body: ARG is the broker's struct connect_job. */
 void *broker_connect_main(void *arg);
-/* Text of failed synchronous rabbitmq-c call WHAT, into BUF. */
+/* Text of a failed synchronous rabbitmq-c call WHAT, into BUF. */
 void broker_rpc_error(amqp_rpc_reply_t r, const char *what, char *buf, size_t len);
 /* Some route of CFG is rpc: the connection consumes direct reply-to. */
 bool broker_has_rpc_route(const struct config *cfg);
@@ -202,6 +210,18 @@ void broker_channel_closed(struct broker *b, const amqp_channel_close_t *c);
 /* Publishes were nacked: renew the channel if it may be a stale quorum leader's. */
 void broker_renew_channel(struct broker *b);
 
+/* pump.c */
+/* Drain every whole frame the library can give without blocking. */
+void broker_pump(struct broker *b);
+/* After a write: drain frames already in the library's buffer next turn. */
+void broker_pump_soon(struct broker *b);
+/* sock_ev's callback: the broker socket is readable. */
+void broker_on_socket(evutil_socket_t fd, short what, void *arg);
+/* hb_ev's callback: a zero-timeout read sends and checks heartbeats. */
+void broker_on_heartbeat(evutil_socket_t fd, short what, void *arg);
+/* During broker_close: take the answers queued while the channel closed. */
+void broker_take_queued(struct broker *b);
+
 /* reply.c */
 /* The header frame F of an rpc reply: take its properties, or skip it. */
 void broker_start_reply(struct broker *b, const amqp_frame_t *f);
@@ -219,17 +239,5 @@ int broker_write_rest(struct broker *b);
 void broker_drop_out(struct broker *b);
 /* out_ev's callback: write more of the body in pieces, or give up on it. */
 void broker_on_out(evutil_socket_t fd, short what, void *arg);
-
-/* broker.c */
-/* After a write: drain frames already in the library's buffer next turn. */
-void broker_pump_soon(struct broker *b);
-/* CLOCK_MONOTONIC in milliseconds. */
-uint64_t broker_mono_ms(void);
-/* Enter state S with REASON (NULL: none) and tell the worker. */
-void broker_set_state(struct broker *b, enum broker_state s, const char *reason);
-/* sock_ev's callback: the broker socket is readable. */
-void broker_on_socket(evutil_socket_t fd, short what, void *arg);
-/* Drain every whole frame the library can give without blocking. */
-void broker_pump(struct broker *b);
 
 #endif
