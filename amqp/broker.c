@@ -1,4 +1,7 @@
-/* broker.c - one worker's connection and channel to RabbitMQ.
+/* broker.c - one worker's connection and channel to RabbitMQ: the object's
+ * life (new, start, its state and what /healthz reads of it, close, free).
+ * The jobs the connection is made of live beside it, one a file; broker_int.h
+ * says which.
  *
  * The blocking parts of rabbitmq-c (TCP connect, login, channel open, confirm
  * select, queue declare) run in a short-lived connector thread, so a slow or
@@ -8,38 +11,23 @@
  * drains whole frames until AMQP_STATUS_TIMEOUT (PITFALLS: one frame per
  * event leaves acks parked in the library's buffer). */
 #include "broker.h"
-#include "broker_test.h"
 #include "broker_int.h"
 
 #include <amqp.h>
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
-#include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <linux/sockios.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <arpa/inet.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "config.h"
-#include "hdrmap.h"
 #include "log.h"
-#include "message.h"
 #include "pending.h"
 #include "seed.h"
+#include "tracker.h"
 
 const char *broker_state_name(enum broker_state s)
 {
