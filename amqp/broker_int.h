@@ -161,9 +161,10 @@ struct broker {
     bool closing;     /* broker_close is taking the frames queued during the channel close */
 
     /* A publish whose body is larger than the socket's room, written as
-     * room comes (broker_write_rest): its method and header frames went out, the
-     * rest of its body waits here. Nothing else goes out on the channel
-     * until it is whole (the frames of one message must not interleave). */
+     * room comes (broker_write_rest): its method and header frames went
+     * out, the rest of its body waits here. Nothing else goes out on the
+     * channel until it is whole (the frames of one message must not
+     * interleave). */
     char *out_body;       /* copy of the body (the request may be answered
                               and freed meanwhile), NULL when none */
     size_t out_len;       /* its length */
@@ -207,7 +208,7 @@ void broker_fail_waiting_reply(void *arg, void *ctx);
 void broker_reopen_step(struct broker *b);
 /* The broker closed our channel (C): acknowledge it and reopen. */
 void broker_channel_closed(struct broker *b, const amqp_channel_close_t *c);
-/* Publishes were nacked: renew the channel if it may be a stale quorum leader's. */
+/* Publishes were nacked: renew the channel if it may be a stale leader's. */
 void broker_renew_channel(struct broker *b);
 
 /* pump.c */

@@ -12,7 +12,8 @@
 #include "log.h"
 #include "tracker.h"
 
-/* At most one renewal of a nacked channel this often (see broker_renew_channel). */
+/* At most one renewal of a nacked channel this often (see
+ * broker_renew_channel). */
 #define BROKER_RENEW_MIN_MS 1000
 
 void broker_fail_waiting_reply(void *arg, void *ctx)
