@@ -26,7 +26,7 @@
 #   make install         PREFIX (/usr/local), DESTDIR; make uninstall
 #   make test-install    make install into a temporary DESTDIR, checked
 #   make clean
-# Knobs: WERROR=1 (CI), SANITIZER=address,undefined (builds into build/san).
+# Knobs: WERROR=1 (CI), SANITIZER=address,undefined (builds into build/san, pools off).
 
 CC      ?= cc
 PKGS    := libevent libevent_openssl librabbitmq libxml-2.0 inih openssl
@@ -39,8 +39,12 @@ LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 ifdef WERROR
 CFLAGS  += -Werror
 endif
+# The sanitizer build frees request and connection contexts instead of
+# pooling them (BRIDGE_NO_POOLS, http/server.c): a stale pointer to one is
+# then a use after free ASan reports, not a silent use of a recycled one.
 ifdef SANITIZER
-CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
+CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all \
+           -DBRIDGE_NO_POOLS
 LDFLAGS += -fsanitize=$(SANITIZER)
 BUILD   ?= build/san
 else

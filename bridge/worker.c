@@ -3,6 +3,7 @@
  * amqp/; the broker's confirm comes back here and becomes the HTTP answer. */
 #include "bridge/worker.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -30,9 +31,29 @@
 #define WORKER_DRAIN_TICK_MS 20  /* how often a stopping worker looks at what is left */
 #define WORKER_FLUSH_MS 200      /* time given to the last responses to leave */
 #define WORKER_BACKLOG_POLL_MS 1 /* how often a backlog looks for room toward the broker */
-/* A request's token while it sits in the backlog: the bit and its ticket.
- * Delivery tags (the token once published) never reach bit 63. */
-#define BACKLOG_TOKEN (UINT64_C(1) << 63)
+/* Where a request is, from the worker's side: its state and a handle for
+ * it live in the request's bridge slot (http_req_set_slot). Legal moves
+ * (enter() asserts them):
+ *   READING -> CHECKING                         handed over by http/ (on_route)
+ *   CHECKING -> WAIT_ROOM | WAIT_CONFIRM | WAIT_REPLY | ANSWERED
+ *   WAIT_ROOM -> CHECKING                       left the backlog for a try or a 503
+ *   WAIT_ROOM | WAIT_CONFIRM | WAIT_REPLY -> ANSWERED
+ *   WAIT_CONFIRM -> WAIT_REPLY                  rpc: the broker has it, now the reply
+ * Every way out (an answer, the client gone) goes through forget(). */
+enum req_state {
+    REQ_READING,      /* 0: the server's, not handed over yet (or recycled) */
+    REQ_CHECKING,     /* the worker's: load shed, XML check, broker state, publish */
+    REQ_WAIT_ROOM,    /* in the backlog; handle = its ticket */
+    REQ_WAIT_CONFIRM, /* published, its confirm awaited; handle = delivery tag, or the
+                         rpc handle on an rpc route */
+    REQ_WAIT_REPLY,   /* rpc, confirmed (or confirm = no): its reply awaited; handle = the
+                         rpc handle */
+    REQ_ANSWERED,     /* answered: the server's again */
+};
+
+/* Whether the holder of a request (backlog, confirm tracker, rpc table) has
+ * let it go already: true in the callbacks that hand it back. */
+enum holder { STILL_HELD, LET_GO };
 
 /* What a worker precomputes per route. */
 struct route_rt {
@@ -100,12 +121,86 @@ static void pool_fail(struct worker_pool *p, unsigned id, const char *why)
         kill(getpid(), SIGTERM);
 }
 
-/* ---- answering ---------------------------------------------------------- */
+/* ---- a request's state --------------------------------------------------- */
 
-static void reply_text(struct http_req *r, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static enum req_state state_of(const struct http_req *r)
+{
+    return (enum req_state)http_req_state(r);
+}
 
-static void reply_text(struct http_req *r, int status, const char *fmt, ...)
+static bool legal(enum req_state from, enum req_state to)
+{
+    switch (from) {
+    case REQ_READING:
+        return to == REQ_CHECKING;
+    case REQ_CHECKING:
+        return to != REQ_READING && to != REQ_CHECKING;
+    case REQ_WAIT_ROOM:
+        return to == REQ_CHECKING || to == REQ_ANSWERED;
+    case REQ_WAIT_CONFIRM:
+        return to == REQ_WAIT_REPLY || to == REQ_ANSWERED;
+    case REQ_WAIT_REPLY:
+        return to == REQ_ANSWERED;
+    case REQ_ANSWERED:
+        return false; /* answered twice, or a stale pointer */
+    }
+    return false;
+}
+
+static void enter(struct http_req *r, enum req_state to, uint64_t handle)
+{
+    assert(legal(state_of(r), to));
+    http_req_set_slot(r, (unsigned)to, handle);
+}
+
+static size_t route_index(const struct worker *w, const struct http_route *hroute);
+static const struct config_route *req_route(const struct worker *w, const struct http_req *r);
+static void backlog_remove(struct worker *w, struct http_req *r);
+
+/* R leaves the worker: whatever holds it lets it go (unless HOLDER is LET_GO:
+ * the callback on our stack is that holder's, and it has). Every way out
+ * passes here: an answer (answer()) and the client gone (on_gone). */
+static void forget(struct worker *w, struct http_req *r, enum holder holder)
+{
+    enum req_state st = state_of(r);
+    assert(st != REQ_READING && st != REQ_ANSWERED);
+    if (holder == LET_GO)
+        return;
+    uint64_t handle = http_req_handle(r);
+    switch (st) {
+    case REQ_WAIT_ROOM:
+        backlog_remove(w, r);
+        break;
+    case REQ_WAIT_CONFIRM:
+        if (req_route(w, r)->mode == ROUTE_RPC)
+            broker_rpc_forget(w->broker, handle); /* its handle: reply and confirm */
+        else
+            broker_detach(w->broker, handle);
+        break;
+    case REQ_WAIT_REPLY:
+        broker_rpc_forget(w->broker, handle);
+        break;
+    case REQ_READING:
+    case REQ_CHECKING:
+    case REQ_ANSWERED:
+        break; /* nothing holds it */
+    }
+}
+
+/* The one reply path of the worker: R is forgotten, marked answered, sent. */
+static void answer(struct worker *w, struct http_req *r, enum holder holder, int status,
+                   const char *ctype, const char *body, size_t len)
+{
+    forget(w, r, holder);
+    enter(r, REQ_ANSWERED, 0);
+    http_req_reply(r, status, ctype, body, len);
+}
+
+static void reply_text(struct worker *w, struct http_req *r, enum holder holder, int status,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void reply_text(struct worker *w, struct http_req *r, enum holder holder, int status,
+                       const char *fmt, ...)
 {
     char buf[512];
     va_list ap;
@@ -117,7 +212,7 @@ static void reply_text(struct http_req *r, int status, const char *fmt, ...)
     if ((size_t)n > sizeof buf - 2)
         n = (int)sizeof buf - 2;
     buf[n++] = '\n';
-    http_req_reply(r, status, "text/plain", buf, (size_t)n);
+    answer(w, r, holder, status, "text/plain", buf, (size_t)n);
 }
 
 /* Index in the config's routes of the route the HTTP room calls HROUTE. */
@@ -141,30 +236,39 @@ static void on_done(void *arg, void *ctx, enum tracker_result res)
 {
     struct worker *w = arg;
     struct http_req *r = ctx;
+    /* A confirm; or, to an rpc request waiting for its reply, the end of
+     * that wait: its return (confirm = no) or its channel lost. */
+    assert(state_of(r) == REQ_WAIT_CONFIRM ||
+           (state_of(r) == REQ_WAIT_REPLY && res != TRACKER_ACK && res != TRACKER_NACK &&
+            is_rpc(w, r)));
+    /* The tracker let go of R; on an rpc route the rpc table still holds it
+     * (its reply may come): forget() drops that unless R waits on. */
+    enum holder holder = STILL_HELD;
     if (is_rpc(w, r)) {
         if (res == TRACKER_ACK) {
             metrics_confirm(w->m, METRICS_ACK);
+            enter(r, REQ_WAIT_REPLY, http_req_handle(r));
             return; /* the broker has it: now the reply (or the timeout) answers */
         }
-        broker_rpc_forget(w->broker, http_req_token(r));
-        http_req_set_token(r, 0);
+    } else {
+        holder = LET_GO;
     }
     switch (res) {
     case TRACKER_ACK:
         metrics_confirm(w->m, METRICS_ACK);
-        http_req_reply(r, 202, NULL, NULL, 0);
+        answer(w, r, holder, 202, NULL, NULL, 0);
         break;
     case TRACKER_NACK:
         metrics_confirm(w->m, METRICS_NACK);
-        reply_text(r, 503, "the broker refused the message (nack); retry later");
+        reply_text(w, r, holder, 503, "the broker refused the message (nack); retry later");
         break;
     case TRACKER_RETURNED:
         metrics_confirm(w->m, METRICS_RETURN);
-        reply_text(r, 502,
+        reply_text(w, r, holder, 502,
                    "unroutable: no queue is bound for this route's exchange and routing key");
         break;
     case TRACKER_LOST:
-        reply_text(r, 503,
+        reply_text(w, r, holder, 503,
                    "the broker connection was lost or blocked before the message was "
                    "confirmed; retry later");
         break;
@@ -175,7 +279,8 @@ static void on_reply(void *arg, void *ctx, const struct broker_reply *rep)
 {
     struct worker *w = arg;
     struct http_req *r = ctx;
-    http_req_set_token(r, 0); /* the broker forgot it, and its confirm */
+    /* The broker forgot R, and its confirm if still owed. */
+    assert(state_of(r) == REQ_WAIT_REPLY || state_of(r) == REQ_WAIT_CONFIRM);
     if (rep->bad != BROKER_REPLY_OK) {
         static const enum metrics_bad_reply why[] = {
             [BROKER_REPLY_BAD_STATUS] = METRICS_BAD_STATUS,
@@ -188,12 +293,11 @@ static void on_reply(void *arg, void *ctx, const struct broker_reply *rep)
                        "every reason of broker.h has its /metrics label");
         metrics_rpc_bad_reply(w->m, why[rep->bad]);
         log_warn("%s: %s", http_req_id(r), rep->error);
-        reply_text(r, 502, "%s", rep->error);
+        reply_text(w, r, LET_GO, 502, "%s", rep->error);
         return;
     }
-    http_req_reply(r, rep->status,
-                   rep->content_type != NULL ? rep->content_type : "application/xml", rep->body,
-                   rep->len);
+    answer(w, r, LET_GO, rep->status,
+           rep->content_type != NULL ? rep->content_type : "application/xml", rep->body, rep->len);
 }
 
 static bool publish(struct worker *w, struct http_req *r, bool queued);
@@ -284,9 +388,10 @@ static void on_route(void *arg, struct http_req *r, const struct http_route *hro
     struct worker *w = arg;
     size_t route_idx = route_index(w, hroute);
     const struct config_route *route = &w->cfg->routes[route_idx];
+    enter(r, REQ_CHECKING, 0);
     char why[200];
     if (load_shed(w, route_idx, 0, why, sizeof why) != NULL) {
-        reply_text(r, 503, "%s", why);
+        reply_text(w, r, STILL_HELD, 503, "%s", why);
         return;
     }
     size_t len = 0;
@@ -297,16 +402,16 @@ static void on_route(void *arg, struct http_req *r, const struct http_route *hro
         char msg[XMLCHECK_MSG_LEN + 64];
         (void)xmlcheck_format(&xr, msg, sizeof msg);
         log_debug("%s: %s: %s", http_req_id(r), route->name, msg);
-        reply_text(r, xr.status == XMLCHECK_MALFORMED ? 400 : 422, "%s", msg);
+        reply_text(w, r, STILL_HELD, xr.status == XMLCHECK_MALFORMED ? 400 : 422, "%s", msg);
         return;
     }
     if (broker_down(w, why, sizeof why) != NULL) {
-        reply_text(r, 503, "%s", why);
+        reply_text(w, r, STILL_HELD, 503, "%s", why);
         return;
     }
     const char *ctype = http_req_content_type(r);
     if (ctype != NULL && strlen(ctype) > 255) {
-        reply_text(r, 400, "Content-Type is longer than 255 bytes");
+        reply_text(w, r, STILL_HELD, 400, "Content-Type is longer than 255 bytes");
         return;
     }
     /* Behind the ones already waiting for room, never before them. */
@@ -330,7 +435,7 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
         http_req_foreach_header(r, add_header, &hc) != 0 ||
         hdrmap_finish(&w->headers, http_req_client(r)) != 0) {
         log_error("%s: out of memory mapping headers", http_req_id(r));
-        reply_text(r, 503, "out of memory");
+        reply_text(w, r, STILL_HELD, 503, "out of memory");
         return true;
     }
 
@@ -355,19 +460,22 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
     switch (broker_publish(w->broker, &m, r, &tag)) {
     case BROKER_PUB_WAIT:
         metrics_published(w->m, METRICS_ROUTE0 + route_idx);
-        http_req_set_token(r, tag);
+        /* With confirm = no an rpc request waits for its reply only. */
+        enter(r,
+              route->mode == ROUTE_RPC && !w->cfg->amqp.confirm ? REQ_WAIT_REPLY : REQ_WAIT_CONFIRM,
+              tag);
         if (!queued)
             http_req_set_timer(r, w->rt[route_idx].tv);
         break;
     case BROKER_PUB_SENT:
         metrics_published(w->m, METRICS_ROUTE0 + route_idx);
-        http_req_reply(r, 202, NULL, NULL, 0);
+        answer(w, r, STILL_HELD, 202, NULL, NULL, 0);
         break;
     case BROKER_PUB_UNAVAILABLE:
-        reply_text(r, 503, "broker unavailable: %s", broker_reason(w->broker));
+        reply_text(w, r, STILL_HELD, 503, "broker unavailable: %s", broker_reason(w->broker));
         break;
     case BROKER_PUB_FULL:
-        reply_text(r, 503, "too many requests waiting for the broker; retry later");
+        reply_text(w, r, STILL_HELD, 503, "too many requests waiting for the broker; retry later");
         break;
     case BROKER_PUB_BUSY:
         return false;
@@ -383,13 +491,9 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
  * of blocking the loop or being refused, and go out as the broker reads
  * again. Bounded by max_inflight (every one counts as pending), by [http]
  * timeout each, and emptied with 503 the moment the connection is down or
- * blocked. A request waiting there has BACKLOG_TOKEN and its ticket as its
- * token; a request that leaves (client gone, timer) frees its place at once. */
-
-static bool in_backlog(const struct http_req *r)
-{
-    return (http_req_token(r) & BACKLOG_TOKEN) != 0;
-}
+ * blocked. A request waiting there is in REQ_WAIT_ROOM with its ticket as
+ * its handle; a request that leaves (client gone, timer) frees its place at
+ * once. */
 
 /* The backlog's try: R has left it. Publish it; when the socket has no room
  * (nothing happened) it goes back to the front under the same ticket. */
@@ -397,20 +501,19 @@ static bool backlog_try(void *arg, void *item, uint64_t ticket)
 {
     struct worker *w = arg;
     struct http_req *r = item;
-    http_req_set_token(r, 0);
+    enter(r, REQ_CHECKING, 0);
     if (publish(w, r, true))
         return true;
-    http_req_set_token(r, BACKLOG_TOKEN | ticket);
+    enter(r, REQ_WAIT_ROOM, ticket);
     return false;
 }
 
 /* The backlog's fail: R has left it and will not go out. */
 static void backlog_answer(void *arg, void *item, const char *why)
 {
-    (void)arg;
+    struct worker *w = arg;
     struct http_req *r = item;
-    http_req_set_token(r, 0);
-    reply_text(r, 503, "broker unavailable: %s", why);
+    reply_text(w, r, LET_GO, 503, "broker unavailable: %s", why);
 }
 
 /* Nothing waits: stop looking for room. */
@@ -424,10 +527,10 @@ static void backlog_push(struct worker *w, struct http_req *r)
 {
     uint64_t ticket = 0;
     if (backlog_add(w->backlog, r, &ticket) != 0) {
-        reply_text(r, 503, "too many requests waiting for the broker; retry later");
+        reply_text(w, r, STILL_HELD, 503, "too many requests waiting for the broker; retry later");
         return;
     }
-    http_req_set_token(r, BACKLOG_TOKEN | ticket);
+    enter(r, REQ_WAIT_ROOM, ticket);
     /* Bounded like a wait for a confirm: [http] timeout, or the rpc route's. */
     http_req_set_timer(r, w->rt[route_index(w, http_req_route(r))].tv);
     if (!event_pending(w->backlog_poll, EV_TIMEOUT, NULL)) {
@@ -436,13 +539,11 @@ static void backlog_push(struct worker *w, struct http_req *r)
     }
 }
 
-/* R leaves the backlog without being published. */
+/* R leaves the backlog without being published (forget()). */
 static void backlog_remove(struct worker *w, struct http_req *r)
 {
-    if (!backlog_cancel(w->backlog, http_req_token(r) & ~BACKLOG_TOKEN, r))
-        return;
-    http_req_set_token(r, 0);
-    backlog_settle(w);
+    if (backlog_cancel(w->backlog, http_req_handle(r), r))
+        backlog_settle(w);
 }
 
 /* Publish from the front while the broker's socket has room. Each request
@@ -486,14 +587,8 @@ static void on_gone(void *arg, struct http_req *r)
 {
     struct worker *w = arg;
     log_debug("%s: client left before the answer", http_req_id(r));
-    if (in_backlog(r)) {
-        backlog_remove(w, r);
-        return;
-    }
-    if (is_rpc(w, r))
-        broker_rpc_forget(w->broker, http_req_token(r)); /* its handle, not a tag */
-    else
-        broker_detach(w->broker, http_req_token(r));
+    forget(w, r, STILL_HELD);
+    enter(r, REQ_ANSWERED, 0); /* the server answers it (no one reads it) and frees it */
 }
 
 /* An rpc request got no reply within its route's timeout: 504, and the reply
@@ -504,26 +599,25 @@ static void on_expired(void *arg, struct http_req *r)
 {
     struct worker *w = arg;
     const struct config_route *route = req_route(w, r);
-    if (in_backlog(r)) {
-        backlog_remove(w, r);
+    if (state_of(r) == REQ_WAIT_ROOM) {
         log_warn("%s: %s: no room toward the broker in time: answering 503", http_req_id(r),
                  route->name);
-        reply_text(r, 503, "the broker did not take the message in time; retry later");
+        reply_text(w, r, STILL_HELD, 503,
+                   "the broker did not take the message in time; retry later");
         return;
     }
     if (route->mode == ROUTE_RPC) {
-        broker_rpc_forget(w->broker, http_req_token(r)); /* its handle, not a tag */
         metrics_rpc_timeout(w->m, METRICS_ROUTE0 + (size_t)(route - w->cfg->routes));
         log_info("%s: %s: no reply within %llu ms: answering 504", http_req_id(r), route->name,
                  (unsigned long long)route->timeout_ms);
-        reply_text(r, 504, "no reply from a worker within %llu ms",
+        reply_text(w, r, STILL_HELD, 504, "no reply from a worker within %llu ms",
                    (unsigned long long)route->timeout_ms);
         return;
     }
-    broker_detach(w->broker, http_req_token(r));
     log_warn("%s: no confirm from the broker within %llu ms: answering 503", http_req_id(r),
              (unsigned long long)w->cfg->http.timeout_ms);
-    reply_text(r, 503, "the broker did not confirm the message in time; retry later");
+    reply_text(w, r, STILL_HELD, 503,
+               "the broker did not confirm the message in time; retry later");
 }
 
 /* One line per worker into buf: first those not up ("worker 1: broker down:

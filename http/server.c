@@ -40,6 +40,7 @@
  * bridge sees it. */
 #include "http/server.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <sys/queue.h> /* before event2/keyvalq_struct.h: TAILQ_FOREACH */
@@ -71,6 +72,7 @@
 #include "bridge/base/metrics.h"
 #include "http/reqid.h"
 #include "http/tls.h"
+#include "http/verdict.h"
 
 #define HTTP_MAX_HEADERS_SIZE (64 * 1024) /* request line + headers */
 #define HTTP_RETRY_AFTER "1"              /* seconds, on every 503 */
@@ -78,25 +80,6 @@
 #define HTTP_HEALTH_LINE 400              /* /healthz body, per worker */
 
 static const char PONG[] = "Pong!";
-
-/* What the request line and headers alone decide (decide()). */
-enum verdict_kind {
-    VERDICT_ROUTE,   /* to the bridge: its body is needed */
-    VERDICT_PONG,    /* answered here, the body unused */
-    VERDICT_HEALTHZ, /* ditto */
-    VERDICT_METRICS, /* ditto */
-    VERDICT_REFUSE,  /* status and text below */
-};
-
-struct verdict {
-    enum verdict_kind kind;
-    size_t slot;                    /* metrics slot */
-    const struct http_route *route; /* VERDICT_ROUTE */
-    int status;                     /* VERDICT_REFUSE: the answer */
-    const char *text;               /* VERDICT_REFUSE: its body, static */
-    const char *hname, *hvalue;     /* VERDICT_REFUSE: one more header, or NULL */
-    bool close;                     /* Connection: close */
-};
 
 /* One accepted connection. */
 struct http_conn {
@@ -107,6 +90,7 @@ struct http_conn {
     struct event *timer;             /* adoption, then the request deadline */
     struct event *gone;              /* hang-up watch while a request waits */
     struct http_req *waiting;        /* request handed to the bridge, unanswered */
+    uint32_t waiting_gen;            /* its generation when handed over */
     struct event *hook;              /* hooks the next request of a kept-alive connection */
     struct evbuffer_cb_entry *input; /* on_input on the bufferevent's input; NULL if none */
     struct evhttp_request *hooked;   /* the request on_headers is set on; NULL between two */
@@ -123,7 +107,11 @@ struct http_req {
     struct http_conn *c;            /* its connection (NULL if it has no context) */
     struct event *timer;            /* http_req_set_timer; kept across reuse */
     const struct http_route *route; /* the route it came on */
-    uint64_t token;                 /* the bridge's slot */
+    unsigned state;                 /* the bridge's slot: its state of R */
+    uint64_t handle;                /* and the handle that goes with it */
+    uint32_t gen;                   /* uses of this context so far: a reference that kept
+                                       an older one is stale */
+    bool live;                      /* between req_get and req_put */
     int64_t arrival;                /* unix seconds */
     const char *path;               /* owned by req */
     const char *query;              /* owned by req; NULL if none */
@@ -258,6 +246,8 @@ static struct http_conn *conn_get(struct http_server *s)
     return c;
 }
 
+static void conn_free(struct http_conn *c);
+
 static void conn_put(struct http_conn *c)
 {
     struct http_server *s = c->s;
@@ -277,10 +267,14 @@ static void conn_put(struct http_conn *c)
         s->byfd[c->fd] = NULL;
     c->prev->next = c->next;
     c->next->prev = c->prev;
+    metrics_set_connections(s->h.counters, --s->n_conns);
+#ifdef BRIDGE_NO_POOLS
+    conn_free(c); /* as req_put: ASan sees a stale context */
+#else
     c->prev = NULL;
     c->next = s->free_conns;
     s->free_conns = c;
-    metrics_set_connections(s->h.counters, --s->n_conns);
+#endif
 }
 
 static void conn_free(struct http_conn *c)
@@ -334,6 +328,7 @@ static void on_close(struct evhttp_connection *evcon, void *arg)
     struct http_server *s = c->s;
     struct http_req *r = c->waiting;
     if (r != NULL) {
+        assert(r->live && r->gen == c->waiting_gen);
         c->waiting = NULL;
         req_done(s, r);
         s->h.gone(s->h.arg, r);
@@ -726,252 +721,42 @@ static struct http_req *req_get(struct http_server *s)
             abort();
         }
     }
-    r->token = 0;
+    assert(!r->live);
+    r->live = true;
+    r->state = 0;
+    r->handle = 0;
     return r;
 }
 
+/* R goes back to the pool: every reference kept to it is stale from now
+ * (its generation moves on). With BRIDGE_NO_POOLS (the sanitizer build) it
+ * is freed instead, so that ASan reports a use of a stale one. */
 static void req_put(struct http_server *s, struct http_req *r)
 {
+    assert(r->live);
     event_del(r->timer);
+    r->live = false;
+    r->gen++;
     r->req = NULL;
     r->c = NULL;
+#ifdef BRIDGE_NO_POOLS
+    (void)s;
+    event_free(r->timer);
+    free(r);
+#else
     r->next_free = s->free_reqs;
     s->free_reqs = r;
+#endif
 }
 
-/* What one pass over the request headers tells. */
-struct head_info {
-    const char *id;     /* X-Request-Id, first one */
-    const char *ctype;  /* Content-Type, first one */
-    const char *te;     /* Transfer-Encoding, first one */
-    const char *auth;   /* Authorization, first one */
-    const char *cl;     /* Content-Length, first one */
-    const char *expect; /* Expect, first one */
-    int n_auth;         /* Authorization headers */
-    int n_cl;           /* Content-Length headers */
-    int n_te;           /* Transfer-Encoding headers */
-};
-
-static void scan_headers(struct evhttp_request *req, struct head_info *hi)
-{
-    memset(hi, 0, sizeof *hi);
-    struct evkeyval *kv;
-    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next)
-    {
-        const char *k = kv->key;
-        switch (k[0] | 0x20) {
-        case 'a':
-            if (strcasecmp(k, "Authorization") == 0 && hi->n_auth++ == 0)
-                hi->auth = kv->value;
-            break;
-        case 'c':
-            if (strcasecmp(k, "Content-Length") == 0) {
-                if (hi->n_cl++ == 0)
-                    hi->cl = kv->value;
-            } else if (hi->ctype == NULL && strcasecmp(k, "Content-Type") == 0) {
-                hi->ctype = kv->value;
-            }
-            break;
-        case 'e':
-            if (hi->expect == NULL && strcasecmp(k, "Expect") == 0)
-                hi->expect = kv->value;
-            break;
-        case 't':
-            if (strcasecmp(k, "Transfer-Encoding") == 0 && hi->n_te++ == 0)
-                hi->te = kv->value;
-            break;
-        case 'x':
-            if (hi->id == NULL && strcasecmp(k, "X-Request-Id") == 0)
-                hi->id = kv->value;
-            break;
-        }
-    }
-}
-
-/* The 400's text when the framing is ambiguous, or NULL. evhttp itself
- * takes the first of two Content-Lengths and treats "gzip, chunked" as no
- * body at all: either way what follows could be read as another request
- * (smuggling). */
-static const char *bad_framing(const struct head_info *hi)
-{
-    if (hi->n_cl > 1)
-        return "ambiguous request framing: more than one Content-Length\n";
-    if (hi->n_te > 1)
-        return "ambiguous request framing: more than one Transfer-Encoding\n";
-    if (hi->n_te == 1 && strcasecmp(hi->te, "chunked") != 0)
-        return "ambiguous request framing: Transfer-Encoding other than chunked\n";
-    if (hi->n_te == 1 && hi->n_cl > 0)
-        return "ambiguous request framing: Content-Length with Transfer-Encoding\n";
-    return NULL;
-}
-
-/* application/xml, text/xml, any type/subtype+xml; parameters allowed. */
-static bool xml_type(const char *ct)
-{
-    if (ct == NULL)
-        return false;
-    while (*ct == ' ' || *ct == '\t')
-        ct++;
-    size_t n = strcspn(ct, "; \t");
-    if (n == 15 && strncasecmp(ct, "application/xml", 15) == 0)
-        return true;
-    if (n == 8 && strncasecmp(ct, "text/xml", 8) == 0)
-        return true;
-    const char *slash = memchr(ct, '/', n);
-    return slash != NULL && slash > ct && (size_t)(ct + n - slash) > 5 &&
-           strncasecmp(ct + n - 4, "+xml", 4) == 0;
-}
-
-static const struct http_route *find_route(const struct http_config *cfg, const char *path)
-{
-    for (size_t i = 0; i < cfg->n_routes; i++)
-        if (strcmp(cfg->routes[i].path, path) == 0)
-            return &cfg->routes[i];
-    return NULL;
-}
-
-static void refuse(struct verdict *v, int status, const char *text)
-{
-    v->kind = VERDICT_REFUSE;
-    v->status = status;
-    v->text = text;
-}
-
-/* Bearer auth of a request that asks for tokens T: true when it may go on,
- * else V says the 401. When no token is asked for it costs one test. */
-static bool authorized(const struct auth_tokens *t, const struct head_info *hi, struct verdict *v)
-{
-    if (t == NULL)
-        return true;
-    /* Two Authorization headers: which one a proxy in front of us would
-     * read is anybody's guess. Refused. */
-    enum auth_result ar = hi->n_auth > 1 ? AUTH_INVALID : auth_check(t, hi->auth);
-    if (ar == AUTH_OK)
-        return true;
-    v->hname = "WWW-Authenticate";
-    if (ar == AUTH_INVALID) {
-        v->hvalue = "Bearer realm=\"ingest-bridge\", error=\"invalid_token\"";
-        refuse(v, 401, "invalid bearer token\n");
-    } else {
-        v->hvalue = "Bearer realm=\"ingest-bridge\"";
-        refuse(v, 401, "a bearer token is required: Authorization: Bearer TOKEN\n");
-    }
-    return false;
-}
-
-/* Content-Length over max_body: evhttp would answer 413 itself (an HTML
- * page, neither counted nor logged); decided here with the others. */
-static bool content_length(const struct head_info *hi, unsigned long long *n)
-{
-    if (hi->cl == NULL || hi->n_te > 0 || hi->cl[0] == '-')
-        return false;
-    char *end;
-    errno = 0;
-    *n = strtoull(hi->cl, &end, 10);
-    if (end == hi->cl || *end != '\0')
-        return false;
-    if (errno == ERANGE)
-        *n = ULLONG_MAX;
-    return true;
-}
-
-static bool too_large(const struct http_server *s, const struct head_info *hi)
-{
-    unsigned long long n;
-    return content_length(hi, &n) && n > (unsigned long long)s->cfg->max_body;
-}
-
-/* A body evhttp will not read (HEAD and TRACE have none for it): its bytes
- * would be parsed as the next request, one a proxy in front took for this
- * request's body (smuggling). */
-static bool unread_body(enum evhttp_cmd_type cmd, const struct head_info *hi)
-{
-    if (cmd != EVHTTP_REQ_HEAD && cmd != EVHTTP_REQ_TRACE)
-        return false;
-    unsigned long long n;
-    return hi->n_te > 0 || (hi->cl != NULL && !(content_length(hi, &n) && n == 0));
-}
-
-/* Every answer the request line and headers alone decide, in the one order
- * both callers follow: on_headers before the body is read (when the
- * connection is hooked), on_request otherwise. Nothing is sent here. */
+/* verdict_decide for REQ on server S. */
 static void decide(const struct http_server *s, struct evhttp_request *req,
                    const struct head_info *hi, struct verdict *v)
 {
-    memset(v, 0, sizeof *v);
-    v->slot = METRICS_NONE;
-    const char *why = bad_framing(hi);
-    if (why != NULL) {
-        refuse(v, 400, why);
-        v->close = true;
-        return;
-    }
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    if (unread_body(cmd, hi)) {
-        refuse(v, 400, "ambiguous request framing: a body on a HEAD or TRACE request\n");
-        v->close = true;
-        return;
-    }
-    if (too_large(s, hi)) {
-        refuse(v, 413, s->too_large_text);
-        v->close = true; /* the body is not read */
-        return;
-    }
+    const struct verdict_ctx x = {s->cfg, s->sh, s->metrics_auth, s->too_large_text, s->draining};
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
-    if (path == NULL || path[0] == '\0')
-        path = "/";
-    bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
-
-    if (strcmp(path, s->cfg->pong_path) == 0) {
-        v->slot = METRICS_PONG;
-        v->kind = VERDICT_PONG;
-    } else if (strcmp(path, "/healthz") == 0) {
-        v->slot = METRICS_HEALTHZ;
-        v->kind = VERDICT_HEALTHZ;
-    } else if (strcmp(path, "/metrics") == 0) {
-        v->slot = METRICS_METRICS;
-        v->kind = VERDICT_METRICS;
-    }
-    if (v->slot != METRICS_NONE) {
-        /* /metrics asks for a token when [http] metrics_auth says so,
-         * before whatever answers it. pong and /healthz stay open. */
-        if (v->slot == METRICS_METRICS && s->metrics_auth != NULL &&
-            !authorized(s->metrics_auth, hi, v))
-            return;
-        if (!get) {
-            v->hname = "Allow";
-            v->hvalue = "GET, HEAD";
-            refuse(v, 405, "method not allowed: use GET or HEAD\n");
-        } else if (s->draining) {
-            refuse(v, 503, "shutting down\n");
-        }
-        return;
-    }
-    const struct http_route *route = find_route(s->cfg, path);
-    if (route == NULL) {
-        refuse(v, 404, "no route for this path\n");
-        return;
-    }
-    v->slot = METRICS_ROUTE0 + (size_t)(route - s->cfg->routes);
-    if (!authorized(http_shared_auth(s->sh, (size_t)(route - s->cfg->routes)), hi, v))
-        return;
-    if (cmd != EVHTTP_REQ_POST) {
-        v->hname = "Allow";
-        v->hvalue = "POST";
-        refuse(v, 405, "method not allowed: use POST\n");
-        return;
-    }
-    if (!xml_type(hi->ctype)) {
-        refuse(v, 415, "Content-Type must be application/xml, text/xml or */*+xml\n");
-        return;
-    }
-    if (s->draining) {
-        refuse(v, 503, "shutting down\n");
-        return;
-    }
-    v->kind = VERDICT_ROUTE;
-    v->route = route;
+    verdict_decide(&x, evhttp_request_get_command(req),
+                   uri != NULL ? evhttp_uri_get_path(uri) : NULL, hi, v);
 }
 
 /* "ok" when healthy, then a line per worker; when not, the lines alone,
@@ -1011,7 +796,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     struct http_conn *c = conn_of(s, req);
     struct answer a = {NULL, evhttp_request_get_uri(req), METRICS_NONE, 0};
     struct head_info hi;
-    scan_headers(req, &hi);
+    verdict_scan(evhttp_request_get_input_headers(req), &hi);
 
     char idbuf[REQID_MAX + 1];
     const char *id = hi.id;
@@ -1037,7 +822,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         v = c->verdict;
         c->early = NULL;
         if (s->draining && v.kind != VERDICT_REFUSE)
-            refuse(&v, 503, "shutting down\n");
+            verdict_refuse(&v, 503, "shutting down\n");
     } else {
         decide(s, req, &hi, &v); /* not hooked */
     }
@@ -1097,12 +882,15 @@ static void on_request(struct evhttp_request *req, void *arg)
     s->pending++;
     s->route_pending[route - s->cfg->routes]++;
     metrics_set_inflight(s->h.counters, s->pending);
-    if (c != NULL)
+    uint32_t gen = r->gen;
+    if (c != NULL) {
         c->waiting = r;
+        c->waiting_gen = gen;
+    }
     s->h.route(s->h.arg, r, route);
-    /* Answered already (a refusal), or waiting: then watch its client and
-     * stop the deadline, the bridge bounds the wait. */
-    if (c != NULL && c->waiting == r) {
+    /* Answered already (a refusal: R may be recycled), or waiting: then
+     * watch its client and stop the deadline, the bridge bounds the wait. */
+    if (c != NULL && c->waiting == r && c->waiting_gen == gen) {
         event_del(c->timer);
         event_assign(c->gone, s->base, c->fd, EV_READ | EV_CLOSED | EV_ET | EV_PERSIST, on_gone, c);
         event_add(c->gone, NULL);
@@ -1161,13 +949,13 @@ static void shed_early(struct http_conn *c, const struct head_info *hi, struct v
         size_t n = strlen(c->why);
         c->why[n] = '\n';
         c->why[n + 1] = '\0';
-        refuse(v, 503, c->why);
+        verdict_refuse(v, 503, c->why);
         return;
     }
     unsigned long long cl;
-    if (content_length(hi, &cl) && !http_shared_bytes_fit(s->sh, cl)) {
+    if (verdict_content_length(hi, &cl) && !http_shared_bytes_fit(s->sh, cl)) {
         metrics_pending_bytes_refused(s->h.counters);
-        refuse(v, 503, s->held_text);
+        verdict_refuse(v, 503, s->held_text);
     }
 }
 
@@ -1178,7 +966,7 @@ static int on_headers(struct evhttp_request *req, void *arg)
     if (c == NULL)
         return 0;
     struct head_info hi;
-    scan_headers(req, &hi);
+    verdict_scan(evhttp_request_get_input_headers(req), &hi);
     decide(c->s, req, &hi, &c->verdict);
     c->early = req;
     struct verdict *v = &c->verdict;
@@ -1581,14 +1369,23 @@ int http_req_foreach_header(const struct http_req *r,
     return 0;
 }
 
-void http_req_set_token(struct http_req *r, uint64_t token)
+void http_req_set_slot(struct http_req *r, unsigned state, uint64_t handle)
 {
-    r->token = token;
+    assert(r->live);
+    r->state = state;
+    r->handle = handle;
 }
 
-uint64_t http_req_token(const struct http_req *r)
+unsigned http_req_state(const struct http_req *r)
 {
-    return r->token;
+    assert(r->live);
+    return r->state;
+}
+
+uint64_t http_req_handle(const struct http_req *r)
+{
+    assert(r->live);
+    return r->handle;
 }
 
 void http_req_set_timer(struct http_req *r, const struct timeval *tv)
@@ -1600,7 +1397,9 @@ void http_req_reply(struct http_req *r, int status, const char *ctype, const cha
 {
     struct http_server *s = r->s;
     struct http_conn *c = r->c;
+    assert(r->live); /* answered once */
     if (c != NULL && c->waiting == r) {
+        assert(c->waiting_gen == r->gen);
         c->waiting = NULL;
         event_del(c->gone);
         arm_deadline(c);

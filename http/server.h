@@ -105,9 +105,12 @@ const char *http_req_body(struct http_req *r, size_t *len);
  * and returns -1 then. */
 int http_req_foreach_header(const struct http_req *r,
                             int (*fn)(void *arg, const char *name, const char *value), void *arg);
-/* A slot for the bridge (e.g. the delivery tag the request waits for). */
-void http_req_set_token(struct http_req *r, uint64_t token);
-uint64_t http_req_token(const struct http_req *r);
+/* The bridge's slot: where R is, in the bridge's own terms (STATE, 0 when
+ * R is handed over), and a handle that goes with it (a delivery tag...).
+ * Reset to 0 when R is answered and recycled. */
+void http_req_set_slot(struct http_req *r, unsigned state, uint64_t handle);
+unsigned http_req_state(const struct http_req *r);
+uint64_t http_req_handle(const struct http_req *r);
 /* Call handlers->expired for R if it still waits after TV (which may be a
  * common timeout of the worker's base: cheaper for many equal timers).
  * Answering R stops the timer. */
