@@ -110,8 +110,8 @@ void broker_detach(struct broker *b, uint64_t tag);
 void broker_rpc_forget(struct broker *b, uint64_t handle);
 /* Replies dropped because no request waited for them. */
 uint64_t broker_late_replies(const struct broker *b);
-/* Confirms dropped because their request was answered already (a confirm
- * for a tag the tracker forgot to make room is dropped uncounted). */
+/* Confirms dropped because their request was answered already (an entry
+ * the tracker forgot to make room counts when it is forgotten). */
 uint64_t broker_late_confirms(const struct broker *b);
 
 /* From the text of a 406 PRECONDITION_FAILED on queue.declare, the type the

@@ -212,6 +212,10 @@ void broker_channel_closed(struct broker *b, const amqp_channel_close_t *c);
 void broker_renew_channel(struct broker *b);
 
 /* pump.c */
+/* LATE confirms dropped because their request was answered already (timed
+ * out, client gone, blocked), or entries forgotten for them: counted for
+ * /metrics. */
+void broker_count_late_confirms(struct broker *b, size_t late);
 /* Drain every whole frame the library can give without blocking. */
 void broker_pump(struct broker *b);
 /* After a write: drain frames already in the library's buffer next turn. */

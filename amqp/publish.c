@@ -74,6 +74,7 @@ static enum broker_pub enlist(struct broker *b, const struct bridge_msg *m, void
         return BROKER_PUB_UNAVAILABLE;
     if (b->cfg->confirm) {
         *dtag = tracker_add(b->tracker, ctx, m->message_id, m->message_id_len);
+        broker_count_late_confirms(b, tracker_take_forgotten(b->tracker));
         if (*dtag == 0)
             return BROKER_PUB_FULL;
         size_t waiting = tracker_attached(b->tracker);

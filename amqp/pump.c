@@ -33,9 +33,7 @@ void broker_on_heartbeat(evutil_socket_t fd, short what, void *arg)
     broker_pump(arg);
 }
 
-/* Confirms whose request was answered already (timed out, client gone,
- * blocked): dropped, and counted for /metrics. */
-static void count_late_confirms(struct broker *b, size_t late)
+void broker_count_late_confirms(struct broker *b, size_t late)
 {
     if (late == 0)
         return;
@@ -52,14 +50,14 @@ static void handle_method(struct broker *b, const amqp_frame_t *f)
         if (f->channel == b->channel) {
             b->channel_acked = true;
             size_t late = tracker_ack(b->tracker, a->delivery_tag, a->multiple);
-            count_late_confirms(b, late);
+            broker_count_late_confirms(b, late);
         }
         break;
     }
     case AMQP_BASIC_NACK_METHOD: {
         const amqp_basic_nack_t *n = m->decoded;
         if (f->channel == b->channel) {
-            count_late_confirms(b, tracker_nack(b->tracker, n->delivery_tag, n->multiple));
+            broker_count_late_confirms(b, tracker_nack(b->tracker, n->delivery_tag, n->multiple));
             broker_renew_channel(b);
         }
         break;

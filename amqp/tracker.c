@@ -125,6 +125,8 @@ struct tracker {
     size_t lag_live;       /* pending entries among them */
     uint64_t epoch;        /* bumped by fail_all/reset: stale loops stop */
     bool took_quiet;       /* the entry take() freed last was detached as expected */
+    size_t forgotten;      /* detached entries (not quiet) forgotten to make room, since
+                              tracker_take_forgotten */
     bool failing;          /* inside tracker_fail_all: adds refused */
     tracker_done_fn *done; /* completion callback (may be NULL) */
     void *arg;             /* for done */
@@ -323,6 +325,7 @@ static size_t forget_detached(struct tracker *t, size_t want)
     for (size_t i = t->lag_lo; i < t->lag_hi && n < want; i++) {
         struct laggard *l = &t->lag[i];
         if (l->s.state != SLOT_FREE && l->s.ctx == NULL) {
+            t->forgotten += !l->s.quiet;
             l->s.state = SLOT_FREE;
             t->lag_live--;
             t->pending--;
@@ -334,6 +337,7 @@ static size_t forget_detached(struct tracker *t, size_t want)
     for (uint64_t tag = t->head; tag < t->next && n < want; tag++) {
         struct slot *s = &t->slots[i];
         if (s->state != SLOT_FREE && s->ctx == NULL) {
+            t->forgotten += !s->quiet;
             s->state = SLOT_FREE;
             t->pending--;
             n++;
@@ -542,6 +546,13 @@ static struct slot *entry_of(struct tracker *t, uint64_t tag)
     }
     struct slot *s = &t->slots[slot_index(t, tag)];
     return s->state != SLOT_FREE ? s : NULL;
+}
+
+size_t tracker_take_forgotten(struct tracker *t)
+{
+    size_t n = t->forgotten;
+    t->forgotten = 0;
+    return n;
 }
 
 bool tracker_detach_expected(struct tracker *t, uint64_t tag)

@@ -44,6 +44,11 @@ uint64_t tracker_add(struct tracker *t, void *ctx, const char *msg_id, size_t ms
  * that delivery tags stay aligned with what the broker saw. */
 void tracker_unadd(struct tracker *t, uint64_t tag);
 
+/* Detached entries forgotten to make room (tracker_add) since the last
+ * call, those detached as expected left out: their confirms, when they
+ * come, are dropped as unknown tags, so they are counted as late here. */
+size_t tracker_take_forgotten(struct tracker *t);
+
 /* basic.ack / basic.nack; MULTIPLE covers every tag <= TAG. Completes entries
  * (calling done for attached ones). Returns how many detached entries were
  * dropped (late confirms). Unknown tags (never issued, completed, or

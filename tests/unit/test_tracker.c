@@ -390,6 +390,33 @@ static void test_fail_all(void **state)
     fixture_free(f);
 }
 
+/* Detached entries forgotten to make room are counted as late confirms
+ * (their confirms will be dropped as unknown tags); those detached as
+ * expected (an rpc reply came first) are not. */
+static void test_forgotten_counted(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new(4);
+    add_n(f, 4);
+    assert_true(tracker_detach(f->t, 1));
+    assert_true(tracker_detach(f->t, 2));
+    assert_true(tracker_detach_expected(f->t, 3));
+    assert_int_equal(tracker_take_forgotten(f->t), 0);
+    /* Full: the add forgets the oldest detached ones, (4 + 3) / 4 = 1. */
+    assert_int_equal(add_id(f, 5, "m5"), 5);
+    assert_int_equal(tracker_take_forgotten(f->t), 1);
+    assert_int_equal(tracker_take_forgotten(f->t), 0); /* taken */
+    assert_int_equal(add_id(f, 6, "m6"), 6);
+    assert_int_equal(tracker_take_forgotten(f->t), 1);
+    /* The next one forgotten was detached as expected: not late. */
+    assert_int_equal(add_id(f, 7, "m7"), 7);
+    assert_int_equal(tracker_take_forgotten(f->t), 0);
+    /* The forgotten tags' confirms are unknown now, and not counted again. */
+    assert_int_equal(tracker_ack(f->t, 3, true), 0);
+    expect_calls(f, 0);
+    fixture_free(f);
+}
+
 static void test_reset(void **state)
 {
     (void)state;
@@ -1273,6 +1300,7 @@ int main(void)
         cmocka_unit_test(test_detach_then_ack_is_late),
         cmocka_unit_test(test_fail_attached_then_late),
         cmocka_unit_test(test_fail_all),
+        cmocka_unit_test(test_forgotten_counted),
         cmocka_unit_test(test_reset),
         cmocka_unit_test(test_full_at_cap),
         cmocka_unit_test(test_stuck_tag_does_not_block),
