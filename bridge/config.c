@@ -45,20 +45,26 @@ enum key_type {
     KEY_SIZE,       /* bytes, KiB, MiB -> size_t within [min, max] */
     KEY_DURATION,   /* ms, s, m -> uint64_t milliseconds within [min, max] */
     KEY_BOOL,       /* bool */
-    KEY_MODE,       /* enum route_mode */
-    KEY_QUEUE_TYPE, /* enum queue_type */
-    KEY_LEVEL,      /* enum log_level */
-    KEY_LOG_FORMAT, /* enum log_format */
+    KEY_ENUM,       /* one of key_def.names -> an enum (int-sized, first value 0) */
     KEY_LISTEN,     /* host:port -> cfg->http.listen_host, cfg->http.listen_port */
     KEY_URIS,       /* amqp:// list -> cfg->amqp.uris, cfg->amqp.n_uris */
 };
 
+/* The values of an enum key: name[i] is the C enum's value i, compared
+ * without case. The error reads "'x' is not a WHAT (a, b or c)". */
+struct key_enum {
+    const char *what;        /* the kind of value, for the error */
+    const char *const *name; /* indexed by the enum's values 0..n-1 */
+    size_t n;                /* values of the enum */
+};
+
 struct key_def {
-    const char *name;   /* as written in the file, lower case */
-    enum key_type type; /* how the value is parsed and checked */
-    size_t offset;      /* field in struct config or struct config_route */
-    uint64_t min, max;  /* bounds of numeric types */
-    const char *def;    /* default, parsed like a file value; NULL = required */
+    const char *name;             /* as written in the file, lower case */
+    enum key_type type;           /* how the value is parsed and checked */
+    size_t offset;                /* field in struct config or struct config_route */
+    uint64_t min, max;            /* bounds of numeric types */
+    const char *def;              /* default, parsed like a file value; NULL = required */
+    const struct key_enum *names; /* KEY_ENUM: the values the key takes */
 };
 
 enum section_kind { SEC_HTTP, SEC_AMQP, SEC_LOG, SEC_ROUTE, SEC_COUNT };
@@ -110,6 +116,29 @@ _Static_assert(HK_COUNT <= MAX_KEYS && AK_COUNT <= MAX_KEYS && LK_COUNT <= MAX_K
                    RK_COUNT <= MAX_KEYS,
                "MAX_KEYS too small");
 
+/* The enums' names as their *_name() functions spell them (bridge/base/log.c,
+ * amqp/uri.c), indexed by value. */
+static const char *const route_mode_names[] = {[ROUTE_PUBLISH] = "publish", [ROUTE_RPC] = "rpc"};
+static const char *const queue_type_names[] = {
+    [QUEUE_CLASSIC] = "classic", [QUEUE_QUORUM] = "quorum"};
+static const char *const log_level_names[] = {
+    [LOG_DEBUG] = "debug", [LOG_INFO] = "info", [LOG_WARN] = "warn", [LOG_ERROR] = "error"};
+static const char *const log_format_names[] = {
+    [LOG_FORMAT_TEXT] = "text", [LOG_FORMAT_JSON] = "json"};
+
+#define N_OF(a) (sizeof(a) / sizeof(a)[0])
+static const struct key_enum route_mode_enum = {"mode", route_mode_names, N_OF(route_mode_names)};
+static const struct key_enum queue_type_enum = {"queue type", queue_type_names,
+                                                N_OF(queue_type_names)};
+static const struct key_enum log_level_enum = {"level", log_level_names, N_OF(log_level_names)};
+static const struct key_enum log_format_enum = {"log format", log_format_names,
+                                                N_OF(log_format_names)};
+
+/* set_value stores the index through an int. */
+_Static_assert(sizeof(enum route_mode) == sizeof(int) && sizeof(enum queue_type) == sizeof(int) &&
+                   sizeof(enum log_level) == sizeof(int) && sizeof(enum log_format) == sizeof(int),
+               "an enum key is not int-sized");
+
 #define CFG(f) offsetof(struct config, f)
 #define RT(f) offsetof(struct config_route, f)
 
@@ -144,18 +173,18 @@ static const struct key_def amqp_keys[AK_COUNT] = {
 };
 
 static const struct key_def log_keys[LK_COUNT] = {
-    [LK_LEVEL] = {"level", KEY_LEVEL, CFG(log_level), 0, 0, "info"},
-    [LK_FORMAT] = {"format", KEY_LOG_FORMAT, CFG(log_format), 0, 0, "text"},
+    [LK_LEVEL] = {"level", KEY_ENUM, CFG(log_level), 0, 0, "info", &log_level_enum},
+    [LK_FORMAT] = {"format", KEY_ENUM, CFG(log_format), 0, 0, "text", &log_format_enum},
     [LK_ACCESS_LOG] = {"access_log", KEY_BOOL, CFG(http.access_log), 0, 0, "no"},
 };
 
 static const struct key_def route_keys[RK_COUNT] = {
     [RK_PATH] = {"path", KEY_PATH, RT(path), 0, 0, NULL},
-    [RK_MODE] = {"mode", KEY_MODE, RT(mode), 0, 0, "publish"},
+    [RK_MODE] = {"mode", KEY_ENUM, RT(mode), 0, 0, "publish", &route_mode_enum},
     [RK_EXCHANGE] = {"exchange", KEY_AMQP_NAME, RT(exchange), 0, 0, ""},
     [RK_ROUTING_KEY] = {"routing_key", KEY_AMQP_NAME, RT(routing_key), 0, 0, NULL},
     [RK_QUEUE] = {"queue", KEY_QUEUE, RT(queue), 0, 0, ""},
-    [RK_QUEUE_TYPE] = {"queue_type", KEY_QUEUE_TYPE, RT(queue_type), 0, 0, "classic"},
+    [RK_QUEUE_TYPE] = {"queue_type", KEY_ENUM, RT(queue_type), 0, 0, "classic", &queue_type_enum},
     [RK_PERSISTENT] = {"persistent", KEY_BOOL, RT(persistent), 0, 0, "yes"},
     [RK_SCHEMA] = {"schema", KEY_STRING, RT(schema), 0, 0, ""},
     [RK_ROOT] = {"root", KEY_LOCAL_NAME, RT(root), 0, 0, ""},
@@ -553,6 +582,28 @@ static int check_bounds(const struct key_def *k, uint64_t n, const char *v, char
     return -1;
 }
 
+/* V, one of E's names, into *FIELD as its index. */
+static int set_enum(const struct key_enum *e, const char *v, int *field, char *why, size_t wl)
+{
+    for (size_t i = 0; i < e->n; i++) {
+        if (strcasecmp(v, e->name[i]) == 0) {
+            *field = (int)i;
+            return 0;
+        }
+    }
+    /* "a or b", "a, b, c or d" */
+    char list[96]; /* the longest, "debug, info, warn or error", and room */
+    size_t len = 0;
+    for (size_t i = 0; i < e->n && len < sizeof list; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s",
+                                i == 0         ? ""
+                                : i + 1 < e->n ? ", "
+                                               : " or ",
+                                e->name[i]);
+    snprintf(why, wl, "'%.64s' is not a %s (%s)", v, e->what, list);
+    return -1;
+}
+
 /* Parse V for K into BASE (struct config, or struct config_route for route
  * keys). On failure BASE is unchanged and WHY says why. */
 static int set_value(void *base, const struct key_def *k, const char *v, char *why, size_t wl)
@@ -625,43 +676,8 @@ static int set_value(void *base, const struct key_def *k, const char *v, char *w
         *(bool *)(void *)field = b;
         return 0;
     }
-    case KEY_MODE:
-        if (strcasecmp(v, "publish") == 0) {
-            *(enum route_mode *)(void *)field = ROUTE_PUBLISH;
-        } else if (strcasecmp(v, "rpc") == 0) {
-            *(enum route_mode *)(void *)field = ROUTE_RPC;
-        } else {
-            snprintf(why, wl, "'%.64s' is not a mode (publish or rpc)", v);
-            return -1;
-        }
-        return 0;
-    case KEY_QUEUE_TYPE:
-        for (int t = QUEUE_CLASSIC; t <= QUEUE_QUORUM; t++) {
-            if (strcasecmp(v, broker_queue_type_name((enum queue_type)t)) == 0) {
-                *(enum queue_type *)(void *)field = (enum queue_type)t;
-                return 0;
-            }
-        }
-        snprintf(why, wl, "'%.64s' is not a queue type (classic or quorum)", v);
-        return -1;
-    case KEY_LEVEL:
-        for (int l = LOG_DEBUG; l <= LOG_ERROR; l++) {
-            if (strcasecmp(v, log_level_name((enum log_level)l)) == 0) {
-                *(enum log_level *)(void *)field = (enum log_level)l;
-                return 0;
-            }
-        }
-        snprintf(why, wl, "'%.64s' is not a level (debug, info, warn or error)", v);
-        return -1;
-    case KEY_LOG_FORMAT:
-        for (int f = LOG_FORMAT_TEXT; f <= LOG_FORMAT_JSON; f++) {
-            if (strcasecmp(v, log_format_name((enum log_format)f)) == 0) {
-                *(enum log_format *)(void *)field = (enum log_format)f;
-                return 0;
-            }
-        }
-        snprintf(why, wl, "'%.64s' is not a log format (text or json)", v);
-        return -1;
+    case KEY_ENUM:
+        return set_enum(k->names, v, (int *)(void *)field, why, wl);
     case KEY_LISTEN:
         return parse_listen(base, v, why, wl);
     case KEY_URIS: {
