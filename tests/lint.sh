@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lint.sh - the files no compiler reads: YAML (yamllint, .yamllint), every
 # shell script (shellcheck), the man page (groff -ww: a warning fails),
-# that the man page describes every key of bridge/config.c's tables, and
+# that the man page describes every key of bridge/config_keys.c's tables, and
 # docker/'s monitoring: the alerting rules (promtool check rules, their unit
 # tests) and that each query of the rules and of the Grafana dashboard names
 # only metrics bridge/base/metrics.c exports.
@@ -38,13 +38,14 @@ warnings=$(groff -man -Tutf8 -ww -z "$man" 2>&1)
 [ -z "$warnings" ] || fail "groff: $warnings"
 ok "groff -man -ww $man: no warnings"
 
-# Each key table of config.c against the man page's subsection of that
-# section: every key there as a ".TP / .B key" item.
+# Each key table of bridge/config_keys.c against the man page's subsection
+# of that section: every key there as a ".TP / .B key" item.
+tables=bridge/config_keys.c
 check_keys() { # check_keys TABLE SUBSECTION_TITLE
     local keys key text n=0
-    keys=$(sed -n "/^static const struct key_def $1\[/,/^};/p" bridge/config.c |
+    keys=$(sed -n "/^static const struct key_def $1\[/,/^};/p" "$tables" |
         sed -n 's/^ *\[[A-Z_]*\] = {"\([a-z_]*\)".*/\1/p')
-    [ -n "$keys" ] || fail "no keys found in bridge/config.c's $1"
+    [ -n "$keys" ] || fail "no keys found in $tables's $1"
     text=$(T=".SS \"$2\"" awk '$0 == ENVIRON["T"] {on = 1; next} /^\.S[SH] / {on = 0} on' "$man")
     [ -n "$text" ] || fail "$man: no subsection $2"
     for key in $keys; do
