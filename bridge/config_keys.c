@@ -33,54 +33,55 @@ _Static_assert(sizeof(enum route_mode) == sizeof(int) && sizeof(enum queue_type)
 #define RT(f) offsetof(struct config_route, f)
 
 static const struct key_def http_keys[HK_COUNT] = {
-    [HK_LISTEN] = {"listen", KEY_LISTEN, 0, 0, 0, "127.0.0.1:8080"},
-    [HK_WORKERS] = {"workers", KEY_INT, CFG(http.workers), 0, MAX_WORKERS, "0"},
-    [HK_MAX_BODY] = {"max_body", KEY_SIZE, CFG(http.max_body), 1, GIB, "1MiB"},
-    [HK_TIMEOUT] = {"timeout", KEY_DURATION, CFG(http.timeout_ms), 100, HOUR_MS, "30s"},
-    [HK_PONG_PATH] = {"pong_path", KEY_PATH, CFG(http.pong_path), 0, 0, "/pong"},
-    [HK_TLS_CERT] = {"tls_cert", KEY_FILE, CFG(http.tls_cert), 0, 0, ""},
-    [HK_TLS_KEY] = {"tls_key", KEY_FILE, CFG(http.tls_key), 0, 0, ""},
-    [HK_AUTH_TOKEN_FILE] = {"auth_token_file", KEY_FILE, CFG(http.auth_token_file), 0, 0, ""},
-    [HK_METRICS_AUTH] = {"metrics_auth", KEY_BOOL, CFG(http.metrics_auth), 0, 0, "no"},
+    [HK_LISTEN] = {"listen", KEY_LISTEN, 0, 0, 0, "127.0.0.1:8080", NULL},
+    [HK_WORKERS] = {"workers", KEY_INT, CFG(http.workers), 0, MAX_WORKERS, "0", NULL},
+    [HK_MAX_BODY] = {"max_body", KEY_SIZE, CFG(http.max_body), 1, GIB, "1MiB", NULL},
+    [HK_TIMEOUT] = {"timeout", KEY_DURATION, CFG(http.timeout_ms), 100, HOUR_MS, "30s", NULL},
+    [HK_PONG_PATH] = {"pong_path", KEY_PATH, CFG(http.pong_path), 0, 0, "/pong", NULL},
+    [HK_TLS_CERT] = {"tls_cert", KEY_FILE, CFG(http.tls_cert), 0, 0, "", NULL},
+    [HK_TLS_KEY] = {"tls_key", KEY_FILE, CFG(http.tls_key), 0, 0, "", NULL},
+    [HK_AUTH_TOKEN_FILE] = {"auth_token_file", KEY_FILE, CFG(http.auth_token_file), 0, 0, "", NULL},
+    [HK_METRICS_AUTH] = {"metrics_auth", KEY_BOOL, CFG(http.metrics_auth), 0, 0, "no", NULL},
     /* 16384: above the 10,000 idle keep-alive clients the hostile suite
      * holds, below the 65536 descriptors containers and systemd units
      * commonly allow (start-up warns when the limit leaves less). */
     [HK_MAX_CONNECTIONS] = {"max_connections", KEY_COUNT, CFG(http.max_connections), 1, 1000000,
-                            "16384"},
+                            "16384", NULL},
     [HK_MAX_PENDING_BYTES] = {"max_pending_bytes", KEY_SIZE, CFG(http.max_pending_bytes), 1,
-                              64 * GIB, "256MiB"},
+                              64 * GIB, "256MiB", NULL},
 };
 
 static const struct key_def amqp_keys[AK_COUNT] = {
-    [AK_URI] = {"uri", KEY_URIS, 0, 0, 0, "amqp://guest:guest@127.0.0.1:5672/%2f"},
-    [AK_HEARTBEAT] = {"heartbeat", KEY_DURATION, CFG(amqp.heartbeat_ms), 0, HOUR_MS, "30s"},
-    [AK_CONFIRM] = {"confirm", KEY_BOOL, CFG(amqp.confirm), 0, 0, "yes"},
-    [AK_MAX_INFLIGHT] = {"max_inflight", KEY_COUNT, CFG(amqp.max_inflight), 1, 1000000, "10000"},
-    [AK_TLS_CA] = {"tls_ca", KEY_FILE, CFG(amqp.tls_ca), 0, 0, ""},
-    [AK_TLS_CERT] = {"tls_cert", KEY_FILE, CFG(amqp.tls_cert), 0, 0, ""},
-    [AK_TLS_KEY] = {"tls_key", KEY_FILE, CFG(amqp.tls_key), 0, 0, ""},
-    [AK_TLS_VERIFY] = {"tls_verify", KEY_BOOL, CFG(amqp.tls_verify), 0, 0, "yes"},
+    [AK_URI] = {"uri", KEY_URIS, 0, 0, 0, "amqp://guest:guest@127.0.0.1:5672/%2f", NULL},
+    [AK_HEARTBEAT] = {"heartbeat", KEY_DURATION, CFG(amqp.heartbeat_ms), 0, HOUR_MS, "30s", NULL},
+    [AK_CONFIRM] = {"confirm", KEY_BOOL, CFG(amqp.confirm), 0, 0, "yes", NULL},
+    [AK_MAX_INFLIGHT] = {"max_inflight", KEY_COUNT, CFG(amqp.max_inflight), 1, 1000000, "10000",
+                         NULL},
+    [AK_TLS_CA] = {"tls_ca", KEY_FILE, CFG(amqp.tls_ca), 0, 0, "", NULL},
+    [AK_TLS_CERT] = {"tls_cert", KEY_FILE, CFG(amqp.tls_cert), 0, 0, "", NULL},
+    [AK_TLS_KEY] = {"tls_key", KEY_FILE, CFG(amqp.tls_key), 0, 0, "", NULL},
+    [AK_TLS_VERIFY] = {"tls_verify", KEY_BOOL, CFG(amqp.tls_verify), 0, 0, "yes", NULL},
 };
 
 static const struct key_def log_keys[LK_COUNT] = {
     [LK_LEVEL] = {"level", KEY_ENUM, CFG(log_level), 0, 0, "info", &log_level_enum},
     [LK_FORMAT] = {"format", KEY_ENUM, CFG(log_format), 0, 0, "text", &log_format_enum},
-    [LK_ACCESS_LOG] = {"access_log", KEY_BOOL, CFG(http.access_log), 0, 0, "no"},
+    [LK_ACCESS_LOG] = {"access_log", KEY_BOOL, CFG(http.access_log), 0, 0, "no", NULL},
 };
 
 static const struct key_def route_keys[RK_COUNT] = {
-    [RK_PATH] = {"path", KEY_PATH, RT(path), 0, 0, NULL},
+    [RK_PATH] = {"path", KEY_PATH, RT(path), 0, 0, NULL, NULL},
     [RK_MODE] = {"mode", KEY_ENUM, RT(mode), 0, 0, "publish", &route_mode_enum},
-    [RK_EXCHANGE] = {"exchange", KEY_AMQP_NAME, RT(exchange), 0, 0, ""},
-    [RK_ROUTING_KEY] = {"routing_key", KEY_AMQP_NAME, RT(routing_key), 0, 0, NULL},
-    [RK_QUEUE] = {"queue", KEY_QUEUE, RT(queue), 0, 0, ""},
+    [RK_EXCHANGE] = {"exchange", KEY_AMQP_NAME, RT(exchange), 0, 0, "", NULL},
+    [RK_ROUTING_KEY] = {"routing_key", KEY_AMQP_NAME, RT(routing_key), 0, 0, NULL, NULL},
+    [RK_QUEUE] = {"queue", KEY_QUEUE, RT(queue), 0, 0, "", NULL},
     [RK_QUEUE_TYPE] = {"queue_type", KEY_ENUM, RT(queue_type), 0, 0, "classic", &queue_type_enum},
-    [RK_PERSISTENT] = {"persistent", KEY_BOOL, RT(persistent), 0, 0, "yes"},
-    [RK_SCHEMA] = {"schema", KEY_STRING, RT(schema), 0, 0, ""},
-    [RK_ROOT] = {"root", KEY_LOCAL_NAME, RT(root), 0, 0, ""},
-    [RK_TIMEOUT] = {"timeout", KEY_DURATION, RT(timeout_ms), 1, HOUR_MS, "5s"},
-    [RK_AUTH_TOKEN_FILE] = {"auth_token_file", KEY_FILE, RT(auth_token_file), 0, 0, ""},
-    [RK_MAX_INFLIGHT] = {"max_inflight", KEY_COUNT, RT(max_inflight), 0, 1000000, "0"},
+    [RK_PERSISTENT] = {"persistent", KEY_BOOL, RT(persistent), 0, 0, "yes", NULL},
+    [RK_SCHEMA] = {"schema", KEY_STRING, RT(schema), 0, 0, "", NULL},
+    [RK_ROOT] = {"root", KEY_LOCAL_NAME, RT(root), 0, 0, "", NULL},
+    [RK_TIMEOUT] = {"timeout", KEY_DURATION, RT(timeout_ms), 1, HOUR_MS, "5s", NULL},
+    [RK_AUTH_TOKEN_FILE] = {"auth_token_file", KEY_FILE, RT(auth_token_file), 0, 0, "", NULL},
+    [RK_MAX_INFLIGHT] = {"max_inflight", KEY_COUNT, RT(max_inflight), 0, 1000000, "0", NULL},
 };
 
 const struct section_def config_sections[SEC_COUNT] = {
