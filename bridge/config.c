@@ -4,6 +4,7 @@
  * (config_value.c); then a last pass checks the rules that span keys, and
  * each room gets its view of the result. Never prints, never exits. */
 #include "bridge/config_int.h"
+#include "bridge/base/errbuf.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -30,20 +31,18 @@ int config_fail(struct loader *ld, const struct origin *o, const char *key, cons
     va_end(ap);
     if (ld->err == NULL || ld->errlen == 0)
         return -1;
-    if (o != NULL && o->env != NULL) {
-        snprintf(ld->err, ld->errlen, "environment %.*s: %s", env_name_len(o->env), o->env, reason);
-    } else if (o != NULL && o->line > 0) {
+    if (o != NULL && o->env != NULL)
+        return errf(ld->err, ld->errlen, "environment %.*s: %s", env_name_len(o->env), o->env,
+                    reason);
+    if (o != NULL && o->line > 0) {
         ld->err_line = o->line;
         if (key != NULL)
-            snprintf(ld->err, ld->errlen, "%s:%d: %s: %s", ld->cfg->file, o->line, key, reason);
-        else
-            snprintf(ld->err, ld->errlen, "%s:%d: %s", ld->cfg->file, o->line, reason);
-    } else if (key != NULL) {
-        snprintf(ld->err, ld->errlen, "%s: %s: %s", ld->cfg->file, key, reason);
-    } else {
-        snprintf(ld->err, ld->errlen, "%s: %s", ld->cfg->file, reason);
+            return errf(ld->err, ld->errlen, "%s:%d: %s: %s", ld->cfg->file, o->line, key, reason);
+        return errf(ld->err, ld->errlen, "%s:%d: %s", ld->cfg->file, o->line, reason);
     }
-    return -1;
+    if (key != NULL)
+        return errf(ld->err, ld->errlen, "%s: %s: %s", ld->cfg->file, key, reason);
+    return errf(ld->err, ld->errlen, "%s: %s", ld->cfg->file, reason);
 }
 
 /* ---- rules that span keys --------------------------------------------- */
@@ -54,12 +53,10 @@ static int missing(struct loader *ld, size_t r, const char *key)
     const char *name = ld->cfg->routes[r].name;
     ld->failed = true;
     if (m->line > 0)
-        snprintf(ld->err, ld->errlen, "%s: route %s: missing %s (section on line %d)",
-                 ld->cfg->file, name, key, m->line);
-    else
-        snprintf(ld->err, ld->errlen, "%s: route %s: missing %s (route made by %.*s)",
-                 ld->cfg->file, name, key, env_name_len(m->env), m->env);
-    return -1;
+        return errf(ld->err, ld->errlen, "%s: route %s: missing %s (section on line %d)",
+                    ld->cfg->file, name, key, m->line);
+    return errf(ld->err, ld->errlen, "%s: route %s: missing %s (route made by %.*s)", ld->cfg->file,
+                name, key, env_name_len(m->env), m->env);
 }
 
 static const char *reserved_path(const char *path)

@@ -3,6 +3,7 @@
  * (amqp/uri.c), the checks of paths, names and files, and the bounds, each
  * failure with its reason. Knows no file, line or variable. */
 #include "bridge/config_int.h"
+#include "bridge/base/errbuf.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -156,10 +157,8 @@ static void size_text(uint64_t n, char *buf, size_t len)
 static int replace_string(char **field, const char *s, size_t len, char *why, size_t wl)
 {
     char *copy = strndup(s, len);
-    if (copy == NULL) {
-        snprintf(why, wl, "out of memory");
-        return -1;
-    }
+    if (copy == NULL)
+        return errf(why, wl, "out of memory");
     free(*field);
     *field = copy;
     return 0;
@@ -172,10 +171,8 @@ static int parse_listen(struct config *cfg, const char *v, char *why, size_t wl)
     if (v[0] == '[') {
         host = v + 1;
         host_end = strchr(host, ']');
-        if (host_end == NULL) {
-            snprintf(why, wl, "'%.64s': missing ']' after the IPv6 address", v);
-            return -1;
-        }
+        if (host_end == NULL)
+            return errf(why, wl, "'%.64s': missing ']' after the IPv6 address", v);
         colon = host_end + 1;
         char addr[INET6_ADDRSTRLEN];
         struct in6_addr in6;
@@ -186,44 +183,30 @@ static int parse_listen(struct config *cfg, const char *v, char *why, size_t wl)
             addr[n] = '\0';
             ok = inet_pton(AF_INET6, addr, &in6) == 1;
         }
-        if (!ok) {
-            snprintf(why, wl, "'%.64s': not an IPv6 address between [ ]", v);
-            return -1;
-        }
-        if (*colon != ':') {
-            snprintf(why, wl, "'%.64s': expected [address]:port", v);
-            return -1;
-        }
+        if (!ok)
+            return errf(why, wl, "'%.64s': not an IPv6 address between [ ]", v);
+        if (*colon != ':')
+            return errf(why, wl, "'%.64s': expected [address]:port", v);
     } else {
         host = v;
         colon = strrchr(v, ':');
-        if (colon == NULL) {
-            snprintf(why, wl, "'%.64s': expected host:port", v);
-            return -1;
-        }
+        if (colon == NULL)
+            return errf(why, wl, "'%.64s': expected host:port", v);
         host_end = colon;
-        if (memchr(host, ':', (size_t)(host_end - host)) != NULL) {
-            snprintf(why, wl, "'%.64s': write an IPv6 address in brackets: [::1]:8080", v);
-            return -1;
-        }
+        if (memchr(host, ':', (size_t)(host_end - host)) != NULL)
+            return errf(why, wl, "'%.64s': write an IPv6 address in brackets: [::1]:8080", v);
     }
-    if (host_end == host) {
-        snprintf(why, wl, "'%.64s': missing host (0.0.0.0 for every IPv4 address, [::] for IPv6)",
-                 v);
-        return -1;
-    }
+    if (host_end == host)
+        return errf(why, wl,
+                    "'%.64s': missing host (0.0.0.0 for every IPv4 address, [::] for IPv6)", v);
     for (const char *p = host; p < host_end; p++) {
-        if (*p == ' ' || is_ctl(*p)) {
-            snprintf(why, wl, "'%.64s': spaces or control characters in the host", v);
-            return -1;
-        }
+        if (*p == ' ' || is_ctl(*p))
+            return errf(why, wl, "'%.64s': spaces or control characters in the host", v);
     }
     uint64_t port;
     const char *end = parse_digits(colon + 1, &port);
-    if (end == NULL || *end != '\0' || port < 1 || port > 65535) {
-        snprintf(why, wl, "'%.64s': port must be a number 1..65535", v);
-        return -1;
-    }
+    if (end == NULL || *end != '\0' || port < 1 || port > 65535)
+        return errf(why, wl, "'%.64s': port must be a number 1..65535", v);
     if (replace_string(&cfg->http.listen_host, host, (size_t)(host_end - host), why, wl) != 0)
         return -1;
     cfg->http.listen_port = (int)port;
@@ -237,52 +220,36 @@ static int check_text(enum key_type type, const char *v, char *why, size_t wl)
     size_t len = strlen(v);
     switch (type) {
     case KEY_PATH:
-        if (v[0] != '/') {
-            snprintf(why, wl, "'%.64s' must start with '/'", v);
-            return -1;
-        }
-        if (strpbrk(v, "?#") != NULL) {
-            snprintf(why, wl, "'%.64s': a path has no query ('?') or fragment ('#')", v);
-            return -1;
-        }
-        if (has_space_or_ctl(v)) {
-            snprintf(why, wl, "'%.64s': spaces or control characters in a path", v);
-            return -1;
-        }
+        if (v[0] != '/')
+            return errf(why, wl, "'%.64s' must start with '/'", v);
+        if (strpbrk(v, "?#") != NULL)
+            return errf(why, wl, "'%.64s': a path has no query ('?') or fragment ('#')", v);
+        if (has_space_or_ctl(v))
+            return errf(why, wl, "'%.64s': spaces or control characters in a path", v);
         return 0;
     case KEY_QUEUE:
-        if (strncmp(v, "amq.", 4) == 0) {
-            snprintf(why, wl, "'%.64s': names starting with amq. are reserved by the broker", v);
-            return -1;
-        }
+        if (strncmp(v, "amq.", 4) == 0)
+            return errf(why, wl, "'%.64s': names starting with amq. are reserved by the broker", v);
         /* fall through */
     case KEY_AMQP_NAME:
-        if (len > AMQP_SHORTSTR_MAX) {
-            snprintf(why, wl, "longer than %d bytes (an AMQP short string)", AMQP_SHORTSTR_MAX);
-            return -1;
-        }
+        if (len > AMQP_SHORTSTR_MAX)
+            return errf(why, wl, "longer than %d bytes (an AMQP short string)", AMQP_SHORTSTR_MAX);
         for (const char *p = v; *p != '\0'; p++) {
-            if (is_ctl(*p)) {
-                snprintf(why, wl, "control characters in a name");
-                return -1;
-            }
+            if (is_ctl(*p))
+                return errf(why, wl, "control characters in a name");
         }
         return 0;
     case KEY_FILE:
         /* Certificates, keys and token files are read once at start-up:
          * one that cannot be read stops it here, named with its line. */
-        if (v[0] != '\0' && access(v, R_OK) != 0) {
-            snprintf(why, wl, "cannot read %.200s: %s", v, strerror(errno));
-            return -1;
-        }
+        if (v[0] != '\0' && access(v, R_OK) != 0)
+            return errf(why, wl, "cannot read %.200s: %s", v, strerror(errno));
         return 0;
     case KEY_LOCAL_NAME:
         for (const char *p = v; *p != '\0'; p++) {
-            if (*p == ' ' || is_ctl(*p) || strchr(":<>/=&'\"", *p) != NULL) {
-                snprintf(why, wl, "'%.64s' is not an element's local name (no prefix, no spaces)",
-                         v);
-                return -1;
-            }
+            if (*p == ' ' || is_ctl(*p) || strchr(":<>/=&'\"", *p) != NULL)
+                return errf(why, wl,
+                            "'%.64s' is not an element's local name (no prefix, no spaces)", v);
         }
         return 0;
     default:
@@ -305,8 +272,7 @@ static int check_bounds(const struct key_def *k, uint64_t n, const char *v, char
         snprintf(lo, sizeof lo, "%" PRIu64, k->min);
         snprintf(hi, sizeof hi, "%" PRIu64, k->max);
     }
-    snprintf(why, wl, "'%.64s' is out of range (%s..%s)", v, lo, hi);
-    return -1;
+    return errf(why, wl, "'%.64s' is out of range (%s..%s)", v, lo, hi);
 }
 
 /* V, one of E's names, into *FIELD as its index. */
@@ -321,14 +287,11 @@ static int set_enum(const struct key_enum *e, const char *v, int *field, char *w
     /* "a or b", "a, b, c or d" */
     char list[96]; /* the longest, "debug, info, warn or error", and room */
     size_t len = 0;
-    for (size_t i = 0; i < e->n && len < sizeof list; i++)
-        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s",
-                                i == 0         ? ""
-                                : i + 1 < e->n ? ", "
-                                               : " or ",
-                                e->name[i]);
-    snprintf(why, wl, "'%.64s' is not a %s (%s)", v, e->what, list);
-    return -1;
+    for (size_t i = 0; i < e->n && len < sizeof list; i++) {
+        const char *sep = i == 0 ? "" : i + 1 < e->n ? ", " : " or ";
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", sep, e->name[i]);
+    }
+    return errf(why, wl, "'%.64s' is not a %s (%s)", v, e->what, list);
 }
 
 /* Parse V for K into BASE: see config_int.h. */
@@ -353,8 +316,7 @@ int config_set_value(void *base, const struct key_def *k, const char *v, char *w
         if (end == NULL || *end != '\0') {
             if (end == NULL && isdigit((unsigned char)v[0]))
                 return check_bounds(k, UINT64_MAX, v, why, wl);
-            snprintf(why, wl, "'%.64s' is not a whole number", v);
-            return -1;
+            return errf(why, wl, "'%.64s' is not a whole number", v);
         }
         if (check_bounds(k, n, v, why, wl) != 0)
             return -1;
@@ -368,10 +330,9 @@ int config_set_value(void *base, const struct key_def *k, const char *v, char *w
         int rc = parse_size(v, &bytes);
         if (rc == -2)
             return check_bounds(k, UINT64_MAX, v, why, wl);
-        if (rc != 0) {
-            snprintf(why, wl, "'%.64s' is not a size (bytes, or a whole number of KiB or MiB)", v);
-            return -1;
-        }
+        if (rc != 0)
+            return errf(why, wl, "'%.64s' is not a size (bytes, or a whole number of KiB or MiB)",
+                        v);
         if (check_bounds(k, bytes, v, why, wl) != 0)
             return -1;
         *(size_t *)(void *)field = bytes;
@@ -381,13 +342,11 @@ int config_set_value(void *base, const struct key_def *k, const char *v, char *w
         int rc = parse_duration(v, &n);
         if (rc == -2)
             return check_bounds(k, UINT64_MAX, v, why, wl);
-        if (rc != 0) {
-            snprintf(why, wl,
-                     "'%.64s' is not a duration (a whole number with ms, s or m: 500ms, 30s, "
-                     "2m)",
-                     v);
-            return -1;
-        }
+        if (rc != 0)
+            return errf(why, wl,
+                        "'%.64s' is not a duration (a whole number with ms, s or m: 500ms, 30s, "
+                        "2m)",
+                        v);
         if (check_bounds(k, n, v, why, wl) != 0)
             return -1;
         *(uint64_t *)(void *)field = n;
@@ -395,10 +354,8 @@ int config_set_value(void *base, const struct key_def *k, const char *v, char *w
     }
     case KEY_BOOL: {
         bool b;
-        if (config_parse_bool(v, &b) != 0) {
-            snprintf(why, wl, "'%.64s' is not a boolean (yes/no, true/false, on/off, 1/0)", v);
-            return -1;
-        }
+        if (config_parse_bool(v, &b) != 0)
+            return errf(why, wl, "'%.64s' is not a boolean (yes/no, true/false, on/off, 1/0)", v);
         *(bool *)(void *)field = b;
         return 0;
     }
@@ -418,6 +375,5 @@ int config_set_value(void *base, const struct key_def *k, const char *v, char *w
         return 0;
     }
     }
-    snprintf(why, wl, "internal error: unknown key type");
-    return -1;
+    return errf(why, wl, "internal error: unknown key type");
 }
