@@ -46,9 +46,18 @@ static const char *parse_digits(const char *s, uint64_t *n)
     return s;
 }
 
+/* A number's unit: what follows the digits, and what it multiplies by. */
+struct unit {
+    const char *suffix;
+    uint64_t mul;
+};
+
+static const struct unit duration_units[] = {{"ms", 1}, {"s", MS_PER_S}, {"m", MS_PER_M}, {0}};
+static const struct unit size_units[] = {{"", 1}, {"KiB", KIB}, {"MiB", MIB}, {0}};
+
 /* The parsers below return 0, -1 for bad syntax, -2 for a number too large
  * for its type (reported as "out of range" rather than "not a duration"). */
-static int parse_duration(const char *s, uint64_t *ms)
+static int parse_number(const char *s, const struct unit *units, uint64_t max, uint64_t *out)
 {
     uint64_t n = 0;
     const char *unit = s != NULL ? parse_digits(s, &n) : NULL;
@@ -59,21 +68,26 @@ static int parse_duration(const char *s, uint64_t *ms)
         unit = s + strspn(s, "0123456789"); /* too many digits */
         overflow = true;
     }
-    uint64_t mul;
-    if (*unit == '\0' && n == 0 && !overflow)
-        mul = 1; /* a bare 0 needs no unit; any other bare number is ambiguous */
-    else if (strcmp(unit, "ms") == 0)
-        mul = 1;
-    else if (strcmp(unit, "s") == 0)
-        mul = MS_PER_S;
-    else if (strcmp(unit, "m") == 0)
-        mul = MS_PER_M;
-    else
+    uint64_t mul = 0;
+    for (const struct unit *u = units; u->suffix != NULL && mul == 0; u++)
+        if (strcmp(unit, u->suffix) == 0)
+            mul = u->mul;
+    if (mul == 0)
         return -1;
-    if (overflow || n > UINT64_MAX / mul)
+    if (overflow || n > max / mul)
         return -2;
-    *ms = n * mul;
+    *out = n * mul;
     return 0;
+}
+
+static int parse_duration(const char *s, uint64_t *ms)
+{
+    /* A bare 0 needs no unit; any other bare number is ambiguous. */
+    if (s != NULL && s[0] != '\0' && s[strspn(s, "0")] == '\0') {
+        *ms = 0;
+        return 0;
+    }
+    return parse_number(s, duration_units, UINT64_MAX, ms);
 }
 
 int config_parse_duration(const char *s, uint64_t *ms)
@@ -83,28 +97,11 @@ int config_parse_duration(const char *s, uint64_t *ms)
 
 static int parse_size(const char *s, size_t *bytes)
 {
-    uint64_t n = 0;
-    const char *unit = s != NULL ? parse_digits(s, &n) : NULL;
-    bool overflow = false;
-    if (unit == NULL) {
-        if (s == NULL || !isdigit((unsigned char)*s))
-            return -1;
-        unit = s + strspn(s, "0123456789");
-        overflow = true;
-    }
-    size_t mul;
-    if (*unit == '\0')
-        mul = 1;
-    else if (strcmp(unit, "KiB") == 0)
-        mul = KIB;
-    else if (strcmp(unit, "MiB") == 0)
-        mul = MIB;
-    else
-        return -1;
-    if (overflow || n > SIZE_MAX / mul)
-        return -2;
-    *bytes = (size_t)n * mul;
-    return 0;
+    uint64_t n;
+    int rc = parse_number(s, size_units, SIZE_MAX, &n);
+    if (rc == 0)
+        *bytes = (size_t)n;
+    return rc;
 }
 
 int config_parse_size(const char *s, size_t *bytes)
