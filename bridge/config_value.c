@@ -46,7 +46,8 @@ static const char *parse_digits(const char *s, uint64_t *n)
     return s;
 }
 
-/* A number's unit: what follows the digits, and what it multiplies by. */
+/* A number's unit: what follows the digits, and what it multiplies by.
+ * Each table smallest first, its first unit multiplying by 1. */
 struct unit {
     const char *suffix;
     uint64_t mul;
@@ -128,25 +129,15 @@ int config_parse_bool(const char *s, bool *out)
     return -1;
 }
 
-/* Bounds in the unit a user writes them in. */
-static void duration_text(uint64_t ms, char *buf, size_t len)
+/* Bounds in the unit a user writes them in: the largest of UNITS that
+ * divides N. */
+static void unit_text(uint64_t n, const struct unit *units, char *buf, size_t len)
 {
-    if (ms != 0 && ms % MS_PER_M == 0)
-        snprintf(buf, len, "%" PRIu64 "m", ms / MS_PER_M);
-    else if (ms != 0 && ms % MS_PER_S == 0)
-        snprintf(buf, len, "%" PRIu64 "s", ms / MS_PER_S);
-    else
-        snprintf(buf, len, "%" PRIu64 "ms", ms);
-}
-
-static void size_text(uint64_t n, char *buf, size_t len)
-{
-    if (n != 0 && n % MIB == 0)
-        snprintf(buf, len, "%" PRIu64 "MiB", n / MIB);
-    else if (n != 0 && n % KIB == 0)
-        snprintf(buf, len, "%" PRIu64 "KiB", n / KIB);
-    else
-        snprintf(buf, len, "%" PRIu64, n);
+    const struct unit *best = &units[0];
+    for (const struct unit *u = units + 1; u->suffix != NULL; u++)
+        if (n != 0 && n % u->mul == 0)
+            best = u;
+    snprintf(buf, len, "%" PRIu64 "%s", n / best->mul, best->suffix);
 }
 
 /* ---- listen and URIs -------------------------------------------------- */
@@ -259,12 +250,10 @@ static int check_bounds(const struct key_def *k, uint64_t n, const char *v, char
     if (n >= k->min && n <= k->max)
         return 0;
     char lo[32], hi[32];
-    if (k->type == KEY_DURATION) {
-        duration_text(k->min, lo, sizeof lo);
-        duration_text(k->max, hi, sizeof hi);
-    } else if (k->type == KEY_SIZE) {
-        size_text(k->min, lo, sizeof lo);
-        size_text(k->max, hi, sizeof hi);
+    if (k->type == KEY_DURATION || k->type == KEY_SIZE) {
+        const struct unit *units = k->type == KEY_DURATION ? duration_units : size_units;
+        unit_text(k->min, units, lo, sizeof lo);
+        unit_text(k->max, units, hi, sizeof hi);
     } else {
         snprintf(lo, sizeof lo, "%" PRIu64, k->min);
         snprintf(hi, sizeof hi, "%" PRIu64, k->max);
