@@ -2,6 +2,7 @@
  * rabbitmq-c's amqp_parse_url into struct broker_uri. Reasons never quote a
  * URI: it may hold a password. */
 #include "amqp/broker_config.h"
+#include "bridge/base/errbuf.h"
 
 #include <amqp.h>
 
@@ -67,33 +68,24 @@ static int parse_uri(const char *text, size_t len, struct broker_uri *u, char *w
                strncmp(text, plain_scheme, sizeof plain_scheme - 1) == 0) {
         scheme_len = sizeof plain_scheme - 1;
     } else {
-        snprintf(why, wl, "must start with amqp:// or amqps://");
-        return -1;
+        return errf(why, wl, "must start with amqp:// or amqps://");
     }
     u->text = strndup(text, len);
-    if (u->text == NULL) {
-        snprintf(why, wl, "out of memory");
-        return -1;
-    }
-    if (has_space_or_ctl(u->text)) {
-        snprintf(why, wl, "spaces or control characters inside a URI");
-        return -1;
-    }
+    if (u->text == NULL)
+        return errf(why, wl, "out of memory");
+    if (has_space_or_ctl(u->text))
+        return errf(why, wl, "spaces or control characters inside a URI");
     const char *auth = u->text + scheme_len;
     size_t auth_len = strcspn(auth, "/");
     const char *at = memchr(auth, '@', auth_len);
-    if (at != NULL && memchr(at + 1, '@', auth_len - (size_t)(at + 1 - auth)) != NULL) {
-        snprintf(why, wl, "more than one '@': write an '@' in a user or password as %%40");
-        return -1;
-    }
+    if (at != NULL && memchr(at + 1, '@', auth_len - (size_t)(at + 1 - auth)) != NULL)
+        return errf(why, wl, "more than one '@': write an '@' in a user or password as %%40");
 
     /* amqp_parse_url cuts its argument into pieces (and percent-decodes
      * them in place): give it a copy. */
     char *work = strdup(u->text);
-    if (work == NULL) {
-        snprintf(why, wl, "out of memory");
-        return -1;
-    }
+    if (work == NULL)
+        return errf(why, wl, "out of memory");
     struct amqp_connection_info ci;
     amqp_default_connection_info(&ci);
     const char *bad = NULL;
@@ -113,14 +105,10 @@ static int parse_uri(const char *text, size_t len, struct broker_uri *u, char *w
         u->port = ci.port;
     }
     free(work); /* ci pointed into it */
-    if (bad != NULL) {
-        snprintf(why, wl, "%s", bad);
-        return -1;
-    }
-    if (u->host == NULL || u->user == NULL || u->password == NULL || u->vhost == NULL) {
-        snprintf(why, wl, "out of memory");
-        return -1;
-    }
+    if (bad != NULL)
+        return errf(why, wl, "%s", bad);
+    if (u->host == NULL || u->user == NULL || u->password == NULL || u->vhost == NULL)
+        return errf(why, wl, "out of memory");
 
     /* Display: the user as written (never the password), the host and
      * port as parsed, the vhost as written (still encoded). */
@@ -136,17 +124,15 @@ static int parse_uri(const char *text, size_t len, struct broker_uri *u, char *w
     if (asprintf(&u->display, "%s://%.*s@%s%s%s:%d/%s", u->tls ? "amqps" : "amqp", user_len, user,
                  v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, vhost) < 0) {
         u->display = NULL;
-        snprintf(why, wl, "out of memory");
-        return -1;
+        return errf(why, wl, "out of memory");
     }
     return 0;
 }
 
-/* Comma-separated URIs, whitespace around each ignored, into a new list. */
-int broker_uris_parse(const char *v, struct broker_uri **out, size_t *out_n, char *why, size_t wl)
+/* Comma-separated URIs, whitespace around each ignored, appended to *LIST
+ * (*N entries), which the caller frees on failure too. */
+static int parse_list(const char *v, struct broker_uri **list, size_t *n, char *why, size_t wl)
 {
-    struct broker_uri *list = NULL;
-    size_t n = 0;
     bool many = strchr(v, ',') != NULL;
     const char *p = v;
     for (;;) {
@@ -157,37 +143,33 @@ int broker_uris_parse(const char *v, struct broker_uri **out, size_t *out_n, cha
             b++;
         while (e > b && is_blank(e[-1]))
             e--;
-        if (b == e) {
-            if (many)
-                snprintf(why, wl, "entry %zu is empty", n + 1);
-            else
-                snprintf(why, wl, "no URI given");
-            goto fail;
-        }
-        struct broker_uri *tmp = realloc(list, (n + 1) * sizeof *list);
-        if (tmp == NULL) {
-            snprintf(why, wl, "out of memory");
-            goto fail;
-        }
-        list = tmp;
-        memset(&list[n], 0, sizeof list[n]);
-        n++;
+        if (b == e)
+            return many ? errf(why, wl, "entry %zu is empty", *n + 1)
+                        : errf(why, wl, "no URI given");
+        struct broker_uri *tmp = realloc(*list, (*n + 1) * sizeof **list);
+        if (tmp == NULL)
+            return errf(why, wl, "out of memory");
+        *list = tmp;
+        struct broker_uri *u = &tmp[(*n)++];
+        memset(u, 0, sizeof *u);
         char reason[128];
-        if (parse_uri(b, (size_t)(e - b), &list[n - 1], reason, sizeof reason) != 0) {
-            if (many)
-                snprintf(why, wl, "entry %zu: %s", n, reason);
-            else
-                snprintf(why, wl, "%s", reason);
-            goto fail;
-        }
+        if (parse_uri(b, (size_t)(e - b), u, reason, sizeof reason) != 0)
+            return many ? errf(why, wl, "entry %zu: %s", *n, reason) : errf(why, wl, "%s", reason);
         if (comma == NULL)
-            break;
+            return 0;
         p = comma + 1;
+    }
+}
+
+int broker_uris_parse(const char *v, struct broker_uri **out, size_t *out_n, char *why, size_t wl)
+{
+    struct broker_uri *list = NULL;
+    size_t n = 0;
+    if (parse_list(v, &list, &n, why, wl) != 0) {
+        broker_uris_free(list, n);
+        return -1;
     }
     *out = list;
     *out_n = n;
     return 0;
-fail:
-    broker_uris_free(list, n);
-    return -1;
 }

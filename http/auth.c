@@ -3,6 +3,7 @@
  * stored one by a loop without early exit, so neither where a guess goes
  * wrong nor which token it resembles shows in the time taken. */
 #include "http/auth.h"
+#include "bridge/base/errbuf.h"
 
 #include <errno.h>
 #include <openssl/evp.h>
@@ -41,13 +42,14 @@ static bool is_blank(char c)
     return c == ' ' || c == '\t' || c == '\r';
 }
 
-struct auth_tokens *auth_tokens_parse(const char *text, size_t len, const char *name, char *err,
-                                      size_t errlen)
+/* The tokens of TEXT (LEN bytes; NAME for errors) into T, which may be NULL
+ * (calloc failed). 0 / -1 with the reason in ERR. */
+static int parse_into(struct auth_tokens *t, const char *text, size_t len, const char *name,
+                      char *err, size_t errlen)
 {
-    struct auth_tokens *t = calloc(1, sizeof *t);
     size_t cap = 0;
     if (t == NULL)
-        goto oom;
+        return errf(err, errlen, "%s: out of memory", name);
     const char *p = text, *end = text + len;
     for (int line = 1; p < end; line++) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -61,40 +63,38 @@ struct auth_tokens *auth_tokens_parse(const char *text, size_t len, const char *
         if (b == e || *b == '#')
             continue;
         for (const char *q = b; q < e; q++) {
-            if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f) {
-                snprintf(err, errlen,
-                         "%s:%d: a token is printable ASCII without spaces, one per line", name,
-                         line);
-                auth_tokens_free(t);
-                return NULL;
-            }
+            if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f)
+                return errf(err, errlen,
+                            "%s:%d: a token is printable ASCII without spaces, one per line", name,
+                            line);
         }
         if (t->n == cap) {
             size_t ncap = cap ? cap * 2 : 4;
             void *nd = realloc(t->digest, ncap * sizeof *t->digest);
             if (nd == NULL)
-                goto oom;
+                return errf(err, errlen, "%s: out of memory", name);
             t->digest = nd;
             cap = ncap;
         }
-        if (sha256(b, (size_t)(e - b), t->digest[t->n]) != 0) {
-            snprintf(err, errlen, "%s: SHA-256 unavailable", name);
-            auth_tokens_free(t);
-            return NULL;
-        }
+        if (sha256(b, (size_t)(e - b), t->digest[t->n]) != 0)
+            return errf(err, errlen, "%s: SHA-256 unavailable", name);
         t->n++;
     }
-    if (t->n == 0) {
-        snprintf(err, errlen, "%s: no token in the file (one per line; '#' starts a comment line)",
-                 name);
+    if (t->n == 0)
+        return errf(err, errlen,
+                    "%s: no token in the file (one per line; '#' starts a comment line)", name);
+    return 0;
+}
+
+struct auth_tokens *auth_tokens_parse(const char *text, size_t len, const char *name, char *err,
+                                      size_t errlen)
+{
+    struct auth_tokens *t = calloc(1, sizeof *t);
+    if (parse_into(t, text, len, name, err, errlen) != 0) {
         auth_tokens_free(t);
         return NULL;
     }
     return t;
-oom:
-    snprintf(err, errlen, "%s: out of memory", name);
-    auth_tokens_free(t);
-    return NULL;
 }
 
 struct auth_tokens *auth_tokens_load(const char *path, char *err, size_t errlen)

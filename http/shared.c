@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "bridge/base/errbuf.h"
 #include "http/auth.h"
 #include "http/http_config.h"
 #include "http/server.h"
@@ -30,46 +31,45 @@ struct http_held {
     size_t max_bytes;    /* [http] max_pending_bytes */
 };
 
-struct http_shared *http_shared_new(const struct http_config *cfg, char *err, size_t errlen)
+/* SH's parts for CFG, every file read; SH may be NULL (calloc failed). 0 /
+ * -1 with the reason in ERR; http_shared_free frees what was made. */
+static int setup(struct http_shared *sh, const struct http_config *cfg, char *err, size_t errlen)
 {
-    struct http_shared *sh = calloc(1, sizeof *sh);
     if (sh == NULL || (sh->own = calloc(cfg->n_routes + 1, sizeof *sh->own)) == NULL ||
         (sh->route_auth = calloc(cfg->n_routes + 1, sizeof *sh->route_auth)) == NULL ||
-        (sh->held = calloc(1, sizeof *sh->held)) == NULL) {
-        snprintf(err, errlen, "out of memory");
-        http_shared_free(sh);
-        return NULL;
-    }
+        (sh->held = calloc(1, sizeof *sh->held)) == NULL)
+        return errf(err, errlen, "out of memory");
     sh->n_routes = cfg->n_routes;
     sh->held->max_conns = cfg->max_connections;
     sh->held->max_bytes = cfg->max_pending_bytes;
     char why[512];
     if (cfg->tls_cert[0] != '\0' &&
-        (sh->tls = tls_server_new(cfg->tls_cert, cfg->tls_key, why, sizeof why)) == NULL) {
-        snprintf(err, errlen, "%s: [http] %s", cfg->file, why);
-        goto fail;
-    }
+        (sh->tls = tls_server_new(cfg->tls_cert, cfg->tls_key, why, sizeof why)) == NULL)
+        return errf(err, errlen, "%s: [http] %s", cfg->file, why);
     if (cfg->auth_token_file[0] != '\0' &&
-        (sh->global = auth_tokens_load(cfg->auth_token_file, why, sizeof why)) == NULL) {
-        snprintf(err, errlen, "%s: [http] auth_token_file: %s", cfg->file, why);
-        goto fail;
-    }
+        (sh->global = auth_tokens_load(cfg->auth_token_file, why, sizeof why)) == NULL)
+        return errf(err, errlen, "%s: [http] auth_token_file: %s", cfg->file, why);
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct http_route *r = &cfg->routes[i];
         sh->route_auth[i] = sh->global;
         if (r->auth_token_file[0] == '\0')
             continue;
         sh->own[i] = auth_tokens_load(r->auth_token_file, why, sizeof why);
-        if (sh->own[i] == NULL) {
-            snprintf(err, errlen, "%s: route %s: auth_token_file: %s", cfg->file, r->name, why);
-            goto fail;
-        }
+        if (sh->own[i] == NULL)
+            return errf(err, errlen, "%s: route %s: auth_token_file: %s", cfg->file, r->name, why);
         sh->route_auth[i] = sh->own[i];
     }
+    return 0;
+}
+
+struct http_shared *http_shared_new(const struct http_config *cfg, char *err, size_t errlen)
+{
+    struct http_shared *sh = calloc(1, sizeof *sh);
+    if (setup(sh, cfg, err, errlen) != 0) {
+        http_shared_free(sh);
+        return NULL;
+    }
     return sh;
-fail:
-    http_shared_free(sh);
-    return NULL;
 }
 
 void http_shared_free(struct http_shared *sh)

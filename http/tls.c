@@ -2,6 +2,7 @@
  * between threads once set up: only SSL_new reads it (and its session
  * cache, which OpenSSL locks itself). */
 #include "http/tls.h"
+#include "bridge/base/errbuf.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -22,23 +23,18 @@ static const char *ssl_reason(void)
     return r != NULL ? r : "unknown error";
 }
 
-struct tls_server *tls_server_new(const char *cert, const char *key, char *err, size_t errlen)
+/* T's context from CERT and KEY; T may be NULL (calloc failed). 0 / -1
+ * with the reason in ERR. */
+static int setup(struct tls_server *t, const char *cert, const char *key, char *err, size_t errlen)
 {
-    struct tls_server *t = calloc(1, sizeof *t);
-    if (t == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
+    if (t == NULL)
+        return errf(err, errlen, "out of memory");
     ERR_clear_error();
     t->ctx = SSL_CTX_new(TLS_server_method());
-    if (t->ctx == NULL) {
-        snprintf(err, errlen, "TLS: %s", ssl_reason());
-        goto fail;
-    }
-    if (SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION) != 1) {
-        snprintf(err, errlen, "TLS: cannot require TLS 1.2: %s", ssl_reason());
-        goto fail;
-    }
+    if (t->ctx == NULL)
+        return errf(err, errlen, "TLS: %s", ssl_reason());
+    if (SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION) != 1)
+        return errf(err, errlen, "TLS: cannot require TLS 1.2: %s", ssl_reason());
     /* No renegotiation (a client could make us spend CPU at will), no
      * compression (CRIME). Session tickets keep reconnects cheap. */
     SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
@@ -47,28 +43,31 @@ struct tls_server *tls_server_new(const char *cert, const char *key, char *err, 
      * only if it may move between calls. */
     SSL_CTX_set_mode(t->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE |
                                  SSL_MODE_RELEASE_BUFFERS);
-    if (SSL_CTX_use_certificate_chain_file(t->ctx, cert) != 1) {
-        snprintf(err, errlen, "tls_cert %s: not a PEM certificate: %s", cert, ssl_reason());
-        goto fail;
-    }
+    if (SSL_CTX_use_certificate_chain_file(t->ctx, cert) != 1)
+        return errf(err, errlen, "tls_cert %s: not a PEM certificate: %s", cert, ssl_reason());
     if (SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM) != 1) {
-        if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH)
-            snprintf(err, errlen, "tls_key %s does not belong to tls_cert %s", key, cert);
-        else
-            snprintf(err, errlen, "tls_key %s: not a PEM private key (without a passphrase): %s",
-                     key, ssl_reason());
-        ERR_clear_error();
-        goto fail;
+        if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            ERR_clear_error();
+            return errf(err, errlen, "tls_key %s does not belong to tls_cert %s", key, cert);
+        }
+        /* ssl_reason clears the queue */
+        return errf(err, errlen, "tls_key %s: not a PEM private key (without a passphrase): %s",
+                    key, ssl_reason());
     }
-    if (SSL_CTX_check_private_key(t->ctx) != 1) {
-        snprintf(err, errlen, "tls_key %s does not belong to tls_cert %s: %s", key, cert,
-                 ssl_reason());
-        goto fail;
+    if (SSL_CTX_check_private_key(t->ctx) != 1)
+        return errf(err, errlen, "tls_key %s does not belong to tls_cert %s: %s", key, cert,
+                    ssl_reason());
+    return 0;
+}
+
+struct tls_server *tls_server_new(const char *cert, const char *key, char *err, size_t errlen)
+{
+    struct tls_server *t = calloc(1, sizeof *t);
+    if (setup(t, cert, key, err, errlen) != 0) {
+        tls_server_free(t);
+        return NULL;
     }
     return t;
-fail:
-    tls_server_free(t);
-    return NULL;
 }
 
 void tls_server_free(struct tls_server *t)

@@ -2,7 +2,7 @@
 # lint.sh - the files no compiler reads: YAML (yamllint, .yamllint), every
 # shell script (shellcheck), the man page (groff -ww: a warning fails),
 # the relative links of the Markdown files (README.md, docker/, tests/),
-# that the man page describes every key of bridge/config.c's tables, and
+# that the man page describes every key of bridge/config_keys.c's tables, and
 # docker/'s monitoring: the alerting rules (promtool check rules, their unit
 # tests) and that each query of the rules and of the Grafana dashboard names
 # only metrics bridge/base/metrics.c exports.
@@ -80,13 +80,14 @@ EOF
 ) || fail "Markdown links: $out"
 ok "Markdown links: $out"
 
-# Each key table of config.c against the man page's subsection of that
-# section: every key there as a ".TP / .B key" item.
+# Each key table of bridge/config_keys.c against the man page's subsection
+# of that section: every key there as a ".TP / .B key" item.
+tables=bridge/config_keys.c
 check_keys() { # check_keys TABLE SUBSECTION_TITLE
     local keys key text n=0
-    keys=$(sed -n "/^static const struct key_def $1\[/,/^};/p" bridge/config.c |
+    keys=$(sed -n "/^static const struct key_def $1\[/,/^};/p" "$tables" |
         sed -n 's/^ *\[[A-Z_]*\] = {"\([a-z_]*\)".*/\1/p')
-    [ -n "$keys" ] || fail "no keys found in bridge/config.c's $1"
+    [ -n "$keys" ] || fail "no keys found in $tables's $1"
     text=$(T=".SS \"$2\"" awk '$0 == ENVIRON["T"] {on = 1; next} /^\.S[SH] / {on = 0} on' "$man")
     [ -n "$text" ] || fail "$man: no subsection $2"
     for key in $keys; do

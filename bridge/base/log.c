@@ -104,6 +104,21 @@ static size_t format_prefix(char *buf, size_t len, enum log_level level)
         snprintf(buf, len, "%s.%03ldZ %s %s ", log_stamp, ms, level_name(level), log_thread), len);
 }
 
+/* The end of an escaped text of POS bytes in OUT (ROOM bytes): when it was
+ * TRUNCATED, "..." after it, or after SOFT (the last cut that leaves room
+ * for it) when there is no room at POS. Returns the bytes written. */
+static size_t end_cut(char *out, size_t room, size_t pos, size_t soft, bool truncated)
+{
+    const size_t ell = sizeof LOG_ELLIPSIS - 1;
+    if (truncated && room >= ell) {
+        if (pos + ell > room)
+            pos = soft;
+        memcpy(out + pos, LOG_ELLIPSIS, ell);
+        pos += ell;
+    }
+    return pos;
+}
+
 /* Copy MSG into OUT (room bytes), escaping control characters so that one
  * event stays one line: \n \r \t as such, others (and DEL) as \xHH. Bytes >=
  * 0x80 pass unchanged (UTF-8); backslashes are not doubled: the aim is one
@@ -144,13 +159,7 @@ static size_t escape_message(char *out, size_t room, const char *msg, bool trunc
         if (pos + ell <= room && (p[1] & 0xc0) != 0x80)
             soft = pos;
     }
-    if (truncated && room >= ell) {
-        if (pos + ell > room)
-            pos = soft;
-        memcpy(out + pos, LOG_ELLIPSIS, ell);
-        pos += ell;
-    }
-    return pos;
+    return end_cut(out, room, pos, soft, truncated);
 }
 
 /* Bytes of the UTF-8 character starting at P (1..4), or 0 if P does not
@@ -232,13 +241,7 @@ size_t log_json_escape(char *out, size_t room, const char *s, bool truncated)
         if (pos + ell <= room)
             soft = pos;
     }
-    if (truncated && room >= ell) {
-        if (pos + ell > room)
-            pos = soft;
-        memcpy(out + pos, LOG_ELLIPSIS, ell);
-        pos += ell;
-    }
-    return pos;
+    return end_cut(out, room, pos, soft, truncated);
 }
 
 /* A JSON line being built: the object is always closed, so every value is

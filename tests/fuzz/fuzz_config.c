@@ -6,8 +6,8 @@
  * variables. Invariants: a config or an error, never both, never neither; the
  * error NUL-terminated inside the caller's buffer, on one line for a file
  * error, naming the file or the variable; a config that loads obeys every
- * bound and rule of ingest-bridge(8)'s CONFIGURATION; and config.c's line
- * reader never writes past inih's line buffer. */
+ * bound and rule of ingest-bridge(8)'s CONFIGURATION; and config_read.c's
+ * line reader never writes past inih's line buffer. */
 #include "bridge/config.h"
 #include "fuzz.h"
 

@@ -37,7 +37,10 @@ targets=${FUZZ_TARGETS:-xmlcheck xmlcost config hdrmap}
 sources() {
     case $1 in
     xmlcheck | xmlcost) echo "bridge/xmlcheck.c bridge/base/seed.c" ;;
-    config) echo "bridge/config.c bridge/base/log.c amqp/uri.c" ;;
+    config)
+        echo "bridge/config.c bridge/config_keys.c bridge/config_read.c bridge/config_value.c" \
+            "bridge/base/errbuf.c bridge/base/log.c amqp/uri.c"
+        ;;
     hdrmap) echo "bridge/base/hdrmap.c http/reqid.c bridge/base/seed.c" ;;
     *) echo "unknown target $1" >&2; return 1 ;;
     esac
