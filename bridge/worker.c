@@ -20,6 +20,7 @@
 #include "bridge/backlog.h"
 #include "amqp/broker.h"
 #include "bridge/config.h"
+#include "bridge/base/errbuf.h"
 #include "bridge/base/hdrmap.h"
 #include "bridge/base/log.h"
 #include "bridge/base/message.h"
@@ -763,20 +764,16 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
     snprintf(w->reason, sizeof w->reason, "not connected yet");
 
     struct event_config *ec = event_config_new();
-    if (ec == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
+    if (ec == NULL)
+        return errf(err, errlen, "out of memory");
     /* EV_CLOSED (client hang-up while its request waits) needs early close
      * support: epoll has it. One thread per base: no locking. */
     event_config_require_features(ec, EV_FEATURE_EARLY_CLOSE);
     event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
     w->base = event_base_new_with_config(ec);
     event_config_free(ec);
-    if (w->base == NULL) {
-        snprintf(err, errlen, "cannot create an event loop with early-close support");
-        return -1;
-    }
+    if (w->base == NULL)
+        return errf(err, errlen, "cannot create an event loop with early-close support");
     struct http_handlers h = {
         .route = on_route,
         .admit = on_admit,
@@ -789,15 +786,11 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
     };
     char herr[256];
     w->http = http_server_new(w->base, &w->cfg->http, p->shared, id, &h, herr, sizeof herr);
-    if (w->http == NULL) {
-        snprintf(err, errlen, "worker %u: %s", id, herr);
-        return -1;
-    }
+    if (w->http == NULL)
+        return errf(err, errlen, "worker %u: %s", id, herr);
     w->rt = calloc(w->cfg->n_routes + 1, sizeof *w->rt);
-    if (w->rt == NULL) {
-        snprintf(err, errlen, "worker %u: out of memory", id);
-        return -1;
-    }
+    if (w->rt == NULL)
+        return errf(err, errlen, "worker %u: out of memory", id);
     for (size_t i = 0; i < w->cfg->n_routes; i++) {
         const struct config_route *route = &w->cfg->routes[i];
         uint64_t ms = route->mode == ROUTE_RPC ? route->timeout_ms : w->cfg->http.timeout_ms;
@@ -806,36 +799,26 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
         w->rt[i].tv = event_base_init_common_timeout(w->base, &tv);
         snprintf(w->rt[i].expiration, sizeof w->rt[i].expiration, "%llu",
                  (unsigned long long)route->timeout_ms);
-        if (w->rt[i].tv == NULL) {
-            snprintf(err, errlen, "worker %u: out of memory", id);
-            return -1;
-        }
+        if (w->rt[i].tv == NULL)
+            return errf(err, errlen, "worker %u: out of memory", id);
     }
     /* The checker installs its libxml2 error hooks per call: it may be made
      * here, so that a failure stops start-up instead of a worker. */
     /* One place more than on_route lets wait on the broker: never full. */
     w->backlog = backlog_new((size_t)w->cfg->amqp.max_inflight + 1, backlog_try, backlog_answer, w);
     w->backlog_poll = event_new(w->base, -1, EV_PERSIST, on_backlog_poll, w);
-    if (w->backlog == NULL || w->backlog_poll == NULL) {
-        snprintf(err, errlen, "worker %u: out of memory", id);
-        return -1;
-    }
+    if (w->backlog == NULL || w->backlog_poll == NULL)
+        return errf(err, errlen, "worker %u: out of memory", id);
     w->xc = xmlcheck_new();
-    if (w->xc == NULL) {
-        snprintf(err, errlen, "worker %u: out of memory", id);
-        return -1;
-    }
+    if (w->xc == NULL)
+        return errf(err, errlen, "worker %u: out of memory", id);
     w->broker = broker_new(w->base, &w->cfg->amqp, id, on_done, on_broker_state, on_reply, w);
-    if (w->broker == NULL || pipe2(w->cmd_fd, O_CLOEXEC) != 0) {
-        snprintf(err, errlen, "worker %u: out of memory or descriptors", id);
-        return -1;
-    }
+    if (w->broker == NULL || pipe2(w->cmd_fd, O_CLOEXEC) != 0)
+        return errf(err, errlen, "worker %u: out of memory or descriptors", id);
     w->cmd_ev = event_new(w->base, w->cmd_fd[0], EV_READ | EV_PERSIST, on_cmd, w);
     w->drain_ev = event_new(w->base, -1, EV_PERSIST, on_drain_tick, w);
-    if (w->cmd_ev == NULL || w->drain_ev == NULL || event_add(w->cmd_ev, NULL) != 0) {
-        snprintf(err, errlen, "worker %u: out of memory", id);
-        return -1;
-    }
+    if (w->cmd_ev == NULL || w->drain_ev == NULL || event_add(w->cmd_ev, NULL) != 0)
+        return errf(err, errlen, "worker %u: out of memory", id);
     return 0;
 }
 
@@ -910,10 +893,8 @@ int worker_pool_start(struct worker_pool *p, char *err, size_t errlen)
 {
     for (size_t i = 0; i < p->n; i++) {
         int rc = pthread_create(&p->w[i].thread, NULL, worker_main, &p->w[i]);
-        if (rc != 0) {
-            snprintf(err, errlen, "cannot start worker %zu: %s", i, strerror(rc));
-            return -1;
-        }
+        if (rc != 0)
+            return errf(err, errlen, "cannot start worker %zu: %s", i, strerror(rc));
         p->w[i].started = true;
     }
     return 0;
