@@ -110,8 +110,11 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
 
     amqp_basic_properties_t p;
     memset(&p, 0, sizeof p);
-    p._flags = AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG |
-               AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG;
+    /* message_id always: a basic.return is matched by it (tracker.h). */
+    p._flags = AMQP_BASIC_MESSAGE_ID_FLAG;
+    if (!m->minimal)
+        p._flags |= AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_TYPE_FLAG |
+                    AMQP_BASIC_HEADERS_FLAG;
     if (m->content_type != NULL) {
         p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
         p.content_type = amqp_cstring_bytes(m->content_type);
@@ -121,9 +124,11 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
     }
     p.message_id = (amqp_bytes_t){m->message_id_len, (void *)(uintptr_t)m->message_id};
-    p.timestamp = (uint64_t)m->timestamp;
-    p.app_id = amqp_cstring_bytes("ingest-bridge");
-    p.type = bytes_of(m->type);
+    if (!m->minimal) {
+        p.timestamp = (uint64_t)m->timestamp;
+        p.app_id = amqp_cstring_bytes("ingest-bridge");
+        p.type = bytes_of(m->type);
+    }
     if (m->reply_to != NULL) {
         p._flags |= AMQP_BASIC_REPLY_TO_FLAG;
         p.reply_to = amqp_cstring_bytes(m->reply_to);
@@ -139,7 +144,7 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
                   p.type.len + bytes_of(m->exchange).len + bytes_of(m->routing_key).len +
                   (m->reply_to != NULL ? p.reply_to.len + BROKER_CID_MAX : 0) +
                   (m->expiration != NULL ? p.expiration.len : 0);
-    if (m->headers != NULL) {
+    if (m->headers != NULL && !m->minimal) {
         for (size_t i = 0; i < m->headers->n && n < BROKER_MAX_HEADERS; i++) {
             const struct hdrmap_kv *kv = &m->headers->kv[i];
             if (strlen(kv->name) > 255)

@@ -188,6 +188,20 @@ static void resolve_route_inflight(struct config *c)
                 c->n_routes == 1 ? c->amqp.max_inflight : (c->amqp.max_inflight + 1) / 2;
 }
 
+/* A route's persistent left at its default: yes on a publish route, no on
+ * an rpc route. An rpc request is worth nothing after a broker restart (its
+ * reply-to, the channel's direct reply-to, is gone, and its client got 503),
+ * and writing it to disk first costs the broker: a direct rpc client read
+ * 14,654 round trips/s transient against 10,303 persistent (issue 14). */
+static void resolve_route_persistent(struct loader *ld)
+{
+    for (size_t j = 0; j < ld->cfg->n_routes; j++) {
+        const struct origin *o = &ld->meta[j].keys[RK_PERSISTENT];
+        if (o->line == 0 && o->env == NULL && ld->cfg->routes[j].mode == ROUTE_RPC)
+            ld->cfg->routes[j].persistent = false;
+    }
+}
+
 /* Each room's part of the config: the HTTP and the AMQP room see their own
  * struct only, the routes included (same index, the strings of c->routes). */
 static int make_room_views(struct config *c)
@@ -264,6 +278,7 @@ struct config *config_load(const char *file, char *const *envp, char *err, size_
     if (!ld.failed && config_read_file(&ld) == 0 && config_read_env(&ld, envp) == 0 &&
         validate(&ld) == 0) {
         resolve_route_inflight(ld.cfg);
+        resolve_route_persistent(&ld);
         if (ld.cfg->http.workers == 0) {
             long cpus = sysconf(_SC_NPROCESSORS_ONLN);
             ld.cfg->http.workers = cpus < 1 ? 1 : cpus > MAX_WORKERS ? MAX_WORKERS : (int)cpus;

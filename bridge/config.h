@@ -15,6 +15,12 @@
 
 enum route_mode { ROUTE_PUBLISH, ROUTE_RPC };
 
+/* The message properties a route sends (ingest-bridge(8): AMQP MAPPING). */
+enum route_properties {
+    PROPERTIES_ALL,     /* the contract's mapping: ids, timestamp, app_id, type, headers */
+    PROPERTIES_MINIMAL, /* message_id, content_type, delivery_mode (and rpc's) only */
+};
+
 /* A route as the file describes it, every key. The rooms see their part of
  * it through the views config_load makes (http.routes, amqp.routes: same
  * index, the same strings). */
@@ -26,12 +32,13 @@ struct config_route {
     char *routing_key;          /* routing key used for every publish */
     char *queue;                /* "" = declare nothing; else durable queue to declare and bind */
     enum queue_type queue_type; /* sent as x-queue-type when queue is declared */
-    bool persistent;            /* delivery_mode 2 */
-    char *schema;               /* "" = none; else XSD file path */
-    char *root;                 /* "" = any; else required root element local name */
-    uint64_t timeout_ms;        /* rpc: how long to wait for the reply */
-    char *auth_token_file;      /* "" = [http] auth_token_file applies; else this route's tokens */
-    size_t max_inflight;        /* per worker, this route's requests waiting on the broker;
+    bool persistent;            /* delivery_mode 2; default: yes for publish, no for rpc */
+    enum route_properties properties; /* all | minimal */
+    char *schema;                     /* "" = none; else XSD file path */
+    char *root;                       /* "" = any; else required root element local name */
+    uint64_t timeout_ms;              /* rpc: how long to wait for the reply */
+    char *auth_token_file; /* "" = [http] auth_token_file applies; else this route's tokens */
+    size_t max_inflight;   /* per worker, this route's requests waiting on the broker;
                                    never 0 after config_load (0 in the file = automatic) */
 };
 

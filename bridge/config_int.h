@@ -99,6 +99,7 @@ enum {
     RK_TIMEOUT,
     RK_AUTH_TOKEN_FILE,
     RK_MAX_INFLIGHT,
+    RK_PROPERTIES,
     RK_COUNT
 };
 

@@ -13,6 +13,8 @@ static const char *const queue_type_names[] = {
     [QUEUE_CLASSIC] = "classic", [QUEUE_QUORUM] = "quorum"};
 static const char *const log_level_names[] = {
     [LOG_DEBUG] = "debug", [LOG_INFO] = "info", [LOG_WARN] = "warn", [LOG_ERROR] = "error"};
+static const char *const properties_names[] = {
+    [PROPERTIES_ALL] = "all", [PROPERTIES_MINIMAL] = "minimal"};
 static const char *const log_format_names[] = {
     [LOG_FORMAT_TEXT] = "text", [LOG_FORMAT_JSON] = "json"};
 
@@ -20,13 +22,17 @@ static const char *const log_format_names[] = {
 static const struct key_enum route_mode_enum = {"mode", route_mode_names, N_OF(route_mode_names)};
 static const struct key_enum queue_type_enum = {"queue type", queue_type_names,
                                                 N_OF(queue_type_names)};
+static const struct key_enum properties_enum = {"property set", properties_names,
+                                                N_OF(properties_names)};
 static const struct key_enum log_level_enum = {"level", log_level_names, N_OF(log_level_names)};
 static const struct key_enum log_format_enum = {"log format", log_format_names,
                                                 N_OF(log_format_names)};
 
 /* set_value stores the index through an int. */
 _Static_assert(sizeof(enum route_mode) == sizeof(int) && sizeof(enum queue_type) == sizeof(int) &&
-                   sizeof(enum log_level) == sizeof(int) && sizeof(enum log_format) == sizeof(int),
+                   sizeof(enum log_level) == sizeof(int) &&
+                   sizeof(enum log_format) == sizeof(int) &&
+                   sizeof(enum route_properties) == sizeof(int),
                "an enum key is not int-sized");
 
 #define CFG(f) offsetof(struct config, f)
@@ -82,6 +88,7 @@ static const struct key_def route_keys[RK_COUNT] = {
     [RK_TIMEOUT] = {"timeout", KEY_DURATION, RT(timeout_ms), 1, HOUR_MS, "5s", NULL},
     [RK_AUTH_TOKEN_FILE] = {"auth_token_file", KEY_FILE, RT(auth_token_file), 0, 0, "", NULL},
     [RK_MAX_INFLIGHT] = {"max_inflight", KEY_COUNT, RT(max_inflight), 0, 1000000, "0", NULL},
+    [RK_PROPERTIES] = {"properties", KEY_ENUM, RT(properties), 0, 0, "all", &properties_enum},
 };
 
 const struct section_def config_sections[SEC_COUNT] = {

@@ -431,10 +431,11 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
     size_t len = 0;
     const char *body = http_req_body(r, &len);
     const char *ctype = http_req_content_type(r);
+    bool minimal = route->properties == PROPERTIES_MINIMAL;
     struct header_ctx hc = {&w->headers};
-    if (hdrmap_begin(&w->headers, http_req_path(r), http_req_query(r)) != 0 ||
-        http_req_foreach_header(r, add_header, &hc) != 0 ||
-        hdrmap_finish(&w->headers, http_req_client(r)) != 0) {
+    if (!minimal && (hdrmap_begin(&w->headers, http_req_path(r), http_req_query(r)) != 0 ||
+                     http_req_foreach_header(r, add_header, &hc) != 0 ||
+                     hdrmap_finish(&w->headers, http_req_client(r)) != 0)) {
         log_error("%s: out of memory mapping headers", http_req_id(r));
         reply_text(w, r, STILL_HELD, 503, "out of memory");
         return true;
@@ -450,8 +451,9 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
         .exchange = route->exchange,
         .routing_key = route->routing_key,
         .persistent = route->persistent,
+        .minimal = minimal,
         .timestamp = http_req_arrival(r),
-        .headers = &w->headers,
+        .headers = minimal ? NULL : &w->headers,
     };
     if (route->mode == ROUTE_RPC) {
         m.reply_to = BROKER_REPLY_TO;

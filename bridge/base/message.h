@@ -19,6 +19,8 @@ struct bridge_msg {
     const char *exchange; /* "" = default exchange */
     const char *routing_key;
     bool persistent;              /* delivery_mode 2 */
+    bool minimal;                 /* message_id, content_type, delivery_mode (and rpc's)
+                                     only: no timestamp, app_id, type, headers */
     int64_t timestamp;            /* arrival, unix seconds */
     const struct hdrmap *headers; /* message headers (already mapped) */
     /* rpc routes only; NULL otherwise. The correlation id is the broker

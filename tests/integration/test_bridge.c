@@ -79,6 +79,13 @@ static char *it_config(int http_port, const void *arg)
             "queue       = it.schema\n"
             "schema      = %s\n"
             "\n"
+            "; the message_id, content_type and delivery_mode only\n"
+            "[route minimal]\n"
+            "path        = /minimal\n"
+            "routing_key = it.minimal\n"
+            "queue       = it.minimal\n"
+            "properties  = minimal\n"
+            "\n"
             "; the default exchange, a routing key naming no queue: unroutable\n"
             "[route lost]\n"
             "path        = /lost\n"
@@ -1626,6 +1633,37 @@ static void test_rpc_reply(void **state)
     PASS();
 }
 
+/* properties = minimal: message_id, content_type and delivery_mode, nothing
+ * of the request's metadata (no timestamp, app_id, type, headers). */
+static void test_minimal_properties(void **state)
+{
+    (void)state;
+    mq_purge("it.minimal");
+    struct resp r;
+    int rc = http_post(g_main.port, "/minimal?q=1", "application/xml",
+                       "X-Request-Id: it-min-1\r\nX-Tenant: acme\r\n", DOC, &r);
+    assert_resp(rc, &r, 202);
+    assert_string_equal(resp_header(&r, "X-Message-Id"), "it-min-1");
+    resp_free(&r);
+    amqp_message_t m;
+    if (mq_get("it.minimal", &m) != 1)
+        fail_msg("202 given but queue it.minimal is empty");
+    amqp_basic_properties_t *p = &m.properties;
+    assert_int_equal(m.body.len, strlen(DOC));
+    assert_true(p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG);
+    assert_true(bytes_eq(p->message_id, "it-min-1"));
+    assert_true(p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG);
+    assert_true(bytes_eq(p->content_type, "application/xml"));
+    assert_true(p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG);
+    assert_int_equal(p->delivery_mode, 2);
+    assert_false(p->_flags & AMQP_BASIC_TIMESTAMP_FLAG);
+    assert_false(p->_flags & AMQP_BASIC_APP_ID_FLAG);
+    assert_false(p->_flags & AMQP_BASIC_TYPE_FLAG);
+    assert_false(p->_flags & AMQP_BASIC_HEADERS_FLAG);
+    amqp_destroy_message(&m);
+    PASS();
+}
+
 /* No worker: the request waits in the queue with the right properties, and
  * the client gets 504 after the route's timeout. */
 static void test_rpc_timeout_no_worker(void **state)
@@ -1659,6 +1697,9 @@ static void test_rpc_timeout_no_worker(void **state)
     assert_true(p->_flags & AMQP_BASIC_EXPIRATION_FLAG);
     assert_true(bytes_eq(p->expiration, "700"));
     assert_true(bytes_eq(p->type, "rpcshort"));
+    /* No persistent key: an rpc route publishes transient messages. */
+    if ((p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) && p->delivery_mode == 2)
+        fail_msg("rpc request published persistent (delivery_mode 2)");
     assert_int_equal(m.body.len, strlen(DOC));
     amqp_destroy_message(&m);
 
@@ -2013,6 +2054,7 @@ int main(void)
         SUITE_TEST(test_pong_keepalive),
         SUITE_TEST(test_pong_http10),
         SUITE_TEST(test_publish_mapping),
+        SUITE_TEST(test_minimal_properties),
         SUITE_TEST(test_publish_generated_id),
         SUITE_TEST(test_publish_content_types),
         SUITE_TEST(test_publish_keepalive_chunked),

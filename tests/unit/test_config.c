@@ -142,7 +142,7 @@ static void test_shipped_bridge_ini(void **state)
     assert_string_equal(r->exchange, "");
     assert_string_equal(r->routing_key, "rpc");
     assert_string_equal(r->queue, "rpc");
-    assert_true(r->persistent);
+    assert_false(r->persistent); /* rpc: transient unless set */
     assert_string_equal(r->schema, "");
     assert_string_equal(r->root, "");
     assert_int_equal(r->timeout_ms, 5000);
@@ -704,13 +704,42 @@ static void test_env_routes(void **state)
     assert_int_equal(r->mode, ROUTE_RPC);
     assert_string_equal(r->exchange, "");
     assert_string_equal(r->queue, "");
-    assert_true(r->persistent);
+    assert_false(r->persistent); /* an rpc route's default */
     assert_int_equal(r->timeout_ms, 5000);
     /* A route called "root" with the key root. */
     r = route(cfg, "root");
     assert_string_equal(r->root, "doc");
     assert_string_equal(r->path, "/root");
     config_free(cfg);
+}
+
+/* persistent defaults to yes on a publish route and to no on an rpc route;
+ * set in the file or the environment it is what it says. properties: all
+ * unless minimal. */
+static void test_route_defaults_by_mode(void **state)
+{
+    (void)state;
+    char *env[] = {"BRIDGE_ROUTE_D_PERSISTENT=yes", NULL};
+    struct config *cfg = load_ok("[route a]\npath = /a\nrouting_key = a\n"
+                                 "[route b]\npath = /b\nrouting_key = b\nmode = rpc\n"
+                                 "[route c]\npath = /c\nrouting_key = c\nmode = rpc\n"
+                                 "persistent = yes\nproperties = Minimal\n"
+                                 "[route d]\npath = /d\nrouting_key = d\nmode = rpc\n"
+                                 "[route e]\npath = /e\nrouting_key = e\npersistent = no\n",
+                                 env);
+    assert_true(route(cfg, "a")->persistent);
+    assert_false(route(cfg, "b")->persistent);
+    assert_true(route(cfg, "c")->persistent);
+    assert_true(route(cfg, "d")->persistent);
+    assert_false(route(cfg, "e")->persistent);
+    assert_int_equal(route(cfg, "a")->properties, PROPERTIES_ALL);
+    assert_int_equal(route(cfg, "c")->properties, PROPERTIES_MINIMAL);
+    config_free(cfg);
+
+    char path[sizeof TMP_TEMPLATE], err[CONFIG_ERR_LEN];
+    assert_null(
+        load("[route a]\npath = /a\nrouting_key = a\nproperties = some\n", NULL, path, err));
+    assert_non_null(strstr(err, ":4: properties: 'some' is not a property set (all or minimal)"));
 }
 
 static void test_env_errors(void **state)
@@ -1088,6 +1117,7 @@ int main(void)
         cmocka_unit_test(test_small_error_buffer),
         cmocka_unit_test(test_env_sections),
         cmocka_unit_test(test_env_routes),
+        cmocka_unit_test(test_route_defaults_by_mode),
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_tls_and_auth_keys),
         cmocka_unit_test(test_queue_type),
