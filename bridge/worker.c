@@ -148,9 +148,22 @@ static bool legal(enum req_state from, enum req_state to)
     return false;
 }
 
-static void enter(struct http_req *r, enum req_state to, uint64_t handle)
+/* R moves to state TO: the time it spent in the state it leaves is counted
+ * under that state's phase (bridge_request_phase_seconds). */
+static void enter(struct worker *w, struct http_req *r, enum req_state to, uint64_t handle)
 {
-    assert(legal(state_of(r), to));
+    static const int phase_of[] = {
+        [REQ_READING] = -1,
+        [REQ_CHECKING] = METRICS_PHASE_CHECK,
+        [REQ_WAIT_ROOM] = METRICS_PHASE_ROOM,
+        [REQ_WAIT_CONFIRM] = METRICS_PHASE_CONFIRM,
+        [REQ_WAIT_REPLY] = METRICS_PHASE_REPLY,
+        [REQ_ANSWERED] = -1,
+    };
+    enum req_state from = state_of(r);
+    assert(legal(from, to));
+    if (phase_of[from] >= 0)
+        metrics_phase(w->m, (enum metrics_phase)phase_of[from], http_req_slot_ns(r));
     http_req_set_slot(r, (unsigned)to, handle);
 }
 
@@ -193,7 +206,7 @@ static void answer(struct worker *w, struct http_req *r, enum holder holder, int
                    const char *ctype, const char *body, size_t len)
 {
     forget(w, r, holder);
-    enter(r, REQ_ANSWERED, 0);
+    enter(w, r, REQ_ANSWERED, 0);
     http_req_reply(r, status, ctype, body, len);
 }
 
@@ -248,7 +261,7 @@ static void on_done(void *arg, void *ctx, enum tracker_result res)
     if (is_rpc(w, r)) {
         if (res == TRACKER_ACK) {
             metrics_confirm(w->m, METRICS_ACK);
-            enter(r, REQ_WAIT_REPLY, http_req_handle(r));
+            enter(w, r, REQ_WAIT_REPLY, http_req_handle(r));
             return; /* the broker has it: now the reply (or the timeout) answers */
         }
     } else {
@@ -389,7 +402,7 @@ static void on_route(void *arg, struct http_req *r, const struct http_route *hro
     struct worker *w = arg;
     size_t route_idx = route_index(w, hroute);
     const struct config_route *route = &w->cfg->routes[route_idx];
-    enter(r, REQ_CHECKING, 0);
+    enter(w, r, REQ_CHECKING, 0);
     char why[200];
     if (load_shed(w, route_idx, 0, why, sizeof why) != NULL) {
         reply_text(w, r, STILL_HELD, 503, "%s", why);
@@ -464,7 +477,7 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
     case BROKER_PUB_WAIT:
         metrics_published(w->m, METRICS_ROUTE0 + route_idx);
         /* With confirm = no an rpc request waits for its reply only. */
-        enter(r,
+        enter(w, r,
               route->mode == ROUTE_RPC && !w->cfg->amqp.confirm ? REQ_WAIT_REPLY : REQ_WAIT_CONFIRM,
               tag);
         if (!queued)
@@ -504,10 +517,10 @@ static bool backlog_try(void *arg, void *item, uint64_t ticket)
 {
     struct worker *w = arg;
     struct http_req *r = item;
-    enter(r, REQ_CHECKING, 0);
+    enter(w, r, REQ_CHECKING, 0);
     if (publish(w, r, true))
         return true;
-    enter(r, REQ_WAIT_ROOM, ticket);
+    enter(w, r, REQ_WAIT_ROOM, ticket);
     return false;
 }
 
@@ -533,7 +546,7 @@ static void backlog_push(struct worker *w, struct http_req *r)
         reply_text(w, r, STILL_HELD, 503, "too many requests waiting for the broker; retry later");
         return;
     }
-    enter(r, REQ_WAIT_ROOM, ticket);
+    enter(w, r, REQ_WAIT_ROOM, ticket);
     /* Bounded like a wait for a confirm: [http] timeout, or the rpc route's. */
     http_req_set_timer(r, w->rt[route_index(w, http_req_route(r))].tv);
     if (!event_pending(w->backlog_poll, EV_TIMEOUT, NULL)) {
@@ -591,7 +604,7 @@ static void on_gone(void *arg, struct http_req *r)
     struct worker *w = arg;
     log_debug("%s: client left before the answer", http_req_id(r));
     forget(w, r, STILL_HELD);
-    enter(r, REQ_ANSWERED, 0); /* the server answers it (no one reads it) and frees it */
+    enter(w, r, REQ_ANSWERED, 0); /* the server answers it (no one reads it) and frees it */
 }
 
 /* An rpc request got no reply within its route's timeout: 504, and the reply

@@ -109,6 +109,7 @@ struct http_req {
     const struct http_route *route; /* the route it came on */
     unsigned state;                 /* the bridge's slot: its state of R */
     uint64_t handle;                /* and the handle that goes with it */
+    uint64_t slot_at;               /* mono_us() when the slot was set (handed over: t0) */
     uint32_t gen;                   /* uses of this context so far: a reference that kept
                                        an older one is stale */
     bool live;                      /* between req_get and req_put */
@@ -874,6 +875,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     r->target = a.target;
     r->slot = a.slot;
     r->t0 = a.t0;
+    r->slot_at = a.t0;
     memcpy(r->id, id, id_len + 1);
     r->id_len = id_len;
     r->held = blen;
@@ -1374,6 +1376,13 @@ void http_req_set_slot(struct http_req *r, unsigned state, uint64_t handle)
     assert(r->live);
     r->state = state;
     r->handle = handle;
+    r->slot_at = mono_us();
+}
+
+uint64_t http_req_slot_ns(const struct http_req *r)
+{
+    assert(r->live);
+    return (mono_us() - r->slot_at) * 1000;
 }
 
 unsigned http_req_state(const struct http_req *r)

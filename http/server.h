@@ -111,6 +111,9 @@ int http_req_foreach_header(const struct http_req *r,
 void http_req_set_slot(struct http_req *r, unsigned state, uint64_t handle);
 unsigned http_req_state(const struct http_req *r);
 uint64_t http_req_handle(const struct http_req *r);
+/* Nanoseconds since the slot was last set (since R was read whole, when
+ * it was not yet). */
+uint64_t http_req_slot_ns(const struct http_req *r);
 /* Call handlers->expired for R if it still waits after TV (which may be a
  * common timeout of the worker's base: cheaper for many equal timers).
  * Answering R stops the timer. */

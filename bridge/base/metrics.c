@@ -36,13 +36,20 @@ static const char *const confirm_names[METRICS_CONFIRM_KINDS] = {"ack", "nack", 
 static const char *const bad_reply_names[METRICS_BAD_KINDS] = {"status", "content_type",
                                                                "too_large", "no_memory"};
 
+static const char *const phase_names[METRICS_PHASES] = {"check", "room", "confirm", "reply"};
+
+/* Durations: a count per bucket (not cumulative; the last is +Inf) and their sum. */
+struct hist {
+    counter buckets[METRICS_BUCKETS + 1];
+    counter sum_ns;
+};
+
 /* One route label's counters in one shard. */
 struct slot_ctr {
-    counter codes[METRICS_CODES];         /* answers by status - METRICS_CODE_MIN */
-    counter buckets[METRICS_BUCKETS + 1]; /* durations, per bucket (not cumulative); +Inf */
-    counter sum_ns;                       /* total duration */
-    counter published;                    /* messages handed to the broker */
-    counter rpc_timeouts;                 /* rpc requests answered 504 */
+    counter codes[METRICS_CODES]; /* answers by status - METRICS_CODE_MIN */
+    struct hist duration;         /* read whole -> answered */
+    counter published;            /* messages handed to the broker */
+    counter rpc_timeouts;         /* rpc requests answered 504 */
 };
 
 struct metrics_shard {
@@ -55,6 +62,7 @@ struct metrics_shard {
     counter pending_bytes;                   /* gauge: bodies waiting on the broker, bytes */
     counter conns_refused;                   /* connections over [http] max_connections */
     counter bytes_refused;                   /* requests over [http] max_pending_bytes */
+    struct hist phases[METRICS_PHASES];      /* time spent in each phase of a request */
     struct slot_ctr slots[];                 /* metrics->n_slots */
 };
 
@@ -141,6 +149,15 @@ const char *metrics_slot_name(const struct metrics_shard *s, size_t slot)
 
 /* ---- the hot path ---------------------------------------------------- */
 
+static void observe(struct hist *h, uint64_t ns)
+{
+    size_t b = 0;
+    while (b < METRICS_BUCKETS && ns > bucket_ns[b])
+        b++;
+    add(&h->buckets[b], 1);
+    add(&h->sum_ns, ns);
+}
+
 void metrics_answered(struct metrics_shard *s, size_t slot, int status, uint64_t ns)
 {
     struct slot_ctr *c = &s->slots[slot];
@@ -148,11 +165,12 @@ void metrics_answered(struct metrics_shard *s, size_t slot, int status, uint64_t
      * be a bug, and is not counted rather than counted wrongly. */
     if (status >= METRICS_CODE_MIN && status < METRICS_CODE_MIN + METRICS_CODES)
         add(&c->codes[status - METRICS_CODE_MIN], 1);
-    size_t b = 0;
-    while (b < METRICS_BUCKETS && ns > bucket_ns[b])
-        b++;
-    add(&c->buckets[b], 1);
-    add(&c->sum_ns, ns);
+    observe(&c->duration, ns);
+}
+
+void metrics_phase(struct metrics_shard *s, enum metrics_phase p, uint64_t ns)
+{
+    observe(&s->phases[p], ns);
 }
 
 void metrics_published(struct metrics_shard *s, size_t slot)
@@ -272,32 +290,45 @@ static void render_requests(FILE *f, const struct metrics *m)
     }
 }
 
+/* The samples of histogram NAME{LABEL="VALUE"} whose struct hist is at
+ * offset OFF of every shard. Buckets read once each, and the count is their
+ * sum: +Inf equals _count even while the workers keep counting. */
+static void render_hist(FILE *f, const struct metrics *m, const char *name, const char *label,
+                        const char *value, size_t off)
+{
+    uint64_t cum = 0;
+    for (size_t b = 0; b <= METRICS_BUCKETS; b++) {
+        cum += total(m, off + offsetof(struct hist, buckets) + b * sizeof(counter));
+        fprintf(f, "%s_bucket{%s=\"", name, label);
+        put_label(f, value);
+        fprintf(f, "\",le=\"%s\"} %llu\n", b < METRICS_BUCKETS ? bucket_le[b] : "+Inf",
+                (unsigned long long)cum);
+    }
+    uint64_t ns = total(m, off + offsetof(struct hist, sum_ns));
+    fprintf(f, "%s_sum{%s=\"", name, label);
+    put_label(f, value);
+    fprintf(f, "\"} %llu.%09llu\n", (unsigned long long)(ns / 1000000000u),
+            (unsigned long long)(ns % 1000000000u));
+    fprintf(f, "%s_count{%s=\"", name, label);
+    put_label(f, value);
+    fprintf(f, "\"} %llu\n", (unsigned long long)cum);
+}
+
 static void render_durations(FILE *f, const struct metrics *m)
 {
     const char *name = "bridge_request_duration_seconds";
     family(f, name, "histogram",
            "Time from a request read whole to its response handed to the socket, by route.");
-    for (size_t s = 0; s < m->n_slots; s++) {
-        /* Buckets read once each, and the count is their sum: +Inf equals
-         * _count even while the workers keep counting. */
-        uint64_t cum = 0;
-        const char *route = slot_name(m, s);
-        for (size_t b = 0; b <= METRICS_BUCKETS; b++) {
-            cum += total(m, SLOT_OFF(s, buckets, b));
-            fprintf(f, "%s_bucket{route=\"", name);
-            put_label(f, route);
-            fprintf(f, "\",le=\"%s\"} %llu\n", b < METRICS_BUCKETS ? bucket_le[b] : "+Inf",
-                    (unsigned long long)cum);
-        }
-        uint64_t ns = total(m, SLOT_OFF(s, sum_ns, 0));
-        fprintf(f, "%s_sum{route=\"", name);
-        put_label(f, route);
-        fprintf(f, "\"} %llu.%09llu\n", (unsigned long long)(ns / 1000000000u),
-                (unsigned long long)(ns % 1000000000u));
-        fprintf(f, "%s_count{route=\"", name);
-        put_label(f, route);
-        fprintf(f, "\"} %llu\n", (unsigned long long)cum);
-    }
+    for (size_t s = 0; s < m->n_slots; s++)
+        render_hist(f, m, name, "route", slot_name(m, s), SLOT_OFF(s, duration, 0));
+    name = "bridge_request_phase_seconds";
+    family(f, name, "histogram",
+           "Time requests spent in each phase on the bridge: check (read whole to published "
+           "or answered: load shed, XML check, headers), room (waiting for room toward the "
+           "broker), confirm (published to confirmed), reply (rpc: confirmed to replied).");
+    for (size_t p = 0; p < METRICS_PHASES; p++)
+        render_hist(f, m, name, "phase", phase_names[p],
+                    offsetof(struct metrics_shard, phases) + p * sizeof(struct hist));
 }
 
 static void render_broker(FILE *f, const struct metrics *m, const struct metrics_worker_info *info)

@@ -35,6 +35,15 @@ enum metrics_bad_reply {
     METRICS_BAD_KINDS,
 };
 
+/* The phases of a request on the bridge (bridge_request_phase_seconds). */
+enum metrics_phase {
+    METRICS_PHASE_CHECK,   /* read whole -> published or answered (shed, XML check, mapping) */
+    METRICS_PHASE_ROOM,    /* in the backlog, waiting for room toward the broker */
+    METRICS_PHASE_CONFIRM, /* published -> confirmed (or answered without) */
+    METRICS_PHASE_REPLY,   /* rpc: confirmed -> its reply (or timeout) */
+    METRICS_PHASES,
+};
+
 /* Histogram buckets of bridge_request_duration_seconds, upper bounds. */
 #define METRICS_BUCKETS 14
 
@@ -65,6 +74,8 @@ const char *metrics_slot_name(const struct metrics_shard *s, size_t slot);
 /* A response with STATUS left for SLOT, NS nanoseconds after the request
  * was read whole. */
 void metrics_answered(struct metrics_shard *s, size_t slot, int status, uint64_t ns);
+/* A request spent NS nanoseconds in phase P. */
+void metrics_phase(struct metrics_shard *s, enum metrics_phase p, uint64_t ns);
 /* A message was handed to the broker for SLOT. */
 void metrics_published(struct metrics_shard *s, size_t slot);
 void metrics_confirm(struct metrics_shard *s, enum metrics_confirm kind);

@@ -494,6 +494,13 @@ static void test_counters_move(void **state)
     assert_int_equal(DELTA(cnt, "route=\"ingest\""), N + 1);
     assert_int_equal(DELTA(cnt, "route=\"none\""), 1);
     assert_true(DELTA("bridge_request_duration_seconds_sum", "route=\"ingest\"") > 0);
+    /* Every request that reached the worker was checked, every one
+     * published waited for its confirm (ack, nack, or return): N + 2. */
+    const char *phase = "bridge_request_phase_seconds_count";
+    assert_int_equal(DELTA(phase, "phase=\"check\""), N + 2);
+    assert_int_equal(DELTA(phase, "phase=\"confirm\""), N + 2);
+    assert_int_equal(DELTA(phase, "phase=\"reply\""), 0);
+    assert_true(DELTA("bridge_request_phase_seconds_sum", "phase=\"confirm\"") > 0);
     const char *pub = "bridge_amqp_published_total";
     assert_int_equal(DELTA(pub, "route=\"ingest\""), N);
     assert_int_equal(DELTA(pub, "route=\"lost\""), 1);

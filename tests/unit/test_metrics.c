@@ -246,6 +246,34 @@ static void test_bucket_bounds(void **state)
     }
 }
 
+/* bridge_request_phase_seconds: one histogram per phase, summed over the
+ * shards; a phase nothing was spent in still has its samples at 0. */
+static void test_phases(void **state)
+{
+    (void)state;
+    struct metrics *m = test_metrics();
+    metrics_phase(metrics_shard(m, 0), METRICS_PHASE_CONFIRM, 2 * MS);
+    metrics_phase(metrics_shard(m, 1), METRICS_PHASE_CONFIRM, 3 * MS);
+    metrics_phase(metrics_shard(m, 1), METRICS_PHASE_CHECK, 100000);
+    char *t = render(m, up2);
+    static const char *const lines[] = {
+        "# TYPE bridge_request_phase_seconds histogram",
+        "bridge_request_phase_seconds_bucket{phase=\"confirm\",le=\"0.0025\"} 1",
+        "bridge_request_phase_seconds_bucket{phase=\"confirm\",le=\"0.005\"} 2",
+        "bridge_request_phase_seconds_sum{phase=\"confirm\"} 0.005000000",
+        "bridge_request_phase_seconds_count{phase=\"confirm\"} 2",
+        "bridge_request_phase_seconds_bucket{phase=\"check\",le=\"0.0005\"} 1",
+        "bridge_request_phase_seconds_sum{phase=\"check\"} 0.000100000",
+        "bridge_request_phase_seconds_count{phase=\"room\"} 0",
+        "bridge_request_phase_seconds_count{phase=\"reply\"} 0",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        if (!has_line(t, lines[i]))
+            fail_msg("no line '%s'", lines[i]);
+    free(t);
+    metrics_free(m);
+}
+
 static void test_slot_names(void **state)
 {
     (void)state;
@@ -269,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_families_when_nothing_happened),
         cmocka_unit_test(test_sums_over_shards),
         cmocka_unit_test(test_bucket_bounds),
+        cmocka_unit_test(test_phases),
         cmocka_unit_test(test_slot_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
