@@ -52,11 +52,9 @@ char *faults_config(int http_port, const void *arg)
                  "tls_ca      = %s/ca.pem\ntls_cert    = %s/client.pem\n"
                  "tls_key     = %s/client-key.pem\n",
                  g_harness.tls_dir, g_harness.tls_dir, g_harness.tls_dir);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f)
-        abort();
+    char *text;
+    size_t len;
+    FILE *f = xmemstream(&text, &len);
     fprintf(f,
             "; written by tests/faults/broker_faults.c\n"
             "[http]\n"

@@ -333,11 +333,9 @@ void assert_serving(const char *after)
 /* ambiguous framing                                                   */
 char *subst(const char *text, const char *token, const char *value)
 {
-    char *out = NULL;
-    size_t len = 0, tl = strlen(token);
-    FILE *f = open_memstream(&out, &len);
-    if (!f)
-        abort();
+    char *out;
+    size_t len, tl = strlen(token);
+    FILE *f = xmemstream(&out, &len);
     for (const char *p = text; *p;) {
         const char *hit = strstr(p, token);
         if (!hit) {

@@ -336,11 +336,9 @@ static void test_missing_exchange(void **state)
 static char *stuck_config(int http_port, const void *arg)
 {
     (void)arg;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f)
-        abort();
+    char *text;
+    size_t len;
+    FILE *f = xmemstream(&text, &len);
     fprintf(f,
             "; written by tests/faults/test_broker_refusal.c (test_stuck_queue)\n"
             "[http]\n"

@@ -323,11 +323,9 @@ static void test_pipelined_1000(void **state)
 {
     (void)state;
     enum { N = 1000 };
-    char *all = NULL;
-    size_t alen = 0;
-    FILE *f = open_memstream(&all, &alen);
-    if (!f)
-        abort();
+    char *all;
+    size_t alen;
+    FILE *f = xmemstream(&all, &alen);
     for (int i = 0; i < N; i++) {
         if (i % 2 == 0) {
             fprintf(f, "GET /pong HTTP/1.1\r\nHost: x\r\nX-Request-Id: h-pipe-%04d\r\n\r\n", i);

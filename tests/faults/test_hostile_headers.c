@@ -45,11 +45,9 @@ static void test_huge_headers(void **state)
     };
     char out[4][160];
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        char *raw = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&raw, &len);
-        if (!f)
-            abort();
+        char *raw;
+        size_t len;
+        FILE *f = xmemstream(&raw, &len);
         fputs("GET /pong HTTP/1.1\r\nHost: x\r\n", f);
         if (cases[i].one) {
             fputs("X-Big: ", f);
@@ -123,11 +121,9 @@ static void test_nul_and_bare_lf(void **state)
          "X-Odd: a\rb\r\nX-Request-Id: h-bare-cr\r\nContent-Length: {N}\r\n\r\n"},
     };
     const size_t ncases = sizeof cases / sizeof *cases;
-    char *row = NULL;
-    size_t rowlen = 0;
-    FILE *rf = open_memstream(&row, &rowlen);
-    if (!rf)
-        abort();
+    char *row;
+    size_t rowlen;
+    FILE *rf = xmemstream(&row, &rowlen);
     int published = 0;
     for (size_t i = 0; i < ncases; i++) {
         /* {N}: the body's length; {C}: the same in hex, for one chunk */
@@ -202,11 +198,9 @@ static void test_many_small_headers(void **state)
     };
     char out[2][200];
     for (size_t i = 0; i < 2; i++) {
-        char *extra = NULL;
-        size_t elen = 0;
-        FILE *f = open_memstream(&extra, &elen);
-        if (!f)
-            abort();
+        char *extra;
+        size_t elen;
+        FILE *f = xmemstream(&extra, &elen);
         fprintf(f, "X-Request-Id: %s\r\n", cases[i].id);
         for (int k = 0; k < 5000; k++)
             if (cases[i].same)
@@ -262,11 +256,9 @@ static void test_odd_request_lines(void **state)
         {"binary garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"},
     };
     const size_t n = sizeof cases / sizeof *cases;
-    char *row = NULL;
-    size_t rl = 0;
-    FILE *f = open_memstream(&row, &rl);
-    if (!f)
-        abort();
+    char *row;
+    size_t rl;
+    FILE *f = xmemstream(&row, &rl);
     for (size_t i = 0; i < n; i++) {
         struct verdict v;
         probe(g_main.port, cases[i].raw, strlen(cases[i].raw), &v);

@@ -34,11 +34,9 @@ static struct bridge g_aux;  /* a test's own instance (SIGTERM, blocked) */
 static char *it_config(int http_port, const void *arg)
 {
     int workers = *(const int *)arg;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f)
-        abort();
+    char *text;
+    size_t len;
+    FILE *f = xmemstream(&text, &len);
     fprintf(f,
             "; written by tests/integration/test_bridge.c\n"
             "[http]\n"

@@ -55,11 +55,9 @@ static const char *tls_file(const char *name)
 static char *tls_config(int http_port, const void *arg)
 {
     const struct tls_cfg *c = arg;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f)
-        abort();
+    char *text;
+    size_t len;
+    FILE *f = xmemstream(&text, &len);
     fprintf(f,
             "; written by tests/integration/test_tls.c\n"
             "[http]\n"

@@ -124,6 +124,18 @@ char *xstrdup(const char *s)
     return memcpy(xmalloc(n), s, n);
 }
 
+FILE *xmemstream(char **text, size_t *len)
+{
+    *text = NULL;
+    *len = 0;
+    FILE *f = open_memstream(text, len);
+    if (!f) {
+        fprintf(stderr, "out of memory\n");
+        abort();
+    }
+    return f;
+}
+
 /* ------------------------------------------------------------------ */
 /* the run                                                             */
 
@@ -770,11 +782,9 @@ int conn_wait_closed(struct conn *c, int ms)
 char *fmt_request(size_t *len, const char *method, const char *target, const char *ctype,
                   const char *extra, const void *body, size_t blen)
 {
-    char *out = NULL;
-    size_t outlen = 0;
-    FILE *f = open_memstream(&out, &outlen);
-    if (!f)
-        abort();
+    char *out;
+    size_t outlen;
+    FILE *f = xmemstream(&out, &outlen);
     fprintf(f, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n", method, target);
     if (ctype)
         fprintf(f, "Content-Type: %s\r\n", ctype);
@@ -1112,11 +1122,9 @@ bool dump_report(const struct bridge *b)
     if (!b->log[0])
         return false;
     char *s = slurp(b->log, b->start);
-    char *out = NULL;
-    size_t outlen = 0;
-    FILE *f = open_memstream(&out, &outlen);
-    if (!f)
-        abort();
+    char *out;
+    size_t outlen;
+    FILE *f = xmemstream(&out, &outlen);
     int n = 0;
     for (char *line = s; *line;) {
         char *eol = strchr(line, '\n');

@@ -13,6 +13,7 @@
 #include <amqp.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 /* ---- the run ------------------------------------------------------------ */
@@ -90,6 +91,9 @@ double now_ms(void); /* CLOCK_MONOTONIC, in ms */
 void sleep_ms(int ms);
 void *xmalloc(size_t n); /* abort()s when out of memory */
 char *xstrdup(const char *s);
+/* open_memstream(TEXT, LEN) with *TEXT and *LEN zeroed first; abort()s when
+ * out of memory. After fclose, *TEXT is the malloc'd text. */
+FILE *xmemstream(char **text, size_t *len);
 
 /* ---- running programs --------------------------------------------------- */
 
