@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -263,6 +264,19 @@ void probe(int port, const void *raw, size_t len, struct verdict *v)
     }
     resp_free(&r);
     conn_close(&c);
+}
+
+void probe_fmt(int port, struct verdict *v, const char *fmt, ...)
+{
+    char *raw = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&raw, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        abort();
+    probe(port, raw, (size_t)n, v);
+    free(raw);
 }
 
 const char *verdict_str(const struct verdict *v, char *buf, size_t n)

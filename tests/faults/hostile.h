@@ -105,6 +105,9 @@ struct verdict {
 /* Send RAW (LEN bytes, may hold NULs) on a fresh connection and see what the
  * bridge does; send errors are not failures (the bridge may refuse early). */
 void probe(int port, const void *raw, size_t len, struct verdict *v);
+/* probe() with the request printf's FMT makes (no NULs in it). */
+void probe_fmt(int port, struct verdict *v, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 const char *verdict_str(const struct verdict *v, char *buf, size_t n);
 

@@ -66,21 +66,17 @@ static void test_framing(void **state)
     const size_t ncases = sizeof cases / sizeof *cases;
     double worst = 0;
     for (size_t i = 0; i < ncases; i++) {
-        char *raw = NULL, nbuf[16];
+        char nbuf[16];
         /* {N}: the length that makes the smuggled request the first one's body */
         snprintf(nbuf, sizeof nbuf, "%d", 10 + sl);
         char *framing = subst(cases[i].framing, "{N}", nbuf);
-        int n;
-        if (cases[i].chunked)
-            n = asprintf(&raw, "%s%s\r\na\r\n<d>abc</d>\r\n0\r\n\r\n%s", hdr, framing, smuggled);
-        else
-            n = asprintf(&raw, "%s%s\r\n<d>abc</d>%s", hdr, framing, smuggled);
-        free(framing);
-        if (n < 0)
-            abort();
         struct verdict v;
-        probe(g_main.port, raw, (size_t)n, &v);
-        free(raw);
+        if (cases[i].chunked)
+            probe_fmt(g_main.port, &v, "%s%s\r\na\r\n<d>abc</d>\r\n0\r\n\r\n%s", hdr, framing,
+                      smuggled);
+        else
+            probe_fmt(g_main.port, &v, "%s%s\r\n<d>abc</d>%s", hdr, framing, smuggled);
+        free(framing);
         char d[96];
         if (v.got != 1 || v.status != 400 || v.after != 1)
             fail_msg("%s: %s, expected 400 and the connection closed", cases[i].name,
@@ -211,18 +207,13 @@ static void test_413_chunked(void **state)
     /* Control: a chunked body under max_body is accepted. */
     size_t dlen = 900 * 1000;
     char *doc = make_doc(dlen);
-    char *raw = NULL;
-    int n = asprintf(&raw,
-                     "POST /h/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
-                     "Transfer-Encoding: chunked\r\nX-Request-Id: h-chunked-ok\r\n\r\n"
-                     "%zx\r\n%s\r\n0\r\n\r\n",
-                     dlen, doc);
-    free(doc);
-    if (n < 0)
-        abort();
     struct verdict v;
-    probe(g_main.port, raw, (size_t)n, &v);
-    free(raw);
+    probe_fmt(g_main.port, &v,
+              "POST /h/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
+              "Transfer-Encoding: chunked\r\nX-Request-Id: h-chunked-ok\r\n\r\n"
+              "%zx\r\n%s\r\n0\r\n\r\n",
+              dlen, doc);
+    free(doc);
     char d[96];
     if (v.got != 1 || v.status != 202)
         fail_msg("a 900 KB chunked document: %s, expected 202", verdict_str(&v, d, sizeof d));
