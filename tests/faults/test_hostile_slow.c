@@ -355,52 +355,13 @@ static void test_idle_10k(void **state)
 /* ------------------------------------------------------------------ */
 /* out of descriptors                                                  */
 
-/* Start bridge NAME like bridge_start does, under prlimit: its descriptor
- * limit NOFILE, soft and hard (it raises soft to hard itself). */
+/* Start bridge NAME under prlimit: its descriptor limit NOFILE, soft and
+ * hard (it raises soft to hard itself). */
 static void start_limited(struct bridge *b, const char *name, int nofile)
 {
-    snprintf(b->cfg, sizeof b->cfg, "%s/%s.ini", g_harness.tmp, name);
-    snprintf(b->log, sizeof b->log, "%s/%s.log", g_harness.tmp, name);
-    b->mark = b->start = file_size(b->log);
-    b->port = free_port();
-    char *text = h_config(b->port, NULL);
-    write_file(b->cfg, text);
-    free(text);
-    char **bargv = bridge_argv((const char *[]){"-c", b->cfg, NULL});
-    size_t nb = 0;
-    while (bargv[nb])
-        nb++;
     char lim[64];
     snprintf(lim, sizeof lim, "--nofile=%d:%d", nofile, nofile);
-    char **argv = xmalloc((nb + 4) * sizeof *argv);
-    argv[0] = "prlimit";
-    argv[1] = lim;
-    argv[2] = "--";
-    for (size_t i = 0; i <= nb; i++)
-        argv[3 + i] = bargv[i];
-    b->pid = spawn(argv, b->log, NULL);
-    free(argv);
-    free(bargv);
-    int last = 0;
-    double end = now_ms() + scale_ms(20000);
-    while (now_ms() < end) {
-        int st;
-        if (!bridge_alive(b, &st)) {
-            char d[64];
-            dump_log(b, name);
-            harness_fail("bridge %s died at start-up: %s", name, describe_status(st, d, sizeof d));
-        }
-        struct resp r;
-        if (http_get(b->port, "/healthz", &r) == 0) {
-            last = r.status;
-            resp_free(&r);
-            if (last == 200)
-                return;
-        }
-        sleep_ms(50);
-    }
-    dump_log(b, name);
-    harness_fail("bridge %s: /healthz not 200 within 20 s (last %d)", name, last);
+    bridge_start_under(b, name, (const char *[]){"prlimit", lim, "--", NULL}, h_config, NULL);
 }
 
 static void test_out_of_fds(void **state)

@@ -329,15 +329,20 @@ int run_capture(char *const argv[], char *const extra_env[], char **out)
     return st;
 }
 
-char **bridge_argv(const char *const args[])
+/* PREFIX... (NULL-ended, may be NULL), then bridge_argv's command line. */
+static char **prefixed_argv(const char *const prefix[], const char *const args[])
 {
-    size_t nw = 0, na = 0;
+    size_t np = 0, nw = 0, na = 0;
+    while (prefix && prefix[np])
+        np++;
     while (g_harness.wrap && g_harness.wrap[nw])
         nw++;
     while (args && args[na])
         na++;
-    char **v = xmalloc((nw + 1 + na + 1) * sizeof *v);
+    char **v = xmalloc((np + nw + 1 + na + 1) * sizeof *v);
     size_t k = 0;
+    for (size_t i = 0; i < np; i++)
+        v[k++] = (char *)prefix[i];
     for (size_t i = 0; i < nw; i++)
         v[k++] = g_harness.wrap[i];
     v[k++] = (char *)g_harness.bin;
@@ -345,6 +350,11 @@ char **bridge_argv(const char *const args[])
         v[k++] = (char *)args[i];
     v[k] = NULL;
     return v;
+}
+
+char **bridge_argv(const char *const args[])
+{
+    return prefixed_argv(NULL, args);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1167,7 +1177,9 @@ const char *describe_status(int st, char *buf, size_t n)
     return buf;
 }
 
-void bridge_spawn(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg)
+/* bridge_spawn, the command line after PREFIX (NULL: none). */
+static void spawn_under(struct bridge *b, const char *name, const char *const prefix[],
+                        bridge_config_fn *config, const void *arg)
 {
     snprintf(b->cfg, sizeof b->cfg, "%s/%s.ini", g_harness.tmp, name);
     snprintf(b->log, sizeof b->log, "%s/%s.log", g_harness.tmp, name);
@@ -1176,14 +1188,25 @@ void bridge_spawn(struct bridge *b, const char *name, bridge_config_fn *config, 
     char *text = config(b->port, arg);
     write_file(b->cfg, text);
     free(text);
-    char **argv = bridge_argv((const char *[]){"-c", b->cfg, NULL});
+    char **argv = prefixed_argv(prefix, (const char *[]){"-c", b->cfg, NULL});
     b->pid = spawn(argv, b->log, NULL);
     free(argv);
 }
 
+void bridge_spawn(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg)
+{
+    spawn_under(b, name, NULL, config, arg);
+}
+
 void bridge_start(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg)
 {
-    bridge_spawn(b, name, config, arg);
+    bridge_start_under(b, name, NULL, config, arg);
+}
+
+void bridge_start_under(struct bridge *b, const char *name, const char *const prefix[],
+                        bridge_config_fn *config, const void *arg)
+{
+    spawn_under(b, name, prefix, config, arg);
     int limit = scale_ms(20000);
     double end = now_ms() + limit;
     int last = 0;

@@ -264,6 +264,11 @@ int free_port(void); /* a TCP port nothing listens on right now */
  * /healthz says 200 (20 s, scaled). harness_fail, its log printed, if it
  * dies or does not get there. */
 void bridge_start(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg);
+/* bridge_start with PREFIX (NULL-ended) before the command line: a program
+ * that runs the bridge, as "prlimit", "--nofile=256:256", "--" (before
+ * IT_BRIDGE_WRAP's wrapper, if any). */
+void bridge_start_under(struct bridge *b, const char *name, const char *const prefix[],
+                        bridge_config_fn *config, const void *arg);
 /* bridge_start without the wait: the bridge is starting when it returns. */
 void bridge_spawn(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg);
 /* SIGTERM and wait; returns the raw wait status (-1: had to SIGKILL). A
