@@ -465,6 +465,19 @@ bool sorted_has(char **ids, size_t n, const char *id)
     return bsearch(&id, ids, n, sizeof *ids, cmp_str) != NULL;
 }
 
+void expect_queued(const char *q, const char *first, size_t stride, int n)
+{
+    size_t nq;
+    char **ids = drain_sorted(q, &nq);
+    int lost = 0;
+    for (int i = 0; i < n; i++)
+        if (!sorted_has(ids, nq, first + (size_t)i * stride))
+            lost++;
+    ids_free(ids, nq);
+    if (lost)
+        fail_msg("%d accepted messages are not in the queue", lost);
+}
+
 struct qcheck check_queue(const char *path, char **a, size_t na, char **b, size_t nb)
 {
     struct qcheck c;

@@ -195,6 +195,11 @@ char **drain_sorted(const char *q, size_t *n);
 /* Is ID in the sorted IDS? */
 bool sorted_has(char **ids, size_t n, const char *id);
 
+/* fail_msg unless each of N ids is in queue Q (drained: drain_sorted). The
+ * ids are strings STRIDE bytes apart from FIRST: the id field of an array
+ * of structs, as expect_queued(q, posts[0].id, sizeof posts[0], n). */
+void expect_queued(const char *q, const char *first, size_t stride, int n);
+
 /* The load's publishes on PATH against the queue's ids (sorted; two lists
  * for two nodes, B may be NULL). */
 struct qcheck {
