@@ -20,6 +20,7 @@
 
 #include "harness.h"
 #include "harness_cmocka.h" /* <cmocka.h>, assert_resp... */
+#include "order_xsd.h"      /* ORDER_XSD */
 
 static char g_xsd[512]; /* the schema route's XSD */
 
@@ -130,18 +131,7 @@ static const int MAIN_WORKERS = 2;
 static int write_xsd(void)
 {
     snprintf(g_xsd, sizeof g_xsd, "%s/order.xsd", g_harness.tmp);
-    write_file(g_xsd, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                      "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\">\n"
-                      "  <xs:element name=\"order\">\n"
-                      "    <xs:complexType>\n"
-                      "      <xs:sequence>\n"
-                      "        <xs:element name=\"id\" type=\"xs:positiveInteger\"/>\n"
-                      "        <xs:element name=\"item\" type=\"xs:string\" minOccurs=\"0\"\n"
-                      "                    maxOccurs=\"unbounded\"/>\n"
-                      "      </xs:sequence>\n"
-                      "    </xs:complexType>\n"
-                      "  </xs:element>\n"
-                      "</xs:schema>\n");
+    write_file(g_xsd, ORDER_XSD);
     return 0;
 }
 
