@@ -510,6 +510,14 @@ struct qcheck check_durable(void)
     return c;
 }
 
+struct qcheck expect_durable_kept(void)
+{
+    struct qcheck c = check_durable();
+    if (c.lost)
+        fail_msg("%d accepted messages lost (the first: %s)", c.lost, c.first_lost);
+    return c;
+}
+
 struct node2 g_node2;
 
 int node2_sh(const char *cmd)

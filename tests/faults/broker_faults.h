@@ -216,6 +216,10 @@ struct qcheck check_queue(const char *path, char **a, size_t na, char **b, size_
  * here: what most tests ask after their fault. */
 struct qcheck check_durable(void);
 
+/* check_durable, and fail_msg when an accepted message is not in f.durable:
+ * the end of every test whose fault must lose nothing. */
+struct qcheck expect_durable_kept(void);
+
 /* A second node for the failover test: its own directory, port and name. */
 struct node2 {
     char dir[512];

@@ -113,9 +113,7 @@ static void test_freeze_heartbeat(void **state)
         fail_msg("%d publishes sent to the frozen broker answered 202", frozen.n202);
     if (frozen.slowest_ms > scale_ms(8000))
         fail_msg("a publish to the frozen broker waited %.0f ms", frozen.slowest_ms);
-    struct qcheck c = check_durable();
-    if (c.lost)
-        fail_msg("%d accepted messages lost (the first: %s)", c.lost, c.first_lost);
+    expect_durable_kept();
     if (pong_bad)
         fail_msg("/pong failed %d times with the broker frozen", pong_bad);
     if (pong_worst > scale_ms(1000))
