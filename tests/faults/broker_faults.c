@@ -577,16 +577,6 @@ double wait_status(int port, const char *path, int want, int ms)
     return -1;
 }
 
-int log_count(const struct bridge *b, const char *needle)
-{
-    char *s = slurp(b->log, b->mark);
-    int n = 0;
-    for (const char *p = s; (p = strstr(p, needle)) != NULL; p += strlen(needle))
-        n++;
-    free(s);
-    return n;
-}
-
 int health_count(int port, const char *needle, double *ms)
 {
     struct resp r;

@@ -242,9 +242,6 @@ int post_status(int port, const char *path, double *ms);
  * or -1. */
 double wait_status(int port, const char *path, int want, int ms);
 
-/* Lines of the bridge's log since the test began that contain NEEDLE. */
-int log_count(const struct bridge *b, const char *needle);
-
 /* How many times /healthz's body says NEEDLE (": broker ": one line per
  * worker that is not up; those up say "worker N: up NODE"); -1 if it did
  * not answer. *MS: how long it took. */

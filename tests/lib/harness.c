@@ -1094,6 +1094,16 @@ int free_port(void)
     return ntohs(sa.sin_port);
 }
 
+int log_count(const struct bridge *b, const char *needle)
+{
+    char *s = slurp(b->log, b->mark);
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    free(s);
+    return n;
+}
+
 void dump_log(const struct bridge *b, const char *title)
 {
     enum { TAIL = 150 };

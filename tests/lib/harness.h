@@ -291,6 +291,9 @@ void bridge_aux_end(struct bridge *aux, bool ok);
 /* broker_restore(), and when the broker had been stopped, wait (up to 30 s,
  * scaled) for B's /healthz to say 200 again before the next test. */
 void broker_restore_for(const struct bridge *b);
+/* How many times NEEDLE stands in what the bridge logged since the test
+ * began (from b->mark). */
+int log_count(const struct bridge *b, const char *needle);
 /* Print what the bridge logged since the test began (its last 150 lines). */
 void dump_log(const struct bridge *b, const char *title);
 /* Print the lines valgrind (or a sanitizer) wrote, "==PID==...", since this
