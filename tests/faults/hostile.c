@@ -239,6 +239,20 @@ int await_resp(struct conn *c, struct resp *r, int ms)
     return conn_read_resp(c, r, false) == 0 ? 1 : 0;
 }
 
+/* v->said from the rest of V. */
+static void verdict_say(struct verdict *v)
+{
+    if (v->got == 1)
+        snprintf(v->said, sizeof v->said, "%d%s", v->status,
+                 v->after == 1   ? ", connection closed"
+                 : v->after == 2 ? ", then more bytes"
+                                 : ", connection kept");
+    else if (v->got == 0)
+        snprintf(v->said, sizeof v->said, "closed without a response");
+    else
+        snprintf(v->said, sizeof v->said, "no answer within 5 s");
+}
+
 void probe(int port, const void *raw, size_t len, struct verdict *v)
 {
     memset(v, 0, sizeof *v);
@@ -264,6 +278,7 @@ void probe(int port, const void *raw, size_t len, struct verdict *v)
     }
     resp_free(&r);
     conn_close(&c);
+    verdict_say(v);
 }
 
 void probe_fmt(int port, struct verdict *v, const char *fmt, ...)
@@ -277,20 +292,6 @@ void probe_fmt(int port, struct verdict *v, const char *fmt, ...)
         abort();
     probe(port, raw, (size_t)n, v);
     free(raw);
-}
-
-const char *verdict_str(const struct verdict *v, char *buf, size_t n)
-{
-    if (v->got == 1)
-        snprintf(buf, n, "%d%s", v->status,
-                 v->after == 1   ? ", connection closed"
-                 : v->after == 2 ? ", then more bytes"
-                                 : ", connection kept");
-    else if (v->got == 0)
-        snprintf(buf, n, "closed without a response");
-    else
-        snprintf(buf, n, "no answer within 5 s");
-    return buf;
 }
 
 char *make_doc(size_t n)

@@ -62,20 +62,19 @@ static void test_huge_headers(void **state)
         struct verdict v;
         probe(g_main.port, raw, len, &v);
         free(raw);
-        char d[96];
-        verdict_str(&v, d, sizeof d);
         if (!cases[i].refuse) {
             if (v.got != 1 || v.status != 200)
-                fail_msg("%s: %s, expected 200", cases[i].name, d);
+                fail_msg("%s: %s, expected 200", cases[i].name, v.said);
         } else if (v.got == 1 && (v.status < 400 || v.status > 499)) {
-            fail_msg("%s: %s, expected a 4xx or a close", cases[i].name, d);
+            fail_msg("%s: %s, expected a 4xx or a close", cases[i].name, v.said);
         } else if (v.got == -1) {
             fail_msg("%s: no answer and no close within 5 s", cases[i].name);
         } else if (v.got == 1 && v.after != 1) {
-            fail_msg("%s: %s, expected the connection closed after the refusal", cases[i].name, d);
+            fail_msg("%s: %s, expected the connection closed after the refusal", cases[i].name,
+                     v.said);
         }
         assert_serving(cases[i].name);
-        snprintf(out[i], sizeof out[i], "%s: %s", cases[i].name, d);
+        snprintf(out[i], sizeof out[i], "%s: %s", cases[i].name, v.said);
     }
     result_row("64 KiB of headers (limit: request line + headers 64 KiB)",
                "%s; %s; %s; %s; the bridge served the next client (pong 200) after each", out[1],
@@ -151,12 +150,10 @@ static void test_nul_and_bare_lf(void **state)
         struct verdict v;
         probe(g_main.port, full, flen, &v);
         free(full);
-        char d[96];
-        verdict_str(&v, d, sizeof d);
         if (v.got == -1)
             fail_msg("%s: no answer and no close within 5 s", cases[i].name);
         if (v.got == 1 && v.status != 202 && (v.status < 400 || v.status > 499))
-            fail_msg("%s: %s, expected 202 or a 4xx", cases[i].name, d);
+            fail_msg("%s: %s, expected 202 or a 4xx", cases[i].name, v.said);
         assert_serving(cases[i].name);
         /* Published once if accepted, never otherwise, never twice. The
          * id the bridge answered with is the message id. */
@@ -168,9 +165,9 @@ static void test_nul_and_bare_lf(void **state)
             fail_msg("%s: 202, but %zu messages with id %s (%zu in all)", cases[i].name, k, mid,
                      all);
         if (!ok202 && all != 0)
-            fail_msg("%s: %s, yet %zu messages were published", cases[i].name, d, all);
+            fail_msg("%s: %s, yet %zu messages were published", cases[i].name, v.said, all);
         published += (int)all;
-        fprintf(rf, "%s: %s", cases[i].name, d);
+        fprintf(rf, "%s: %s", cases[i].name, v.said);
         if (ok202)
             fprintf(rf, " (published once, id %s)", mid);
         fputs("; ", rf);
@@ -262,12 +259,10 @@ static void test_odd_request_lines(void **state)
     for (size_t i = 0; i < n; i++) {
         struct verdict v;
         probe(g_main.port, cases[i].raw, strlen(cases[i].raw), &v);
-        char d[96];
-        verdict_str(&v, d, sizeof d);
         if (v.got == -1)
             fail_msg("%s: no answer and no close within 5 s", cases[i].name);
         assert_serving(cases[i].name);
-        fprintf(f, "%s%s: %s", i ? "; " : "", cases[i].name, d);
+        fprintf(f, "%s%s: %s", i ? "; " : "", cases[i].name, v.said);
     }
     fclose(f);
     free(longuri);
