@@ -168,17 +168,29 @@ is_our_beam() {
     tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qxF "RABBITMQ_NODENAME=$NODE"
 }
 
+# until_ok TRIES CMD...: CMD every 0.1 s until it succeeds, TRIES times at
+# the most; false if it never did.
+until_ok() {
+    local n=$1 _
+    shift
+    for _ in $(seq "$n"); do
+        "$@" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+epmd_answers() { epmd -names >/dev/null 2>&1; }
+
+node_gone() { [ -z "$(node_pids)" ]; }
+
 ensure_epmd() {
-    if epmd -names >/dev/null 2>&1; then
+    if epmd_answers; then
         return
     fi
     say "epmd is not running; starting it"
     epmd -daemon
-    for _ in $(seq 50); do
-        epmd -names >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    die "epmd does not answer (epmd -names)"
+    until_ok 50 epmd_answers || die "epmd does not answer (epmd -names)"
 }
 
 is_running() {
@@ -225,17 +237,11 @@ cmd_start() {
         fi
         sleep 0.5
     done
-    for _ in $(seq 100); do
-        answers 127.0.0.1 "$PORT" && break
-        sleep 0.1
-    done
-    answers 127.0.0.1 "$PORT" || { show_logs; die "node $NODE runs but port $PORT does not answer"; }
+    until_ok 100 answers 127.0.0.1 "$PORT" ||
+        { show_logs; die "node $NODE runs but port $PORT does not answer"; }
     if [ -n "$TLS_DIR" ]; then
-        for _ in $(seq 100); do
-            answers 127.0.0.1 "$TLS_PORT" && break
-            sleep 0.1
-        done
-        answers 127.0.0.1 "$TLS_PORT" || { show_logs; die "node $NODE: TLS port $TLS_PORT does not answer"; }
+        until_ok 100 answers 127.0.0.1 "$TLS_PORT" ||
+            { show_logs; die "node $NODE: TLS port $TLS_PORT does not answer"; }
     fi
     say "node $NODE up on port $PORT${TLS_PORT:+ (TLS $TLS_PORT)} after $((SECONDS - t0))s"
 }
@@ -265,26 +271,16 @@ cmd_stop() {
     else
         timeout 60 "$RMQ_BIN/rabbitmqctl" -n "$NODE" stop >/dev/null 2>&1 || true
     fi
-    for _ in $(seq 50); do
-        pids=$(node_pids)
-        [ -z "$pids" ] && break
-        sleep 0.1
-    done
-    if [ -n "$pids" ]; then
+    if ! until_ok 50 node_gone; then
         say "node still there after rabbitmqctl stop: SIGTERM"
-        # shellcheck disable=SC2086
-        kill -TERM $pids 2>/dev/null || true
-        for _ in $(seq 100); do
-            pids=$(node_pids)
-            [ -z "$pids" ] && break
-            sleep 0.1
-        done
-    fi
-    if [ -n "$pids" ]; then
-        say "node still there: SIGKILL"
-        # shellcheck disable=SC2086
-        kill -KILL $pids 2>/dev/null || true
-        sleep 0.2
+        # shellcheck disable=SC2046 # one word a pid
+        kill -TERM $(node_pids) 2>/dev/null || true
+        if ! until_ok 100 node_gone; then
+            say "node still there: SIGKILL"
+            # shellcheck disable=SC2046
+            kill -KILL $(node_pids) 2>/dev/null || true
+            sleep 0.2
+        fi
     fi
     rm -f "$PIDFILE"
     [ -z "$(node_pids)" ] || die "could not stop node $NODE"

@@ -40,6 +40,8 @@ build=${1:?usage: run.sh BUILD table|plot|results}
 what=${2:-table}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$here"
+# shellcheck source=tests/lib/markers.sh
+. tests/lib/markers.sh
 secs=${BENCH_SECONDS:-10}
 plot_secs=${BENCH_PLOT_SECONDS:-5}
 window=${BENCH_WINDOW:-300}
@@ -58,18 +60,11 @@ die() { say "$*"; exit 1; }
 run_results() {
     local results=tests/bench/RESULTS.md
     [ -s "$out/table.md" ] || die "no $out/table.md: run make bench first"
-    if ! grep -q '<!-- BENCH:BEGIN -->' "$results" || ! grep -q '<!-- BENCH:END -->' "$results"; then
-        die "the BENCH markers are missing from $results"
-    fi
+    marked "$results" BENCH || die "the BENCH markers are missing from $results"
     local t
     t=$(mktemp)
     { echo '<!-- BENCH:BEGIN -->'; cat "$out/table.md"; echo '<!-- BENCH:END -->'; } >"$t"
-    awk -v table="$t" '
-        /<!-- BENCH:BEGIN -->/ { while ((getline line < table) > 0) print line; skip = 1; next }
-        /<!-- BENCH:END -->/ { skip = 0; next }
-        !skip { print }
-    ' "$results" >"$results.new"
-    mv "$results.new" "$results"
+    replace_marked "$results" BENCH "$t"
     rm -f "$t"
     mkdir -p tests/bench/plots
     local f

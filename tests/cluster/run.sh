@@ -39,23 +39,14 @@ CLUSTER_NAME="bridgecl-$$" "$cl" start "$IT_CLUSTER_DIR" 3
 echo "== cluster up in $((SECONDS - start))s"
 read -r _ node port dir < <("$cl" nodes "$IT_CLUSTER_DIR" | head -n1)
 
-export IT_BRIDGE_BIN="$here/$build/ingest-bridge"
-export IT_ECHO_BIN="$here/$build/echo-worker"
+# shellcheck source=tests/lib/suites.sh
+. "$here/tests/lib/suites.sh"
+suite_env "$here" "$build"
 export IT_BROKER_PORT="$port"
 export IT_BROKER_NODE="$node"
-export IT_BROKER_SH="$here/tests/broker.sh"
 export BROKER_DIR="$dir"
-export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}"
-export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
 rc=0
-for t in "$@"; do
-    echo "== $t (cluster in $IT_CLUSTER_DIR)"
-    t0=$SECONDS
-    if ! "$here/$t"; then
-        rc=1
-    fi
-    echo "== $t: $((SECONDS - t0))s"
-done
+run_suites "$here" "cluster in $IT_CLUSTER_DIR" "$@" || rc=1
 echo "== cluster run: $((SECONDS - start))s in all"
 exit $rc

@@ -52,11 +52,9 @@ char *faults_config(int http_port, const void *arg)
                  "tls_ca      = %s/ca.pem\ntls_cert    = %s/client.pem\n"
                  "tls_key     = %s/client-key.pem\n",
                  g_harness.tls_dir, g_harness.tls_dir, g_harness.tls_dir);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f)
-        abort();
+    char *text;
+    size_t len;
+    FILE *f = xmemstream(&text, &len);
     fprintf(f,
             "; written by tests/faults/broker_faults.c\n"
             "[http]\n"
@@ -467,6 +465,19 @@ bool sorted_has(char **ids, size_t n, const char *id)
     return bsearch(&id, ids, n, sizeof *ids, cmp_str) != NULL;
 }
 
+void expect_queued(const char *q, const char *first, size_t stride, int n)
+{
+    size_t nq;
+    char **ids = drain_sorted(q, &nq);
+    int lost = 0;
+    for (int i = 0; i < n; i++)
+        if (!sorted_has(ids, nq, first + (size_t)i * stride))
+            lost++;
+    ids_free(ids, nq);
+    if (lost)
+        fail_msg("%d accepted messages are not in the queue", lost);
+}
+
 struct qcheck check_queue(const char *path, char **a, size_t na, char **b, size_t nb)
 {
     struct qcheck c;
@@ -496,6 +507,14 @@ struct qcheck check_durable(void)
     char **q = drain_sorted("f.durable", &nq);
     struct qcheck c = check_queue("/durable", q, nq, NULL, 0);
     ids_free(q, nq);
+    return c;
+}
+
+struct qcheck expect_durable_kept(void)
+{
+    struct qcheck c = check_durable();
+    if (c.lost)
+        fail_msg("%d accepted messages lost (the first: %s)", c.lost, c.first_lost);
     return c;
 }
 
@@ -556,16 +575,6 @@ double wait_status(int port, const char *path, int want, int ms)
         sleep_ms(50);
     } while (now_ms() < end);
     return -1;
-}
-
-int log_count(const struct bridge *b, const char *needle)
-{
-    char *s = slurp(b->log, b->mark);
-    int n = 0;
-    for (const char *p = s; (p = strstr(p, needle)) != NULL; p += strlen(needle))
-        n++;
-    free(s);
-    return n;
 }
 
 int health_count(int port, const char *needle, double *ms)

@@ -195,6 +195,11 @@ char **drain_sorted(const char *q, size_t *n);
 /* Is ID in the sorted IDS? */
 bool sorted_has(char **ids, size_t n, const char *id);
 
+/* fail_msg unless each of N ids is in queue Q (drained: drain_sorted). The
+ * ids are strings STRIDE bytes apart from FIRST: the id field of an array
+ * of structs, as expect_queued(q, posts[0].id, sizeof posts[0], n). */
+void expect_queued(const char *q, const char *first, size_t stride, int n);
+
 /* The load's publishes on PATH against the queue's ids (sorted; two lists
  * for two nodes, B may be NULL). */
 struct qcheck {
@@ -210,6 +215,10 @@ struct qcheck check_queue(const char *path, char **a, size_t na, char **b, size_
 /* check_queue of the load's /durable against f.durable, read (and emptied)
  * here: what most tests ask after their fault. */
 struct qcheck check_durable(void);
+
+/* check_durable, and fail_msg when an accepted message is not in f.durable:
+ * the end of every test whose fault must lose nothing. */
+struct qcheck expect_durable_kept(void);
 
 /* A second node for the failover test: its own directory, port and name. */
 struct node2 {
@@ -232,9 +241,6 @@ int post_status(int port, const char *path, double *ms);
 /* POST until one gets WANT (every 50 ms), for at most MS; the time it took,
  * or -1. */
 double wait_status(int port, const char *path, int want, int ms);
-
-/* Lines of the bridge's log since the test began that contain NEEDLE. */
-int log_count(const struct bridge *b, const char *needle);
 
 /* How many times /healthz's body says NEEDLE (": broker ": one line per
  * worker that is not up; those up say "worker N: up NODE"); -1 if it did

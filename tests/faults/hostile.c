@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -238,6 +239,20 @@ int await_resp(struct conn *c, struct resp *r, int ms)
     return conn_read_resp(c, r, false) == 0 ? 1 : 0;
 }
 
+/* v->said from the rest of V. */
+static void verdict_say(struct verdict *v)
+{
+    if (v->got == 1)
+        snprintf(v->said, sizeof v->said, "%d%s", v->status,
+                 v->after == 1   ? ", connection closed"
+                 : v->after == 2 ? ", then more bytes"
+                                 : ", connection kept");
+    else if (v->got == 0)
+        snprintf(v->said, sizeof v->said, "closed without a response");
+    else
+        snprintf(v->said, sizeof v->said, "no answer within 5 s");
+}
+
 void probe(int port, const void *raw, size_t len, struct verdict *v)
 {
     memset(v, 0, sizeof *v);
@@ -263,20 +278,20 @@ void probe(int port, const void *raw, size_t len, struct verdict *v)
     }
     resp_free(&r);
     conn_close(&c);
+    verdict_say(v);
 }
 
-const char *verdict_str(const struct verdict *v, char *buf, size_t n)
+void probe_fmt(int port, struct verdict *v, const char *fmt, ...)
 {
-    if (v->got == 1)
-        snprintf(buf, n, "%d%s", v->status,
-                 v->after == 1   ? ", connection closed"
-                 : v->after == 2 ? ", then more bytes"
-                                 : ", connection kept");
-    else if (v->got == 0)
-        snprintf(buf, n, "closed without a response");
-    else
-        snprintf(buf, n, "no answer within 5 s");
-    return buf;
+    char *raw = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&raw, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        abort();
+    probe(port, raw, (size_t)n, v);
+    free(raw);
 }
 
 char *make_doc(size_t n)
@@ -333,11 +348,9 @@ void assert_serving(const char *after)
 /* ambiguous framing                                                   */
 char *subst(const char *text, const char *token, const char *value)
 {
-    char *out = NULL;
-    size_t len = 0, tl = strlen(token);
-    FILE *f = open_memstream(&out, &len);
-    if (!f)
-        abort();
+    char *out;
+    size_t len, tl = strlen(token);
+    FILE *f = xmemstream(&out, &len);
     for (const char *p = text; *p;) {
         const char *hit = strstr(p, token);
         if (!hit) {

@@ -100,13 +100,15 @@ struct verdict {
     double ms;     /* from the request's last byte to the answer or the close */
     char id[160];  /* the response's X-Request-Id, "" if none */
     char body[96]; /* its body's start, one line */
+    char said[64]; /* got, status and after as one phrase, for messages */
 };
 
 /* Send RAW (LEN bytes, may hold NULs) on a fresh connection and see what the
  * bridge does; send errors are not failures (the bridge may refuse early). */
 void probe(int port, const void *raw, size_t len, struct verdict *v);
-
-const char *verdict_str(const struct verdict *v, char *buf, size_t n);
+/* probe() with the request printf's FMT makes (no NULs in it). */
+void probe_fmt(int port, struct verdict *v, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* A well-formed document of exactly N bytes (N >= 64): a root element full
  * of small items, padded with spaces. malloc'd, NUL-terminated. */

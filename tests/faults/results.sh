@@ -8,8 +8,10 @@
 set -euo pipefail
 results=${1:?usage: results.sh RESULTS TARGET}
 target=${2:?usage: results.sh RESULTS TARGET}
+# shellcheck source=tests/lib/markers.sh
+. "$(dirname "$0")/../lib/markers.sh"
 [ -s "$results" ] || { echo "results.sh: $results is empty: run make test-faults first" >&2; exit 1; }
-if ! grep -q '<!-- RELIABILITY:BEGIN -->' "$target" || ! grep -q '<!-- RELIABILITY:END -->' "$target"; then
+if ! marked "$target" RELIABILITY; then
     echo "results.sh: the RELIABILITY markers are missing from $target" >&2
     exit 1
 fi
@@ -26,10 +28,5 @@ trap 'rm -f "$table"' EXIT
     cat "$results"
     echo "<!-- RELIABILITY:END -->"
 } >"$table"
-awk -v table="$table" '
-    /<!-- RELIABILITY:BEGIN -->/ { while ((getline line < table) > 0) print line; skip = 1; next }
-    /<!-- RELIABILITY:END -->/ { skip = 0; next }
-    !skip { print }
-' "$target" >"$target.new"
-mv "$target.new" "$target"
+replace_marked "$target" RELIABILITY "$table"
 echo "results.sh: $(wc -l <"$results") rows into $target"

@@ -338,10 +338,7 @@ static void test_clean_stop_start(void **state)
     assert_tally_clean(&all, "broker stopped under load");
     if (down.slowest_ms > scale_ms(2000))
         fail_msg("a publish with the broker stopped took %.0f ms", down.slowest_ms);
-    struct qcheck c = check_durable();
-    if (c.lost)
-        fail_msg("%d accepted messages lost over a clean broker restart (the first: %s)", c.lost,
-                 c.first_lost);
+    expect_durable_kept();
     result_row("broker stopped (rabbitmqctl stop) and started",
                "%d rpc requests waiting answered 503 within %.1f s of the stop command (the "
                "node took %.1f s to stop); publishes while down 503 in at most %.0f ms, "
@@ -415,9 +412,7 @@ static void test_close_connection(void **state)
         for (int k = 0; k < n; k++)
             if (strcmp(pids2[i], pids[k]) == 0)
                 fail_msg("connection %s survived close_connection", pids[k]);
-    struct qcheck c = check_durable();
-    if (c.lost)
-        fail_msg("%d accepted messages lost (the first: %s)", c.lost, c.first_lost);
+    expect_durable_kept();
     result_row("rabbitmqctl close_connection on the bridge's 2 connections",
                "%d rpc requests waiting answered 503 at once (%.0f ms after the command "
                "began, which took %.0f ms); both workers reconnected, /healthz 503 for at "

@@ -113,9 +113,7 @@ static void test_freeze_heartbeat(void **state)
         fail_msg("%d publishes sent to the frozen broker answered 202", frozen.n202);
     if (frozen.slowest_ms > scale_ms(8000))
         fail_msg("a publish to the frozen broker waited %.0f ms", frozen.slowest_ms);
-    struct qcheck c = check_durable();
-    if (c.lost)
-        fail_msg("%d accepted messages lost (the first: %s)", c.lost, c.first_lost);
+    expect_durable_kept();
     if (pong_bad)
         fail_msg("/pong failed %d times with the broker frozen", pong_bad);
     if (pong_worst > scale_ms(1000))
@@ -222,15 +220,7 @@ static void test_backpressure(void **state)
     if (other)
         fail_msg("%d of %d publishes across the pause were not 202 (the first: %d)", other, N,
                  first_other);
-    size_t nq;
-    char **q = drain_sorted("f.durable", &nq);
-    int lost = 0;
-    for (int i = 0; i < N; i++)
-        if (!sorted_has(q, nq, posts[i].id))
-            lost++;
-    ids_free(q, nq);
-    if (lost)
-        fail_msg("%d accepted messages are not in the queue", lost);
+    expect_queued("f.durable", posts[0].id, sizeof posts[0], N);
     if (log_count(&g_aux, "reads again") == 0)
         fail_msg("the bridge did not log that the broker reads again");
     expect_alive(&g_aux);

@@ -66,25 +66,19 @@ static void test_framing(void **state)
     const size_t ncases = sizeof cases / sizeof *cases;
     double worst = 0;
     for (size_t i = 0; i < ncases; i++) {
-        char *raw = NULL, nbuf[16];
+        char nbuf[16];
         /* {N}: the length that makes the smuggled request the first one's body */
         snprintf(nbuf, sizeof nbuf, "%d", 10 + sl);
         char *framing = subst(cases[i].framing, "{N}", nbuf);
-        int n;
-        if (cases[i].chunked)
-            n = asprintf(&raw, "%s%s\r\na\r\n<d>abc</d>\r\n0\r\n\r\n%s", hdr, framing, smuggled);
-        else
-            n = asprintf(&raw, "%s%s\r\n<d>abc</d>%s", hdr, framing, smuggled);
-        free(framing);
-        if (n < 0)
-            abort();
         struct verdict v;
-        probe(g_main.port, raw, (size_t)n, &v);
-        free(raw);
-        char d[96];
+        if (cases[i].chunked)
+            probe_fmt(g_main.port, &v, "%s%s\r\na\r\n<d>abc</d>\r\n0\r\n\r\n%s", hdr, framing,
+                      smuggled);
+        else
+            probe_fmt(g_main.port, &v, "%s%s\r\n<d>abc</d>%s", hdr, framing, smuggled);
+        free(framing);
         if (v.got != 1 || v.status != 400 || v.after != 1)
-            fail_msg("%s: %s, expected 400 and the connection closed", cases[i].name,
-                     verdict_str(&v, d, sizeof d));
+            fail_msg("%s: %s, expected 400 and the connection closed", cases[i].name, v.said);
         if (v.ms > worst)
             worst = v.ms;
     }
@@ -168,40 +162,61 @@ static int stream_body(struct conn *c, const char *head, size_t total, bool chun
     return await_resp(c, r, scale_ms(2000));
 }
 
+/* What streaming a 50 MB body to the shared bridge brought: the answer,
+ * how far the client got, and the bridge's memory meanwhile. */
+struct streamed {
+    int got;            /* stream_body's value: 1 an answer, 0 closed, -1 none */
+    int status;         /* the answer's, 0 without one */
+    int after;          /* conn_wait_closed after the answer; 1 without one */
+    size_t sent;        /* body bytes written (framing included) */
+    double ms;          /* from the head to the answer */
+    struct mem_mark mm; /* the bridge's memory before */
+    long growth;        /* its growth since, kB */
+};
+
+/* stream_body of 50 MB after HEAD (chunked when CHUNKED), for at most 10 s,
+ * on a fresh connection with a send buffer of SNDBUF bytes (0: the
+ * system's), which is then closed. */
+static void stream_50mb(const char *head, bool chunked, int sndbuf, struct streamed *s)
+{
+    memset(s, 0, sizeof *s);
+    mem_mark(g_main.pid, &s->mm);
+    struct conn c;
+    assert_int_equal(conn_open(&c, g_main.port), 0);
+    if (sndbuf > 0)
+        setsockopt(c.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    struct resp r;
+    s->got = stream_body(&c, head, 50u << 20, chunked, scale_ms(10000), &s->sent, &r, &s->ms);
+    s->after = s->got == 1 ? conn_wait_closed(&c, scale_ms(2000)) : 1;
+    conn_close(&c);
+    s->growth = mem_growth_kb(g_main.pid, &s->mm);
+    s->status = r.status;
+    resp_free(&r);
+}
+
 static void test_413_content_length(void **state)
 {
     (void)state;
     static const char head[] = "POST /h/ingest HTTP/1.1\r\nHost: x\r\n"
                                "Content-Type: application/xml\r\nContent-Length: 52428800\r\n"
                                "X-Request-Id: h-50mb\r\n\r\n";
-    struct mem_mark mm;
-    mem_mark(g_main.pid, &mm);
-    struct conn c;
-    assert_int_equal(conn_open(&c, g_main.port), 0);
-    size_t sent = 0;
-    struct resp r;
-    double ms = 0;
-    int got = stream_body(&c, head, 50u << 20, false, scale_ms(10000), &sent, &r, &ms);
-    int after = got == 1 ? conn_wait_closed(&c, scale_ms(2000)) : 1;
-    conn_close(&c);
-    long growth = mem_growth_kb(g_main.pid, &mm);
-    int status = r.status;
-    resp_free(&r);
-    if (got != 1 || status != 413)
+    struct streamed s;
+    stream_50mb(head, false, 0, &s);
+    if (s.got != 1 || s.status != 413)
         fail_msg("50 MB by Content-Length: %s %d after %zu body bytes, expected 413",
-                 got == 1 ? "status" : "no response", status, sent);
-    if (ms > scale_ms(2000))
-        fail_msg("the 413 took %.0f ms: the body was waited for", ms);
-    if (after != 1)
-        fail_msg("the connection stayed open after the 413 (%d)", after);
-    if (growth > rss_bound_kb(10 * 1024))
-        fail_msg("the bridge's memory grew by %ld kB while refusing 50 MB", growth);
+                 s.got == 1 ? "status" : "no response", s.status, s.sent);
+    if (s.ms > scale_ms(2000))
+        fail_msg("the 413 took %.0f ms: the body was waited for", s.ms);
+    if (s.after != 1)
+        fail_msg("the connection stayed open after the 413 (%d)", s.after);
+    if (s.growth > rss_bound_kb(10 * 1024))
+        fail_msg("the bridge's memory grew by %ld kB while refusing 50 MB", s.growth);
     assert_nothing_published("a 50 MB body");
     assert_serving("a 50 MB body");
     result_row("50 MB body by Content-Length, the client streaming it without waiting",
                "413 after %.1f ms, connection closed after %.1f MB of the 50 were written into "
                "the socket; bridge RSS %s +%ld kB (from %ld kB); nothing published",
-               ms, sent / 1048576.0, mm.hwm_ok ? "peak" : "", growth, mm.rss_kb);
+               s.ms, s.sent / 1048576.0, s.mm.hwm_ok ? "peak" : "", s.growth, s.mm.rss_kb);
     PASS();
 }
 
@@ -211,53 +226,34 @@ static void test_413_chunked(void **state)
     /* Control: a chunked body under max_body is accepted. */
     size_t dlen = 900 * 1000;
     char *doc = make_doc(dlen);
-    char *raw = NULL;
-    int n = asprintf(&raw,
-                     "POST /h/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
-                     "Transfer-Encoding: chunked\r\nX-Request-Id: h-chunked-ok\r\n\r\n"
-                     "%zx\r\n%s\r\n0\r\n\r\n",
-                     dlen, doc);
-    free(doc);
-    if (n < 0)
-        abort();
     struct verdict v;
-    probe(g_main.port, raw, (size_t)n, &v);
-    free(raw);
-    char d[96];
+    probe_fmt(g_main.port, &v,
+              "POST /h/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
+              "Transfer-Encoding: chunked\r\nX-Request-Id: h-chunked-ok\r\n\r\n"
+              "%zx\r\n%s\r\n0\r\n\r\n",
+              dlen, doc);
+    free(doc);
     if (v.got != 1 || v.status != 202)
-        fail_msg("a 900 KB chunked document: %s, expected 202", verdict_str(&v, d, sizeof d));
+        fail_msg("a 900 KB chunked document: %s, expected 202", v.said);
 
     static const char head[] = "POST /h/ingest HTTP/1.1\r\nHost: x\r\n"
                                "Content-Type: application/xml\r\nTransfer-Encoding: chunked\r\n"
                                "X-Request-Id: h-chunked-big\r\n\r\n";
-    struct mem_mark mm;
-    mem_mark(g_main.pid, &mm);
-    struct conn c;
-    assert_int_equal(conn_open(&c, g_main.port), 0);
     /* A small send buffer: what we count as sent is close to what reached
      * the bridge's socket. */
-    int sb = 64 * 1024;
-    setsockopt(c.fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof sb);
-    size_t sent = 0;
-    struct resp r;
-    double ms = 0;
-    int got = stream_body(&c, head, 50u << 20, true, scale_ms(10000), &sent, &r, &ms);
-    int after = got == 1 ? conn_wait_closed(&c, scale_ms(2000)) : 1;
-    conn_close(&c);
-    long growth = mem_growth_kb(g_main.pid, &mm);
-    int status = r.status;
-    resp_free(&r);
-    if (got != 1 || status != 413)
+    struct streamed s;
+    stream_50mb(head, true, 64 * 1024, &s);
+    if (s.got != 1 || s.status != 413)
         fail_msg("chunked body past max_body: %s %d after %zu bytes, expected 413",
-                 got == 1 ? "status" : "no response", status, sent);
-    if (sent < MAX_BODY)
-        fail_msg("413 after %zu bytes, before max_body (%d) was passed", sent, MAX_BODY);
-    if (sent > (size_t)MAX_BODY + (16u << 20))
-        fail_msg("413 only after %zu bytes (max_body %d)", sent, MAX_BODY);
-    if (after != 1)
-        fail_msg("the connection stayed open after the 413 (%d)", after);
-    if (growth > rss_bound_kb(10 * 1024))
-        fail_msg("the bridge's memory grew by %ld kB while refusing a chunked body", growth);
+                 s.got == 1 ? "status" : "no response", s.status, s.sent);
+    if (s.sent < MAX_BODY)
+        fail_msg("413 after %zu bytes, before max_body (%d) was passed", s.sent, MAX_BODY);
+    if (s.sent > (size_t)MAX_BODY + (16u << 20))
+        fail_msg("413 only after %zu bytes (max_body %d)", s.sent, MAX_BODY);
+    if (s.after != 1)
+        fail_msg("the connection stayed open after the 413 (%d)", s.after);
+    if (s.growth > rss_bound_kb(10 * 1024))
+        fail_msg("the bridge's memory grew by %ld kB while refusing a chunked body", s.growth);
     size_t all;
     assert_int_equal(queue_count(Q_INGEST, "h-chunked-ok", &all), 1);
     assert_int_equal(all, 1);
@@ -265,7 +261,7 @@ static void test_413_chunked(void **state)
     result_row("chunked body growing past max_body (1 MiB), 64 KiB chunks",
                "413 after %.2f MiB written (client send buffer 64 KiB), in %.0f ms; connection "
                "closed; bridge RSS %s +%ld kB; nothing published (control: 900 KB chunked: 202)",
-               sent / 1048576.0, ms, mm.hwm_ok ? "peak" : "", growth);
+               s.sent / 1048576.0, s.ms, s.mm.hwm_ok ? "peak" : "", s.growth);
     PASS();
 }
 
@@ -323,11 +319,9 @@ static void test_pipelined_1000(void **state)
 {
     (void)state;
     enum { N = 1000 };
-    char *all = NULL;
-    size_t alen = 0;
-    FILE *f = open_memstream(&all, &alen);
-    if (!f)
-        abort();
+    char *all;
+    size_t alen;
+    FILE *f = xmemstream(&all, &alen);
     for (int i = 0; i < N; i++) {
         if (i % 2 == 0) {
             fprintf(f, "GET /pong HTTP/1.1\r\nHost: x\r\nX-Request-Id: h-pipe-%04d\r\n\r\n", i);

@@ -45,11 +45,9 @@ static void test_huge_headers(void **state)
     };
     char out[4][160];
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        char *raw = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&raw, &len);
-        if (!f)
-            abort();
+        char *raw;
+        size_t len;
+        FILE *f = xmemstream(&raw, &len);
         fputs("GET /pong HTTP/1.1\r\nHost: x\r\n", f);
         if (cases[i].one) {
             fputs("X-Big: ", f);
@@ -64,20 +62,19 @@ static void test_huge_headers(void **state)
         struct verdict v;
         probe(g_main.port, raw, len, &v);
         free(raw);
-        char d[96];
-        verdict_str(&v, d, sizeof d);
         if (!cases[i].refuse) {
             if (v.got != 1 || v.status != 200)
-                fail_msg("%s: %s, expected 200", cases[i].name, d);
+                fail_msg("%s: %s, expected 200", cases[i].name, v.said);
         } else if (v.got == 1 && (v.status < 400 || v.status > 499)) {
-            fail_msg("%s: %s, expected a 4xx or a close", cases[i].name, d);
+            fail_msg("%s: %s, expected a 4xx or a close", cases[i].name, v.said);
         } else if (v.got == -1) {
             fail_msg("%s: no answer and no close within 5 s", cases[i].name);
         } else if (v.got == 1 && v.after != 1) {
-            fail_msg("%s: %s, expected the connection closed after the refusal", cases[i].name, d);
+            fail_msg("%s: %s, expected the connection closed after the refusal", cases[i].name,
+                     v.said);
         }
         assert_serving(cases[i].name);
-        snprintf(out[i], sizeof out[i], "%s: %s", cases[i].name, d);
+        snprintf(out[i], sizeof out[i], "%s: %s", cases[i].name, v.said);
     }
     result_row("64 KiB of headers (limit: request line + headers 64 KiB)",
                "%s; %s; %s; %s; the bridge served the next client (pong 200) after each", out[1],
@@ -123,11 +120,9 @@ static void test_nul_and_bare_lf(void **state)
          "X-Odd: a\rb\r\nX-Request-Id: h-bare-cr\r\nContent-Length: {N}\r\n\r\n"},
     };
     const size_t ncases = sizeof cases / sizeof *cases;
-    char *row = NULL;
-    size_t rowlen = 0;
-    FILE *rf = open_memstream(&row, &rowlen);
-    if (!rf)
-        abort();
+    char *row;
+    size_t rowlen;
+    FILE *rf = xmemstream(&row, &rowlen);
     int published = 0;
     for (size_t i = 0; i < ncases; i++) {
         /* {N}: the body's length; {C}: the same in hex, for one chunk */
@@ -155,12 +150,10 @@ static void test_nul_and_bare_lf(void **state)
         struct verdict v;
         probe(g_main.port, full, flen, &v);
         free(full);
-        char d[96];
-        verdict_str(&v, d, sizeof d);
         if (v.got == -1)
             fail_msg("%s: no answer and no close within 5 s", cases[i].name);
         if (v.got == 1 && v.status != 202 && (v.status < 400 || v.status > 499))
-            fail_msg("%s: %s, expected 202 or a 4xx", cases[i].name, d);
+            fail_msg("%s: %s, expected 202 or a 4xx", cases[i].name, v.said);
         assert_serving(cases[i].name);
         /* Published once if accepted, never otherwise, never twice. The
          * id the bridge answered with is the message id. */
@@ -172,9 +165,9 @@ static void test_nul_and_bare_lf(void **state)
             fail_msg("%s: 202, but %zu messages with id %s (%zu in all)", cases[i].name, k, mid,
                      all);
         if (!ok202 && all != 0)
-            fail_msg("%s: %s, yet %zu messages were published", cases[i].name, d, all);
+            fail_msg("%s: %s, yet %zu messages were published", cases[i].name, v.said, all);
         published += (int)all;
-        fprintf(rf, "%s: %s", cases[i].name, d);
+        fprintf(rf, "%s: %s", cases[i].name, v.said);
         if (ok202)
             fprintf(rf, " (published once, id %s)", mid);
         fputs("; ", rf);
@@ -202,11 +195,9 @@ static void test_many_small_headers(void **state)
     };
     char out[2][200];
     for (size_t i = 0; i < 2; i++) {
-        char *extra = NULL;
-        size_t elen = 0;
-        FILE *f = open_memstream(&extra, &elen);
-        if (!f)
-            abort();
+        char *extra;
+        size_t elen;
+        FILE *f = xmemstream(&extra, &elen);
         fprintf(f, "X-Request-Id: %s\r\n", cases[i].id);
         for (int k = 0; k < 5000; k++)
             if (cases[i].same)
@@ -262,20 +253,16 @@ static void test_odd_request_lines(void **state)
         {"binary garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"},
     };
     const size_t n = sizeof cases / sizeof *cases;
-    char *row = NULL;
-    size_t rl = 0;
-    FILE *f = open_memstream(&row, &rl);
-    if (!f)
-        abort();
+    char *row;
+    size_t rl;
+    FILE *f = xmemstream(&row, &rl);
     for (size_t i = 0; i < n; i++) {
         struct verdict v;
         probe(g_main.port, cases[i].raw, strlen(cases[i].raw), &v);
-        char d[96];
-        verdict_str(&v, d, sizeof d);
         if (v.got == -1)
             fail_msg("%s: no answer and no close within 5 s", cases[i].name);
         assert_serving(cases[i].name);
-        fprintf(f, "%s%s: %s", i ? "; " : "", cases[i].name, d);
+        fprintf(f, "%s%s: %s", i ? "; " : "", cases[i].name, v.said);
     }
     fclose(f);
     free(longuri);

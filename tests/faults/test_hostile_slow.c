@@ -101,6 +101,31 @@ static double trickle(struct conn *c, double t0, const char *text, int step, int
     }
 }
 
+/* HEAD at once on a fresh connection to the shared bridge, then REST
+ * trickled at one byte per 300 ms, a pong after each: the bridge must close
+ * the connection at its [http] timeout (not before 90% of it, nor 2 s after)
+ * and answer every pong. WHAT names the trickled part in a failure. Returns
+ * when it closed, ms after connecting; *PG, *SENT and *GOT as trickle's. */
+static double trickle_to_timeout(const char *head, const char *rest, const char *what,
+                                 struct pongs *pg, size_t *sent, size_t *got)
+{
+    struct conn c;
+    assert_int_equal(conn_open(&c, g_main.port), 0);
+    double t0 = now_ms();
+    assert_int_equal(conn_send(&c, head, strlen(head)), 0);
+    int limit = TIMEOUT_MS + scale_ms(2000);
+    double closed = trickle(&c, t0, rest, 300, limit, pg, sent, got);
+    conn_close(&c);
+    if (closed < 0)
+        fail_msg("%s at one byte per 300 ms: still open after %d ms (timeout %d ms)", what, limit,
+                 TIMEOUT_MS);
+    if (closed < TIMEOUT_MS * 0.9)
+        fail_msg("closed after %.0f ms, before the %d ms timeout", closed, TIMEOUT_MS);
+    if (pg->bad > 0 || pg->n == 0)
+        fail_msg("%d of %d pongs meanwhile failed", pg->bad, pg->n + pg->bad);
+    return closed;
+}
+
 static void test_slowloris_headers(void **state)
 {
     (void)state;
@@ -109,22 +134,9 @@ static void test_slowloris_headers(void **state)
     static const char rest[] =
         "X-Slow-1: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"
         "X-Slow-2: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n\r\n";
-    struct conn c;
-    assert_int_equal(conn_open(&c, g_main.port), 0);
-    double t0 = now_ms();
-    assert_int_equal(conn_send(&c, line, sizeof line - 1), 0);
     struct pongs pg = {0};
     size_t sent, got;
-    int limit = TIMEOUT_MS + scale_ms(2000);
-    double closed = trickle(&c, t0, rest, 300, limit, &pg, &sent, &got);
-    conn_close(&c);
-    if (closed < 0)
-        fail_msg("headers at one byte per 300 ms: still open after %d ms (timeout %d ms)", limit,
-                 TIMEOUT_MS);
-    if (closed < TIMEOUT_MS * 0.9)
-        fail_msg("closed after %.0f ms, before the %d ms timeout", closed, TIMEOUT_MS);
-    if (pg.bad > 0 || pg.n == 0)
-        fail_msg("%d of %d pongs meanwhile failed", pg.bad, pg.n + pg.bad);
+    double closed = trickle_to_timeout(line, rest, "headers", &pg, &sent, &got);
     result_row("slowloris: request line, then headers at 1 byte / 300 ms ([http] timeout 2 s)",
                "connection closed %.0f ms after connect (%zu header bytes trickled, %zu bytes "
                "answered); %d pongs meanwhile all 200, slowest %.1f ms",
@@ -143,22 +155,9 @@ static void test_slow_body(void **state)
     memcpy(body, "<doc>", 5);
     memcpy(body + 114, "</doc>", 6);
     body[120] = '\0';
-    struct conn c;
-    assert_int_equal(conn_open(&c, g_main.port), 0);
-    double t0 = now_ms();
-    assert_int_equal(conn_send(&c, head, sizeof head - 1), 0);
     struct pongs pg = {0};
     size_t sent, got;
-    int limit = TIMEOUT_MS + scale_ms(2000);
-    double closed = trickle(&c, t0, body, 300, limit, &pg, &sent, &got);
-    conn_close(&c);
-    if (closed < 0)
-        fail_msg("body at one byte per 300 ms: still open after %d ms (timeout %d ms)", limit,
-                 TIMEOUT_MS);
-    if (closed < TIMEOUT_MS * 0.9)
-        fail_msg("closed after %.0f ms, before the %d ms timeout", closed, TIMEOUT_MS);
-    if (pg.bad > 0 || pg.n == 0)
-        fail_msg("%d of %d pongs meanwhile failed", pg.bad, pg.n + pg.bad);
+    double closed = trickle_to_timeout(head, body, "body", &pg, &sent, &got);
     size_t all;
     assert_int_equal(queue_count(Q_INGEST, "h-slow-body", &all), 0);
     assert_int_equal(all, 0);
@@ -355,52 +354,13 @@ static void test_idle_10k(void **state)
 /* ------------------------------------------------------------------ */
 /* out of descriptors                                                  */
 
-/* Start bridge NAME like bridge_start does, under prlimit: its descriptor
- * limit NOFILE, soft and hard (it raises soft to hard itself). */
+/* Start bridge NAME under prlimit: its descriptor limit NOFILE, soft and
+ * hard (it raises soft to hard itself). */
 static void start_limited(struct bridge *b, const char *name, int nofile)
 {
-    snprintf(b->cfg, sizeof b->cfg, "%s/%s.ini", g_harness.tmp, name);
-    snprintf(b->log, sizeof b->log, "%s/%s.log", g_harness.tmp, name);
-    b->mark = b->start = file_size(b->log);
-    b->port = free_port();
-    char *text = h_config(b->port, NULL);
-    write_file(b->cfg, text);
-    free(text);
-    char **bargv = bridge_argv((const char *[]){"-c", b->cfg, NULL});
-    size_t nb = 0;
-    while (bargv[nb])
-        nb++;
     char lim[64];
     snprintf(lim, sizeof lim, "--nofile=%d:%d", nofile, nofile);
-    char **argv = xmalloc((nb + 4) * sizeof *argv);
-    argv[0] = "prlimit";
-    argv[1] = lim;
-    argv[2] = "--";
-    for (size_t i = 0; i <= nb; i++)
-        argv[3 + i] = bargv[i];
-    b->pid = spawn(argv, b->log, NULL);
-    free(argv);
-    free(bargv);
-    int last = 0;
-    double end = now_ms() + scale_ms(20000);
-    while (now_ms() < end) {
-        int st;
-        if (!bridge_alive(b, &st)) {
-            char d[64];
-            dump_log(b, name);
-            harness_fail("bridge %s died at start-up: %s", name, describe_status(st, d, sizeof d));
-        }
-        struct resp r;
-        if (http_get(b->port, "/healthz", &r) == 0) {
-            last = r.status;
-            resp_free(&r);
-            if (last == 200)
-                return;
-        }
-        sleep_ms(50);
-    }
-    dump_log(b, name);
-    harness_fail("bridge %s: /healthz not 200 within 20 s (last %d)", name, last);
+    bridge_start_under(b, name, (const char *[]){"prlimit", lim, "--", NULL}, h_config, NULL);
 }
 
 static void test_out_of_fds(void **state)

@@ -52,26 +52,15 @@ export BROKER_TLS_DIR="$tls_dir"
 eval "$("$broker" env)"
 
 # What the tests need to know; they never guess ports or names.
-export IT_BRIDGE_BIN="$here/$build/ingest-bridge"
-export IT_ECHO_BIN="$here/$build/echo-worker"
+# shellcheck source=tests/lib/suites.sh
+. "$here/tests/lib/suites.sh"
+suite_env "$here" "$build"
 export IT_BROKER_PORT="$BROKER_PORT"
 export IT_BROKER_NODE="$BROKER_NODE"
 export IT_BROKER_TLS_PORT="$BROKER_TLS_PORT"
 export IT_TLS_DIR="$tls_dir"
-export IT_BROKER_SH="$broker"
 export BROKER_DIR
-# Sanitizer builds: a report fails the bridge's exit status, which the tests
-# check; leaks count.
-export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}"
-export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
 rc=0
-for t in "$@"; do
-    echo "== $t (broker $BROKER_NODE on port $BROKER_PORT)"
-    start=$SECONDS
-    if ! "$here/$t"; then
-        rc=1
-    fi
-    echo "== $t: $((SECONDS - start))s"
-done
+run_suites "$here" "broker $BROKER_NODE on port $BROKER_PORT" "$@" || rc=1
 exit $rc

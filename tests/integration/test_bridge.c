@@ -20,6 +20,7 @@
 
 #include "harness.h"
 #include "harness_cmocka.h" /* <cmocka.h>, assert_resp... */
+#include "order_xsd.h"      /* ORDER_XSD */
 
 static char g_xsd[512]; /* the schema route's XSD */
 
@@ -34,11 +35,9 @@ static struct bridge g_aux;  /* a test's own instance (SIGTERM, blocked) */
 static char *it_config(int http_port, const void *arg)
 {
     int workers = *(const int *)arg;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f)
-        abort();
+    char *text;
+    size_t len;
+    FILE *f = xmemstream(&text, &len);
     fprintf(f,
             "; written by tests/integration/test_bridge.c\n"
             "[http]\n"
@@ -139,18 +138,7 @@ static const int MAIN_WORKERS = 2;
 static int write_xsd(void)
 {
     snprintf(g_xsd, sizeof g_xsd, "%s/order.xsd", g_harness.tmp);
-    write_file(g_xsd, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                      "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\">\n"
-                      "  <xs:element name=\"order\">\n"
-                      "    <xs:complexType>\n"
-                      "      <xs:sequence>\n"
-                      "        <xs:element name=\"id\" type=\"xs:positiveInteger\"/>\n"
-                      "        <xs:element name=\"item\" type=\"xs:string\" minOccurs=\"0\"\n"
-                      "                    maxOccurs=\"unbounded\"/>\n"
-                      "      </xs:sequence>\n"
-                      "    </xs:complexType>\n"
-                      "  </xs:element>\n"
-                      "</xs:schema>\n");
+    write_file(g_xsd, ORDER_XSD);
     return 0;
 }
 
@@ -1773,10 +1761,7 @@ static void test_rpc_late_reply(void **state)
     int st = bridge_stop(&g_aux, scale_ms(20000));
     if (st != 0)
         fail_msg("bridge did not exit 0 on SIGTERM (0x%x)", st);
-    char *log = slurp(g_aux.log, g_aux.mark);
-    bool counted = strstr(log, "1 late rpc replies dropped") != NULL;
-    free(log);
-    if (!counted)
+    if (log_count(&g_aux, "1 late rpc replies dropped") == 0)
         fail_msg("the late reply was not counted as dropped");
     result_row("rpc: a reply after its request's 504, then a retry with the same X-Request-Id",
                "the late reply dropped and counted (bridge_rpc_late_replies_total 1); the retry "

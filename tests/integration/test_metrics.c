@@ -18,7 +18,8 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "harness_cmocka.h" /* <cmocka.h>, assert_resp... */
+#include "harness_cmocka.h"  /* <cmocka.h>, assert_resp... */
+#include "metric_families.h" /* METRIC_FAMILIES */
 
 #define XML "application/xml"
 static const char DOC[] = "<?xml version=\"1.0\"?>\n<order><id>1</id></order>\n";
@@ -410,26 +411,11 @@ static void test_metrics_well_formed(void **state)
     (void)state;
     static struct scrape sc;
     scrape(g_main.port, &sc);
-    static const char *const fam[][2] = {
-        {"bridge_http_requests_total", "counter"},
-        {"bridge_request_duration_seconds", "histogram"},
-        {"bridge_amqp_published_total", "counter"},
-        {"bridge_amqp_confirms_total", "counter"},
-        {"bridge_rpc_timeouts_total", "counter"},
-        {"bridge_rpc_late_replies_total", "counter"},
-        {"bridge_amqp_late_confirms_total", "counter"},
-        {"bridge_inflight", "gauge"},
-        {"bridge_http_connections_refused_total", "counter"},
-        {"bridge_pending_bytes", "gauge"},
-        {"bridge_pending_bytes_refused_total", "counter"},
-        {"bridge_broker_connected", "gauge"},
-        {"bridge_broker_reconnects_total", "counter"},
-    };
-    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
-        struct family *f = family_of(&sc, fam[i][0], false);
+    for (size_t i = 0; i < METRIC_FAMILIES_N; i++) {
+        struct family *f = family_of(&sc, METRIC_FAMILIES[i][0], false);
         if (f == NULL)
-            fail_msg("no family %s", fam[i][0]);
-        assert_string_equal(f->type, fam[i][1]);
+            fail_msg("no family %s", METRIC_FAMILIES[i][0]);
+        assert_string_equal(f->type, METRIC_FAMILIES[i][1]);
     }
     /* A histogram per route, the bridge's own answers included. */
     static const char *const routes[] = {"pong",   "healthz", "metrics", "none",

@@ -55,11 +55,9 @@ static const char *tls_file(const char *name)
 static char *tls_config(int http_port, const void *arg)
 {
     const struct tls_cfg *c = arg;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f)
-        abort();
+    char *text;
+    size_t len;
+    FILE *f = xmemstream(&text, &len);
     fprintf(f,
             "; written by tests/integration/test_tls.c\n"
             "[http]\n"
@@ -298,9 +296,7 @@ static void test_https_client_gone(void **state)
         double end = now_ms() + scale_ms(1500);
         bool seen = false;
         while (!seen && now_ms() < end) {
-            char *log = slurp(g_tls.log, g_tls.mark);
-            seen = strstr(log, want) != NULL;
-            free(log);
+            seen = log_count(&g_tls, want) > 0;
             if (!seen)
                 sleep_ms(50);
         }

@@ -124,6 +124,18 @@ char *xstrdup(const char *s)
     return memcpy(xmalloc(n), s, n);
 }
 
+FILE *xmemstream(char **text, size_t *len)
+{
+    *text = NULL;
+    *len = 0;
+    FILE *f = open_memstream(text, len);
+    if (!f) {
+        fprintf(stderr, "out of memory\n");
+        abort();
+    }
+    return f;
+}
+
 /* ------------------------------------------------------------------ */
 /* the run                                                             */
 
@@ -317,15 +329,20 @@ int run_capture(char *const argv[], char *const extra_env[], char **out)
     return st;
 }
 
-char **bridge_argv(const char *const args[])
+/* PREFIX... (NULL-ended, may be NULL), then bridge_argv's command line. */
+static char **prefixed_argv(const char *const prefix[], const char *const args[])
 {
-    size_t nw = 0, na = 0;
+    size_t np = 0, nw = 0, na = 0;
+    while (prefix && prefix[np])
+        np++;
     while (g_harness.wrap && g_harness.wrap[nw])
         nw++;
     while (args && args[na])
         na++;
-    char **v = xmalloc((nw + 1 + na + 1) * sizeof *v);
+    char **v = xmalloc((np + nw + 1 + na + 1) * sizeof *v);
     size_t k = 0;
+    for (size_t i = 0; i < np; i++)
+        v[k++] = (char *)prefix[i];
     for (size_t i = 0; i < nw; i++)
         v[k++] = g_harness.wrap[i];
     v[k++] = (char *)g_harness.bin;
@@ -333,6 +350,11 @@ char **bridge_argv(const char *const args[])
         v[k++] = (char *)args[i];
     v[k] = NULL;
     return v;
+}
+
+char **bridge_argv(const char *const args[])
+{
+    return prefixed_argv(NULL, args);
 }
 
 /* ------------------------------------------------------------------ */
@@ -770,11 +792,9 @@ int conn_wait_closed(struct conn *c, int ms)
 char *fmt_request(size_t *len, const char *method, const char *target, const char *ctype,
                   const char *extra, const void *body, size_t blen)
 {
-    char *out = NULL;
-    size_t outlen = 0;
-    FILE *f = open_memstream(&out, &outlen);
-    if (!f)
-        abort();
+    char *out;
+    size_t outlen;
+    FILE *f = xmemstream(&out, &outlen);
     fprintf(f, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n", method, target);
     if (ctype)
         fprintf(f, "Content-Type: %s\r\n", ctype);
@@ -1074,6 +1094,16 @@ int free_port(void)
     return ntohs(sa.sin_port);
 }
 
+int log_count(const struct bridge *b, const char *needle)
+{
+    char *s = slurp(b->log, b->mark);
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    free(s);
+    return n;
+}
+
 void dump_log(const struct bridge *b, const char *title)
 {
     enum { TAIL = 150 };
@@ -1112,11 +1142,9 @@ bool dump_report(const struct bridge *b)
     if (!b->log[0])
         return false;
     char *s = slurp(b->log, b->start);
-    char *out = NULL;
-    size_t outlen = 0;
-    FILE *f = open_memstream(&out, &outlen);
-    if (!f)
-        abort();
+    char *out;
+    size_t outlen;
+    FILE *f = xmemstream(&out, &outlen);
     int n = 0;
     for (char *line = s; *line;) {
         char *eol = strchr(line, '\n');
@@ -1159,7 +1187,9 @@ const char *describe_status(int st, char *buf, size_t n)
     return buf;
 }
 
-void bridge_spawn(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg)
+/* bridge_spawn, the command line after PREFIX (NULL: none). */
+static void spawn_under(struct bridge *b, const char *name, const char *const prefix[],
+                        bridge_config_fn *config, const void *arg)
 {
     snprintf(b->cfg, sizeof b->cfg, "%s/%s.ini", g_harness.tmp, name);
     snprintf(b->log, sizeof b->log, "%s/%s.log", g_harness.tmp, name);
@@ -1168,14 +1198,25 @@ void bridge_spawn(struct bridge *b, const char *name, bridge_config_fn *config, 
     char *text = config(b->port, arg);
     write_file(b->cfg, text);
     free(text);
-    char **argv = bridge_argv((const char *[]){"-c", b->cfg, NULL});
+    char **argv = prefixed_argv(prefix, (const char *[]){"-c", b->cfg, NULL});
     b->pid = spawn(argv, b->log, NULL);
     free(argv);
 }
 
+void bridge_spawn(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg)
+{
+    spawn_under(b, name, NULL, config, arg);
+}
+
 void bridge_start(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg)
 {
-    bridge_spawn(b, name, config, arg);
+    bridge_start_under(b, name, NULL, config, arg);
+}
+
+void bridge_start_under(struct bridge *b, const char *name, const char *const prefix[],
+                        bridge_config_fn *config, const void *arg)
+{
+    spawn_under(b, name, prefix, config, arg);
     int limit = scale_ms(20000);
     double end = now_ms() + limit;
     int last = 0;

@@ -13,6 +13,7 @@
 #include <amqp.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 /* ---- the run ------------------------------------------------------------ */
@@ -90,6 +91,9 @@ double now_ms(void); /* CLOCK_MONOTONIC, in ms */
 void sleep_ms(int ms);
 void *xmalloc(size_t n); /* abort()s when out of memory */
 char *xstrdup(const char *s);
+/* open_memstream(TEXT, LEN) with *TEXT and *LEN zeroed first; abort()s when
+ * out of memory. After fclose, *TEXT is the malloc'd text. */
+FILE *xmemstream(char **text, size_t *len);
 
 /* ---- running programs --------------------------------------------------- */
 
@@ -260,6 +264,11 @@ int free_port(void); /* a TCP port nothing listens on right now */
  * /healthz says 200 (20 s, scaled). harness_fail, its log printed, if it
  * dies or does not get there. */
 void bridge_start(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg);
+/* bridge_start with PREFIX (NULL-ended) before the command line: a program
+ * that runs the bridge, as "prlimit", "--nofile=256:256", "--" (before
+ * IT_BRIDGE_WRAP's wrapper, if any). */
+void bridge_start_under(struct bridge *b, const char *name, const char *const prefix[],
+                        bridge_config_fn *config, const void *arg);
 /* bridge_start without the wait: the bridge is starting when it returns. */
 void bridge_spawn(struct bridge *b, const char *name, bridge_config_fn *config, const void *arg);
 /* SIGTERM and wait; returns the raw wait status (-1: had to SIGKILL). A
@@ -282,6 +291,9 @@ void bridge_aux_end(struct bridge *aux, bool ok);
 /* broker_restore(), and when the broker had been stopped, wait (up to 30 s,
  * scaled) for B's /healthz to say 200 again before the next test. */
 void broker_restore_for(const struct bridge *b);
+/* How many times NEEDLE stands in what the bridge logged since the test
+ * began (from b->mark). */
+int log_count(const struct bridge *b, const char *needle);
 /* Print what the bridge logged since the test began (its last 150 lines). */
 void dump_log(const struct bridge *b, const char *title);
 /* Print the lines valgrind (or a sanitizer) wrote, "==PID==...", since this

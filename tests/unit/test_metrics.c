@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "bridge/base/metrics.h"
+#include "tests/lib/metric_families.h" /* METRIC_FAMILIES */
 
 #define MS 1000000ull /* nanoseconds */
 
@@ -61,29 +62,11 @@ static void test_families_when_nothing_happened(void **state)
     struct metrics *m = test_metrics();
     assert_non_null(m);
     char *t = render(m, up2);
-    static const char *const fam[][2] = {
-        {"bridge_http_requests_total", "counter"},
-        {"bridge_request_duration_seconds", "histogram"},
-        {"bridge_amqp_published_total", "counter"},
-        {"bridge_amqp_confirms_total", "counter"},
-        {"bridge_rpc_timeouts_total", "counter"},
-        {"bridge_rpc_late_replies_total", "counter"},
-        {"bridge_rpc_bad_replies_total", "counter"},
-        {"bridge_amqp_late_confirms_total", "counter"},
-        {"bridge_inflight", "gauge"},
-        {"bridge_http_connections", "gauge"},
-        {"bridge_http_connections_refused_total", "counter"},
-        {"bridge_pending_bytes", "gauge"},
-        {"bridge_pending_bytes_refused_total", "counter"},
-        {"bridge_broker_connected", "gauge"},
-        {"bridge_broker_node_info", "gauge"},
-        {"bridge_broker_reconnects_total", "counter"},
-    };
-    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+    for (size_t i = 0; i < METRIC_FAMILIES_N; i++) {
         char type[128], help[128];
-        snprintf(type, sizeof type, "# TYPE %s %s", fam[i][0], fam[i][1]);
+        snprintf(type, sizeof type, "# TYPE %s %s", METRIC_FAMILIES[i][0], METRIC_FAMILIES[i][1]);
         expect_line(t, type);
-        snprintf(help, sizeof help, "# HELP %s ", fam[i][0]);
+        snprintf(help, sizeof help, "# HELP %s ", METRIC_FAMILIES[i][0]);
         const char *h = strstr(t, help);
         assert_non_null(h);
         assert_true(h < strstr(t, type)); /* HELP, then TYPE, then samples */

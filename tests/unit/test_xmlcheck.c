@@ -27,6 +27,7 @@
 #include <libxml/xmlIO.h>
 
 #include "bridge/xmlcheck.h"
+#include "tests/lib/order_xsd.h" /* ORDER_XSD */
 
 #define SECRET "s3cr3t-marker-7f1c"
 #define ANY_LINE (-1)
@@ -100,20 +101,6 @@ static bool listener_touched(void)
 {
     return atomic_exchange(&g_connections, 0) != 0;
 }
-
-static const char ORDER_XSD[] =
-    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-    "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\">\n"
-    "  <xs:element name=\"order\">\n"
-    "    <xs:complexType>\n"
-    "      <xs:sequence>\n"
-    "        <xs:element name=\"id\" type=\"xs:positiveInteger\"/>\n"
-    "        <xs:element name=\"item\" type=\"xs:string\" minOccurs=\"0\"\n"
-    "                    maxOccurs=\"unbounded\"/>\n"
-    "      </xs:sequence>\n"
-    "    </xs:complexType>\n"
-    "  </xs:element>\n"
-    "</xs:schema>\n";
 
 static int group_setup(void **state)
 {
