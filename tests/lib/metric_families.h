@@ -12,6 +12,7 @@
 static const char *const METRIC_FAMILIES[][2] = {
     {"bridge_http_requests_total", "counter"},
     {"bridge_request_duration_seconds", "histogram"},
+    {"bridge_request_phase_seconds", "histogram"},
     {"bridge_amqp_published_total", "counter"},
     {"bridge_amqp_confirms_total", "counter"},
     {"bridge_rpc_timeouts_total", "counter"},
