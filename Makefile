@@ -183,7 +183,7 @@ unit: test-unit
 check:
 	@$(MAKE) --no-print-directory -j2 WERROR=1 all $(UNIT)
 	@$(MAKE) --no-print-directory WERROR=1 test-unit
-	@rc=0; tests/includes.sh || rc=1; \
+	@rc=0; PKGS="$(PKGS)" CC="$(CC)" tests/includes.sh || rc=1; \
 	$(MAKE) --no-print-directory format-check || rc=1; \
 	exit $$rc
 
