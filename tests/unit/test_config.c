@@ -538,7 +538,8 @@ static void test_cross_key_errors(void **state)
 }
 
 /* A route's share of the worker's max_inflight: automatic (all of it for
- * one route, half for each of several), or set, never above the whole. */
+ * one route, three quarters for each of several), or set, never above the
+ * whole. */
 static void test_route_max_inflight(void **state)
 {
     (void)state;
@@ -552,8 +553,8 @@ static void test_route_max_inflight(void **state)
                   "[route c]\npath = /c\nrouting_key = c\nmax_inflight = 9\n"
                   "[route d]\npath = /d\nrouting_key = d\nmax_inflight = 1\n",
                   NULL);
-    assert_int_equal(cfg->routes[0].max_inflight, 5);
-    assert_int_equal(cfg->routes[1].max_inflight, 5);
+    assert_int_equal(cfg->routes[0].max_inflight, 7);
+    assert_int_equal(cfg->routes[1].max_inflight, 7);
     assert_int_equal(cfg->routes[2].max_inflight, 9);
     assert_int_equal(cfg->routes[3].max_inflight, 1);
     config_free(cfg);
@@ -568,7 +569,7 @@ static void test_route_max_inflight(void **state)
     char *env[] = {"BRIDGE_ROUTE_B_MAX_INFLIGHT=300", NULL};
     cfg = load_ok("[route a]\npath = /a\nrouting_key = a\n[route b]\npath = /b\nrouting_key = b\n",
                   env);
-    assert_int_equal(cfg->routes[0].max_inflight, 5000);
+    assert_int_equal(cfg->routes[0].max_inflight, 7500);
     assert_int_equal(cfg->routes[1].max_inflight, 300);
     config_free(cfg);
     static const struct error_case cases[] = {
