@@ -123,9 +123,10 @@ struct broker *broker_new(struct event_base *base, const struct broker_config *c
     b->hb_ev = event_new(base, -1, EV_PERSIST, broker_on_heartbeat, b);
     b->retry_ev = event_new(base, -1, 0, broker_on_retry, b);
     b->out_ev = event_new(base, -1, 0, broker_on_out, b);
+    b->flush_ev = event_new(base, -1, 0, broker_on_flush, b);
     b->pipe_ev = event_new(base, b->pipe_fd[0], EV_READ | EV_PERSIST, broker_on_connected, b);
     if (b->sock_ev == NULL || b->hb_ev == NULL || b->retry_ev == NULL || b->out_ev == NULL ||
-        b->pipe_ev == NULL || event_add(b->pipe_ev, NULL) != 0)
+        b->flush_ev == NULL || b->pipe_ev == NULL || event_add(b->pipe_ev, NULL) != 0)
         goto fail;
     return b;
 fail:
@@ -240,6 +241,8 @@ void broker_free(struct broker *b)
         event_free(b->retry_ev);
     if (b->out_ev != NULL)
         event_free(b->out_ev);
+    if (b->flush_ev != NULL)
+        event_free(b->flush_ev);
     free(b->out_body);
     if (b->pipe_ev != NULL)
         event_free(b->pipe_ev);

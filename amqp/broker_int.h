@@ -158,7 +158,13 @@ struct broker {
     bool socket_full; /* publishes refused for a full socket; logged once */
     bool tls;         /* the current connection is amqps:// */
     int sndbuf;       /* SO_SNDBUF as last read, 0 = not yet on this connection */
-    bool closing;     /* broker_close is taking the frames queued during the channel close */
+    /* The publishes of one turn of the event loop leave in one train of
+     * full segments (TCP_CORK from the first to the turn's end), not one
+     * small segment each: the broker reads them in a few reads instead of
+     * one per message (output.c, broker_cork). */
+    bool corked;            /* TCP_CORK is on */
+    struct event *flush_ev; /* active while corked: uncork at the end of the turn */
+    bool closing;           /* broker_close is taking the frames queued during the channel close */
 
     /* A publish whose body is larger than the socket's room, written as
      * room comes (broker_write_rest): its method and header frames went
@@ -244,5 +250,10 @@ int broker_write_rest(struct broker *b);
 void broker_drop_out(struct broker *b);
 /* out_ev's callback: write more of the body in pieces, or give up on it. */
 void broker_on_out(evutil_socket_t fd, short what, void *arg);
+/* Before a publish: hold the socket's small segments until the end of this
+ * turn of the loop (TCP_CORK), when flush_ev uncorks it. */
+void broker_cork(struct broker *b);
+/* flush_ev's callback: send what the turn's publishes left corked. */
+void broker_on_flush(evutil_socket_t fd, short what, void *arg);
 
 #endif

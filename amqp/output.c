@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
@@ -186,4 +188,29 @@ void broker_on_out(evutil_socket_t fd, short what, void *arg)
     int rc = broker_write_rest(b);
     if (rc != AMQP_STATUS_OK)
         broker_lost(b, amqp_error_string2(rc));
+}
+
+void broker_cork(struct broker *b)
+{
+    int on = 1;
+    if (b->corked || b->conn == NULL)
+        return;
+    if (setsockopt(amqp_get_sockfd(b->conn), IPPROTO_TCP, TCP_CORK, &on, sizeof on) != 0)
+        return; /* not TCP: each write goes out as it comes */
+    b->corked = true;
+    /* Behind every callback already due in this turn: the turn's last. */
+    event_active(b->flush_ev, EV_TIMEOUT, 0);
+}
+
+void broker_on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct broker *b = arg;
+    int off = 0;
+    if (!b->corked)
+        return;
+    b->corked = false;
+    if (b->conn != NULL)
+        (void)setsockopt(amqp_get_sockfd(b->conn), IPPROTO_TCP, TCP_CORK, &off, sizeof off);
 }

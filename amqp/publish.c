@@ -197,6 +197,7 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
     *tag = rpc ? seq : dtag;
     amqp_bytes_t body = {m->body_len, (void *)(uintptr_t)m->body};
     int rc;
+    broker_cork(b);
     if (fit == FIT_PIECES) {
         rc = publish_in_pieces(b, m, &p, copy);
         if (rc != AMQP_STATUS_OK && b->out_body != copy)
