@@ -168,6 +168,9 @@ void broker_close(struct broker *b)
 {
     if (b->state == BROKER_CLOSED)
         return;
+    /* The close below waits for its -ok: nothing may sit corked (up to
+     * 200 ms a frame in the kernel) while it does. */
+    broker_uncork(b);
     /* Confirms that already arrived answer their requests 202, not 503. */
     if (b->conn != NULL)
         broker_pump(b);

@@ -253,6 +253,9 @@ void broker_on_out(evutil_socket_t fd, short what, void *arg);
 /* Before a publish: hold the socket's small segments until the end of this
  * turn of the loop (TCP_CORK), when flush_ev uncorks it. */
 void broker_cork(struct broker *b);
+/* Send what the publishes left corked now (TCP_CORK off, flush_ev off):
+ * before anything that waits for the broker's answer. */
+void broker_uncork(struct broker *b);
 /* flush_ev's callback: send what the turn's publishes left corked. */
 void broker_on_flush(evutil_socket_t fd, short what, void *arg);
 

@@ -202,15 +202,20 @@ void broker_cork(struct broker *b)
     event_active(b->flush_ev, EV_TIMEOUT, 0);
 }
 
-void broker_on_flush(evutil_socket_t fd, short what, void *arg)
+void broker_uncork(struct broker *b)
 {
-    (void)fd;
-    (void)what;
-    struct broker *b = arg;
     int off = 0;
+    event_del(b->flush_ev);
     if (!b->corked)
         return;
     b->corked = false;
     if (b->conn != NULL)
         (void)setsockopt(amqp_get_sockfd(b->conn), IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+}
+
+void broker_on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    broker_uncork(arg);
 }
