@@ -177,20 +177,21 @@ static int validate(struct loader *ld)
 }
 
 /* A route's max_inflight of 0: its share of [amqp] max_inflight. With one
- * route, all of it; with several, three quarters (rounded up), so that one
- * route whose queue stopped confirming (its requests wait out their
- * timeout) leaves a quarter of every worker's budget to the other routes,
- * and one busy route still has room for its load. With half, 10,000
+ * route, all of it; with several, three quarters (rounded up) but never
+ * the whole of a budget of 2 or more, so that one route whose queue
+ * stopped confirming (its requests wait out their timeout) leaves a
+ * quarter of every worker's budget (at least one) to the other routes, and
+ * one busy route still has room for its load. With half, 10,000
  * connections to one route over two workers (the bench's c10k-fire) were
  * at the share, and a worker given a few more connections than the other
  * answered 503 at once (12,291 of them in 10 s). */
 static void resolve_route_inflight(struct config *c)
 {
+    size_t all = c->amqp.max_inflight;
+    size_t left = all / 4 > 0 ? all / 4 : all >= 2; /* for the other routes */
     for (size_t j = 0; j < c->n_routes; j++)
         if (c->routes[j].max_inflight == 0)
-            c->routes[j].max_inflight = c->n_routes == 1
-                                            ? c->amqp.max_inflight
-                                            : c->amqp.max_inflight - c->amqp.max_inflight / 4;
+            c->routes[j].max_inflight = c->n_routes == 1 ? all : all - left;
 }
 
 /* A route's persistent left at its default: yes on a publish route, no on

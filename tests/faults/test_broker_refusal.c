@@ -375,7 +375,12 @@ static char *stuck_config(int http_port, const void *arg)
 static void test_stuck_queue(void **state)
 {
     (void)state;
-    enum { STUCK = 12, SHARE = STUCK_INFLIGHT - STUCK_INFLIGHT / 4, OK_DURING = 8, OK_AFTER = 40 };
+    enum {
+        STUCK = 12,
+        SHARE = STUCK_INFLIGHT - STUCK_INFLIGHT / 4, /* the route's share: 6 */
+        OK_DURING = 8,
+        OK_AFTER = 40
+    };
     bridge_start(&g_aux, "stuck", stuck_config, NULL);
     g_aux.mark = file_size(g_aux.log);
     mq_purge("f.stuck");

@@ -558,6 +558,19 @@ static void test_route_max_inflight(void **state)
     assert_int_equal(cfg->routes[2].max_inflight, 9);
     assert_int_equal(cfg->routes[3].max_inflight, 1);
     config_free(cfg);
+    /* Small budgets: never all of it to one of several routes, but for 1. */
+    static const size_t small[][2] = {{2, 1}, {3, 2}, {4, 3}, {5, 4}, {8, 6}};
+    for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
+        char ini[160];
+        snprintf(ini, sizeof ini,
+                 "[amqp]\nmax_inflight = %zu\n[route a]\npath = /a\nrouting_key = a\n"
+                 "[route b]\npath = /b\nrouting_key = b\n",
+                 small[i][0]);
+        cfg = load_ok(ini, NULL);
+        assert_int_equal(cfg->routes[0].max_inflight, small[i][1]);
+        assert_int_equal(cfg->routes[1].max_inflight, small[i][1]);
+        config_free(cfg);
+    }
     /* One worker budget of 1: every route gets it. */
     cfg = load_ok("[amqp]\nmax_inflight = 1\n[route a]\npath = /a\nrouting_key = a\n"
                   "[route b]\npath = /b\nrouting_key = b\n",
