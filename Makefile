@@ -114,6 +114,10 @@ $(BUILD)/echo-worker: amqp/echo/echo-worker.c
 $(BUILD)/bench-ceiling: tests/bench/ceiling.c
 	@mkdir -p $(dir $@)
 	$(CC) $(HARNESS_CFLAGS) -o $@ $< $(shell pkg-config --libs librabbitmq) -lpthread
+# A stand-in for the bridge and wrk's CPU beside the direct client.
+$(BUILD)/bench-burn: tests/bench/burn.c
+	@mkdir -p $(dir $@)
+	$(CC) $(HARNESS_CFLAGS) -o $@ $< -lpthread
 # The xml check's cost per kind of hostile 1 MiB document (the bench's xml
 # row, the man page's XML LIMITS): bridge/xmlcheck.c linked in.
 $(BUILD)/bench-xmlcost: tests/bench/xmlcost.c $(BUILD)/libbridge.a
@@ -278,7 +282,7 @@ bench-deps: deps
 
 bench: bench-deps
 	@$(MAKE) --no-print-directory $(BUILD)/ingest-bridge $(BUILD)/echo-worker $(BUILD)/bench-ceiling \
-	    $(BUILD)/bench-xmlcost
+	    $(BUILD)/bench-xmlcost $(BUILD)/bench-burn
 	tests/bench/run.sh $(BUILD) table
 
 bench-plot: bench-deps

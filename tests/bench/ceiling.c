@@ -6,16 +6,28 @@
  * machine.
  *
  *   bench-ceiling publish -u URI -q QUEUE -f DOC [-w WINDOW] [-d SECONDS] [-c CONNS] [-t]
- *   bench-ceiling rpc     -u URI -q QUEUE -f DOC [-w WINDOW] [-d SECONDS] [-c CONNS]
+ *                         [-p PARTS]
+ *   bench-ceiling rpc     -u URI -q QUEUE -f DOC [-w WINDOW] [-d SECONDS] [-c CONNS] [-t]
+ *                         [-p PARTS]
  *
- * publish: persistent (-t: transient), mandatory, confirms on, at most
- *          WINDOW (default 300) unconfirmed at once; counts acks.
+ * publish: confirms on, at most WINDOW (default 300) unconfirmed at once;
+ *          counts acks.
  * rpc:     the request goes to QUEUE with reply_to amq.rabbitmq.reply-to
  *          (direct reply-to, consumed on the same channel first), at most
  *          WINDOW awaiting their reply; counts replies matched by
  *          correlation id.
- * The properties are the ones the bridge sets (content_type, message_id,
- * timestamp, app_id, type, a few headers), so the broker does the same work.
+ * -t: transient (delivery_mode 1) instead of persistent, both modes.
+ *
+ * What each message carries is content_type and delivery_mode, plus PARTS,
+ * a comma-separated list of (default "all", the bridge's, so that the
+ * broker does the same work as for the bridge's messages):
+ *   id         message_id (and, rpc, correlation_id: direct reply-to needs it)
+ *   meta       timestamp, app_id, type
+ *   headers    the headers table the bridge sends for tests/load/post.lua
+ *              (x-http-path, x-forwarded-for)
+ *   mandatory  the mandatory flag (unroutable messages come back)
+ * "none" is the minimal message; "id,mandatory" is what a route with
+ * `properties = minimal` sends. `make bench` measures each part's cost.
  *
  * CONNS connections (default: one per CPU, as the bridge has one per worker),
  * each a thread of its own, share the window.
@@ -44,15 +56,52 @@
 
 /* Settings from the command line. */
 struct opts {
-    bool rpc;          /* rpc round trips instead of confirmed publishes */
-    const char *uri;   /* amqp://user:pass@host:port/vhost */
-    const char *queue; /* routing key on the default exchange */
-    const char *doc;   /* file whose bytes are the body */
-    unsigned window;   /* unconfirmed publishes (or unanswered rpcs) at most */
-    double seconds;    /* how long to publish */
-    bool transient;    /* delivery_mode 1 instead of 2 */
-    unsigned conns;    /* connections (threads), the window split among them */
+    bool rpc;              /* rpc round trips instead of confirmed publishes */
+    const char *uri;       /* amqp://user:pass@host:port/vhost */
+    const char *queue;     /* routing key on the default exchange */
+    const char *doc;       /* file whose bytes are the body */
+    unsigned window;       /* unconfirmed publishes (or unanswered rpcs) at most */
+    double seconds;        /* how long to publish */
+    bool transient;        /* delivery_mode 1 instead of 2 */
+    unsigned conns;        /* connections (threads), the window split among them */
+    unsigned parts;        /* PART_* bits: what each message carries beyond the minimum */
+    const char *parts_arg; /* as given, for the output line */
 };
+
+enum {
+    PART_ID = 1u << 0,
+    PART_META = 1u << 1,
+    PART_HEADERS = 1u << 2,
+    PART_MANDATORY = 1u << 3,
+    PART_ALL = PART_ID | PART_META | PART_HEADERS | PART_MANDATORY,
+};
+
+/* "id,meta,headers,mandatory" | "all" | "none" -> PART_* bits; -1 if not. */
+static int parse_parts(const char *arg)
+{
+    static const struct {
+        const char *name;
+        unsigned bits;
+    } names[] = {{"id", PART_ID},           {"meta", PART_META},
+                 {"headers", PART_HEADERS}, {"mandatory", PART_MANDATORY},
+                 {"all", PART_ALL},         {"none", 0}};
+    unsigned bits = 0;
+    const char *p = arg;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        size_t i;
+        for (i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (strlen(names[i].name) == len && strncmp(p, names[i].name, len) == 0)
+                break;
+        if (i == sizeof names / sizeof names[0])
+            return -1;
+        bits |= names[i].bits;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return (int)bits;
+}
 
 /* One message in flight: when it left, by delivery tag or correlation id. */
 struct slot {
@@ -93,7 +142,7 @@ static void check_reply(amqp_rpc_reply_t r, const char *what)
 static void usage(void)
 {
     fputs("usage: bench-ceiling publish|rpc -u URI -q QUEUE -f DOC [-w WINDOW] [-d SECONDS] "
-          "[-c CONNS] [-t]\n",
+          "[-c CONNS] [-t] [-p id,meta,headers,mandatory|all|none]\n",
           stderr);
     exit(2);
 }
@@ -101,7 +150,11 @@ static void usage(void)
 static struct opts parse(int argc, char **argv)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    struct opts o = {.window = 300, .seconds = 10, .conns = cpus > 0 ? (unsigned)cpus : 1};
+    struct opts o = {.window = 300,
+                     .seconds = 10,
+                     .conns = cpus > 0 ? (unsigned)cpus : 1,
+                     .parts = PART_ALL,
+                     .parts_arg = "all"};
     if (argc < 2)
         usage();
     if (strcmp(argv[1], "rpc") == 0)
@@ -110,7 +163,7 @@ static struct opts parse(int argc, char **argv)
         usage();
     int c;
     optind = 2;
-    while ((c = getopt(argc, argv, "u:q:f:w:d:c:t")) != -1) {
+    while ((c = getopt(argc, argv, "u:q:f:w:d:c:tp:")) != -1) {
         switch (c) {
         case 'u':
             o.uri = optarg;
@@ -133,6 +186,14 @@ static struct opts parse(int argc, char **argv)
         case 't':
             o.transient = true;
             break;
+        case 'p': {
+            int bits = parse_parts(optarg);
+            if (bits < 0)
+                usage();
+            o.parts = (unsigned)bits;
+            o.parts_arg = optarg;
+            break;
+        }
         default:
             usage();
         }
@@ -276,21 +337,30 @@ static void *run_one(void *arg)
     char id[ID_LEN];
     char expiration[] = "30000";
     amqp_basic_properties_t props = {
-        ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-                  AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG |
-                  AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG,
+        ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG,
         .content_type = amqp_cstring_bytes("application/xml"),
         .delivery_mode = o.transient ? 1 : 2,
-        .app_id = amqp_cstring_bytes("ingest-bridge"),
-        .type = amqp_cstring_bytes("bench"),
-        .headers = {.num_entries = 2, .entries = hdr},
     };
+    if (o.parts & PART_ID)
+        props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+    if (o.parts & PART_META) {
+        props._flags |= AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_TYPE_FLAG;
+        props.app_id = amqp_cstring_bytes("ingest-bridge");
+        props.type = amqp_cstring_bytes("bench");
+    }
+    if (o.parts & PART_HEADERS) {
+        props._flags |= AMQP_BASIC_HEADERS_FLAG;
+        props.headers = (amqp_table_t){.num_entries = 2, .entries = hdr};
+    }
+    /* rpc: direct reply-to needs reply_to and the reply is matched by its
+     * correlation id, whatever the parts. */
     if (o.rpc) {
         props._flags |=
             AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_EXPIRATION_FLAG;
         props.reply_to = amqp_cstring_bytes("amq.rabbitmq.reply-to");
         props.expiration = amqp_cstring_bytes(expiration);
     }
+    amqp_boolean_t mandatory = (o.parts & PART_MANDATORY) ? 1 : 0;
 
     /* Publish: delivery tag n (1-based) sits in slots[(n - 1) % window] and
      * at most window are unconfirmed, so a slot is free when reused. rpc: the
@@ -310,7 +380,7 @@ static void *run_one(void *arg)
             props.timestamp = (uint64_t)time(NULL);
             slots[(next_tag - 1) % o.window].sent = now_s();
             int rc = amqp_basic_publish(conn, CHANNEL, amqp_empty_bytes,
-                                        amqp_cstring_bytes(o.queue), 1, 0, &props, body);
+                                        amqp_cstring_bytes(o.queue), mandatory, 0, &props, body);
             if (rc != AMQP_STATUS_OK)
                 die("publish", amqp_error_string2(rc));
             next_tag++;
@@ -415,11 +485,12 @@ int main(int argc, char **argv)
     }
     double secs = now_s() - start;
     qsort(all.lat, all.n_lat, sizeof(double), cmp_double);
-    printf("ceiling %s ops=%" PRIu64 " seconds=%.2f rate=%.0f p50_ms=%.2f p99_ms=%.2f "
-           "nacks=%" PRIu64 " returns=%" PRIu64 "\n",
-           o.rpc ? "rpc" : "publish", all.ops, secs, (double)all.ops / secs,
-           percentile(all.lat, all.n_lat, 50), percentile(all.lat, all.n_lat, 99), all.nacks,
-           all.returns);
+    printf("ceiling %s parts=%s window=%u conns=%u persistent=%d ops=%" PRIu64
+           " seconds=%.2f rate=%.0f p50_ms=%.2f p99_ms=%.2f nacks=%" PRIu64 " returns=%" PRIu64
+           "\n",
+           o.rpc ? "rpc" : "publish", o.parts_arg, o.window, n, o.transient ? 0 : 1, all.ops, secs,
+           (double)all.ops / secs, percentile(all.lat, all.n_lat, 50),
+           percentile(all.lat, all.n_lat, 99), all.nacks, all.returns);
     free(all.lat);
     free(runs);
     return 0;

@@ -89,3 +89,39 @@ for w in pong:/pong:pong.lua fire:/ingest:post.lua rpc:/rpc:post.lua; do
     printf '%-6s %12s %10s %14s\n' "$name" "$total" "$requests" \
         "$(( (total - idle) / requests ))"
 done | tee "$out/summary.txt"
+
+# Where pong's and fire's instructions go: the functions with the most
+# instructions of their own (callgrind_annotate), less the idle run's, per
+# request.
+# by_function FILE: "function (library)<TAB>instructions" per line.
+by_function() {
+    callgrind_annotate --auto=no --threshold=100 "$1" 2>/dev/null |
+        awk '
+            /file:function/ { table = 1; next } # the function table, up to a blank line
+            table && /^-+$/ { next }
+            table && /^ *$/ { table = 0 }
+            table && $1 ~ /^[0-9,]+$/ {
+                ir = $1; gsub(",", "", ir)
+                rest = $0; sub(/^ *[0-9,]+ +\( *[0-9.]+%\) +/, "", rest)
+                lib = "-"
+                if (match(rest, / \[[^]]*\]$/)) {
+                    lib = substr(rest, RSTART + 2, RLENGTH - 3); sub(/^.*\//, "", lib)
+                    rest = substr(rest, 1, RSTART - 1)
+                }
+                sub(/^.*:/, "", rest)
+                printf "%s (%s)\t%s\n", rest, lib, ir
+            }'
+}
+by_function "$out/callgrind.idle" >"$out/functions.idle"
+for name in pong fire; do
+    read -r _ requests < <(awk -v n="$name" '$1 == n {print $2, $3}' "$out/summary.txt")
+    echo
+    echo "$name: the 12 functions with the most instructions of their own, per request"
+    by_function "$out/callgrind.$name" |
+        awk -F'\t' -v n="$requests" '
+            FILENAME == ARGV[1] { idle[$1] += $2; next }
+            { run[$1] += $2 }
+            END { for (f in run) printf "%.0f\t%s\n", (run[f] - idle[f]) / n, f }' \
+            "$out/functions.idle" - |
+        sort -t"$(printf '\t')" -k1,1nr | awk -F'\t' 'NR <= 12 { printf "  %8s  %s\n", $1, $2 }'
+done | tee -a "$out/summary.txt"
