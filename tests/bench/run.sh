@@ -146,7 +146,10 @@ rm -rf "$BROKER_DIR"
 "$broker" start
 eval "$("$broker" env)"
 uri="amqp://guest:guest@127.0.0.1:$BROKER_PORT/%2f"
-depth() { "$broker" ctl list_queues -q name messages 2>/dev/null | awk -v q="$1" '$1 == q {print $2}'; }
+depth() {
+    "$broker" ctl list_queues -q name messages 2>/dev/null | awk -v q="$1" '$1 == q {print $2}' ||
+        say "rabbitmqctl list_queues failed: depth of $1 unknown"
+}
 purge() { "$broker" ctl purge_queue -q "$1" >/dev/null 2>&1 || true; }
 
 # --- nginx: one worker, the same 5 bytes ---------------------------------------
@@ -257,7 +260,8 @@ ceiling_run() {
     shift 5
     name="ceiling $mode $parts w$w c$c${*:+ $*}${tag:+ $tag}"
     [ "$mode" = rpc ] || purge "$q"
-    line=$(timed "$name" "$grid_secs" "$here/$build/bench-ceiling" "$mode" -u "$uri" -q "$q" \
+    # Bounded: a reply or confirm that never comes must not hold the run.
+    line=$(timed "$name" "$grid_secs" timeout $((grid_secs + 60)) "$here/$build/bench-ceiling" "$mode" -u "$uri" -q "$q" \
         -f "$doc" -w "$w" -c "$c" -p "$parts" -d "$grid_secs" "$@") ||
         die "bench-ceiling $mode failed"
     [ "$mode" = rpc ] || purge "$q"
@@ -282,27 +286,47 @@ broker_us() {
 : >"$out/grid.tsv"
 : >"$out/parts.tsv"
 : >"$out/ratios.tsv"
+: >"$out/burn.txt"
+rm -f "$out/profile.txt"
+[ "${BENCH_ROUNDS:-2}" -ge 1 ] || die "BENCH_ROUNDS must be 1 or more"
 row() {
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$out/results.tsv"
     printf '%s\t%s\n' "$1" "$2" >>"$out/rates.tsv"
 }
 rate() { awk -v n="$1" -v e="$2" -v s="$3" 'BEGIN { printf "%.0f", (n - e) / s }'; }
 
+# confirmed FILE: the publishes the broker confirmed (ack) in a /metrics
+# snapshot, those still awaited by a request and those whose request had
+# gone (late: wrk's last requests, cut off at its end).
+confirmed() {
+    awk '/^bridge_amqp_confirms_total\{result="ack"\}/ || /^bridge_amqp_late_confirms_total / { n += $NF }
+        END { print n + 0 }' "$1"
+}
+
 # wrk_row NAME T C SCRIPT URL LIMIT_NAME LIMIT_RATE QUEUE [ENV...]
-# QUEUE: "-" or the queue whose depth must cover every 2xx (purged before).
+# QUEUE: "-" or the queue (purged before) that must hold every publish the
+# broker confirmed meanwhile (the bridge's /metrics before and after): lost
+# is how many it lacks. The confirmed count, not the 2xx count: it covers
+# every 2xx, and also the publishes of wrk's last requests, which would
+# otherwise hide as many lost ones.
 wrk_row() {
     local name=$1 t=$2 c=$3 script=$4 url=$5 lname=$6 lrate=$7 q=$8
     shift 8
     [ "$q" = - ] || purge "$q"
+    [ "$q" = - ] || metrics_snap "${url%/*}" "$out/metrics-row-0.txt"
     local r
     read -r -a r < <(wrk_run "$name" "$t" "$c" "$secs" "$script" "$url" "$@")
     local ok=$((r[0] - r[2])) lost=-
     if [ "$q" != - ]; then
         sleep 1
-        local d
+        metrics_snap "${url%/*}" "$out/metrics-row-1.txt"
+        local d acked
+        acked=$(($(confirmed "$out/metrics-row-1.txt") - $(confirmed "$out/metrics-row-0.txt")))
         d=$(depth "$q")
-        lost=$((ok > d ? ok - d : 0))
-        say "$name: $ok answered 2xx, $d in queue $q"
+        d=${d:-0}
+        lost=$((acked > d ? acked - d : 0))
+        [ "$ok" -le "$acked" ] || lost=$((lost + ok - acked)) # a 2xx without a confirm
+        say "$name: $ok answered 2xx, $acked confirmed, $d in queue $q"
         purge "$q"
     fi
     row "$name" "$(rate "${r[0]}" "${r[2]}" "${r[1]}")" "${r[3]}" "${r[4]}" "$((r[2] + r[5]))" \
@@ -615,17 +639,21 @@ run_quorum() {
         sleep 0.1
     done
     local r
+    metrics_snap "http://127.0.0.1:$qport" "$out/metrics-quorum-0.txt"
     read -r -a r < <(wrk_run quorum 1 300 "$secs" post.lua "http://127.0.0.1:$qport/ingest")
     sed -i '$d' "$out/cpu.tsv" # it measured the other bridge and node: not this run
-    local ok=$((r[0] - r[2])) d=0 prev=-1 same=0
+    sleep 1
+    metrics_snap "http://127.0.0.1:$qport" "$out/metrics-quorum-1.txt"
+    local ok=$((r[0] - r[2])) d=0 prev=-1 same=0 acked
+    acked=$(($(confirmed "$out/metrics-quorum-1.txt") - $(confirmed "$out/metrics-quorum-0.txt")))
     # A quorum queue's message count comes from its replicas' metrics, which
-    # lag: read it until it covers the 2xx count or has stood still 3 s.
+    # lag: read it until it covers the confirmed count or has stood still 3 s.
     for _ in $(seq 30); do
         sleep 1
         d=$("$here/tests/cluster.sh" ctl "$cluster_dir" 1 list_queues -q name messages 2>/dev/null |
-            awk '$1 == "ingest_quorum" {print $2}')
+            awk '$1 == "ingest_quorum" {print $2}') || d=
         d=${d:-0}
-        [ "$d" -lt "$ok" ] || break
+        [ "$d" -lt "$acked" ] || break
         if [ "$d" = "$prev" ]; then
             same=$((same + 1))
             [ "$same" -lt 3 ] || break
@@ -634,9 +662,9 @@ run_quorum() {
         fi
         prev=$d
     done
-    say "quorum: $ok answered 2xx, $d in queue ingest_quorum"
+    say "quorum: $ok answered 2xx, $acked confirmed, $d in queue ingest_quorum"
     row "fire, quorum queue (3 nodes)" "$(rate "${r[0]}" "${r[2]}" "${r[1]}")" "${r[3]}" "${r[4]}" \
-        "$((r[2] + r[5]))" "$((ok > d ? ok - d : 0))" "fire, classic" \
+        "$((r[2] + r[5]))" "$((acked > d ? acked - d : 0))" "fire, classic" \
         "$fire_rate"
     kill -TERM "$qpid" 2>/dev/null || true
     wait "$qpid" 2>/dev/null || true
