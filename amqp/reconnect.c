@@ -86,8 +86,7 @@ void broker_lost(struct broker *b, const char *why)
              tracker_attached(b->tracker) + pending_count(b->pending));
     event_del(b->sock_ev);
     event_del(b->hb_ev);
-    event_del(b->flush_ev);
-    b->corked = false; /* its socket goes with it */
+    broker_uncork(b); /* before its socket goes */
     amqp_destroy_connection(b->conn);
     b->conn = NULL;
     b->reopen = REOPEN_NONE;

@@ -154,9 +154,10 @@ for f in "${sources[@]}"; do
 done
 
 # Pass 2: what the compiler opens, with the build's flags (the Makefile
-# passes its PKGS; run alone, the same list).
+# passes its PKGS; run alone, read from the Makefile).
 cc=${CC:-cc}
-read -r -a pkgs <<<"${PKGS:-libevent libevent_openssl librabbitmq libxml-2.0 inih openssl}"
+read -r -a pkgs <<<"${PKGS:-$(sed -n 's/^PKGS *:= *//p' Makefile)}"
+[ ${#pkgs[@]} -gt 0 ] || fail "no PKGS in the Makefile"
 cflags=$(pkg-config --cflags "${pkgs[@]}") || fail "pkg-config cannot find ${pkgs[*]} (make deps)"
 opened=0
 for f in "${sources[@]}"; do
