@@ -179,16 +179,26 @@ nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -g 'daemon on;' 2>"$nginx_dir/l
 
 # --- the bridge and the echo worker ---------------------------------------------
 bridge_port=$(free_port 18180)
-start_bridge() {
-    BRIDGE_HTTP_LISTEN=127.0.0.1:$bridge_port BRIDGE_AMQP_URI=$uri BRIDGE_LOG_LEVEL=warn \
-        "$here/$build/ingest-bridge" -c "$here/bridge.ini" 2>>"$out/bridge.log" &
-    bridge_pid=$!
-    pids+=("$bridge_pid")
-    for _ in $(seq 100); do
-        if curl -sf "http://127.0.0.1:$bridge_port/healthz" >/dev/null 2>&1; then return; fi
+# spawn_bridge PORT URI LOG SECONDS [VAR=VALUE...]: a bridge from BUILD with
+# the shipped bridge.ini, its listener, broker URIs and the extra variables
+# from the environment; spawned is its pid once /healthz says 200 (dies
+# after SECONDS without it). Stopped by cleanup with the others.
+spawn_bridge() {
+    local port=$1 uris=$2 log=$3 wait_s=$4
+    shift 4
+    env BRIDGE_HTTP_LISTEN="127.0.0.1:$port" BRIDGE_AMQP_URI="$uris" BRIDGE_LOG_LEVEL=warn "$@" \
+        "$here/$build/ingest-bridge" -c "$here/bridge.ini" 2>>"$log" &
+    spawned=$!
+    pids+=("$spawned")
+    for _ in $(seq $((wait_s * 10))); do
+        if curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then return; fi
         sleep 0.1
     done
-    die "the bridge did not become healthy (see $out/bridge.log)"
+    die "the bridge on port $port did not become healthy (see $log)"
+}
+start_bridge() {
+    spawn_bridge "$bridge_port" "$uri" "$out/bridge.log" 10
+    bridge_pid=$spawned
 }
 : >"$out/bridge.log"
 start_bridge
@@ -483,15 +493,8 @@ mean_of() {
 run_fire() {
     local mport mpid
     mport=$(free_port $((bridge_port + 1)))
-    BRIDGE_HTTP_LISTEN=127.0.0.1:$mport BRIDGE_AMQP_URI=$uri BRIDGE_LOG_LEVEL=warn \
-        BRIDGE_ROUTE_INGEST_PROPERTIES=minimal \
-        "$here/$build/ingest-bridge" -c "$here/bridge.ini" 2>>"$out/bridge-minimal.log" &
-    mpid=$!
-    pids+=("$mpid")
-    for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$mport/healthz" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
+    spawn_bridge "$mport" "$uri" "$out/bridge-minimal.log" 10 BRIDGE_ROUTE_INGEST_PROPERTIES=minimal
+    mpid=$spawned
     metrics_snap "$bridge" "$out/metrics-fire-0.txt"
     local round same=0 same99=0 beside=0 minimal=0 load keep burner
     for round in $(seq "${BENCH_ROUNDS:-2}"); do
@@ -628,16 +631,10 @@ run_quorum() {
     curis=$("$here/tests/cluster.sh" uris "$cluster_dir")
     local qport
     qport=$(free_port $((bridge_port + 1)))
-    BRIDGE_HTTP_LISTEN=127.0.0.1:$qport BRIDGE_AMQP_URI=$curis BRIDGE_LOG_LEVEL=warn \
+    spawn_bridge "$qport" "$curis" "$out/bridge-quorum.log" 20 \
         BRIDGE_ROUTE_INGEST_QUEUE=ingest_quorum BRIDGE_ROUTE_INGEST_ROUTING_KEY=ingest_quorum \
-        BRIDGE_ROUTE_INGEST_QUEUE_TYPE=quorum \
-        "$here/$build/ingest-bridge" -c "$here/bridge.ini" 2>>"$out/bridge-quorum.log" &
-    local qpid=$!
-    pids+=("$qpid")
-    for _ in $(seq 200); do
-        curl -sf "http://127.0.0.1:$qport/healthz" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
+        BRIDGE_ROUTE_INGEST_QUEUE_TYPE=quorum
+    local qpid=$spawned
     local r
     metrics_snap "http://127.0.0.1:$qport" "$out/metrics-quorum-0.txt"
     read -r -a r < <(wrk_run quorum 1 300 "$secs" post.lua "http://127.0.0.1:$qport/ingest")
