@@ -475,6 +475,8 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
     uint64_t tag = 0;
     switch (broker_publish(w->broker, &m, r, &tag)) {
     case BROKER_PUB_WAIT:
+        /* The broker's buffers or the socket hold the message now. */
+        http_req_drop_body(r);
         metrics_published(w->m, METRICS_ROUTE0 + route_idx);
         /* With confirm = no an rpc request waits for its reply only. */
         enter(w, r,

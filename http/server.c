@@ -1359,6 +1359,12 @@ const char *http_req_body(struct http_req *r, size_t *len)
     return (const char *)evbuffer_pullup(in, -1);
 }
 
+void http_req_drop_body(struct http_req *r)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+    (void)evbuffer_drain(in, evbuffer_get_length(in));
+}
+
 int http_req_foreach_header(const struct http_req *r,
                             int (*fn)(void *arg, const char *name, const char *value), void *arg)
 {

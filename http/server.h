@@ -101,6 +101,10 @@ const char *http_req_client(const struct http_req *r); /* peer address, no port 
 int64_t http_req_arrival(const struct http_req *r);    /* unix seconds */
 /* The body, contiguous. */
 const char *http_req_body(struct http_req *r, size_t *len);
+/* Free the body: once it has been handed to the broker, a request that
+ * waits for its confirm or reply holds no bytes of it (10,000 waiting
+ * requests would otherwise hold 10,000 bodies). http_req_body is empty then. */
+void http_req_drop_body(struct http_req *r);
 /* Call FN for every request header, in order. Stops early if FN returns -1
  * and returns -1 then. */
 int http_req_foreach_header(const struct http_req *r,
