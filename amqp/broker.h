@@ -54,6 +54,7 @@ enum broker_reply_bad {
 struct broker_reply {
     int status;                /* x-http-status, 200 when absent */
     const char *content_type;  /* the reply's content_type; NULL if none or empty */
+    const char *traceparent;   /* its traceparent header, unchecked; NULL if none */
     const void *body;          /* the reply body */
     size_t len;                /* its length */
     enum broker_reply_bad bad; /* not OK: the reply cannot be used */

@@ -25,12 +25,15 @@ struct broker_uri {
 
 /* A route as the AMQP room sees it (same index as the config's routes). */
 struct broker_route {
-    const char *name;           /* the route's name, for messages */
-    const char *exchange;       /* "" = default exchange */
-    const char *routing_key;    /* routing key used for every publish */
-    const char *queue;          /* "" = declare nothing; else durable queue to declare and bind */
-    enum queue_type queue_type; /* sent as x-queue-type when queue is declared */
-    bool rpc;                   /* the route waits for replies (direct reply-to) */
+    const char *name;             /* the route's name, for messages */
+    const char *exchange;         /* "" = default exchange */
+    const char *routing_key;      /* the queue's binding key (the routing key, or its wildcard) */
+    const char *queue;            /* "" = declare nothing; else durable queue to declare and bind */
+    enum queue_type queue_type;   /* sent as x-queue-type when queue is declared */
+    bool rpc;                     /* the route waits for replies (direct reply-to) */
+    const char *const *exchanges; /* a templated exchange's names: each must exist (checked
+                                     passively at connect); NULL = none */
+    size_t n_exchanges;
 };
 
 struct broker_config {

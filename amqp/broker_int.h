@@ -94,6 +94,8 @@ struct reply_state {
     size_t id_len;                    /* its length */
     char ctype[BROKER_CTYPE_MAX + 1]; /* content_type, "" if none */
     bool has_ctype;                   /* the reply had a content_type */
+    char traceparent[64];             /* its traceparent header as sent, "" if none (the
+                                         worker checks it) */
     int status;                       /* HTTP status to answer with */
     enum broker_reply_bad bad;        /* why the reply cannot be used */
     const char *error;                /* its text, or NULL */

@@ -156,6 +156,27 @@ static void describe_refusal(const struct broker_route *rt, const amqp_channel_c
                  rt->name, rt->queue, want, c->reply_code, (int)len, text);
 }
 
+/* Every name a templated exchange may become must exist: a publish to one
+ * that does not would close the channel under every request waiting on it.
+ * Passive: checked, never made. */
+static int check_exchanges(amqp_connection_state_t conn, amqp_channel_t ch,
+                           const struct broker_route *rt, char *err, size_t errlen)
+{
+    for (size_t k = 0; k < rt->n_exchanges; k++) {
+        amqp_exchange_declare(conn, ch, amqp_cstring_bytes(rt->exchanges[k]),
+                              amqp_cstring_bytes("direct"), 1, 0, 0, 0, amqp_empty_table);
+        amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
+        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            char what[400];
+            snprintf(what, sizeof what, "route %s: exchange '%s' (of exchanges)", rt->name,
+                     rt->exchanges[k]);
+            broker_rpc_error(r, what, err, errlen);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Declare (and bind) every route's queue. *REFUSED: the broker answered
  * 406 PRECONDITION_FAILED, a mismatch with the config no retry can fix. */
 static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch,
@@ -163,6 +184,8 @@ static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch,
 {
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct broker_route *rt = &cfg->routes[i];
+        if (check_exchanges(conn, ch, rt, err, errlen) != 0)
+            return -1;
         if (rt->queue[0] == '\0')
             continue;
         /* Always sent, classic too: RabbitMQ takes x-queue-type = classic

@@ -137,6 +137,10 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         p._flags |= AMQP_BASIC_EXPIRATION_FLAG;
         p.expiration = amqp_cstring_bytes(m->expiration);
     }
+    if (m->has_priority) {
+        p._flags |= AMQP_BASIC_PRIORITY_FLAG;
+        p.priority = m->priority;
+    }
     size_t n = 0;
     /* Every variable part of the method and header frames (each short
      * string at most 255 bytes, bounded at config time or in http/). */

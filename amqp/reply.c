@@ -120,6 +120,7 @@ void broker_finish_reply(struct broker *b)
     struct broker_reply r = {
         .status = rs->status,
         .content_type = rs->has_ctype ? rs->ctype : NULL,
+        .traceparent = rs->traceparent[0] != '\0' ? rs->traceparent : NULL,
         .body = rs->buf != NULL ? rs->buf : "",
         .len = rs->len,
         .bad = rs->bad,
@@ -132,6 +133,28 @@ void broker_finish_reply(struct broker *b)
         (void)tracker_detach_expected(b->tracker, tag);
     b->reply(b->arg, ctx, &r); /* the answer copied the body */
     broker_shrink_reply(rs);
+}
+
+/* The reply's traceparent header (a string of fewer than SIZE bytes) into
+ * OUT, else "". */
+static void reply_traceparent(const amqp_basic_properties_t *p, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (p == NULL || !(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return;
+    for (int i = 0; i < p->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &p->headers.entries[i];
+        if (e->key.len != 11 || memcmp(e->key.bytes, "traceparent", 11) != 0)
+            continue;
+        const amqp_field_value_t *v = &e->value;
+        if ((v->kind == AMQP_FIELD_KIND_UTF8 || v->kind == AMQP_FIELD_KIND_BYTES) &&
+            v->value.bytes.len < size &&
+            memchr(v->value.bytes.bytes, '\0', v->value.bytes.len) == NULL) {
+            memcpy(out, v->value.bytes.bytes, v->value.bytes.len);
+            out[v->value.bytes.len] = '\0';
+        }
+        return;
+    }
 }
 
 void broker_start_reply(struct broker *b, const amqp_frame_t *f)
@@ -172,6 +195,7 @@ void broker_start_reply(struct broker *b, const amqp_frame_t *f)
         }
     }
     rs->status = reply_status(p);
+    reply_traceparent(p, rs->traceparent, sizeof rs->traceparent);
     if (rs->status < 0 && rs->bad == BROKER_REPLY_OK) {
         rs->bad = BROKER_REPLY_BAD_STATUS;
         if (rs->status >= -199 && rs->status <= -100)

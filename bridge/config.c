@@ -153,10 +153,21 @@ static int validate(struct loader *ld)
         if (reserved_path(r->path) != NULL)
             return config_fail(ld, &ko[RK_PATH], "path", "%s is answered by the bridge itself",
                                r->path);
-        for (size_t i = 0; i < j; i++)
-            if (strcmp(c->routes[i].path, r->path) == 0)
+        /* An exact path may stand beside a pattern that matches it too (the
+         * exact one wins); two patterns that match one path may not. */
+        for (size_t i = 0; i < j; i++) {
+            const char *other = c->routes[i].path;
+            bool patterns = path_has_captures(other) && path_has_captures(r->path);
+            if (strcmp(other, r->path) == 0)
                 return config_fail(ld, &ko[RK_PATH], "path", "%s is already the path of route %s",
                                    r->path, c->routes[i].name);
+            if (patterns && path_patterns_overlap(other, r->path))
+                return config_fail(ld, &ko[RK_PATH], "path",
+                                   "%s matches paths that %s of route %s matches", r->path, other,
+                                   c->routes[i].name);
+        }
+        if (config_route_prepare(ld, j) != 0)
+            return -1;
         /* The type only matters when the bridge declares the queue; a
          * quorum route without one would suggest replication it does not
          * get (the queue it reaches may well be classic). */
@@ -222,8 +233,15 @@ static int make_room_views(struct config *c)
     for (size_t i = 0; i < c->n_routes; i++) {
         const struct config_route *r = &c->routes[i];
         c->http.routes[i] = (struct http_route){r->name, r->path, r->auth_token_file};
-        c->amqp.routes[i] = (struct broker_route){r->name,  r->exchange,   r->routing_key,
-                                                  r->queue, r->queue_type, r->mode == ROUTE_RPC};
+        c->amqp.routes[i] =
+            (struct broker_route){r->name,
+                                  r->exchange,
+                                  r->bind_key != NULL ? r->bind_key : r->routing_key,
+                                  r->queue,
+                                  r->queue_type,
+                                  r->mode == ROUTE_RPC,
+                                  (const char *const *)r->exchange_list,
+                                  r->n_exchanges};
     }
     return 0;
 }
@@ -245,15 +263,7 @@ void config_free(struct config *cfg)
     free(cfg->amqp.tls_key);
     broker_uris_free(cfg->amqp.uris, cfg->amqp.n_uris);
     for (size_t i = 0; i < cfg->n_routes; i++) {
-        struct config_route *r = &cfg->routes[i];
-        free(r->name);
-        free(r->path);
-        free(r->exchange);
-        free(r->routing_key);
-        free(r->queue);
-        free(r->schema);
-        free(r->root);
-        free(r->auth_token_file);
+        config_route_free(&cfg->routes[i]);
     }
     free(cfg->routes);
     free(cfg->http.routes);

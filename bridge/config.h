@@ -5,6 +5,7 @@
 
 #include "amqp/broker_config.h"
 #include "bridge/base/log.h"
+#include "bridge/base/template.h"
 #include "http/http_config.h"
 
 #include <stdbool.h>
@@ -19,6 +20,20 @@ enum route_mode { ROUTE_PUBLISH, ROUTE_RPC };
 enum route_properties {
     PROPERTIES_ALL,     /* the contract's mapping: ids, timestamp, app_id, type, headers */
     PROPERTIES_MINIMAL, /* message_id, content_type, delivery_mode (and rpc's) only */
+};
+
+/* What a route does with W3C trace context (traceparent, tracestate,
+ * baggage) on its messages (ingest-bridge(8): TRACE CONTEXT). */
+enum route_trace {
+    TRACE_START, /* copy a valid one; start a trace when the request has none */
+    TRACE_PASS,  /* copy a valid one, start nothing */
+    TRACE_OFF,   /* neither */
+};
+
+/* One constant header a route adds to its messages. */
+struct route_header {
+    char *name; /* lower case */
+    char *value;
 };
 
 /* A route as the file describes it, every key. The rooms see their part of
@@ -37,9 +52,29 @@ struct config_route {
     char *schema;                     /* "" = none; else XSD file path */
     char *root;                       /* "" = any; else required root element local name */
     uint64_t timeout_ms;              /* rpc: how long to wait for the reply */
-    char *auth_token_file; /* "" = [http] auth_token_file applies; else this route's tokens */
-    size_t max_inflight;   /* per worker, this route's requests waiting on the broker;
+    char *auth_token_file;  /* "" = [http] auth_token_file applies; else this route's tokens */
+    size_t max_inflight;    /* per worker, this route's requests waiting on the broker;
                                    never 0 after config_load (0 in the file = automatic) */
+    char *exchanges;        /* a templated exchange: the names it may become, comma-separated */
+    char *binding_key;      /* "" = routing_key, or its wildcard when templated */
+    char *priority;         /* "" = none; a number; or {header:Name} */
+    int priority_max;       /* highest priority a header may ask for */
+    uint64_t expiration_ms; /* publish: per-message TTL (AMQP expiration); 0 = none */
+    char *headers;          /* constant headers, "name=value, name=value" */
+    char *content_type;     /* "" = the request's Content-Type; else this one */
+    enum route_trace trace; /* start | pass | off */
+
+    /* Made by config_load from the keys above, read-only afterwards. */
+    struct tmpl rk_tmpl;  /* routing_key as a template */
+    struct tmpl ex_tmpl;  /* exchange as a template */
+    bool dynamic;         /* a template or a header-given priority: per request */
+    char **exchange_list; /* exchanges, split; NULL-terminated */
+    size_t n_exchanges;
+    int priority_value;             /* the constant priority, -1 = none or from a header */
+    char *priority_header;          /* the header priority comes from, NULL = none */
+    struct route_header *const_hdr; /* the headers key, parsed */
+    size_t n_const_hdr;
+    char *bind_key; /* the queue's binding key, resolved */
 };
 
 struct config {

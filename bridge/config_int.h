@@ -20,7 +20,7 @@
 #define MIB ((size_t)1024 * 1024)
 #define GIB ((size_t)1024 * 1024 * 1024)
 #define MAX_WORKERS 256
-#define MAX_KEYS 16 /* most keys in one section */
+#define MAX_KEYS 32 /* most keys in one section */
 #define REASON_LEN 256
 
 enum key_type {
@@ -100,6 +100,14 @@ enum {
     RK_AUTH_TOKEN_FILE,
     RK_MAX_INFLIGHT,
     RK_PROPERTIES,
+    RK_EXCHANGES,
+    RK_BINDING_KEY,
+    RK_PRIORITY,
+    RK_PRIORITY_MAX,
+    RK_EXPIRATION,
+    RK_HEADERS,
+    RK_CONTENT_TYPE,
+    RK_TRACE,
     RK_COUNT
 };
 
@@ -172,6 +180,13 @@ int config_set_key(struct loader *ld, enum section_kind kind, size_t route, size
  * why. 0 / -1. */
 int config_set_value(void *base, const struct key_def *k, const char *v, char *why, size_t wl)
     __attribute__((warn_unused_result));
+
+/* config_route.c: route J's keys that span each other (templates, the
+ * exchange list, priority, constant headers) checked and parsed into its
+ * derived fields. 0 / -1 (config_fail). */
+int config_route_prepare(struct loader *ld, size_t j) __attribute__((warn_unused_result));
+/* config_route.c: free what config_route_prepare made and the route's strings. */
+void config_route_free(struct config_route *r);
 
 /* config_read.c: the file ld->cfg->file, then the BRIDGE_* variables of
  * ENVP, into ld->cfg. 0 / -1 (config_fail). */

@@ -15,6 +15,8 @@ static const char *const log_level_names[] = {
     [LOG_DEBUG] = "debug", [LOG_INFO] = "info", [LOG_WARN] = "warn", [LOG_ERROR] = "error"};
 static const char *const properties_names[] = {
     [PROPERTIES_ALL] = "all", [PROPERTIES_MINIMAL] = "minimal"};
+static const char *const trace_names[] = {
+    [TRACE_START] = "start", [TRACE_PASS] = "pass", [TRACE_OFF] = "off"};
 static const char *const log_format_names[] = {
     [LOG_FORMAT_TEXT] = "text", [LOG_FORMAT_JSON] = "json"};
 
@@ -24,6 +26,7 @@ static const struct key_enum queue_type_enum = {"queue type", queue_type_names,
                                                 N_OF(queue_type_names)};
 static const struct key_enum properties_enum = {"property set", properties_names,
                                                 N_OF(properties_names)};
+static const struct key_enum trace_enum = {"trace mode", trace_names, N_OF(trace_names)};
 static const struct key_enum log_level_enum = {"level", log_level_names, N_OF(log_level_names)};
 static const struct key_enum log_format_enum = {"log format", log_format_names,
                                                 N_OF(log_format_names)};
@@ -32,7 +35,8 @@ static const struct key_enum log_format_enum = {"log format", log_format_names,
 _Static_assert(sizeof(enum route_mode) == sizeof(int) && sizeof(enum queue_type) == sizeof(int) &&
                    sizeof(enum log_level) == sizeof(int) &&
                    sizeof(enum log_format) == sizeof(int) &&
-                   sizeof(enum route_properties) == sizeof(int),
+                   sizeof(enum route_properties) == sizeof(int) &&
+                   sizeof(enum route_trace) == sizeof(int),
                "an enum key is not int-sized");
 
 #define CFG(f) offsetof(struct config, f)
@@ -89,6 +93,15 @@ static const struct key_def route_keys[RK_COUNT] = {
     [RK_AUTH_TOKEN_FILE] = {"auth_token_file", KEY_FILE, RT(auth_token_file), 0, 0, "", NULL},
     [RK_MAX_INFLIGHT] = {"max_inflight", KEY_COUNT, RT(max_inflight), 0, 1000000, "0", NULL},
     [RK_PROPERTIES] = {"properties", KEY_ENUM, RT(properties), 0, 0, "all", &properties_enum},
+    [RK_EXCHANGES] = {"exchanges", KEY_STRING, RT(exchanges), 0, 0, "", NULL},
+    [RK_BINDING_KEY] = {"binding_key", KEY_AMQP_NAME, RT(binding_key), 0, 0, "", NULL},
+    [RK_PRIORITY] = {"priority", KEY_STRING, RT(priority), 0, 0, "", NULL},
+    [RK_PRIORITY_MAX] = {"priority_max", KEY_INT, RT(priority_max), 0, 255, "9", NULL},
+    [RK_EXPIRATION] = {"expiration", KEY_DURATION, RT(expiration_ms), 0, 365 * 24 * HOUR_MS, "0",
+                       NULL},
+    [RK_HEADERS] = {"headers", KEY_STRING, RT(headers), 0, 0, "", NULL},
+    [RK_CONTENT_TYPE] = {"content_type", KEY_STRING, RT(content_type), 0, 0, "", NULL},
+    [RK_TRACE] = {"trace", KEY_ENUM, RT(trace), 0, 0, "start", &trace_enum},
 };
 
 const struct section_def config_sections[SEC_COUNT] = {

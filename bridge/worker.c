@@ -25,6 +25,8 @@
 #include "bridge/base/log.h"
 #include "bridge/base/message.h"
 #include "bridge/base/metrics.h"
+#include "bridge/base/template.h"
+#include "bridge/base/trace.h"
 #include "http/server.h"
 #include "bridge/xmlcheck.h"
 
@@ -59,7 +61,8 @@ enum holder { STILL_HELD, LET_GO };
 /* What a worker precomputes per route. */
 struct route_rt {
     const struct timeval *tv; /* common timeout: rpc reply wait, or the confirm wait */
-    char expiration[24];      /* rpc: the timeout in ms, as AMQP expiration text */
+    char expiration[24];      /* rpc: the timeout in ms; publish: its expiration, if any;
+                                 as AMQP expiration text ("" = none) */
 };
 
 struct worker {
@@ -73,6 +76,8 @@ struct worker {
     struct xmlcheck *xc;                          /* used by this thread only */
     struct metrics_shard *m;                      /* this thread's counters */
     struct hdrmap headers;                        /* reused per request */
+    struct trace_gen trace;                       /* new trace ids */
+    char trace_buf[TRACE_BAGGAGE_MAX + 1];        /* a joined tracestate or baggage */
     struct route_rt *rt;                          /* per route, index as cfg->routes */
     struct backlog *backlog;                      /* publishes waiting for room */
     struct event *backlog_poll;                   /* while any wait: look for room */
@@ -310,6 +315,11 @@ static void on_reply(void *arg, void *ctx, const struct broker_reply *rep)
         reply_text(w, r, LET_GO, 502, "%s", rep->error);
         return;
     }
+    /* The worker's span, when it names one, is what the caller links to. */
+    char tp[TRACE_PARENT_LEN + 1];
+    if (rep->traceparent != NULL && http_req_trace(r)[0] != '\0' &&
+        trace_parent_parse(rep->traceparent, tp))
+        http_req_set_trace(r, tp);
     answer(w, r, LET_GO, rep->status,
            rep->content_type != NULL ? rep->content_type : "application/xml", rep->body, rep->len);
 }
@@ -397,6 +407,158 @@ static const char *on_admit(void *arg, const struct http_route *hroute, char *bu
     return why != NULL ? why : broker_down(w, buf, n);
 }
 
+/* ---- what the request adds to its message ------------------------------ */
+
+/* A route's names and priority for one request: its own, or expanded from
+ * the request (routing from the path and headers, ingest-bridge(8)). */
+struct expansion {
+    const char *routing_key;
+    const char *exchange;
+    int priority; /* -1 = none */
+    char rk[TMPL_VALUE_MAX + 1];
+    char ex[TMPL_VALUE_MAX + 1];
+};
+
+static const char *header_of(void *arg, const char *name, int *count)
+{
+    return http_req_header(arg, name, count);
+}
+
+/* X for R on ROUTE; -1 with WHY (for a 400) naming what the request got
+ * wrong. The same request expands the same way every time: done when it
+ * is checked, and again when it is published (perhaps from the backlog). */
+static int expand(struct http_req *r, const struct config_route *route, struct expansion *x,
+                  char *why, size_t wl)
+{
+    x->routing_key = route->routing_key;
+    x->exchange = route->exchange;
+    x->priority = route->priority_value;
+    if (!route->dynamic)
+        return 0;
+    struct tmpl_span caps[TMPL_MAX_CAPTURES];
+    size_t n = 0;
+    char part[200];
+    if (!path_match(route->path, http_req_path(r), caps, &n))
+        return errf(why, wl, "the path does not match the route's %s", route->path);
+    if (route->rk_tmpl.dynamic) {
+        if (tmpl_expand(&route->rk_tmpl, caps, header_of, r, x->rk, part, sizeof part) != 0)
+            return errf(why, wl, "routing_key: %s", part);
+        x->routing_key = x->rk;
+    }
+    if (route->ex_tmpl.dynamic) {
+        if (tmpl_expand(&route->ex_tmpl, caps, header_of, r, x->ex, part, sizeof part) != 0)
+            return errf(why, wl, "exchange: %s", part);
+        size_t i = 0;
+        while (i < route->n_exchanges && strcmp(route->exchange_list[i], x->ex) != 0)
+            i++;
+        if (i == route->n_exchanges)
+            return errf(why, wl, "exchange: '%s' is not one of the route's exchanges", x->ex);
+        x->exchange = x->ex;
+    }
+    if (route->priority_header != NULL) {
+        int count = 0;
+        const char *v = http_req_header(r, route->priority_header, &count);
+        if (v != NULL) {
+            long p = -1;
+            if (count == 1 && v[0] >= '0' && v[0] <= '9' && strlen(v) <= 3) {
+                char *end = NULL;
+                p = strtol(v, &end, 10);
+                if (*end != '\0')
+                    p = -1;
+            }
+            if (p < 0 || p > route->priority_max)
+                return errf(why, wl, "header %s must come once, a number from 0 to %d",
+                            route->priority_header, route->priority_max);
+            x->priority = (int)p;
+        }
+    }
+    return 0;
+}
+
+/* The traceparent R's message and answer carry: the request's own when it
+ * is valid (it passes unchanged: the bridge records no span), else a new
+ * one when the route starts traces. */
+static void trace_begin(struct worker *w, struct http_req *r, const struct config_route *route)
+{
+    if (route->trace == TRACE_OFF)
+        return;
+    int count = 0;
+    const char *in = http_req_header(r, "traceparent", &count);
+    char tp[TRACE_PARENT_LEN + 1];
+    if (in != NULL && count == 1 && trace_parent_parse(in, tp)) {
+        http_req_set_trace(r, tp);
+    } else if (route->trace == TRACE_START) {
+        trace_parent_new(&w->trace, tp);
+        http_req_set_trace(r, tp);
+    }
+}
+
+struct join_ctx {
+    const char *name; /* the header */
+    char *buf;        /* its lines, joined with "," */
+    size_t len, cap;  /* bytes in buf; most it may hold */
+    bool over;        /* longer than cap */
+};
+
+static int join_line(void *arg, const char *name, const char *value)
+{
+    struct join_ctx *j = arg;
+    if (strcasecmp(name, j->name) != 0 || j->over)
+        return 0;
+    size_t n = strlen(value), sep = j->len > 0;
+    if (j->len + sep + n > j->cap) {
+        j->over = true;
+        return 0;
+    }
+    if (sep)
+        j->buf[j->len++] = ',';
+    memcpy(j->buf + j->len, value, n);
+    j->len += n;
+    j->buf[j->len] = '\0';
+    return 0;
+}
+
+/* Header NAME of R, every line joined (as the spec combines them), into
+ * the worker's buffer when at most CAP bytes: its length, else 0. */
+static size_t joined(struct worker *w, struct http_req *r, const char *name, size_t cap)
+{
+    struct join_ctx j = {name, w->trace_buf, 0, cap, false};
+    w->trace_buf[0] = '\0';
+    (void)http_req_foreach_header(r, join_line, &j);
+    return j.over ? 0 : j.len;
+}
+
+/* The headers R's route adds: its constant ones, then trace context (the
+ * tracestate only with the request's own traceparent; baggage when valid,
+ * whole or not at all). 0 / -1 (out of memory). */
+static int put_route_headers(struct worker *w, struct http_req *r, const struct config_route *route)
+{
+    for (size_t i = 0; i < route->n_const_hdr; i++)
+        if (hdrmap_put(&w->headers, route->const_hdr[i].name, route->const_hdr[i].value) != 0)
+            return -1;
+    if (route->trace == TRACE_OFF)
+        return 0;
+    const char *tp = http_req_trace(r);
+    if (tp[0] != '\0') {
+        if (hdrmap_put(&w->headers, "traceparent", tp) != 0)
+            return -1;
+        int count = 0;
+        const char *in = http_req_header(r, "traceparent", &count);
+        char own[TRACE_PARENT_LEN + 1];
+        size_t n;
+        if (in != NULL && count == 1 && trace_parent_parse(in, own) &&
+            (n = joined(w, r, "tracestate", TRACE_STATE_MAX)) > 0 &&
+            trace_state_valid(w->trace_buf, n) &&
+            hdrmap_put(&w->headers, "tracestate", w->trace_buf) != 0)
+            return -1;
+    }
+    size_t n = joined(w, r, "baggage", TRACE_BAGGAGE_MAX);
+    if (n > 0 && trace_baggage_valid(w->trace_buf, n) &&
+        hdrmap_put(&w->headers, "baggage", w->trace_buf) != 0)
+        return -1;
+    return 0;
+}
+
 static void on_route(void *arg, struct http_req *r, const struct http_route *hroute)
 {
     struct worker *w = arg;
@@ -406,6 +568,12 @@ static void on_route(void *arg, struct http_req *r, const struct http_route *hro
     char why[200];
     if (load_shed(w, route_idx, 0, why, sizeof why) != NULL) {
         reply_text(w, r, STILL_HELD, 503, "%s", why);
+        return;
+    }
+    trace_begin(w, r, route);
+    struct expansion x;
+    if (expand(r, route, &x, why, sizeof why) != 0) {
+        reply_text(w, r, STILL_HELD, 400, "%s", why);
         return;
     }
     size_t len = 0;
@@ -445,14 +613,23 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
     const char *body = http_req_body(r, &len);
     const char *ctype = http_req_content_type(r);
     bool minimal = route->properties == PROPERTIES_MINIMAL;
+    struct expansion x;
+    char why[300];
+    if (expand(r, route, &x, why, sizeof why) != 0) {
+        reply_text(w, r, STILL_HELD, 400, "%s", why);
+        return true;
+    }
     struct header_ctx hc = {&w->headers};
     if (!minimal && (hdrmap_begin(&w->headers, http_req_path(r), http_req_query(r)) != 0 ||
                      http_req_foreach_header(r, add_header, &hc) != 0 ||
-                     hdrmap_finish(&w->headers, http_req_client(r)) != 0)) {
+                     hdrmap_finish(&w->headers, http_req_client(r)) != 0 ||
+                     put_route_headers(w, r, route) != 0)) {
         log_error("%s: out of memory mapping headers", http_req_id(r));
         reply_text(w, r, STILL_HELD, 503, "out of memory");
         return true;
     }
+    if (route->content_type[0] != '\0')
+        ctype = route->content_type;
 
     struct bridge_msg m = {
         .body = body,
@@ -461,17 +638,19 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
         .message_id = http_req_id(r),
         .message_id_len = http_req_id_len(r),
         .type = route->name,
-        .exchange = route->exchange,
-        .routing_key = route->routing_key,
+        .exchange = x.exchange,
+        .routing_key = x.routing_key,
+        .has_priority = x.priority >= 0,
+        .priority = (uint8_t)(x.priority >= 0 ? x.priority : 0),
         .persistent = route->persistent,
         .minimal = minimal,
         .timestamp = http_req_arrival(r),
         .headers = minimal ? NULL : &w->headers,
     };
-    if (route->mode == ROUTE_RPC) {
+    if (route->mode == ROUTE_RPC)
         m.reply_to = BROKER_REPLY_TO;
+    if (w->rt[route_idx].expiration[0] != '\0')
         m.expiration = w->rt[route_idx].expiration;
-    }
     uint64_t tag = 0;
     switch (broker_publish(w->broker, &m, r, &tag)) {
     case BROKER_PUB_WAIT:
@@ -776,6 +955,7 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
     w->m = metrics_shard(p->metrics, id);
     w->cmd_fd[0] = w->cmd_fd[1] = -1;
     hdrmap_init(&w->headers);
+    trace_gen_init(&w->trace);
     pthread_mutex_init(&w->reason_lock, NULL);
     atomic_init(&w->broker_state, BROKER_DOWN);
     snprintf(w->reason, sizeof w->reason, "not connected yet");
@@ -814,8 +994,10 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
         struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
         /* Equal durations share one timeout queue: O(1) per request. */
         w->rt[i].tv = event_base_init_common_timeout(w->base, &tv);
-        snprintf(w->rt[i].expiration, sizeof w->rt[i].expiration, "%llu",
-                 (unsigned long long)route->timeout_ms);
+        uint64_t ttl = route->mode == ROUTE_RPC ? route->timeout_ms : route->expiration_ms;
+        if (ttl > 0)
+            snprintf(w->rt[i].expiration, sizeof w->rt[i].expiration, "%llu",
+                     (unsigned long long)ttl);
         if (w->rt[i].tv == NULL)
             return errf(err, errlen, "worker %u: out of memory", id);
     }

@@ -123,6 +123,7 @@ struct http_req {
     uint64_t t0;                    /* mono_us() when it was read whole */
     size_t id_len;                  /* strlen(id) */
     char id[REQID_MAX + 1];         /* X-Request-Id, taken or generated */
+    char trace[56];                 /* traceparent of the answer, "" = none */
     struct http_req *next_free;     /* free list */
 };
 
@@ -590,6 +591,7 @@ struct answer {
     const char *target; /* request target as sent */
     size_t slot;        /* metrics slot (enum metrics_slot) */
     uint64_t t0;        /* mono_us() when the request was read whole */
+    const char *trace;  /* traceparent, NULL = none */
 };
 
 /* Microseconds on the monotonic clock (a vDSO read, no system call: two a
@@ -636,6 +638,12 @@ static void log_access(struct http_server *s, struct evhttp_request *req, const 
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     if (evcon != NULL)
         evhttp_connection_get_peer(evcon, &addr, &port);
+    /* The trace id: the second field of the traceparent. */
+    char trace_id[33] = "";
+    if (a->trace != NULL && strlen(a->trace) >= 35) {
+        memcpy(trace_id, a->trace + 3, 32);
+        trace_id[32] = '\0';
+    }
     const struct log_field f[] = {
         {"route", LOG_FIELD_STR, metrics_slot_name(s->h.counters, a->slot), 0},
         {"method", LOG_FIELD_STR, method_name(evhttp_request_get_command(req)), 0},
@@ -645,8 +653,9 @@ static void log_access(struct http_server *s, struct evhttp_request *req, const 
         {"duration_ms", LOG_FIELD_MS, NULL, (int64_t)ns},
         {"id", LOG_FIELD_STR, a->id, 0},
         {"client", LOG_FIELD_STR, addr, 0},
+        {"trace", LOG_FIELD_STR, trace_id, 0}, /* last: left out when there is none */
     };
-    log_record(LOG_INFO, "access", f, sizeof f / sizeof f[0]);
+    log_record(LOG_INFO, "access", f, sizeof f / sizeof f[0] - (trace_id[0] == '\0'));
 }
 
 /* The one place responses leave: counted, logged if asked. Frees evhttp's
@@ -663,6 +672,8 @@ static void send_response(struct http_server *s, struct evhttp_request *req, con
         evhttp_add_header(out, "X-Message-Id", id);
     if (status == 503)
         evhttp_add_header(out, "Retry-After", HTTP_RETRY_AFTER);
+    if (a->trace != NULL)
+        evhttp_add_header(out, "traceparent", a->trace);
     if ((flags & SEND_CLOSE) || s->draining)
         evhttp_add_header(out, "Connection", "close");
     /* Date and Content-Length given here spare evhttp a gmtime and two
@@ -795,7 +806,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 {
     struct http_server *s = arg;
     struct http_conn *c = conn_of(s, req);
-    struct answer a = {NULL, evhttp_request_get_uri(req), METRICS_NONE, 0};
+    struct answer a = {NULL, evhttp_request_get_uri(req), METRICS_NONE, 0, NULL};
     struct head_info hi;
     verdict_scan(evhttp_request_get_input_headers(req), &hi);
 
@@ -878,6 +889,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     r->slot_at = a.t0;
     memcpy(r->id, id, id_len + 1);
     r->id_len = id_len;
+    r->trace[0] = '\0';
     r->held = blen;
     s->held += blen;
     metrics_set_pending_bytes(s->h.counters, s->held);
@@ -1365,6 +1377,34 @@ void http_req_drop_body(struct http_req *r)
     (void)evbuffer_drain(in, evbuffer_get_length(in));
 }
 
+const char *http_req_header(const struct http_req *r, const char *name, int *count)
+{
+    const char *first = NULL;
+    struct evkeyval *kv;
+    *count = 0;
+    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(r->req), next)
+    {
+        if (strcasecmp(kv->key, name) != 0)
+            continue;
+        if (first == NULL)
+            first = kv->value;
+        ++*count;
+    }
+    return first;
+}
+
+void http_req_set_trace(struct http_req *r, const char *traceparent)
+{
+    size_t n = traceparent != NULL ? strnlen(traceparent, sizeof r->trace - 1) : 0;
+    memcpy(r->trace, traceparent != NULL ? traceparent : "", n);
+    r->trace[n] = '\0';
+}
+
+const char *http_req_trace(const struct http_req *r)
+{
+    return r->trace;
+}
+
 int http_req_foreach_header(const struct http_req *r,
                             int (*fn)(void *arg, const char *name, const char *value), void *arg)
 {
@@ -1420,7 +1460,8 @@ void http_req_reply(struct http_req *r, int status, const char *ctype, const cha
         arm_deadline(c);
     }
     req_done(s, r);
-    const struct answer a = {r->id, r->target, r->slot, r->t0};
+    const struct answer a = {r->id, r->target, r->slot, r->t0,
+                             r->trace[0] != '\0' ? r->trace : NULL};
     send_response(s, r->req, &a, status, ctype != NULL ? ctype : "text/plain", body, len, 0);
     req_put(s, r);
 }

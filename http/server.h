@@ -105,6 +105,14 @@ const char *http_req_body(struct http_req *r, size_t *len);
  * waits for its confirm or reply holds no bytes of it (10,000 waiting
  * requests would otherwise hold 10,000 bodies). http_req_body is empty then. */
 void http_req_drop_body(struct http_req *r);
+/* The first value of request header NAME (any case), NULL if absent;
+ * *COUNT how many times it came. */
+const char *http_req_header(const struct http_req *r, const char *name, int *count);
+/* The traceparent R's answer carries (a response header, and its trace id
+ * in the access log); NULL or "" for none. At most 55 bytes are kept. */
+void http_req_set_trace(struct http_req *r, const char *traceparent);
+/* The traceparent set for R's answer, "" if none. */
+const char *http_req_trace(const struct http_req *r);
 /* Call FN for every request header, in order. Stops early if FN returns -1
  * and returns -1 then. */
 int http_req_foreach_header(const struct http_req *r,

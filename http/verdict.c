@@ -12,6 +12,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "bridge/base/metrics.h"
+#include "bridge/base/template.h"
 #include "http/auth.h"
 #include "http/http_config.h"
 #include "http/server.h"
@@ -86,10 +87,16 @@ static bool xml_type(const char *ct)
            strncasecmp(ct + n - 4, "+xml", 4) == 0;
 }
 
+/* An exact path first; else the first route whose path with captures
+ * matches (config_load refuses two that could match one path). */
 static const struct http_route *find_route(const struct http_config *cfg, const char *path)
 {
     for (size_t i = 0; i < cfg->n_routes; i++)
         if (strcmp(cfg->routes[i].path, path) == 0)
+            return &cfg->routes[i];
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        if (path_has_captures(cfg->routes[i].path) &&
+            path_match(cfg->routes[i].path, path, NULL, NULL))
             return &cfg->routes[i];
     return NULL;
 }

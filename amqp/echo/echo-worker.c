@@ -12,6 +12,9 @@
  *     the reply to the waiting HTTP request by it),
  *   - WITHOUT mandatory: RabbitMQ returns a spurious NO_ROUTE for replies to
  *     direct reply-to even though they were delivered,
+ *   - with a traceparent header when the request has one (W3C trace
+ *     context): the same trace id and the worker's own span id, which the
+ *     bridge returns to the HTTP client as its traceparent,
  *   - optionally with a header x-http-status (a 32-bit int, 200..599) that
  *     becomes the HTTP status (200 without it; a 1xx cannot be a final
  *     response, so the bridge answers 502), and a content_type that becomes
@@ -339,6 +342,27 @@ static amqp_connection_state_t open_consumer(const struct options *o, bool *unre
     return NULL;
 }
 
+/* The traceparent of this worker's span for request REQ (number SEQ): the
+ * request's trace id, a span id of our own. False when the request has no
+ * traceparent of the version-00 form. */
+static bool child_traceparent(const amqp_basic_properties_t *req, unsigned long seq, char out[56])
+{
+    if (!(req->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return false;
+    for (int i = 0; i < req->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &req->headers.entries[i];
+        if (e->key.len != 11 || memcmp(e->key.bytes, "traceparent", 11) != 0 ||
+            e->value.kind != AMQP_FIELD_KIND_UTF8 || e->value.value.bytes.len != 55)
+            continue;
+        const char *tp = e->value.value.bytes.bytes;
+        /* "00-" trace id "-": kept; then our span id; the flags kept. */
+        snprintf(out, 56, "%.36s%016lx%.3s", tp, (unsigned long)(0xec40000000000000UL | seq),
+                 tp + 52);
+        return true;
+    }
+    return false;
+}
+
 /* Answer one request (or drop it, or skip it) and ack it. Returns 0 when
  * done, 1 when a signal interrupted the delay (the request stays unacked and
  * goes back to the queue), -1 when the connection failed (reason in why). */
@@ -370,13 +394,21 @@ static int handle(amqp_connection_state_t conn, const struct options *o, struct 
             rep._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
             rep.content_type = req->content_type;
         }
-        amqp_table_entry_t hdr = {
+        amqp_table_entry_t hdr[2] = {{
             .key = amqp_cstring_bytes(ECHO_STATUS_HEADER),
             .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = (int32_t)o->status},
-        };
-        if (o->status != 0) {
+        }};
+        int nhdr = o->status != 0;
+        char child[56];
+        if (child_traceparent(req, seq, child)) {
+            hdr[nhdr].key = amqp_cstring_bytes("traceparent");
+            hdr[nhdr].value.kind = AMQP_FIELD_KIND_UTF8;
+            hdr[nhdr].value.value.bytes = amqp_cstring_bytes(child);
+            nhdr++;
+        }
+        if (nhdr > 0) {
             rep._flags |= AMQP_BASIC_HEADERS_FLAG;
-            rep.headers = (amqp_table_t){1, &hdr};
+            rep.headers = (amqp_table_t){nhdr, hdr};
         }
         /* Default exchange, routing key = reply_to, mandatory = 0, immediate = 0. */
         int rc = amqp_basic_publish(conn, ECHO_CHANNEL, amqp_empty_bytes, req->reply_to, 0, 0, &rep,

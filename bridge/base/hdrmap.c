@@ -13,7 +13,7 @@
 #include <string.h>
 
 /* path, query, the copied headers, x-forwarded-for */
-#define HDRMAP_MAX_ENTRIES (HDRMAP_MAX_COPIED + 3)
+#define HDRMAP_MAX_ENTRIES (HDRMAP_MAX_COPIED + 3 + HDRMAP_MAX_OWN)
 #define HDRMAP_BUF_MIN 4096     /* first size of buf */
 #define HDRMAP_KEEP (32u << 10) /* bigger buffers are freed by hdrmap_clear */
 
@@ -295,6 +295,25 @@ int hdrmap_add(struct hdrmap *m, const char *name, const char *value)
     m->copied++;
     m->copied_bytes += cost;
     return 0;
+}
+
+int hdrmap_put(struct hdrmap *m, const char *name, const char *value)
+{
+    if (ensure_tables(m) != 0)
+        return -1;
+    size_t nlen;
+    uint32_t h = name_hash(name, &nlen);
+    for (size_t i = 0; i < m->n; i++) {
+        const struct hdrmap_ent *e = &m->ent[i];
+        if (e->hash == h && e->name_len == nlen && ascii_equal(m->kv[i].name, name)) {
+            /* Its bytes stay in buf until the next message. */
+            memmove(&m->kv[i], &m->kv[i + 1], (m->n - i - 1) * sizeof *m->kv);
+            memmove(&m->ent[i], &m->ent[i + 1], (m->n - i - 1) * sizeof *m->ent);
+            m->n--;
+            break;
+        }
+    }
+    return push(m, name, nlen, h, value, strlen(value));
 }
 
 int hdrmap_finish(struct hdrmap *m, const char *client)

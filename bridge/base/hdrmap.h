@@ -35,6 +35,7 @@
 #define HDRMAP_NAME_MAX 255         /* longest name copied (AMQP short string) */
 #define HDRMAP_VALUE_MAX (8u << 10) /* longest value copied (joined, for repeats) */
 #define HDRMAP_COPY_MAX (64u << 10) /* buffer bytes all copied X-* headers may take */
+#define HDRMAP_MAX_OWN 24           /* headers the bridge sets with hdrmap_put per message */
 
 struct hdrmap_kv {
     char *name;  /* lower-cased, NUL-terminated */
@@ -86,6 +87,12 @@ int hdrmap_add(struct hdrmap *m, const char *name, const char *value)
 /* Finish: set x-forwarded-for to "<request's X-Forwarded-For>, CLIENT" or
  * CLIENT alone (nothing when both are empty). Once per message. 0 / -1. */
 int hdrmap_finish(struct hdrmap *m, const char *client) __attribute__((warn_unused_result));
+/* Set header NAME (lower-cased) to VALUE, the bridge's own (a route's
+ * constant headers, trace context): it replaces a copied request header of
+ * the same name. At most HDRMAP_MAX_OWN per message, bounded by the caller
+ * (config time). 0 / -1 (out of memory, or past the bound). */
+int hdrmap_put(struct hdrmap *m, const char *name, const char *value)
+    __attribute__((warn_unused_result));
 /* Lookup by lower-case name; NULL if absent. */
 const char *hdrmap_get(const struct hdrmap *m, const char *name);
 

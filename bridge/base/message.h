@@ -18,7 +18,9 @@ struct bridge_msg {
     const char *type;     /* the route name */
     const char *exchange; /* "" = default exchange */
     const char *routing_key;
-    bool persistent;              /* delivery_mode 2 */
+    bool persistent;   /* delivery_mode 2 */
+    bool has_priority; /* send priority */
+    uint8_t priority;
     bool minimal;                 /* message_id, content_type, delivery_mode (and rpc's)
                                      only: no timestamp, app_id, type, headers */
     int64_t timestamp;            /* arrival, unix seconds */
@@ -26,7 +28,7 @@ struct bridge_msg {
     /* rpc routes only; NULL otherwise. The correlation id is the broker
      * module's own (broker_publish). */
     const char *reply_to;
-    const char *expiration; /* milliseconds, as decimal text */
+    const char *expiration; /* milliseconds, as decimal text; NULL = none (rpc: its timeout) */
 };
 
 #endif

@@ -624,6 +624,10 @@ static void test_publish_mapping(void **state)
     assert_string_equal(resp_header(&r, "X-Request-Id"), "it-map-1");
     assert_has_header(&r, "X-Message-Id");
     assert_string_equal(resp_header(&r, "X-Message-Id"), "it-map-1");
+    /* No traceparent came: the bridge started a trace (trace = start). */
+    assert_has_header(&r, "traceparent");
+    char tp[64];
+    snprintf(tp, sizeof tp, "%s", resp_header(&r, "traceparent"));
     resp_free(&r);
 
     amqp_message_t m;
@@ -668,19 +672,21 @@ static void test_publish_mapping(void **state)
     HDR_IS("x-tenant-id", "Acme");
     HDR_IS("x-lower", "v1");
     HDR_IS("x-tag", "a, b");
+    HDR_IS("traceparent", tp);
 #undef HDR_IS
     /* ...and nothing else: not the request id, not other request headers. */
     for (int i = 0; i < h->num_entries; i++) {
         amqp_bytes_t k = h->entries[i].key;
         static const char *const allowed[] = {"x-http-path", "x-http-query", "x-forwarded-for",
-                                              "x-tenant-id", "x-lower",      "x-tag"};
+                                              "x-tenant-id", "x-lower",      "x-tag",
+                                              "traceparent"};
         bool ok = false;
         for (size_t j = 0; j < sizeof allowed / sizeof *allowed; j++)
             ok = ok || bytes_eq(k, allowed[j]);
         if (!ok)
             fail_msg("unexpected message header \"%.*s\"", (int)k.len, (char *)k.bytes);
     }
-    assert_int_equal(h->num_entries, 6);
+    assert_int_equal(h->num_entries, 7);
     amqp_destroy_message(&m);
 
     /* exactly one message */

@@ -1109,6 +1109,126 @@ static void test_log_format_and_access_log(void **state)
     expect_env_error("", made, "environment BRIDGE_ROUTE_NONE_");
 }
 
+/* ---- routing from the request, message properties, trace (issue 15) -- */
+
+static void test_route_templates(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[route ev]\n"
+                                 "path = /events/{type}\n"
+                                 "exchange = events\n"
+                                 "routing_key = orders.{type}.{header:X-Region}\n"
+                                 "queue = ev\n"
+                                 "[route special]\n"
+                                 "path = /events/special\n"
+                                 "routing_key = special\n"
+                                 "[route tenant]\n"
+                                 "path = /t/{tenant}\n"
+                                 "exchange = {tenant}.audit\n"
+                                 "exchanges = a.audit, b.audit\n"
+                                 "routing_key = x\n",
+                                 NULL);
+    const struct config_route *r = route(cfg, "ev");
+    assert_true(r->dynamic);
+    assert_true(r->rk_tmpl.dynamic);
+    assert_false(r->ex_tmpl.dynamic);
+    /* The queue is bound with the wildcard that reaches every expansion. */
+    assert_string_equal(r->bind_key, "orders.*.*");
+    assert_string_equal(cfg->amqp.routes[0].routing_key, "orders.*.*");
+    assert_false(route(cfg, "special")->dynamic);
+    const struct config_route *t = route(cfg, "tenant");
+    assert_int_equal(t->n_exchanges, 2);
+    assert_string_equal(t->exchange_list[0], "a.audit");
+    assert_string_equal(t->exchange_list[1], "b.audit");
+    assert_int_equal(cfg->amqp.routes[2].n_exchanges, 2);
+    config_free(cfg);
+
+    static const struct error_case cases[] = {
+        {"[route a]\npath = /e/{type}\nrouting_key = k.{kind}\n",
+         ":3: routing_key: '{kind}': is not a capture"},
+        {"[route a]\npath = /e/x{type}\nrouting_key = k\n", ":2: path: 'x{type}': a capture is"},
+        {"[route a]\npath = /e/{t}\nrouting_key = k\n[route b]\npath = /e/{u}\nrouting_key = k\n",
+         ":5: path: /e/{u} matches paths that /e/{t} of route a matches"},
+        {"[route a]\npath = /e/{t}\nexchange = {t}\nrouting_key = k\n",
+         ":3: exchange: '{t}' is a template: list the exchanges"},
+        {"[route a]\npath = /e\nexchanges = x\nrouting_key = k\n",
+         ":3: exchanges: x: set, but exchange is not a template"},
+        {"[route a]\npath = /e/{t}\nexchange = {t}\nexchanges = x\nrouting_key = k\nqueue = q\n",
+         ":6: queue: q: with a templated exchange"},
+        {"[route a]\npath = /e/{t}\nrouting_key = k-{t}\nexchange = ex\nqueue = q\n",
+         ":3: routing_key: 'k-{t}': a placeholder is not a whole word"},
+        {"[route a]\npath = /e/{t}\nrouting_key = {t}\nqueue = q\n",
+         ":4: queue: q: the default exchange routes by queue name"},
+        {"[route a]\npath = /e\nrouting_key = k\nbinding_key = b\n",
+         ":4: binding_key: b: set, but the route declares no queue"},
+    };
+    run_error_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
+static void test_route_properties(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[route a]\n"
+                                 "path = /a\n"
+                                 "routing_key = a\n"
+                                 "priority = 7\n"
+                                 "expiration = 90s\n"
+                                 "headers = Source = upstream-a, env=prod\n"
+                                 "content_type = application/vnd.order+xml\n"
+                                 "trace = pass\n"
+                                 "[route b]\n"
+                                 "path = /b\n"
+                                 "routing_key = b\n"
+                                 "priority = {header:X-Priority}\n"
+                                 "priority_max = 5\n"
+                                 "properties = minimal\n",
+                                 NULL);
+    const struct config_route *a = route(cfg, "a");
+    assert_int_equal(a->priority_value, 7);
+    assert_null(a->priority_header);
+    assert_false(a->dynamic);
+    assert_int_equal(a->expiration_ms, 90000);
+    assert_int_equal(a->n_const_hdr, 2);
+    assert_string_equal(a->const_hdr[0].name, "source");
+    assert_string_equal(a->const_hdr[0].value, "upstream-a");
+    assert_string_equal(a->const_hdr[1].name, "env");
+    assert_string_equal(a->const_hdr[1].value, "prod");
+    assert_string_equal(a->content_type, "application/vnd.order+xml");
+    assert_int_equal(a->trace, TRACE_PASS);
+    const struct config_route *b = route(cfg, "b");
+    assert_int_equal(b->priority_value, -1);
+    assert_string_equal(b->priority_header, "X-Priority");
+    assert_true(b->dynamic);
+    assert_int_equal(b->priority_max, 5);
+    assert_int_equal(b->trace, TRACE_OFF); /* minimal sends no headers */
+    config_free(cfg);
+
+    static const struct error_case cases[] = {
+        {"[route a]\npath = /a\nrouting_key = a\npriority = 10\n",
+         ":4: priority: '10': a number from 0 to priority_max"},
+        {"[route a]\npath = /a\nrouting_key = a\npriority_max = 3\npriority = 4\n",
+         ":5: priority: '4': a number"},
+        {"[route a]\npath = /a\nrouting_key = a\npriority = high\n", ":4: priority: 'high'"},
+        {"[route a]\npath = /a\nrouting_key = a\npriority_max = 256\n",
+         ":4: priority_max: '256' is out of range"},
+        {"[route a]\npath = /a\nmode = rpc\nrouting_key = a\nexpiration = 1s\n",
+         ":5: expiration: a: an rpc route's messages expire"},
+        {"[route a]\npath = /a\nrouting_key = a\nheaders = novalue\n",
+         ":4: headers: 'novalue': expected name=value"},
+        {"[route a]\npath = /a\nrouting_key = a\nheaders = a=1, a=2\n",
+         ":4: headers: 'a': given twice"},
+        {"[route a]\npath = /a\nrouting_key = a\nheaders = traceparent=x\n",
+         ":4: headers: 'traceparent': given twice, or set by the bridge"},
+        {"[route a]\npath = /a\nrouting_key = a\nheaders = a=1\nproperties = minimal\n",
+         ":4: headers: a=1: needs properties = all"},
+        {"[route a]\npath = /a\nrouting_key = a\ntrace = start\nproperties = minimal\n",
+         ":4: trace: start: needs properties = all"},
+        {"[route a]\npath = /a\nrouting_key = a\ntrace = sometimes\n",
+         ":4: trace: 'sometimes' is not a trace mode (start, pass or off)"},
+    };
+    run_error_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1140,6 +1260,8 @@ int main(void)
         cmocka_unit_test(test_parse_bool),
         cmocka_unit_test(test_log_level_names),
         cmocka_unit_test(test_log_format_and_access_log),
+        cmocka_unit_test(test_route_templates),
+        cmocka_unit_test(test_route_properties),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,273 @@
+/* config_route.c - the route keys that go together: a path with captures
+ * and the routing_key / exchange templates over them, the exchanges a
+ * templated exchange may become, the queue's binding key, priority,
+ * expiration, constant headers, content_type and trace. Checked and parsed
+ * once, at load, into the route's derived fields; the worker only reads
+ * them. */
+#include "bridge/config_int.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#define MAX_CONST_HEADERS 16 /* a route's headers key; within HDRMAP_MAX_OWN with trace's 3 */
+
+static int route_fail(struct loader *ld, size_t j, size_t key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Fails naming key KEY of route J where it was set. Always -1. */
+static int route_fail(struct loader *ld, size_t j, size_t key, const char *fmt, ...)
+{
+    char reason[REASON_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    return config_fail(ld, &ld->meta[j].keys[key], config_sections[SEC_ROUTE].keys[key].name, "%s",
+                       reason);
+}
+
+static bool token_char(char c)
+{
+    return isalnum((unsigned char)c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* exchanges = a, b, c: the names, each an AMQP name no client part could
+ * widen, split into a NULL-terminated list. */
+static int parse_exchanges(struct loader *ld, size_t j)
+{
+    struct config_route *r = &ld->cfg->routes[j];
+    size_t n = 1;
+    for (const char *p = r->exchanges; *p != '\0'; p++)
+        n += *p == ',';
+    char *copy = strdup(r->exchanges);
+    r->exchange_list = calloc(n + 1, sizeof *r->exchange_list);
+    if (copy == NULL || r->exchange_list == NULL) {
+        free(copy);
+        return route_fail(ld, j, RK_EXCHANGES, "out of memory");
+    }
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        char *name = trim(tok);
+        if (name[0] == '\0' || strlen(name) > TMPL_VALUE_MAX) {
+            free(copy);
+            return route_fail(ld, j, RK_EXCHANGES, "%s: an empty or too long name", r->exchanges);
+        }
+        if ((r->exchange_list[r->n_exchanges] = strdup(name)) == NULL) {
+            free(copy);
+            return route_fail(ld, j, RK_EXCHANGES, "out of memory");
+        }
+        r->n_exchanges++;
+    }
+    free(copy);
+    return 0;
+}
+
+/* headers = name=value, name=value: constant headers, names lower-cased. */
+static int parse_headers(struct loader *ld, size_t j)
+{
+    struct config_route *r = &ld->cfg->routes[j];
+    char *copy = strdup(r->headers);
+    r->const_hdr = calloc(MAX_CONST_HEADERS, sizeof *r->const_hdr);
+    if (copy == NULL || r->const_hdr == NULL) {
+        free(copy);
+        return route_fail(ld, j, RK_HEADERS, "out of memory");
+    }
+    char *save = NULL;
+    int rc = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok != NULL && rc == 0;
+         tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        if (eq == NULL) {
+            rc = route_fail(ld, j, RK_HEADERS, "'%.64s': expected name=value", trim(tok));
+            break;
+        }
+        *eq = '\0';
+        char *name = trim(tok), *value = trim(eq + 1);
+        bool ok = name[0] != '\0' && strlen(name) <= 64;
+        for (char *p = name; ok && *p != '\0'; p++) {
+            ok = token_char(*p);
+            *p = (char)tolower((unsigned char)*p);
+        }
+        for (const char *p = value; ok && *p != '\0'; p++)
+            ok = (unsigned char)*p >= 0x20 && *p != 0x7f;
+        if (!ok || strlen(value) > 1024) {
+            rc = route_fail(ld, j, RK_HEADERS,
+                            "'%.64s': a name of 1 to 64 token characters and a printable value "
+                            "of at most 1024 bytes",
+                            name);
+            break;
+        }
+        static const char *const own[] = {"x-http-path", "x-http-query", "x-forwarded-for",
+                                          "traceparent", "tracestate",   "baggage"};
+        for (size_t i = 0; ok && i < sizeof own / sizeof own[0]; i++)
+            ok = strcmp(name, own[i]) != 0;
+        for (size_t i = 0; ok && i < r->n_const_hdr; i++)
+            ok = strcmp(name, r->const_hdr[i].name) != 0;
+        if (!ok) {
+            rc = route_fail(ld, j, RK_HEADERS, "'%.64s': given twice, or set by the bridge itself",
+                            name);
+            break;
+        }
+        if (r->n_const_hdr == MAX_CONST_HEADERS) {
+            rc = route_fail(ld, j, RK_HEADERS, "more than %d headers", MAX_CONST_HEADERS);
+            break;
+        }
+        struct route_header *h = &r->const_hdr[r->n_const_hdr];
+        if ((h->name = strdup(name)) == NULL || (h->value = strdup(value)) == NULL) {
+            free(h->name);
+            h->name = NULL;
+            rc = route_fail(ld, j, RK_HEADERS, "out of memory");
+            break;
+        }
+        r->n_const_hdr++;
+    }
+    free(copy);
+    return rc;
+}
+
+/* priority = N | {header:Name}. */
+static int parse_priority(struct loader *ld, size_t j)
+{
+    struct config_route *r = &ld->cfg->routes[j];
+    r->priority_value = -1;
+    const char *v = r->priority;
+    if (v[0] == '\0')
+        return 0;
+    static const char pre[] = "{header:";
+    size_t vl = strlen(v), pl = sizeof pre - 1;
+    if (vl > pl + 1 && strncasecmp(v, pre, pl) == 0 && v[vl - 1] == '}') {
+        bool ok = vl - pl - 1 <= TMPL_HEADER_MAX;
+        for (size_t i = pl; ok && i < vl - 1; i++)
+            ok = token_char(v[i]);
+        if (!ok)
+            return route_fail(ld, j, RK_PRIORITY, "'%.64s': not a header name", v);
+        if ((r->priority_header = strndup(v + pl, vl - pl - 1)) == NULL)
+            return route_fail(ld, j, RK_PRIORITY, "out of memory");
+        return 0;
+    }
+    char *end = NULL;
+    long n = strtol(v, &end, 10);
+    if (!isdigit((unsigned char)v[0]) || *end != '\0' || n > r->priority_max)
+        return route_fail(ld, j, RK_PRIORITY,
+                          "'%.64s': a number from 0 to priority_max, or {header:Name}", v);
+    r->priority_value = (int)n;
+    return 0;
+}
+
+/* routing_key, exchange: templates over the path's captures; a templated
+ * exchange only among the names of exchanges (publishing to an exchange
+ * that does not exist closes the channel, and every request waiting on it
+ * would get 503). */
+static int parse_templates(struct loader *ld, size_t j)
+{
+    struct config_route *r = &ld->cfg->routes[j];
+    char why[REASON_LEN];
+    if (path_pattern_check(r->path, why, sizeof why) != 0)
+        return route_fail(ld, j, RK_PATH, "%s", why);
+    if (tmpl_parse(&r->rk_tmpl, r->routing_key, r->path, why, sizeof why) != 0)
+        return route_fail(ld, j, RK_ROUTING_KEY, "%s", why);
+    if (tmpl_parse(&r->ex_tmpl, r->exchange, r->path, why, sizeof why) != 0)
+        return route_fail(ld, j, RK_EXCHANGE, "%s", why);
+    if (r->ex_tmpl.dynamic && r->exchanges[0] == '\0')
+        return route_fail(ld, j, RK_EXCHANGE,
+                          "'%.64s' is a template: list the exchanges it may become in exchanges "
+                          "(a publish to an exchange that does not exist closes the channel)",
+                          r->exchange);
+    if (!r->ex_tmpl.dynamic && r->exchanges[0] != '\0')
+        return route_fail(ld, j, RK_EXCHANGES, "%s: set, but exchange is not a template",
+                          r->exchanges);
+    if (r->ex_tmpl.dynamic && r->queue[0] != '\0')
+        return route_fail(ld, j, RK_QUEUE,
+                          "%s: with a templated exchange, bind the queue in the broker (the "
+                          "bridge would not know to which exchange)",
+                          r->queue);
+    if (r->exchanges[0] != '\0' && parse_exchanges(ld, j) != 0)
+        return -1;
+    /* The queue's binding: the routing key, or what reaches every
+     * expansion of it on a topic exchange. */
+    char bind[TMPL_VALUE_MAX + 1];
+    const char *b = r->routing_key;
+    if (r->binding_key[0] != '\0') {
+        if (r->queue[0] == '\0')
+            return route_fail(ld, j, RK_BINDING_KEY, "%s: set, but the route declares no queue",
+                              r->binding_key);
+        b = r->binding_key;
+    } else if (r->rk_tmpl.dynamic && r->queue[0] != '\0' && r->exchange[0] != '\0') {
+        if (tmpl_wildcard(&r->rk_tmpl, bind) != 0)
+            return route_fail(ld, j, RK_ROUTING_KEY,
+                              "'%.64s': a placeholder is not a whole word (between dots): set "
+                              "binding_key for the queue",
+                              r->routing_key);
+        b = bind;
+    } else if (r->rk_tmpl.dynamic && r->queue[0] != '\0') {
+        return route_fail(ld, j, RK_QUEUE,
+                          "%s: the default exchange routes by queue name, and the routing key "
+                          "is a template: the queue would not get these messages",
+                          r->queue);
+    }
+    if ((r->bind_key = strdup(b)) == NULL)
+        return route_fail(ld, j, RK_ROUTING_KEY, "out of memory");
+    return 0;
+}
+
+int config_route_prepare(struct loader *ld, size_t j)
+{
+    struct config_route *r = &ld->cfg->routes[j];
+    const struct origin *ko = ld->meta[j].keys;
+    if (parse_templates(ld, j) != 0 || parse_priority(ld, j) != 0)
+        return -1;
+    r->dynamic = r->rk_tmpl.dynamic || r->ex_tmpl.dynamic || r->priority_header != NULL;
+    bool minimal = r->properties == PROPERTIES_MINIMAL;
+    if (r->headers[0] != '\0' && (minimal || parse_headers(ld, j) != 0))
+        return ld->failed ? -1
+                          : route_fail(ld, j, RK_HEADERS,
+                                       "%s: needs properties = all (minimal sends no headers)",
+                                       r->headers);
+    if (minimal && (ko[RK_TRACE].line > 0 || ko[RK_TRACE].env != NULL) && r->trace != TRACE_OFF)
+        return route_fail(ld, j, RK_TRACE, "%s: needs properties = all (minimal sends no headers)",
+                          config_sections[SEC_ROUTE].keys[RK_TRACE].names->name[r->trace]);
+    if (minimal)
+        r->trace = TRACE_OFF;
+    if (r->expiration_ms > 0 && r->mode == ROUTE_RPC)
+        return route_fail(ld, j, RK_EXPIRATION,
+                          "%s: an rpc route's messages expire after its timeout already", r->name);
+    if (strlen(r->content_type) > 255)
+        return route_fail(ld, j, RK_CONTENT_TYPE, "longer than 255 bytes");
+    for (const char *p = r->content_type; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return route_fail(ld, j, RK_CONTENT_TYPE, "control characters in '%.64s'",
+                              r->content_type);
+    return 0;
+}
+
+void config_route_free(struct config_route *r)
+{
+    char **strings[] = {
+        &r->name,     &r->path,    &r->exchange,        &r->routing_key,     &r->queue,
+        &r->schema,   &r->root,    &r->auth_token_file, &r->exchanges,       &r->binding_key,
+        &r->priority, &r->headers, &r->content_type,    &r->priority_header, &r->bind_key};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
+        free(*strings[i]);
+    tmpl_free(&r->rk_tmpl);
+    tmpl_free(&r->ex_tmpl);
+    for (size_t i = 0; r->exchange_list != NULL && i < r->n_exchanges; i++)
+        free(r->exchange_list[i]);
+    free(r->exchange_list);
+    for (size_t i = 0; r->const_hdr != NULL && i < r->n_const_hdr; i++) {
+        free(r->const_hdr[i].name);
+        free(r->const_hdr[i].value);
+    }
+    free(r->const_hdr);
+}

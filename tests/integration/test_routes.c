@@ -1,0 +1,446 @@
+/* test_routes.c - routes that fit real topologies (issue 15), against the
+ * real broker: routing keys and exchanges from the request's path and
+ * headers on topic exchanges with bindings, what a client may not route
+ * on, message properties per route (priority, expiration, constant
+ * headers, content_type), and W3C trace context on publish and rpc routes.
+ * Run through tests/integration/run.sh like test_bridge.c. */
+#include <amqp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "harness_cmocka.h" /* <cmocka.h>, assert_resp... */
+
+#define XML "application/xml"
+static const char DOC[] = "<?xml version=\"1.0\"?>\n<order><id>1</id></order>\n";
+#define TP "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+static struct bridge g_main;
+
+/* The routes under test. Exchanges and the queues bound to them are
+ * declared by the suite (prepare) before the bridge starts: the bridge
+ * checks the templated exchange's names passively, and binds its own
+ * queues only. */
+static char *routes_config(int http_port, const void *arg)
+{
+    (void)arg;
+    char *text;
+    size_t len;
+    FILE *f = xmemstream(&text, &len);
+    fprintf(f,
+            "; written by tests/integration/test_routes.c\n"
+            "[http]\n"
+            "listen      = 127.0.0.1:%d\n"
+            "workers     = 2\n"
+            "timeout     = 10s\n"
+            "[amqp]\n"
+            "uri         = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
+            "heartbeat   = 5s\n"
+            "[log]\n"
+            "level       = %s\n"
+            "access_log  = yes\n"
+            "\n"
+            "; the routing key from the path; the queue bound with orders.*\n"
+            "[route events]\n"
+            "path        = /events/{type}\n"
+            "exchange    = it.routes.topic\n"
+            "routing_key = orders.{type}\n"
+            "queue       = it.routes.events\n"
+            "priority    = {header:X-Priority}\n"
+            "priority_max = 5\n"
+            "\n"
+            "; an exact path beside the pattern wins\n"
+            "[route special]\n"
+            "path        = /events/special\n"
+            "routing_key = it.routes.special\n"
+            "queue       = it.routes.special\n"
+            "\n"
+            "; the exchange from the path, the routing key from a header\n"
+            "[route audit]\n"
+            "path        = /t/{tenant}/audit\n"
+            "exchange    = {tenant}.it-audit\n"
+            "exchanges   = acme.it-audit, globex.it-audit\n"
+            "routing_key = audit.{header:X-Kind}\n"
+            "\n"
+            "[route props]\n"
+            "path        = /props\n"
+            "routing_key = it.routes.props\n"
+            "queue       = it.routes.props\n"
+            "priority    = 3\n"
+            "expiration  = 90s\n"
+            "headers     = source=upstream-a, x-env=test\n"
+            "content_type = application/vnd.order+xml\n"
+            "\n"
+            "[route pass]\n"
+            "path        = /pass\n"
+            "routing_key = it.routes.pass\n"
+            "queue       = it.routes.pass\n"
+            "trace       = pass\n"
+            "\n"
+            "[route rpc]\n"
+            "path        = /rpc\n"
+            "mode        = rpc\n"
+            "routing_key = it.routes.rpc\n"
+            "queue       = it.routes.rpc\n"
+            "timeout     = 5s\n",
+            http_port, g_harness.broker_port, g_harness.log_level);
+    fclose(f);
+    return text;
+}
+
+static bool mq_call(amqp_rpc_reply_t r, const char *what)
+{
+    return mq_ok(r, what);
+}
+
+/* A durable topic exchange NAME. */
+static bool declare_topic(const char *name)
+{
+    amqp_exchange_declare(g_harness.mq, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("topic"), 0,
+                          1, 0, 0, amqp_empty_table);
+    return mq_call(amqp_get_rpc_reply(g_harness.mq), name);
+}
+
+/* Queue Q, bound to exchange EX with KEY. */
+static bool declare_bound(const char *q, const char *ex, const char *key)
+{
+    if (!mq_declare(q, amqp_empty_table))
+        return false;
+    amqp_queue_bind(g_harness.mq, 1, amqp_cstring_bytes(q), amqp_cstring_bytes(ex),
+                    amqp_cstring_bytes(key), amqp_empty_table);
+    return mq_call(amqp_get_rpc_reply(g_harness.mq), q);
+}
+
+static int prepare(void)
+{
+    if (!mq_connect() || !declare_topic("it.routes.topic") || !declare_topic("acme.it-audit") ||
+        !declare_topic("globex.it-audit") ||
+        !declare_bound("it.routes.paid", "it.routes.topic", "orders.paid") ||
+        !declare_bound("it.routes.shipped", "it.routes.topic", "orders.shipped") ||
+        !declare_bound("it.routes.acme", "acme.it-audit", "audit.login") ||
+        !declare_bound("it.routes.globex", "globex.it-audit", "audit.login"))
+        return -1;
+    return 0;
+}
+
+static const struct suite SUITE = {
+    .name = "routes",
+    .shared = {{&g_main, "routes", routes_config, NULL}},
+    .stop_ms = 20000,
+    .prepare = prepare,
+};
+
+static void purge_all(void)
+{
+    static const char *const qs[] = {"it.routes.events",  "it.routes.special", "it.routes.paid",
+                                     "it.routes.shipped", "it.routes.acme",    "it.routes.globex",
+                                     "it.routes.props",   "it.routes.pass"};
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++)
+        mq_purge(qs[i]);
+}
+
+/* POST DOC to TARGET with the EXTRA header lines: the status, and the
+ * response's body into BODY (BODYLEN bytes) when not NULL. */
+static int post(const char *target, const char *extra, char *body, size_t bodylen)
+{
+    struct resp r;
+    int rc = http_post(g_main.port, target, XML, extra, DOC, &r);
+    if (rc != 0)
+        fail_msg("POST %s: no answer", target);
+    int status = r.status;
+    if (body != NULL)
+        snprintf(body, bodylen, "%.*s", (int)r.body_len, r.body);
+    resp_free(&r);
+    return status;
+}
+
+/* Exactly one message in Q, with id ID; its properties checked by the caller. */
+static void expect_one(const char *q, const char *id, amqp_message_t *m)
+{
+    if (mq_get(q, m) != 1)
+        fail_msg("queue %s is empty, expected message %s", q, id);
+    if (!bytes_eq(m->properties.message_id, id))
+        fail_msg("queue %s: message %.*s, expected %s", q, (int)m->properties.message_id.len,
+                 (char *)m->properties.message_id.bytes, id);
+    amqp_message_t more;
+    if (mq_get(q, &more) == 1) {
+        amqp_destroy_message(&more);
+        fail_msg("queue %s has a second message", q);
+    }
+}
+
+static void expect_empty(const char *q)
+{
+    amqp_message_t m;
+    if (mq_get(q, &m) == 1) {
+        amqp_destroy_message(&m);
+        fail_msg("queue %s got a message it should not have", q);
+    }
+}
+
+/* 1. The routing key from the path reaches the queue bound to it only. */
+static void test_routing_key_from_path(void **state)
+{
+    (void)state;
+    purge_all();
+    assert_int_equal(post("/events/paid", "X-Request-Id: rt-paid\r\n", NULL, 0), 202);
+    assert_int_equal(post("/events/shipped", "X-Request-Id: rt-shipped\r\n", NULL, 0), 202);
+    amqp_message_t m;
+    expect_one("it.routes.paid", "rt-paid", &m);
+    amqp_destroy_message(&m);
+    expect_one("it.routes.shipped", "rt-shipped", &m);
+    amqp_destroy_message(&m);
+    /* The route's own queue, bound with the wildcard orders.*, has both. */
+    size_t n = 0;
+    char **ids = mq_drain_ids("it.routes.events", &n);
+    assert_int_equal(n, 2);
+    assert_true(ids_have(ids, n, "rt-paid") && ids_have(ids, n, "rt-shipped"));
+    ids_free(ids, n);
+    /* The exact path wins over the pattern. */
+    assert_int_equal(post("/events/special", "X-Request-Id: rt-special\r\n", NULL, 0), 202);
+    expect_one("it.routes.special", "rt-special", &m);
+    amqp_destroy_message(&m);
+    expect_empty("it.routes.events");
+    /* Not one segment: no route. */
+    assert_int_equal(post("/events/a/b", NULL, NULL, 0), 404);
+    assert_int_equal(post("/events/", NULL, NULL, 0), 404);
+    PASS();
+}
+
+/* What a client puts in a name never widens a binding: 400 naming the
+ * part, nothing published. */
+static void test_routing_refuses_wildcards(void **state)
+{
+    (void)state;
+    purge_all();
+    static const char *const bad[] = {"/events/a.b", "/events/%23", "/events/*", "/events/%2A",
+                                      "/events/paid%2Eshipped"};
+    char body[512];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int st = post(bad[i], NULL, body, sizeof body);
+        if (st != 400 || strstr(body, "routing_key") == NULL || strstr(body, "{type}") == NULL)
+            fail_msg("POST %s: %d '%s', expected 400 naming routing_key {type}", bad[i], st, body);
+    }
+    char longer[400] = "/events/";
+    memset(longer + 8, 'a', 260);
+    longer[268] = '\0';
+    assert_int_equal(post(longer, NULL, body, sizeof body), 400);
+    expect_empty("it.routes.events");
+    expect_empty("it.routes.paid");
+    PASS();
+}
+
+/* The exchange from the path, among the route's exchanges; the routing key
+ * from a header; unroutable keeps its 502. */
+static void test_exchange_and_header_templates(void **state)
+{
+    (void)state;
+    purge_all();
+    char body[512];
+    assert_int_equal(post("/t/acme/audit", "X-Request-Id: rt-acme\r\nX-Kind: login\r\n", NULL, 0),
+                     202);
+    assert_int_equal(
+        post("/t/globex/audit", "X-Request-Id: rt-globex\r\nX-Kind: login\r\n", NULL, 0), 202);
+    amqp_message_t m;
+    expect_one("it.routes.acme", "rt-acme", &m);
+    amqp_destroy_message(&m);
+    expect_one("it.routes.globex", "rt-globex", &m);
+    amqp_destroy_message(&m);
+    /* Not one of the exchanges: refused before it could close the channel. */
+    assert_int_equal(post("/t/initech/audit", "X-Kind: login\r\n", body, sizeof body), 400);
+    assert_non_null(strstr(body, "not one of the route's exchanges"));
+    assert_int_equal(post("/t/acme/audit", NULL, body, sizeof body), 400);
+    assert_non_null(strstr(body, "X-Kind is missing"));
+    assert_int_equal(
+        post("/t/acme/audit", "X-Kind: login\r\nX-Kind: logout\r\n", body, sizeof body), 400);
+    assert_non_null(strstr(body, "more than once"));
+    assert_int_equal(post("/t/acme/audit", "X-Kind: log.#\r\n", body, sizeof body), 400);
+    /* Routable to the exchange, but no queue is bound for audit.logout. */
+    assert_int_equal(post("/t/acme/audit", "X-Kind: logout\r\n", body, sizeof body), 502);
+    expect_empty("it.routes.acme");
+    /* The channel is still fine: the next one goes through. */
+    assert_int_equal(post("/t/acme/audit", "X-Request-Id: rt-acme2\r\nX-Kind: login\r\n", NULL, 0),
+                     202);
+    expect_one("it.routes.acme", "rt-acme2", &m);
+    amqp_destroy_message(&m);
+    PASS();
+}
+
+/* 2. Priority (constant, or from a header within bounds), expiration,
+ * constant headers, content_type. */
+static void test_message_properties(void **state)
+{
+    (void)state;
+    purge_all();
+    assert_int_equal(post("/props", "X-Request-Id: rt-props\r\nX-Env: client\r\n", NULL, 0), 202);
+    amqp_message_t m;
+    expect_one("it.routes.props", "rt-props", &m);
+    amqp_basic_properties_t *p = &m.properties;
+    assert_true(p->_flags & AMQP_BASIC_PRIORITY_FLAG);
+    assert_int_equal(p->priority, 3);
+    assert_true(p->_flags & AMQP_BASIC_EXPIRATION_FLAG);
+    assert_true(bytes_eq(p->expiration, "90000"));
+    assert_true(bytes_eq(p->content_type, "application/vnd.order+xml"));
+    char buf[256];
+    const char *v = tbl_get(&p->headers, "source", buf, sizeof buf);
+    assert_non_null(v);
+    assert_string_equal(v, "upstream-a");
+    /* The route's constant header wins over the client's X-Env. */
+    v = tbl_get(&p->headers, "x-env", buf, sizeof buf);
+    assert_non_null(v);
+    assert_string_equal(v, "test");
+    amqp_destroy_message(&m);
+
+    assert_int_equal(post("/events/paid", "X-Request-Id: rt-prio\r\nX-Priority: 4\r\n", NULL, 0),
+                     202);
+    expect_one("it.routes.paid", "rt-prio", &m);
+    assert_true(m.properties._flags & AMQP_BASIC_PRIORITY_FLAG);
+    assert_int_equal(m.properties.priority, 4);
+    assert_false(m.properties._flags & AMQP_BASIC_EXPIRATION_FLAG);
+    amqp_destroy_message(&m);
+    assert_int_equal(post("/events/paid", "X-Request-Id: rt-noprio\r\n", NULL, 0), 202);
+    expect_one("it.routes.paid", "rt-noprio", &m);
+    assert_false(m.properties._flags & AMQP_BASIC_PRIORITY_FLAG);
+    amqp_destroy_message(&m);
+    char body[512];
+    static const char *const bad[] = {"X-Priority: 6\r\n", "X-Priority: -1\r\n",
+                                      "X-Priority: high\r\n", "X-Priority: 1\r\nX-Priority: 2\r\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int st = post("/events/paid", bad[i], body, sizeof body);
+        if (st != 400 || strstr(body, "X-Priority") == NULL)
+            fail_msg("%s: %d '%s', expected 400 naming X-Priority", bad[i], st, body);
+    }
+    expect_empty("it.routes.paid");
+    PASS();
+}
+
+/* A message's trace headers and the answer's traceparent. */
+static void trace_of(const char *q, const char *id, char *tp, char *ts, char *bg)
+{
+    amqp_message_t m;
+    expect_one(q, id, &m);
+    char buf[9000];
+    const char *v = tbl_get(&m.properties.headers, "traceparent", buf, sizeof buf);
+    snprintf(tp, 64, "%s", v != NULL ? v : "");
+    v = tbl_get(&m.properties.headers, "tracestate", buf, sizeof buf);
+    snprintf(ts, 600, "%s", v != NULL ? v : "");
+    v = tbl_get(&m.properties.headers, "baggage", buf, sizeof buf);
+    snprintf(bg, 600, "%s", v != NULL ? v : "");
+    amqp_destroy_message(&m);
+}
+
+static bool valid_tp(const char *tp)
+{
+    if (strlen(tp) != 55 || strncmp(tp, "00-", 3) != 0 || tp[35] != '-' || tp[52] != '-')
+        return false;
+    for (int i = 3; i < 55; i++)
+        if (i != 35 && i != 52 && strchr("0123456789abcdef", tp[i]) == NULL)
+            return false;
+    return strncmp(tp + 3, "00000000000000000000000000000000", 32) != 0;
+}
+
+/* 4. W3C trace context: copied when valid, started when missing or bad,
+ * returned on the answer; an rpc reply's comes back; the access log has
+ * the trace id. */
+static void test_trace_context(void **state)
+{
+    (void)state;
+    purge_all();
+    char tp[64], ts[600], bg[600];
+    struct resp r;
+    /* Valid: passed on unchanged, with tracestate and baggage. */
+    int rc = http_post(g_main.port, "/props", XML,
+                       "X-Request-Id: rt-tr1\r\ntraceparent: " TP
+                       "\r\ntracestate: rojo=00f067aa0ba902b7\r\ntracestate: congo=t61\r\n"
+                       "baggage: userId=alice,isProduction=false\r\n",
+                       DOC, &r);
+    assert_resp(rc, &r, 202);
+    assert_string_equal(resp_header(&r, "traceparent"), TP);
+    resp_free(&r);
+    trace_of("it.routes.props", "rt-tr1", tp, ts, bg);
+    assert_string_equal(tp, TP);
+    assert_string_equal(ts, "rojo=00f067aa0ba902b7,congo=t61");
+    assert_string_equal(bg, "userId=alice,isProduction=false");
+
+    /* None: the bridge starts a trace; the answer names the same one. */
+    rc = http_post(g_main.port, "/props", XML, "X-Request-Id: rt-tr2\r\n", DOC, &r);
+    assert_resp(rc, &r, 202);
+    char answered[64];
+    snprintf(answered, sizeof answered, "%s",
+             resp_header(&r, "traceparent") ? resp_header(&r, "traceparent") : "");
+    resp_free(&r);
+    trace_of("it.routes.props", "rt-tr2", tp, ts, bg);
+    assert_true(valid_tp(tp));
+    assert_string_equal(answered, tp);
+    assert_string_equal(ts, "");
+
+    /* Invalid (upper case, version ff): a new trace, its tracestate dropped,
+     * the baggage kept (it stands alone). */
+    rc = http_post(g_main.port, "/props", XML,
+                   "X-Request-Id: rt-tr3\r\n"
+                   "traceparent: ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+                   "tracestate: rojo=1\r\nbaggage: k=v\r\n",
+                   DOC, &r);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+    trace_of("it.routes.props", "rt-tr3", tp, ts, bg);
+    assert_true(valid_tp(tp));
+    assert_true(strstr(tp, "4bf92f3577b34da6a3ce929d0e0e4736") == NULL);
+    assert_string_equal(ts, "");
+    assert_string_equal(bg, "k=v");
+
+    /* Bad baggage is dropped whole, never cut. */
+    rc = http_post(g_main.port, "/props", XML,
+                   "X-Request-Id: rt-tr4\r\ntraceparent: " TP "\r\nbaggage: novalue\r\n", DOC, &r);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+    trace_of("it.routes.props", "rt-tr4", tp, ts, bg);
+    assert_string_equal(tp, TP);
+    assert_string_equal(bg, "");
+
+    /* trace = pass: nothing started. */
+    rc = http_post(g_main.port, "/pass", XML, "X-Request-Id: rt-tr5\r\n", DOC, &r);
+    assert_resp(rc, &r, 202);
+    assert_null(resp_header(&r, "traceparent"));
+    resp_free(&r);
+    trace_of("it.routes.pass", "rt-tr5", tp, ts, bg);
+    assert_string_equal(tp, "");
+
+    /* The access log line carries the trace id. */
+    if (log_count(&g_main, "trace=4bf92f3577b34da6a3ce929d0e0e4736") < 1)
+        fail_msg("no access log line with the trace id");
+    PASS();
+}
+
+/* An rpc reply's traceparent (the worker's span) comes back on the answer. */
+static void test_trace_rpc_reply(void **state)
+{
+    (void)state;
+    echo_start("it.routes.rpc", NULL);
+    struct resp r;
+    int rc = http_post(g_main.port, "/rpc", XML, "traceparent: " TP "\r\n", DOC, &r);
+    assert_resp(rc, &r, 200);
+    const char *got = resp_header(&r, "traceparent");
+    if (got == NULL || strncmp(got, TP, 36) != 0 || strcmp(got, TP) == 0 || !valid_tp(got))
+        fail_msg("answer's traceparent '%s': expected the trace of %s, the worker's span",
+                 got ? got : "(none)", TP);
+    resp_free(&r);
+    echo_stop();
+    PASS();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        SUITE_TEST(test_routing_key_from_path),
+        SUITE_TEST(test_routing_refuses_wildcards),
+        SUITE_TEST(test_exchange_and_header_templates),
+        SUITE_TEST(test_message_properties),
+        SUITE_TEST(test_trace_context),
+        SUITE_TEST(test_trace_rpc_reply),
+    };
+    return suite_run("ingest-bridge routes", &SUITE, tests, "IT_ONLY");
+}
