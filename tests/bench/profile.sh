@@ -45,12 +45,21 @@ port=$((BROKER_PORT + 12000))
 "$here/$build/echo-worker" -u "$uri" -q rpc >"$out/echo.log" 2>&1 &
 echo_pid=$!
 
-# run NAME PATH SCRIPT: one bridge under callgrind; prints "instructions requests".
+# A third route beside the shipped two: routing from the request (the key
+# from a path segment and a header, the queue bound with its wildcard on
+# amq.topic) with W3C trace started, against the plain /ingest route.
+templated=(BRIDGE_ROUTE_EVENTS_PATH='/events/{type}' BRIDGE_ROUTE_EVENTS_EXCHANGE=amq.topic
+    BRIDGE_ROUTE_EVENTS_ROUTING_KEY='orders.{type}.{header:X-Region}'
+    BRIDGE_ROUTE_EVENTS_QUEUE=events)
+
+# run NAME PATH SCRIPT [VAR=VALUE...]: one bridge under callgrind (the
+# variables in its environment, and wrk's); prints "instructions requests".
 run() {
     local name=$1 path=$2 script=$3
+    shift 3
     rm -f "$out/callgrind.$name"
-    BRIDGE_HTTP_LISTEN=127.0.0.1:$port BRIDGE_AMQP_URI=$uri BRIDGE_HTTP_WORKERS=1 \
-        BRIDGE_LOG_LEVEL=warn \
+    env "${templated[@]}" "$@" BRIDGE_HTTP_LISTEN=127.0.0.1:$port BRIDGE_AMQP_URI="$uri" \
+        BRIDGE_HTTP_WORKERS=1 BRIDGE_LOG_LEVEL=warn \
         valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.$name" \
         "$here/$build/ingest-bridge" -c "$here/bridge.ini" 2>"$out/bridge-$name.log" &
     local pid=$!
@@ -60,7 +69,7 @@ run() {
     done
     local requests=0
     if [ "$path" != - ]; then
-        wrk -t1 -c10 -d"${secs}s" --timeout 30s -s "$here/tests/load/$script" \
+        env "$@" wrk -t1 -c10 -d"${secs}s" --timeout 30s -s "$here/tests/load/$script" \
             "http://127.0.0.1:$port$path" >"$out/wrk-$name.txt" 2>&1
         local line non2xx
         line=$(grep '^BENCH ' "$out/wrk-$name.txt")
@@ -82,11 +91,16 @@ run() {
 
 read -r idle _ < <(run idle - -)
 say "idle run (start-up, one /healthz, shutdown): $idle instructions"
-printf '%-6s %12s %10s %14s\n' workload instructions requests "instr/request"
-for w in pong:/pong:pong.lua fire:/ingest:post.lua rpc:/rpc:post.lua; do
-    IFS=: read -r name path script <<<"$w"
-    read -r total requests < <(run "$name" "$path" "$script")
-    printf '%-6s %12s %10s %14s\n' "$name" "$total" "$requests" \
+printf '%-12s %12s %10s %14s\n' workload instructions requests "instr/request"
+# NAME:PATH:SCRIPT[:VAR=VALUE...]. fire-notrace is fire with trace = off:
+# what starting a trace and its header cost.
+for w in pong:/pong:pong.lua fire:/ingest:post.lua fire-notrace:/ingest:post.lua:BRIDGE_ROUTE_INGEST_TRACE=off \
+    "templated:/events/paid:post.lua:HEADER=X-Region: eu-1" rpc:/rpc:post.lua; do
+    IFS=: read -r name path script vars <<<"$w"
+    local_env=()
+    [ -z "$vars" ] || local_env=("$vars")
+    read -r total requests < <(run "$name" "$path" "$script" "${local_env[@]}")
+    printf '%-12s %12s %10s %14s\n' "$name" "$total" "$requests" \
         "$(( (total - idle) / requests ))"
 done | tee "$out/summary.txt"
 
