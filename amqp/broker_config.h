@@ -11,6 +11,24 @@
 /* The x-queue-type a route's queue is declared with. */
 enum queue_type { QUEUE_CLASSIC, QUEUE_QUORUM };
 
+/* What the bridge does with a route's queue at connect time. */
+enum queue_declare {
+    DECLARE_YES,     /* declare it (durable, the route's arguments) and bind it */
+    DECLARE_NO,      /* nothing: the broker's topology is someone else's */
+    DECLARE_PASSIVE, /* check that it exists, never change or bind it */
+};
+
+/* The arguments a declared queue gets; 0 or "" = not sent. */
+struct queue_args {
+    const char *dead_letter_exchange;    /* x-dead-letter-exchange */
+    const char *dead_letter_routing_key; /* x-dead-letter-routing-key */
+    uint64_t max_length;                 /* x-max-length (messages) */
+    uint64_t max_length_bytes;           /* x-max-length-bytes */
+    const char *overflow;                /* x-overflow */
+    uint64_t message_ttl_ms;             /* x-message-ttl */
+    int max_priority;                    /* x-max-priority, 0 = none */
+};
+
 /* One node of the failover list. */
 struct broker_uri {
     char *text;    /* the URI as written, password included (never logged) */
@@ -34,6 +52,8 @@ struct broker_route {
     const char *const *exchanges; /* a templated exchange's names: each must exist (checked
                                      passively at connect); NULL = none */
     size_t n_exchanges;
+    enum queue_declare declare; /* yes | no | passive */
+    struct queue_args args;     /* with declare = yes */
 };
 
 struct broker_config {

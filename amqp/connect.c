@@ -137,13 +137,35 @@ int broker_existing_queue_type(const char *text, size_t len, char *out, size_t o
 /* A 406 on queue.declare: the queue exists with other properties than the
  * route declares. Name the route, both types when the broker's text gives
  * the existing one, and quote the broker. */
-static void describe_refusal(const struct broker_route *rt, const amqp_channel_close_t *c,
-                             char *err, size_t errlen)
+/* The arguments RT's queue is declared with, as text: "x-queue-type=classic,
+ * x-message-ttl=1000", for the message that names both sides of a refusal. */
+static void args_text(const amqp_table_t *t, char *out, size_t len)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < t->num_entries && used < len; i++) {
+        const amqp_table_entry_t *e = &t->entries[i];
+        const char *sep = i == 0 ? "" : ", ";
+        int n;
+        if (e->value.kind == AMQP_FIELD_KIND_UTF8)
+            n = snprintf(out + used, len - used, "%s%.*s=%.*s", sep, (int)e->key.len,
+                         (const char *)e->key.bytes, (int)e->value.value.bytes.len,
+                         (const char *)e->value.value.bytes.bytes);
+        else
+            n = snprintf(out + used, len - used, "%s%.*s=%lld", sep, (int)e->key.len,
+                         (const char *)e->key.bytes, (long long)e->value.value.i64);
+        used += n > 0 ? (size_t)n : 0;
+    }
+}
+
+static void describe_refusal(const struct broker_route *rt, const amqp_table_t *args,
+                             const amqp_channel_close_t *c, char *err, size_t errlen)
 {
     const char *want = broker_queue_type_name(rt->queue_type);
     const char *text = c->reply_text.bytes;
     size_t len = c->reply_text.len;
-    char have[32];
+    char have[32], ours[400];
+    args_text(args, ours, sizeof ours);
     if (broker_existing_queue_type(text, len, have, sizeof have) == 0)
         snprintf(err, errlen,
                  "route %s: queue '%s' exists as a %s queue but the route has queue_type = %s "
@@ -152,8 +174,52 @@ static void describe_refusal(const struct broker_route *rt, const amqp_channel_c
     else
         snprintf(err, errlen,
                  "route %s: queue '%s' exists with other arguments than the route declares "
-                 "(durable, queue_type = %s) (broker: %u %.*s)",
-                 rt->name, rt->queue, want, c->reply_code, (int)len, text);
+                 "(the route: durable, %s; the broker's queue: %u %.*s)",
+                 rt->name, rt->queue, ours, c->reply_code, (int)len, text);
+}
+
+/* The arguments of RT's queue into ENT (room for 8), their count. Always
+ * x-queue-type, classic too: RabbitMQ takes x-queue-type = classic as equal
+ * to a classic queue declared without it, and a quorum queue then refuses
+ * the declare instead of being used silently. The others only when set. */
+static int queue_arguments(const struct broker_route *rt, amqp_table_entry_t *ent)
+{
+    int n = 0;
+    const struct queue_args *a = &rt->args;
+#define ARG_STR(k, v)                                                                              \
+    ent[n++] = (amqp_table_entry_t)                                                                \
+    {                                                                                              \
+        .key = amqp_cstring_bytes(k), .value = {                                                   \
+            .kind = AMQP_FIELD_KIND_UTF8,                                                          \
+            .value.bytes = amqp_cstring_bytes(v)                                                   \
+        }                                                                                          \
+    }
+#define ARG_INT(k, v)                                                                              \
+    ent[n++] = (amqp_table_entry_t)                                                                \
+    {                                                                                              \
+        .key = amqp_cstring_bytes(k), .value = {                                                   \
+            .kind = AMQP_FIELD_KIND_I64,                                                           \
+            .value.i64 = (int64_t)(v)                                                              \
+        }                                                                                          \
+    }
+    ARG_STR("x-queue-type", broker_queue_type_name(rt->queue_type));
+    if (a->dead_letter_exchange != NULL && a->dead_letter_exchange[0] != '\0')
+        ARG_STR("x-dead-letter-exchange", a->dead_letter_exchange);
+    if (a->dead_letter_routing_key != NULL && a->dead_letter_routing_key[0] != '\0')
+        ARG_STR("x-dead-letter-routing-key", a->dead_letter_routing_key);
+    if (a->max_length > 0)
+        ARG_INT("x-max-length", a->max_length);
+    if (a->max_length_bytes > 0)
+        ARG_INT("x-max-length-bytes", a->max_length_bytes);
+    if (a->overflow != NULL && a->overflow[0] != '\0')
+        ARG_STR("x-overflow", a->overflow);
+    if (a->message_ttl_ms > 0)
+        ARG_INT("x-message-ttl", a->message_ttl_ms);
+    if (a->max_priority > 0)
+        ARG_INT("x-max-priority", a->max_priority);
+#undef ARG_STR
+#undef ARG_INT
+    return n;
 }
 
 /* Every name a templated exchange may become must exist: a publish to one
@@ -186,24 +252,31 @@ static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch,
         const struct broker_route *rt = &cfg->routes[i];
         if (check_exchanges(conn, ch, rt, err, errlen) != 0)
             return -1;
-        if (rt->queue[0] == '\0')
+        if (rt->queue[0] == '\0' || rt->declare == DECLARE_NO)
             continue;
-        /* Always sent, classic too: RabbitMQ takes x-queue-type = classic
-         * as equal to a classic queue declared without it, and a quorum
-         * queue then refuses the declare instead of being used silently. */
-        amqp_table_entry_t type = {
-            .key = amqp_cstring_bytes("x-queue-type"),
-            .value = {.kind = AMQP_FIELD_KIND_UTF8,
-                      .value.bytes = amqp_cstring_bytes(broker_queue_type_name(rt->queue_type))},
-        };
-        amqp_table_t args = {.num_entries = 1, .entries = &type};
-        amqp_queue_declare(conn, ch, amqp_cstring_bytes(rt->queue), 0, 1, 0, 0, args);
+        bool passive = rt->declare == DECLARE_PASSIVE;
+        amqp_table_entry_t ent[8];
+        amqp_table_t args = {.num_entries = passive ? 0 : queue_arguments(rt, ent), .entries = ent};
+        amqp_queue_declare(conn, ch, amqp_cstring_bytes(rt->queue), passive, 1, 0, 0, args);
         amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
+        if (passive && r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+            r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
+            ((const amqp_channel_close_t *)r.reply.decoded)->reply_code == AMQP_NOT_FOUND) {
+            /* Someone else's topology, and it is not there: no retry makes it. */
+            const amqp_channel_close_t *c = r.reply.decoded;
+            snprintf(err, errlen,
+                     "route %s: queue '%s' does not exist (declare = passive: the bridge checks, "
+                     "never creates it) (broker: %u %.*s)",
+                     rt->name, rt->queue, c->reply_code, (int)c->reply_text.len,
+                     (const char *)c->reply_text.bytes);
+            *refused = true;
+            return -1;
+        }
         if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
             r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
             ((const amqp_channel_close_t *)r.reply.decoded)->reply_code ==
                 AMQP_PRECONDITION_FAILED) {
-            describe_refusal(rt, r.reply.decoded, err, errlen);
+            describe_refusal(rt, &args, r.reply.decoded, err, errlen);
             *refused = true;
             return -1;
         }
@@ -213,8 +286,8 @@ static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch,
             broker_rpc_error(r, what, err, errlen);
             return -1;
         }
-        if (rt->exchange[0] == '\0')
-            continue; /* the default exchange routes by queue name already */
+        if (rt->exchange[0] == '\0' || passive)
+            continue; /* the default exchange routes by queue name already; passive binds nothing */
         amqp_queue_bind(conn, ch, amqp_cstring_bytes(rt->queue), amqp_cstring_bytes(rt->exchange),
                         amqp_cstring_bytes(rt->routing_key), amqp_empty_table);
         r = amqp_get_rpc_reply(conn);

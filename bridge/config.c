@@ -233,15 +233,19 @@ static int make_room_views(struct config *c)
     for (size_t i = 0; i < c->n_routes; i++) {
         const struct config_route *r = &c->routes[i];
         c->http.routes[i] = (struct http_route){r->name, r->path, r->auth_token_file};
-        c->amqp.routes[i] =
-            (struct broker_route){r->name,
-                                  r->exchange,
-                                  r->bind_key != NULL ? r->bind_key : r->routing_key,
-                                  r->queue,
-                                  r->queue_type,
-                                  r->mode == ROUTE_RPC,
-                                  (const char *const *)r->exchange_list,
-                                  r->n_exchanges};
+        c->amqp.routes[i] = (struct broker_route){
+            .name = r->name,
+            .exchange = r->exchange,
+            .routing_key = r->bind_key != NULL ? r->bind_key : r->routing_key,
+            .queue = r->queue,
+            .queue_type = r->queue_type,
+            .rpc = r->mode == ROUTE_RPC,
+            .exchanges = (const char *const *)r->exchange_list,
+            .n_exchanges = r->n_exchanges,
+            .declare = r->declare,
+            .args = {r->dead_letter_exchange, r->dead_letter_routing_key, r->max_length,
+                     r->max_length_bytes, r->overflow, r->message_ttl_ms, r->max_priority},
+        };
     }
     return 0;
 }

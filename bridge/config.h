@@ -52,17 +52,25 @@ struct config_route {
     char *schema;                     /* "" = none; else XSD file path */
     char *root;                       /* "" = any; else required root element local name */
     uint64_t timeout_ms;              /* rpc: how long to wait for the reply */
-    char *auth_token_file;  /* "" = [http] auth_token_file applies; else this route's tokens */
-    size_t max_inflight;    /* per worker, this route's requests waiting on the broker;
+    char *auth_token_file;      /* "" = [http] auth_token_file applies; else this route's tokens */
+    size_t max_inflight;        /* per worker, this route's requests waiting on the broker;
                                    never 0 after config_load (0 in the file = automatic) */
-    char *exchanges;        /* a templated exchange: the names it may become, comma-separated */
-    char *binding_key;      /* "" = routing_key, or its wildcard when templated */
-    char *priority;         /* "" = none; a number; or {header:Name} */
-    int priority_max;       /* highest priority a header may ask for */
-    uint64_t expiration_ms; /* publish: per-message TTL (AMQP expiration); 0 = none */
-    char *headers;          /* constant headers, "name=value, name=value" */
-    char *content_type;     /* "" = the request's Content-Type; else this one */
-    enum route_trace trace; /* start | pass | off */
+    char *exchanges;            /* a templated exchange: the names it may become, comma-separated */
+    char *binding_key;          /* "" = routing_key, or its wildcard when templated */
+    char *priority;             /* "" = none; a number; or {header:Name} */
+    int priority_max;           /* highest priority a header may ask for */
+    uint64_t expiration_ms;     /* publish: per-message TTL (AMQP expiration); 0 = none */
+    char *headers;              /* constant headers, "name=value, name=value" */
+    char *content_type;         /* "" = the request's Content-Type; else this one */
+    enum route_trace trace;     /* start | pass | off */
+    enum queue_declare declare; /* what is done with queue at connect */
+    char *dead_letter_exchange; /* queue arguments, with declare = yes; "" or 0 = none */
+    char *dead_letter_routing_key;
+    size_t max_length;
+    size_t max_length_bytes;
+    char *overflow;
+    uint64_t message_ttl_ms;
+    int max_priority;
 
     /* Made by config_load from the keys above, read-only afterwards. */
     struct tmpl rk_tmpl;  /* routing_key as a template */

@@ -20,7 +20,7 @@
 #define MIB ((size_t)1024 * 1024)
 #define GIB ((size_t)1024 * 1024 * 1024)
 #define MAX_WORKERS 256
-#define MAX_KEYS 32 /* most keys in one section */
+#define MAX_KEYS 40 /* most keys in one section */
 #define REASON_LEN 256
 
 enum key_type {
@@ -108,6 +108,14 @@ enum {
     RK_HEADERS,
     RK_CONTENT_TYPE,
     RK_TRACE,
+    RK_DECLARE,
+    RK_DEAD_LETTER_EXCHANGE,
+    RK_DEAD_LETTER_ROUTING_KEY,
+    RK_MAX_LENGTH,
+    RK_MAX_LENGTH_BYTES,
+    RK_OVERFLOW,
+    RK_MESSAGE_TTL,
+    RK_MAX_PRIORITY,
     RK_COUNT
 };
 

@@ -17,6 +17,8 @@ static const char *const properties_names[] = {
     [PROPERTIES_ALL] = "all", [PROPERTIES_MINIMAL] = "minimal"};
 static const char *const trace_names[] = {
     [TRACE_START] = "start", [TRACE_PASS] = "pass", [TRACE_OFF] = "off"};
+static const char *const declare_names[] = {
+    [DECLARE_YES] = "yes", [DECLARE_NO] = "no", [DECLARE_PASSIVE] = "passive"};
 static const char *const log_format_names[] = {
     [LOG_FORMAT_TEXT] = "text", [LOG_FORMAT_JSON] = "json"};
 
@@ -27,6 +29,7 @@ static const struct key_enum queue_type_enum = {"queue type", queue_type_names,
 static const struct key_enum properties_enum = {"property set", properties_names,
                                                 N_OF(properties_names)};
 static const struct key_enum trace_enum = {"trace mode", trace_names, N_OF(trace_names)};
+static const struct key_enum declare_enum = {"declare mode", declare_names, N_OF(declare_names)};
 static const struct key_enum log_level_enum = {"level", log_level_names, N_OF(log_level_names)};
 static const struct key_enum log_format_enum = {"log format", log_format_names,
                                                 N_OF(log_format_names)};
@@ -36,7 +39,8 @@ _Static_assert(sizeof(enum route_mode) == sizeof(int) && sizeof(enum queue_type)
                    sizeof(enum log_level) == sizeof(int) &&
                    sizeof(enum log_format) == sizeof(int) &&
                    sizeof(enum route_properties) == sizeof(int) &&
-                   sizeof(enum route_trace) == sizeof(int),
+                   sizeof(enum route_trace) == sizeof(int) &&
+                   sizeof(enum queue_declare) == sizeof(int),
                "an enum key is not int-sized");
 
 #define CFG(f) offsetof(struct config, f)
@@ -102,6 +106,18 @@ static const struct key_def route_keys[RK_COUNT] = {
     [RK_HEADERS] = {"headers", KEY_STRING, RT(headers), 0, 0, "", NULL},
     [RK_CONTENT_TYPE] = {"content_type", KEY_STRING, RT(content_type), 0, 0, "", NULL},
     [RK_TRACE] = {"trace", KEY_ENUM, RT(trace), 0, 0, "start", &trace_enum},
+    [RK_DECLARE] = {"declare", KEY_ENUM, RT(declare), 0, 0, "yes", &declare_enum},
+    [RK_DEAD_LETTER_EXCHANGE] = {"dead_letter_exchange", KEY_AMQP_NAME, RT(dead_letter_exchange), 0,
+                                 0, "", NULL},
+    [RK_DEAD_LETTER_ROUTING_KEY] = {"dead_letter_routing_key", KEY_AMQP_NAME,
+                                    RT(dead_letter_routing_key), 0, 0, "", NULL},
+    [RK_MAX_LENGTH] = {"max_length", KEY_COUNT, RT(max_length), 0, INT32_MAX, "0", NULL},
+    [RK_MAX_LENGTH_BYTES] = {"max_length_bytes", KEY_SIZE, RT(max_length_bytes), 0, 1024 * GIB, "0",
+                             NULL},
+    [RK_OVERFLOW] = {"overflow", KEY_STRING, RT(overflow), 0, 0, "", NULL},
+    [RK_MESSAGE_TTL] = {"message_ttl", KEY_DURATION, RT(message_ttl_ms), 0, 365 * 24 * HOUR_MS, "0",
+                        NULL},
+    [RK_MAX_PRIORITY] = {"queue_max_priority", KEY_INT, RT(max_priority), 0, 255, "0", NULL},
 };
 
 const struct section_def config_sections[SEC_COUNT] = {

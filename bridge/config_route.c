@@ -222,11 +222,59 @@ static int parse_templates(struct loader *ld, size_t j)
     return 0;
 }
 
+/* The queue's arguments and declare mode: arguments only where the bridge
+ * declares the queue, and what the broker would refuse refused here. */
+static int check_queue_keys(struct loader *ld, size_t j)
+{
+    struct config_route *r = &ld->cfg->routes[j];
+    const struct origin *ko = ld->meta[j].keys;
+    static const size_t arg_keys[] = {RK_DEAD_LETTER_EXCHANGE,
+                                      RK_DEAD_LETTER_ROUTING_KEY,
+                                      RK_MAX_LENGTH,
+                                      RK_MAX_LENGTH_BYTES,
+                                      RK_OVERFLOW,
+                                      RK_MESSAGE_TTL,
+                                      RK_MAX_PRIORITY};
+    bool declares = r->queue[0] != '\0' && r->declare == DECLARE_YES;
+    for (size_t i = 0; i < sizeof arg_keys / sizeof arg_keys[0]; i++) {
+        const struct origin *o = &ko[arg_keys[i]];
+        if (!declares && (o->line > 0 || o->env != NULL))
+            return route_fail(ld, j, arg_keys[i],
+                              "set, but the bridge does not declare the queue (needs queue and "
+                              "declare = yes)");
+    }
+    if ((ko[RK_DECLARE].line > 0 || ko[RK_DECLARE].env != NULL) && r->queue[0] == '\0')
+        return route_fail(ld, j, RK_DECLARE, "set, but the route has no queue");
+    if (r->dead_letter_routing_key[0] != '\0' && r->dead_letter_exchange[0] == '\0')
+        return route_fail(ld, j, RK_DEAD_LETTER_ROUTING_KEY,
+                          "needs dead_letter_exchange (\"\" cannot be given: the default "
+                          "exchange is named by its queue)");
+    static const char *const overflows[] = {"drop-head", "reject-publish", "reject-publish-dlx"};
+    bool known = r->overflow[0] == '\0';
+    for (size_t i = 0; !known && i < sizeof overflows / sizeof overflows[0]; i++)
+        known = strcmp(r->overflow, overflows[i]) == 0;
+    if (!known)
+        return route_fail(ld, j, RK_OVERFLOW,
+                          "'%.64s' is not drop-head, reject-publish or reject-publish-dlx",
+                          r->overflow);
+    if (r->overflow[0] != '\0' && r->max_length == 0 && r->max_length_bytes == 0)
+        return route_fail(ld, j, RK_OVERFLOW, "needs max_length or max_length_bytes");
+    bool quorum = r->queue_type == QUEUE_QUORUM;
+    if (quorum && strcmp(r->overflow, "reject-publish-dlx") == 0)
+        return route_fail(ld, j, RK_OVERFLOW, "reject-publish-dlx is for classic queues only");
+    if (quorum && r->max_priority > 0)
+        return route_fail(ld, j, RK_MAX_PRIORITY, "priorities are for classic queues only");
+    if (r->priority_value > r->max_priority && r->max_priority > 0)
+        return route_fail(ld, j, RK_PRIORITY, "%d is above queue_max_priority (%d)",
+                          r->priority_value, r->max_priority);
+    return 0;
+}
+
 int config_route_prepare(struct loader *ld, size_t j)
 {
     struct config_route *r = &ld->cfg->routes[j];
     const struct origin *ko = ld->meta[j].keys;
-    if (parse_templates(ld, j) != 0 || parse_priority(ld, j) != 0)
+    if (parse_templates(ld, j) != 0 || parse_priority(ld, j) != 0 || check_queue_keys(ld, j) != 0)
         return -1;
     r->dynamic = r->rk_tmpl.dynamic || r->ex_tmpl.dynamic || r->priority_header != NULL;
     bool minimal = r->properties == PROPERTIES_MINIMAL;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "harness.h"
 #include "harness_cmocka.h" /* <cmocka.h>, assert_resp... */
@@ -19,6 +20,7 @@ static const char DOC[] = "<?xml version=\"1.0\"?>\n<order><id>1</id></order>\n"
 #define TP "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 static struct bridge g_main;
+static struct bridge g_aux; /* a test's own bridge */
 
 /* The routes under test. Exchanges and the queues bound to them are
  * declared by the suite (prepare) before the bridge starts: the bridge
@@ -85,7 +87,33 @@ static char *routes_config(int http_port, const void *arg)
             "mode        = rpc\n"
             "routing_key = it.routes.rpc\n"
             "queue       = it.routes.rpc\n"
-            "timeout     = 5s\n",
+            "timeout     = 5s\n"
+            "\n"
+            "; 3. queue arguments: a TTL and a dead-letter exchange\n"
+            "[route ttl]\n"
+            "path        = /ttl\n"
+            "routing_key = it.routes.ttl\n"
+            "queue       = it.routes.ttl\n"
+            "message_ttl = 300ms\n"
+            "dead_letter_exchange = it.routes.dlx\n"
+            "dead_letter_routing_key = dead\n"
+            "\n"
+            "; the message's own expiration, dead-lettered the same way\n"
+            "[route expire]\n"
+            "path        = /expire\n"
+            "routing_key = it.routes.exp\n"
+            "queue       = it.routes.exp\n"
+            "expiration  = 200ms\n"
+            "dead_letter_exchange = it.routes.dlx\n"
+            "dead_letter_routing_key = dead\n"
+            "\n"
+            "; one message, then the broker refuses (nack: 503)\n"
+            "[route small]\n"
+            "path        = /small\n"
+            "routing_key = it.routes.small\n"
+            "queue       = it.routes.small\n"
+            "max_length  = 1\n"
+            "overflow    = reject-publish\n",
             http_port, g_harness.broker_port, g_harness.log_level);
     fclose(f);
     return text;
@@ -123,6 +151,11 @@ static int prepare(void)
         !declare_bound("it.routes.acme", "acme.it-audit", "audit.login") ||
         !declare_bound("it.routes.globex", "globex.it-audit", "audit.login"))
         return -1;
+    amqp_exchange_declare(g_harness.mq, 1, amqp_cstring_bytes("it.routes.dlx"),
+                          amqp_cstring_bytes("direct"), 0, 1, 0, 0, amqp_empty_table);
+    if (!mq_call(amqp_get_rpc_reply(g_harness.mq), "it.routes.dlx") ||
+        !declare_bound("it.routes.dead", "it.routes.dlx", "dead"))
+        return -1;
     return 0;
 }
 
@@ -130,6 +163,7 @@ static const struct suite SUITE = {
     .name = "routes",
     .shared = {{&g_main, "routes", routes_config, NULL}},
     .stop_ms = 20000,
+    .aux = &g_aux,
     .prepare = prepare,
 };
 
@@ -432,6 +466,180 @@ static void test_trace_rpc_reply(void **state)
     PASS();
 }
 
+/* Wait up to MS for a message in Q: 1 with it in *M, 0 without. */
+static int wait_message(const char *q, amqp_message_t *m, int ms)
+{
+    double until = now_ms() + scale_ms(ms);
+    do {
+        if (mq_get(q, m) == 1)
+            return 1;
+        sleep_ms(50);
+    } while (now_ms() < until);
+    return 0;
+}
+
+/* A message dead-lettered for REASON carries x-death naming it. */
+static void expect_dead(const char *id, const char *reason)
+{
+    amqp_message_t m;
+    if (wait_message("it.routes.dead", &m, 5000) != 1)
+        fail_msg("%s: nothing reached the dead-letter queue", id);
+    if (!bytes_eq(m.properties.message_id, id))
+        fail_msg("dead-letter queue: message %.*s, expected %s", (int)m.properties.message_id.len,
+                 (char *)m.properties.message_id.bytes, id);
+    bool found = false;
+    const amqp_table_t *h = &m.properties.headers;
+    for (int i = 0; i < h->num_entries && !found; i++) {
+        const amqp_table_entry_t *e = &h->entries[i];
+        if (!bytes_eq(e->key, "x-death") || e->value.kind != AMQP_FIELD_KIND_ARRAY ||
+            e->value.value.array.num_entries < 1)
+            continue;
+        const amqp_field_value_t *d = &e->value.value.array.entries[0];
+        char buf[64];
+        const char *v = d->kind == AMQP_FIELD_KIND_TABLE
+                            ? tbl_get(&d->value.table, "reason", buf, sizeof buf)
+                            : NULL;
+        found = v != NULL && strcmp(v, reason) == 0;
+    }
+    amqp_destroy_message(&m);
+    if (!found)
+        fail_msg("%s: no x-death with reason %s", id, reason);
+}
+
+/* 3. A queue declared with a TTL and a dead-letter exchange: the expired
+ * message reaches the DLX's queue; a message's own expiration too; a
+ * max_length with reject-publish makes the broker refuse (503). */
+static void test_queue_arguments(void **state)
+{
+    (void)state;
+    purge_all();
+    assert_int_equal(post("/ttl", "X-Request-Id: rt-ttl\r\n", NULL, 0), 202);
+    expect_dead("rt-ttl", "expired");
+    assert_int_equal(post("/expire", "X-Request-Id: rt-exp\r\n", NULL, 0), 202);
+    expect_dead("rt-exp", "expired");
+    expect_empty("it.routes.ttl");
+
+    assert_int_equal(post("/small", "X-Request-Id: rt-small-1\r\n", NULL, 0), 202);
+    char body[512];
+    int st = post("/small", "X-Request-Id: rt-small-2\r\n", body, sizeof body);
+    if (st != 503)
+        fail_msg("second message to a queue of max_length 1 (reject-publish): %d '%s'", st, body);
+    amqp_message_t m;
+    expect_one("it.routes.small", "rt-small-1", &m);
+    amqp_destroy_message(&m);
+    PASS();
+}
+
+/* A bridge with one route on QUEUE and the route keys EXTRA. */
+static char *one_route(const char *queue, const char *extra)
+{
+    char *s = NULL;
+    if (asprintf(&s,
+                 "[http]\nlisten = 127.0.0.1:%d\nworkers = 1\n"
+                 "[amqp]\nuri = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
+                 "[log]\nlevel = %s\n"
+                 "[route q]\npath = /q\nrouting_key = %s\nqueue = %s\n%s",
+                 free_port(), g_harness.broker_port, g_harness.log_level, queue, queue, extra) < 0)
+        abort();
+    return s;
+}
+
+/* TEXT as a config: the bridge exits 1 at start, its output naming the
+ * NEEDLES (NULL-ended). */
+static void expect_refused(const char *name, char *text, const char *const needles[])
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.ini", g_harness.tmp, name);
+    write_file(path, text);
+    free(text);
+    char **argv = bridge_argv((const char *[]){"-c", path, NULL});
+    char *out;
+    int st = run_capture(argv, NULL, &out);
+    free(argv);
+    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 1)
+        fail_msg("%s: status 0x%x, expected exit 1 at start; output:\n%s", name, st, out);
+    for (size_t i = 0; needles[i] != NULL; i++)
+        assert_contains(out, needles[i]);
+    free(out);
+}
+
+/* The arguments rabbitmqctl lists for queue Q. */
+static char *queue_arguments(const char *q)
+{
+    char *argv[] = {
+        (char *)g_harness.broker_sh, "ctl", "list_queues", "-q", "name", "arguments", NULL};
+    char *out;
+    if (run_capture(argv, NULL, &out) != 0)
+        fail_msg("rabbitmqctl list_queues failed: %s", out);
+    char *line = strstr(out, q);
+    char *copy = xstrdup(line != NULL ? line : "");
+    char *nl = strchr(copy, '\n');
+    if (nl != NULL)
+        *nl = '\0';
+    free(out);
+    return copy;
+}
+
+/* The passive route on it.routes.managed. A bridge_config_fn. */
+static char *passive_config(int http_port, const void *arg)
+{
+    (void)arg;
+    char *s = NULL;
+    if (asprintf(&s,
+                 "[http]\nlisten = 127.0.0.1:%d\nworkers = 1\n"
+                 "[amqp]\nuri = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
+                 "[log]\nlevel = %s\n"
+                 "[route q]\npath = /q\nrouting_key = it.routes.managed\n"
+                 "queue = it.routes.managed\ndeclare = passive\n",
+                 http_port, g_harness.broker_port, g_harness.log_level) < 0)
+        abort();
+    return s;
+}
+
+static int post_to(int port, const char *target, const char *extra)
+{
+    struct resp r;
+    if (http_post(port, target, XML, extra, DOC, &r) != 0)
+        fail_msg("POST %s: no answer", target);
+    int st = r.status;
+    resp_free(&r);
+    return st;
+}
+
+/* A queue that exists with other arguments stops start-up naming both
+ * sides; declare = passive checks without changing, and stops start-up
+ * when the queue is not there. */
+static void test_queue_declare_modes(void **state)
+{
+    (void)state;
+    expect_refused(
+        "ttl-mismatch", one_route("it.routes.ttl", "message_ttl = 500ms\n"),
+        (const char *const[]){"route q: queue 'it.routes.ttl' exists with other arguments",
+                              "the route: durable, x-queue-type=classic, "
+                              "x-message-ttl=500",
+                              "inequivalent arg 'x-message-ttl'", NULL});
+    expect_refused("passive-missing", one_route("it.routes.managed", "declare = passive\n"),
+                   (const char *const[]){"route q: queue 'it.routes.managed' does not exist",
+                                         "declare = passive", NULL});
+    /* Someone else declares it, with arguments of their own. */
+    amqp_table_entry_t max = {.key = amqp_cstring_bytes("x-max-length"),
+                              .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = 5}};
+    assert_true(mq_declare("it.routes.managed", (amqp_table_t){1, &max}));
+    bridge_start(&g_aux, "passive", passive_config, NULL);
+    assert_int_equal(post_to(g_aux.port, "/q", "X-Request-Id: rt-managed\r\n"), 202);
+    amqp_message_t m;
+    expect_one("it.routes.managed", "rt-managed", &m);
+    amqp_destroy_message(&m);
+    /* Still its owner's: x-max-length 5, no x-queue-type added. */
+    char *args = queue_arguments("it.routes.managed");
+    assert_contains(args, "x-max-length");
+    if (strstr(args, "x-queue-type") != NULL)
+        fail_msg("passive declare changed the queue: %s", args);
+    free(args);
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+    PASS();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -441,6 +649,8 @@ int main(void)
         SUITE_TEST(test_message_properties),
         SUITE_TEST(test_trace_context),
         SUITE_TEST(test_trace_rpc_reply),
+        SUITE_TEST(test_queue_arguments),
+        SUITE_TEST(test_queue_declare_modes),
     };
     return suite_run("ingest-bridge routes", &SUITE, tests, "IT_ONLY");
 }

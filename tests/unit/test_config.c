@@ -1229,6 +1229,66 @@ static void test_route_properties(void **state)
     run_error_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
+static void test_queue_arguments(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[route a]\n"
+                                 "path = /a\n"
+                                 "routing_key = a\n"
+                                 "queue = a\n"
+                                 "dead_letter_exchange = dlx\n"
+                                 "dead_letter_routing_key = dead\n"
+                                 "max_length = 1000\n"
+                                 "max_length_bytes = 1MiB\n"
+                                 "overflow = reject-publish\n"
+                                 "message_ttl = 1m\n"
+                                 "queue_max_priority = 5\n"
+                                 "priority = 4\n"
+                                 "[route b]\n"
+                                 "path = /b\n"
+                                 "routing_key = b\n"
+                                 "queue = b\n"
+                                 "declare = passive\n",
+                                 NULL);
+    const struct broker_route *a = &cfg->amqp.routes[0];
+    assert_int_equal(a->declare, DECLARE_YES);
+    assert_string_equal(a->args.dead_letter_exchange, "dlx");
+    assert_string_equal(a->args.dead_letter_routing_key, "dead");
+    assert_int_equal(a->args.max_length, 1000);
+    assert_int_equal(a->args.max_length_bytes, 1024 * 1024);
+    assert_string_equal(a->args.overflow, "reject-publish");
+    assert_int_equal(a->args.message_ttl_ms, 60000);
+    assert_int_equal(a->args.max_priority, 5);
+    assert_int_equal(cfg->amqp.routes[1].declare, DECLARE_PASSIVE);
+    config_free(cfg);
+
+    static const struct error_case cases[] = {
+        {"[route a]\npath = /a\nrouting_key = a\nmessage_ttl = 1s\n",
+         ":4: message_ttl: set, but the bridge does not declare the queue"},
+        {"[route a]\npath = /a\nrouting_key = a\nqueue = a\ndeclare = passive\nmax_length = 1\n",
+         ":6: max_length: set, but the bridge does not declare the queue"},
+        {"[route a]\npath = /a\nrouting_key = a\ndeclare = no\n",
+         ":4: declare: set, but the route has no queue"},
+        {"[route a]\npath = /a\nrouting_key = a\nqueue = a\ndeclare = maybe\n",
+         ":5: declare: 'maybe' is not a declare mode (yes, no or passive)"},
+        {"[route a]\npath = /a\nrouting_key = a\nqueue = a\ndead_letter_routing_key = d\n",
+         ":5: dead_letter_routing_key: needs dead_letter_exchange"},
+        {"[route a]\npath = /a\nrouting_key = a\nqueue = a\noverflow = drop-tail\n",
+         ":5: overflow: 'drop-tail' is not drop-head"},
+        {"[route a]\npath = /a\nrouting_key = a\nqueue = a\noverflow = drop-head\n",
+         ":5: overflow: needs max_length or max_length_bytes"},
+        {"[route a]\npath = /a\nrouting_key = a\nqueue = a\nqueue_type = quorum\nmax_length = 5\n"
+         "overflow = reject-publish-dlx\n",
+         ":7: overflow: reject-publish-dlx is for classic queues only"},
+        {"[route a]\npath = /a\nrouting_key = a\nqueue = a\nqueue_type = "
+         "quorum\nqueue_max_priority = 5\n",
+         ":6: queue_max_priority: priorities are for classic queues only"},
+        {"[route a]\npath = /a\nrouting_key = a\nqueue = a\nqueue_max_priority = 3\npriority = 4\n",
+         ":6: priority: 4 is above queue_max_priority (3)"},
+    };
+    run_error_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1262,6 +1322,7 @@ int main(void)
         cmocka_unit_test(test_log_format_and_access_log),
         cmocka_unit_test(test_route_templates),
         cmocka_unit_test(test_route_properties),
+        cmocka_unit_test(test_queue_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
