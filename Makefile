@@ -29,7 +29,7 @@
 # Knobs: WERROR=1 (CI), SANITIZER=address,undefined (builds into build/san, pools off).
 
 CC      ?= cc
-PKGS    := libevent libevent_openssl librabbitmq libxml-2.0 inih openssl
+PKGS    := libevent libevent_openssl librabbitmq libxml-2.0 inih openssl zlib
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wundef
 CFLAGS  ?= -O2 -g
@@ -69,7 +69,7 @@ CTEST   := $(patsubst tests/cluster/%.c,$(BUILD)/cluster/%,$(wildcard tests/clus
 # certificates with it); yamllint, shellcheck and groff for make lint,
 # python3-yaml for the compose file's check, man-db for test-install to find
 # and render the installed man page, prometheus for make lint's promtool.
-DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev \
+DEPS    := gcc make pkg-config libevent-dev librabbitmq-dev libxml2-dev zlib1g-dev \
            libcmocka-dev libinih-dev rabbitmq-server wrk clang-format valgrind \
            clang libclang-rt-dev libssl-dev openssl yamllint shellcheck \
            groff-base python3-yaml man-db prometheus
@@ -130,7 +130,7 @@ HARNESS := tests/lib/harness.c tests/lib/harness.h tests/lib/harness_cmocka.h
 define link_suite
 	@mkdir -p $(dir $@)
 	$(CC) $(HARNESS_CFLAGS) -Itests/lib -o $@ $< tests/lib/harness.c $(1) \
-	    $(shell pkg-config --libs librabbitmq cmocka openssl) -lpthread
+	    $(shell pkg-config --libs librabbitmq cmocka openssl zlib) -lpthread
 endef
 $(BUILD)/integration/test_%: tests/integration/test_%.c $(HARNESS)
 	$(call link_suite)

@@ -226,7 +226,7 @@ static int queue_arguments(const struct broker_route *rt, amqp_table_entry_t *en
  * that does not would close the channel under every request waiting on it.
  * Passive: checked, never made. */
 static int check_exchanges(amqp_connection_state_t conn, amqp_channel_t ch,
-                           const struct broker_route *rt, char *err, size_t errlen)
+                           const struct broker_route *rt, bool *refused, char *err, size_t errlen)
 {
     for (size_t k = 0; k < rt->n_exchanges; k++) {
         amqp_exchange_declare(conn, ch, amqp_cstring_bytes(rt->exchanges[k]),
@@ -237,6 +237,12 @@ static int check_exchanges(amqp_connection_state_t conn, amqp_channel_t ch,
             snprintf(what, sizeof what, "route %s: exchange '%s' (of exchanges)", rt->name,
                      rt->exchanges[k]);
             broker_rpc_error(r, what, err, errlen);
+            /* Not there: the config and the broker disagree, as a refused
+             * declare shows; no retry makes it. */
+            *refused =
+                r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+                r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
+                ((const amqp_channel_close_t *)r.reply.decoded)->reply_code == AMQP_NOT_FOUND;
             return -1;
         }
     }
@@ -250,7 +256,7 @@ static int declare_queues(amqp_connection_state_t conn, amqp_channel_t ch,
 {
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct broker_route *rt = &cfg->routes[i];
-        if (check_exchanges(conn, ch, rt, err, errlen) != 0)
+        if (check_exchanges(conn, ch, rt, refused, err, errlen) != 0)
             return -1;
         if (rt->queue[0] == '\0' || rt->declare == DECLARE_NO)
             continue;

@@ -119,6 +119,10 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
         p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
         p.content_type = amqp_cstring_bytes(m->content_type);
     }
+    if (m->content_encoding != NULL) {
+        p._flags |= AMQP_BASIC_CONTENT_ENCODING_FLAG;
+        p.content_encoding = amqp_cstring_bytes(m->content_encoding);
+    }
     if (m->persistent) {
         p._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
         p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
@@ -147,7 +151,8 @@ enum broker_pub broker_publish(struct broker *b, const struct bridge_msg *m, voi
     size_t need = m->body_len + BROKER_FRAME_OVERHEAD + m->message_id_len + p.content_type.len +
                   p.type.len + bytes_of(m->exchange).len + bytes_of(m->routing_key).len +
                   (m->reply_to != NULL ? p.reply_to.len + BROKER_CID_MAX : 0) +
-                  (m->expiration != NULL ? p.expiration.len : 0);
+                  (m->expiration != NULL ? p.expiration.len : 0) + p.content_encoding.len +
+                  1 /* priority */;
     if (m->headers != NULL && !m->minimal) {
         for (size_t i = 0; i < m->headers->n && n < BROKER_MAX_HEADERS; i++) {
             const struct hdrmap_kv *kv = &m->headers->kv[i];

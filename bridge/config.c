@@ -232,7 +232,8 @@ static int make_room_views(struct config *c)
     c->http.n_routes = c->amqp.n_routes = c->n_routes;
     for (size_t i = 0; i < c->n_routes; i++) {
         const struct config_route *r = &c->routes[i];
-        c->http.routes[i] = (struct http_route){r->name, r->path, r->auth_token_file};
+        c->http.routes[i] = (struct http_route){r->name, r->path, r->auth_token_file,
+                                                r->encoding_bits, r->keep_encoding};
         c->amqp.routes[i] = (struct broker_route){
             .name = r->name,
             .exchange = r->exchange,

@@ -71,6 +71,9 @@ struct config_route {
     char *overflow;
     uint64_t message_ttl_ms;
     int max_priority;
+    char *encodings;        /* Content-Encodings taken: "gzip, deflate" */
+    bool keep_encoding;     /* publish a compressed body as sent, with content_encoding */
+    unsigned encoding_bits; /* encodings, parsed: HTTP_ENCODING_* */
 
     /* Made by config_load from the keys above, read-only afterwards. */
     struct tmpl rk_tmpl;  /* routing_key as a template */

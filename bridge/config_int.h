@@ -116,6 +116,8 @@ enum {
     RK_OVERFLOW,
     RK_MESSAGE_TTL,
     RK_MAX_PRIORITY,
+    RK_ENCODINGS,
+    RK_KEEP_ENCODING,
     RK_COUNT
 };
 

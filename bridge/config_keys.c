@@ -118,6 +118,8 @@ static const struct key_def route_keys[RK_COUNT] = {
     [RK_MESSAGE_TTL] = {"message_ttl", KEY_DURATION, RT(message_ttl_ms), 0, 365 * 24 * HOUR_MS, "0",
                         NULL},
     [RK_MAX_PRIORITY] = {"queue_max_priority", KEY_INT, RT(max_priority), 0, 255, "0", NULL},
+    [RK_ENCODINGS] = {"encodings", KEY_STRING, RT(encodings), 0, 0, "", NULL},
+    [RK_KEEP_ENCODING] = {"keep_encoding", KEY_BOOL, RT(keep_encoding), 0, 0, "no", NULL},
 };
 
 const struct section_def config_sections[SEC_COUNT] = {

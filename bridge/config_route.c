@@ -71,6 +71,8 @@ static int parse_exchanges(struct loader *ld, size_t j)
         r->n_exchanges++;
     }
     free(copy);
+    if (r->n_exchanges == 0)
+        return route_fail(ld, j, RK_EXCHANGES, "'%.64s' names no exchange", r->exchanges);
     return 0;
 }
 
@@ -180,6 +182,14 @@ static int parse_templates(struct loader *ld, size_t j)
         return route_fail(ld, j, RK_ROUTING_KEY, "%s", why);
     if (tmpl_parse(&r->ex_tmpl, r->exchange, r->path, why, sizeof why) != 0)
         return route_fail(ld, j, RK_EXCHANGE, "%s", why);
+    /* On the default exchange the routing key is a queue's name: a client
+     * could name any queue of the vhost (another route's, an rpc
+     * worker's). */
+    if (r->rk_tmpl.dynamic && r->exchange[0] == '\0')
+        return route_fail(ld, j, RK_ROUTING_KEY,
+                          "'%.64s' is a template on the default exchange, where a routing key "
+                          "names a queue: a client could reach any queue; use a named exchange",
+                          r->routing_key);
     if (r->ex_tmpl.dynamic && r->exchanges[0] == '\0')
         return route_fail(ld, j, RK_EXCHANGE,
                           "'%.64s' is a template: list the exchanges it may become in exchanges "
@@ -270,11 +280,37 @@ static int check_queue_keys(struct loader *ld, size_t j)
     return 0;
 }
 
+/* encodings = gzip, deflate: the Content-Encodings the route takes. */
+static int parse_encodings(struct loader *ld, size_t j)
+{
+    struct config_route *r = &ld->cfg->routes[j];
+    char *copy = strdup(r->encodings);
+    if (copy == NULL)
+        return route_fail(ld, j, RK_ENCODINGS, "out of memory");
+    char *save = NULL;
+    int rc = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok != NULL && rc == 0;
+         tok = strtok_r(NULL, ",", &save)) {
+        const char *name = trim(tok);
+        if (strcasecmp(name, "gzip") == 0)
+            r->encoding_bits |= HTTP_ENCODING_GZIP;
+        else if (strcasecmp(name, "deflate") == 0)
+            r->encoding_bits |= HTTP_ENCODING_DEFLATE;
+        else
+            rc = route_fail(ld, j, RK_ENCODINGS, "'%.64s' is not gzip or deflate", name);
+    }
+    free(copy);
+    if (rc == 0 && r->keep_encoding && r->encoding_bits == 0)
+        rc = route_fail(ld, j, RK_KEEP_ENCODING, "set, but the route takes no encodings");
+    return rc;
+}
+
 int config_route_prepare(struct loader *ld, size_t j)
 {
     struct config_route *r = &ld->cfg->routes[j];
     const struct origin *ko = ld->meta[j].keys;
-    if (parse_templates(ld, j) != 0 || parse_priority(ld, j) != 0 || check_queue_keys(ld, j) != 0)
+    if (parse_templates(ld, j) != 0 || parse_priority(ld, j) != 0 || check_queue_keys(ld, j) != 0 ||
+        parse_encodings(ld, j) != 0)
         return -1;
     r->dynamic = r->rk_tmpl.dynamic || r->ex_tmpl.dynamic || r->priority_header != NULL;
     bool minimal = r->properties == PROPERTIES_MINIMAL;
@@ -302,10 +338,25 @@ int config_route_prepare(struct loader *ld, size_t j)
 
 void config_route_free(struct config_route *r)
 {
-    char **strings[] = {
-        &r->name,     &r->path,    &r->exchange,        &r->routing_key,     &r->queue,
-        &r->schema,   &r->root,    &r->auth_token_file, &r->exchanges,       &r->binding_key,
-        &r->priority, &r->headers, &r->content_type,    &r->priority_header, &r->bind_key};
+    char **strings[] = {&r->name,
+                        &r->path,
+                        &r->exchange,
+                        &r->routing_key,
+                        &r->queue,
+                        &r->schema,
+                        &r->root,
+                        &r->auth_token_file,
+                        &r->exchanges,
+                        &r->binding_key,
+                        &r->priority,
+                        &r->headers,
+                        &r->content_type,
+                        &r->priority_header,
+                        &r->bind_key,
+                        &r->dead_letter_exchange,
+                        &r->dead_letter_routing_key,
+                        &r->overflow,
+                        &r->encodings};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         free(*strings[i]);
     tmpl_free(&r->rk_tmpl);

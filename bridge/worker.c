@@ -317,8 +317,9 @@ static void on_reply(void *arg, void *ctx, const struct broker_reply *rep)
     }
     /* The worker's span, when it names one, is what the caller links to. */
     char tp[TRACE_PARENT_LEN + 1];
-    if (rep->traceparent != NULL && http_req_trace(r)[0] != '\0' &&
-        trace_parent_parse(rep->traceparent, tp))
+    const char *ours = http_req_trace(r);
+    if (rep->traceparent != NULL && ours[0] != '\0' && trace_parent_parse(rep->traceparent, tp) &&
+        memcmp(tp + 3, ours + 3, TRACE_ID_LEN) == 0) /* of the same trace only */
         http_req_set_trace(r, tp);
     answer(w, r, LET_GO, rep->status,
            rep->content_type != NULL ? rep->content_type : "application/xml", rep->body, rep->len);
@@ -570,14 +571,13 @@ static void on_route(void *arg, struct http_req *r, const struct http_route *hro
         reply_text(w, r, STILL_HELD, 503, "%s", why);
         return;
     }
-    trace_begin(w, r, route);
     struct expansion x;
     if (expand(r, route, &x, why, sizeof why) != 0) {
         reply_text(w, r, STILL_HELD, 400, "%s", why);
         return;
     }
     size_t len = 0;
-    const char *body = http_req_body(r, &len);
+    const char *body = http_req_plain(r, &len);
     struct xmlcheck_result xr;
     const char *root = route->root[0] != '\0' ? route->root : NULL;
     if (xmlcheck_run(w->xc, body, len, root, w->schemas[route_idx], &xr) != XMLCHECK_OK) {
@@ -587,6 +587,8 @@ static void on_route(void *arg, struct http_req *r, const struct http_route *hro
         reply_text(w, r, STILL_HELD, xr.status == XMLCHECK_MALFORMED ? 400 : 422, "%s", msg);
         return;
     }
+    /* Once it would be published: a refused request starts no trace. */
+    trace_begin(w, r, route);
     if (broker_down(w, why, sizeof why) != NULL) {
         reply_text(w, r, STILL_HELD, 503, "%s", why);
         return;
@@ -640,6 +642,7 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
         .type = route->name,
         .exchange = x.exchange,
         .routing_key = x.routing_key,
+        .content_encoding = http_req_encoding(r),
         .has_priority = x.priority >= 0,
         .priority = (uint8_t)(x.priority >= 0 ? x.priority : 0),
         .persistent = route->persistent,

@@ -8,12 +8,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The Content-Encodings a route takes (http_route.encodings): bit N is
+ * enum body_coding N of http/inflate.h. */
+#define HTTP_ENCODING_GZIP (1u << 1)
+#define HTTP_ENCODING_DEFLATE (1u << 2)
+
 /* A route as the HTTP room sees it. Its index in http_config.routes is the
  * route's index everywhere (the config's routes, the broker's, metrics). */
 struct http_route {
     const char *name;            /* section name after "route ", e.g. "ingest" */
     const char *path;            /* exact request path, starts with '/' */
     const char *auth_token_file; /* "" = [http] auth_token_file applies; else this route's tokens */
+    unsigned encodings;          /* Content-Encodings taken: bit 1 << enum body_coding */
+    bool keep_encoding;          /* publish the body as sent (with content_encoding) */
 };
 
 struct http_config {

@@ -70,6 +70,7 @@
 #include "http/http_config.h"
 #include "bridge/base/log.h"
 #include "bridge/base/metrics.h"
+#include "http/inflate.h"
 #include "http/reqid.h"
 #include "http/tls.h"
 #include "http/verdict.h"
@@ -124,6 +125,9 @@ struct http_req {
     size_t id_len;                  /* strlen(id) */
     char id[REQID_MAX + 1];         /* X-Request-Id, taken or generated */
     char trace[56];                 /* traceparent of the answer, "" = none */
+    struct evbuffer *plain;         /* the inflated body, when the published one stays
+                                       compressed (keep_encoding); else NULL */
+    enum body_coding coding;        /* the coding the published body is in */
     struct http_req *next_free;     /* free list */
 };
 
@@ -150,6 +154,7 @@ struct http_server {
     size_t pending;                         /* requests handed to the bridge, unanswered */
     size_t held;                            /* their body bytes (of [http] max_pending_bytes) */
     size_t *route_pending;                  /* the same per route, as cfg->routes */
+    struct inflater *inflater;              /* gzip/deflate bodies; made at the first */
     size_t n_conns;                         /* live connection contexts */
     struct http_conn live;                  /* sentinel of the live connection list */
     struct http_conn *free_conns;           /* recycled contexts (events kept) */
@@ -747,6 +752,10 @@ static void req_put(struct http_server *s, struct http_req *r)
 {
     assert(r->live);
     event_del(r->timer);
+    if (r->plain != NULL) {
+        evbuffer_free(r->plain);
+        r->plain = NULL;
+    }
     r->live = false;
     r->gen++;
     r->req = NULL;
@@ -800,6 +809,51 @@ static void answer_metrics(struct http_server *s, struct evhttp_request *req,
     }
     send_response(s, req, a, 200, METRICS_CONTENT_TYPE, body, len, flags);
     free(body);
+}
+
+/* REQ's body (BLEN bytes, coded as CODING) inflated, at most max_body
+ * bytes, the inflated bytes taken of max_pending_bytes (*INFLATED of them);
+ * NULL once it is answered: 413 past max_body, 400 for a stream its
+ * coding does not make, 503 past max_pending_bytes. */
+static struct evbuffer *inflate_body(struct http_server *s, struct evhttp_request *req,
+                                     const struct answer *a, enum body_coding coding, size_t blen,
+                                     size_t *inflated)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    struct evbuffer *out = evbuffer_new();
+    if (s->inflater == NULL)
+        s->inflater = inflater_new();
+    if (out == NULL || s->inflater == NULL) {
+        if (out != NULL)
+            evbuffer_free(out);
+        send_text(s, req, a, 503, "out of memory\n", 0);
+        return NULL;
+    }
+    char why[160], text[300];
+    size_t made = 0;
+    const void *bytes = blen > 0 ? (const void *)evbuffer_pullup(in, -1) : "";
+    enum inflate_result ir = inflater_run(s->inflater, coding, bytes, blen, s->cfg->max_body, out,
+                                          &made, why, sizeof why);
+    metrics_inflated(s->h.counters, made);
+    if (ir == INFLATE_OK && !http_shared_bytes_take(s->sh, made)) {
+        metrics_pending_bytes_refused(s->h.counters);
+        send_text(s, req, a, 503, s->held_text, 0);
+    } else if (ir == INFLATE_TOO_LARGE) {
+        log_debug("%s: 413: a %zu-byte %s body inflates past max_body", a->id, blen,
+                  coding_name(coding));
+        snprintf(text, sizeof text,
+                 "the %s body inflates past max_body (%zu bytes); stopped there\n",
+                 coding_name(coding), s->cfg->max_body);
+        send_response(s, req, a, 413, "text/plain", text, strlen(text), 0); /* copied */
+    } else if (ir == INFLATE_BAD) {
+        snprintf(text, sizeof text, "Content-Encoding %s: %s\n", coding_name(coding), why);
+        send_response(s, req, a, 400, "text/plain", text, strlen(text), 0); /* copied */
+    } else {
+        *inflated = made;
+        return out;
+    }
+    evbuffer_free(out);
+    return NULL;
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -868,6 +922,25 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     const struct http_route *route = v.route;
+    enum body_coding coding = coding_of(hi.ce); /* one the route takes (verdict) */
+    struct evbuffer *plain = NULL;
+    if (coding != CODING_IDENTITY) {
+        size_t inflated = 0;
+        plain = inflate_body(s, req, &a, coding, blen, &inflated);
+        if (plain == NULL) {
+            http_shared_bytes_give(s->sh, blen);
+            return; /* answered */
+        }
+        blen += inflated; /* both are held until the answer */
+        if (!route->keep_encoding) {
+            struct evbuffer *in = evhttp_request_get_input_buffer(req);
+            (void)evbuffer_drain(in, evbuffer_get_length(in));
+            (void)evbuffer_add_buffer(in, plain);
+            evbuffer_free(plain);
+            plain = NULL;
+            coding = CODING_IDENTITY;
+        }
+    }
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
     if (path == NULL || path[0] == '\0')
@@ -890,6 +963,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     memcpy(r->id, id, id_len + 1);
     r->id_len = id_len;
     r->trace[0] = '\0';
+    r->plain = plain;
+    r->coding = coding;
     r->held = blen;
     s->held += blen;
     metrics_set_pending_bytes(s->h.counters, s->held);
@@ -1314,6 +1389,7 @@ void http_server_free(struct http_server *s)
         event_free(s->accept_ev);
     free(s->byfd);
     free(s->route_pending);
+    inflater_free(s->inflater);
     free(s);
 }
 
@@ -1375,6 +1451,23 @@ void http_req_drop_body(struct http_req *r)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
     (void)evbuffer_drain(in, evbuffer_get_length(in));
+    if (r->plain != NULL) {
+        evbuffer_free(r->plain);
+        r->plain = NULL;
+    }
+}
+
+const char *http_req_plain(struct http_req *r, size_t *len)
+{
+    if (r->plain == NULL)
+        return http_req_body(r, len);
+    *len = evbuffer_get_length(r->plain);
+    return *len > 0 ? (const char *)evbuffer_pullup(r->plain, -1) : "";
+}
+
+const char *http_req_encoding(const struct http_req *r)
+{
+    return r->coding != CODING_IDENTITY ? coding_name(r->coding) : NULL;
 }
 
 const char *http_req_header(const struct http_req *r, const char *name, int *count)

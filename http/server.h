@@ -99,8 +99,14 @@ const char *http_req_query(const struct http_req *r);              /* NULL if no
 const char *http_req_content_type(const struct http_req *r);
 const char *http_req_client(const struct http_req *r); /* peer address, no port */
 int64_t http_req_arrival(const struct http_req *r);    /* unix seconds */
-/* The body, contiguous. */
+/* The body as it is published, contiguous: inflated, unless its route
+ * keeps the encoding (keep_encoding), then as sent. */
 const char *http_req_body(struct http_req *r, size_t *len);
+/* The body inflated, contiguous: what the XML check reads. */
+const char *http_req_plain(struct http_req *r, size_t *len);
+/* The Content-Encoding the published body is in ("gzip", "deflate"), or
+ * NULL for none. */
+const char *http_req_encoding(const struct http_req *r);
 /* Free the body: once it has been handed to the broker, a request that
  * waits for its confirm or reply holds no bytes of it (10,000 waiting
  * requests would otherwise hold 10,000 bodies). http_req_body is empty then. */

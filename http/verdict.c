@@ -15,6 +15,7 @@
 #include "bridge/base/template.h"
 #include "http/auth.h"
 #include "http/http_config.h"
+#include "http/inflate.h"
 #include "http/server.h"
 
 void verdict_scan(const struct evkeyvalq *headers, struct head_info *hi)
@@ -35,6 +36,8 @@ void verdict_scan(const struct evkeyvalq *headers, struct head_info *hi)
                     hi->cl = kv->value;
             } else if (hi->ctype == NULL && strcasecmp(k, "Content-Type") == 0) {
                 hi->ctype = kv->value;
+            } else if (strcasecmp(k, "Content-Encoding") == 0 && hi->n_ce++ == 0) {
+                hi->ce = kv->value;
             }
             break;
         case 'e':
@@ -92,7 +95,7 @@ static bool xml_type(const char *ct)
 static const struct http_route *find_route(const struct http_config *cfg, const char *path)
 {
     for (size_t i = 0; i < cfg->n_routes; i++)
-        if (strcmp(cfg->routes[i].path, path) == 0)
+        if (strcmp(cfg->routes[i].path, path) == 0 && !path_has_captures(cfg->routes[i].path))
             return &cfg->routes[i];
     for (size_t i = 0; i < cfg->n_routes; i++)
         if (path_has_captures(cfg->routes[i].path) &&
@@ -232,6 +235,20 @@ void verdict_decide(const struct verdict_ctx *x, enum evhttp_cmd_type cmd, const
     }
     if (!xml_type(hi->ctype)) {
         verdict_refuse(v, 415, "Content-Type must be application/xml, text/xml or */*+xml\n");
+        return;
+    }
+    /* A coding the route does not take: 415 before a byte of the body (RFC
+     * 9110). One coding at most: a list would take one inflate each. */
+    enum body_coding coding = hi->n_ce > 1 ? CODING_UNKNOWN : coding_of(hi->ce);
+    if (coding == CODING_UNKNOWN) {
+        verdict_refuse(v, 415, "Content-Encoding must be one of gzip, deflate or identity\n");
+        return;
+    }
+    if (coding != CODING_IDENTITY && !(route->encodings & (1u << coding))) {
+        verdict_refuse(v, 415,
+                       coding == CODING_GZIP
+                           ? "this route does not take Content-Encoding gzip (its encodings)\n"
+                           : "this route does not take Content-Encoding deflate (its encodings)\n");
         return;
     }
     if (x->draining) {

@@ -42,6 +42,8 @@ struct head_info {
     const char *auth;   /* Authorization, first one */
     const char *cl;     /* Content-Length, first one */
     const char *expect; /* Expect, first one */
+    const char *ce;     /* Content-Encoding, first one */
+    int n_ce;           /* Content-Encoding headers */
     int n_auth;         /* Authorization headers */
     int n_cl;           /* Content-Length headers */
     int n_te;           /* Transfer-Encoding headers */

@@ -20,7 +20,9 @@
  *   - the request's own X-Forwarded-For (its lines joined) keeps at most
  *     HDRMAP_VALUE_MAX bytes: when longer, its leftmost (oldest, least
  *     trusted) addresses are dropped. The client address is always appended.
- *   - x-http-path is the route's path, bounded by the config: copied as is.
+ *   - x-http-path is the request's path (a route with captures takes any
+ *     segments), bounded by evhttp's limit on the request line: copied as
+ *     is.
  *
  * Memory: one map per worker, reused for every request. hdrmap_clear empties
  * it and keeps its memory (no allocation per request once warm); hdrmap_free

@@ -12,8 +12,9 @@ struct hdrmap;
 struct bridge_msg {
     const void *body; /* request body, byte for byte */
     size_t body_len;
-    const char *content_type; /* request Content-Type; NULL = none */
-    const char *message_id;   /* the request id */
+    const char *content_type;     /* request Content-Type; NULL = none */
+    const char *content_encoding; /* a body published compressed: gzip, deflate; NULL = none */
+    const char *message_id;       /* the request id */
     size_t message_id_len;
     const char *type;     /* the route name */
     const char *exchange; /* "" = default exchange */

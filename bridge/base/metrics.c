@@ -62,6 +62,7 @@ struct metrics_shard {
     counter pending_bytes;                   /* gauge: bodies waiting on the broker, bytes */
     counter conns_refused;                   /* connections over [http] max_connections */
     counter bytes_refused;                   /* requests over [http] max_pending_bytes */
+    counter inflated;                        /* bytes inflated from gzip/deflate bodies */
     struct hist phases[METRICS_PHASES];      /* time spent in each phase of a request */
     struct slot_ctr slots[];                 /* metrics->n_slots */
 };
@@ -221,6 +222,11 @@ void metrics_connection_refused(struct metrics_shard *s)
 void metrics_pending_bytes_refused(struct metrics_shard *s)
 {
     add(&s->bytes_refused, 1);
+}
+
+void metrics_inflated(struct metrics_shard *s, uint64_t bytes)
+{
+    add(&s->inflated, bytes);
 }
 
 /* ---- scraping -------------------------------------------------------- */
@@ -389,6 +395,9 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
     single(f, "bridge_pending_bytes_refused_total", "counter",
            "Requests answered 503: their body would have passed [http] max_pending_bytes.",
            total(m, SHARD_OFF(bytes_refused, 0)));
+    single(f, "bridge_http_inflated_bytes_total", "counter",
+           "Bytes inflated from request bodies sent with Content-Encoding gzip or deflate.",
+           total(m, SHARD_OFF(inflated, 0)));
 
     family(f, "bridge_broker_connected", "gauge",
            "1 when the worker's broker connection is up, else 0 (down, connecting, blocked).");

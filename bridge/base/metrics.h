@@ -95,6 +95,8 @@ void metrics_connection_refused(struct metrics_shard *s);
 /* A request was answered 503: its body would have passed
  * [http] max_pending_bytes. */
 void metrics_pending_bytes_refused(struct metrics_shard *s);
+/* BYTES more inflated from a compressed request body (also when refused). */
+void metrics_inflated(struct metrics_shard *s, uint64_t bytes);
 
 /* ---- scraping: any thread ------------------------------------------ */
 

@@ -61,6 +61,11 @@ bool trace_parent_parse(const char *v, char out[TRACE_PARENT_LEN + 1])
         return false;
     memcpy(out, v, TRACE_PARENT_LEN);
     out[0] = out[1] = '0';
+    /* Of a later version's flags only the one version 00 knows, sampled. */
+    if (!v00) {
+        out[53] = '0';
+        out[54] = strchr("13579bdf", v[54]) != NULL ? '1' : '0';
+    }
     out[TRACE_PARENT_LEN] = '\0';
     return true;
 }
@@ -70,17 +75,24 @@ static bool lcalpha_digit(char c)
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
 }
 
-/* One tracestate key: lcalpha (or a digit, for a tenant) then up to 255 of
- * lcalpha, digits, '_', '-', '*', '/', with at most one '@' (tenant@system,
- * the system part at most 14). */
+static bool lcalpha(char c)
+{
+    return c >= 'a' && c <= 'z';
+}
+
+/* One tracestate key: a simple key (lcalpha, then up to 255 of lcalpha,
+ * digits, '_', '-', '*', '/') or tenant@system (the tenant lcalpha or a
+ * digit first, at most 241; the system lcalpha first, at most 14). */
 static bool state_key(const char *k, size_t n)
 {
     if (n == 0 || n > 256 || !lcalpha_digit(k[0]))
         return false;
     const char *at = memchr(k, '@', n);
+    if (at == NULL && !lcalpha(k[0]))
+        return false;
     if (at != NULL &&
         (memchr(at + 1, '@', n - (size_t)(at - k) - 1) != NULL || (size_t)(k + n - at - 1) == 0 ||
-         (size_t)(k + n - at - 1) > 14 || at - k > 241))
+         (size_t)(k + n - at - 1) > 14 || at - k > 241 || !lcalpha(at[1])))
         return false;
     for (size_t i = 1; i < n; i++)
         if (!lcalpha_digit(k[i]) && strchr("_-*/@", k[i]) == NULL)

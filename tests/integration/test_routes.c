@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include <zlib.h>
+
 #include "harness.h"
 #include "harness_cmocka.h" /* <cmocka.h>, assert_resp... */
 
@@ -38,6 +40,7 @@ static char *routes_config(int http_port, const void *arg)
             "listen      = 127.0.0.1:%d\n"
             "workers     = 2\n"
             "timeout     = 10s\n"
+            "max_body    = 2MiB\n"
             "[amqp]\n"
             "uri         = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
             "heartbeat   = 5s\n"
@@ -113,7 +116,22 @@ static char *routes_config(int http_port, const void *arg)
             "routing_key = it.routes.small\n"
             "queue       = it.routes.small\n"
             "max_length  = 1\n"
-            "overflow    = reject-publish\n",
+            "overflow    = reject-publish\n"
+            "\n"
+            "; 5. compressed bodies: inflated, checked, published inflated\n"
+            "[route gz]\n"
+            "path        = /gz\n"
+            "routing_key = it.routes.gz\n"
+            "queue       = it.routes.gz\n"
+            "encodings   = gzip, deflate\n"
+            "\n"
+            "; ... or published as sent, with content_encoding\n"
+            "[route gzkeep]\n"
+            "path        = /gzkeep\n"
+            "routing_key = it.routes.gzkeep\n"
+            "queue       = it.routes.gzkeep\n"
+            "encodings   = gzip\n"
+            "keep_encoding = yes\n",
             http_port, g_harness.broker_port, g_harness.log_level);
     fclose(f);
     return text;
@@ -171,7 +189,8 @@ static void purge_all(void)
 {
     static const char *const qs[] = {"it.routes.events",  "it.routes.special", "it.routes.paid",
                                      "it.routes.shipped", "it.routes.acme",    "it.routes.globex",
-                                     "it.routes.props",   "it.routes.pass"};
+                                     "it.routes.props",   "it.routes.pass",    "it.routes.dead",
+                                     "it.routes.small",   "it.routes.gz",      "it.routes.gzkeep"};
     for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++)
         mq_purge(qs[i]);
 }
@@ -621,6 +640,18 @@ static void test_queue_declare_modes(void **state)
     expect_refused("passive-missing", one_route("it.routes.managed", "declare = passive\n"),
                    (const char *const[]){"route q: queue 'it.routes.managed' does not exist",
                                          "declare = passive", NULL});
+    /* An exchange a templated one may become must exist: start-up stops. */
+    char *t = NULL;
+    if (asprintf(
+            &t,
+            "[http]\nlisten = 127.0.0.1:%d\n[amqp]\nuri = amqp://guest:guest@127.0.0.1:%d/%%2f\n"
+            "[route a]\npath = /t/{tenant}\nexchange = {tenant}.it-audit\n"
+            "exchanges = acme.it-audit, missing.it-audit\nrouting_key = audit.x\n",
+            free_port(), g_harness.broker_port) < 0)
+        abort();
+    expect_refused("exchange-missing", t,
+                   (const char *const[]){"route a: exchange 'missing.it-audit' (of exchanges)",
+                                         "NOT_FOUND", NULL});
     /* Someone else declares it, with arguments of their own. */
     amqp_table_entry_t max = {.key = amqp_cstring_bytes("x-max-length"),
                               .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = 5}};
@@ -640,6 +671,132 @@ static void test_queue_declare_modes(void **state)
     PASS();
 }
 
+/* DATA (LEN bytes, COPIES times over) compressed as gzip (GZIP) or zlib
+ * (deflate); *OUTLEN its length; free() it. */
+static unsigned char *compress_as(bool gzip, const void *data, size_t len, size_t copies,
+                                  size_t *outlen)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    assert_int_equal(deflateInit2(&zs, 9, Z_DEFLATED, gzip ? 15 + 16 : 15, 9, Z_DEFAULT_STRATEGY),
+                     Z_OK);
+    size_t cap = deflateBound(&zs, len) * (copies > 1 ? copies / 512 + 2 : 1) + 1024;
+    unsigned char *out = xmalloc(cap);
+    zs.next_out = out;
+    zs.avail_out = (uInt)cap;
+    for (size_t i = 0; i < copies; i++) {
+        zs.next_in = (Bytef *)(uintptr_t)data;
+        zs.avail_in = (uInt)len;
+        int rc = deflate(&zs, i + 1 == copies ? Z_FINISH : Z_NO_FLUSH);
+        assert_true(rc == Z_OK || rc == Z_STREAM_END);
+        assert_true(zs.avail_out > 0);
+    }
+    *outlen = cap - zs.avail_out;
+    deflateEnd(&zs);
+    return out;
+}
+
+/* POST BODY (LEN bytes) to TARGET with Content-Encoding CODING: the status,
+ * and the response's body into TEXT. */
+static int post_coded(const char *target, const char *coding, const char *id, const void *body,
+                      size_t len, char *text, size_t textlen)
+{
+    char head[600];
+    int n = snprintf(head, sizeof head,
+                     "POST %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/xml\r\n"
+                     "Content-Encoding: %s\r\nX-Request-Id: %s\r\nContent-Length: %zu\r\n\r\n",
+                     target, coding, id, len);
+    size_t total = (size_t)n + len;
+    char *raw = xmalloc(total);
+    memcpy(raw, head, (size_t)n);
+    memcpy(raw + n, body, len);
+    struct conn c;
+    if (conn_open(&c, g_main.port) != 0)
+        fail_msg("cannot connect");
+    struct resp r;
+    int rc = exchange(&c, raw, total, &r, false);
+    free(raw);
+    conn_close(&c);
+    if (rc != 0)
+        fail_msg("POST %s (%s): no answer", target, coding);
+    snprintf(text, textlen, "%.*s", (int)r.body_len, r.body);
+    int st = r.status;
+    resp_free(&r);
+    return st;
+}
+
+/* 5. gzip and deflate bodies: inflated and checked as XML, published
+ * inflated or as sent; a bomb of 1 GiB gets 413 having inflated no more
+ * than max_body; unknown codings and routes without encodings get 415. */
+static void test_compressed_bodies(void **state)
+{
+    (void)state;
+    purge_all();
+    char text[512];
+    size_t glen, zlen;
+    unsigned char *gz = compress_as(true, DOC, strlen(DOC), 1, &glen);
+    unsigned char *zl = compress_as(false, DOC, strlen(DOC), 1, &zlen);
+    assert_int_equal(post_coded("/gz", "gzip", "rt-gz", gz, glen, text, sizeof text), 202);
+    assert_int_equal(post_coded("/gz", "deflate", "rt-zl", zl, zlen, text, sizeof text), 202);
+    amqp_message_t m;
+    if (mq_get("it.routes.gz", &m) != 1 || !bytes_eq(m.properties.message_id, "rt-gz"))
+        fail_msg("rt-gz not first in it.routes.gz");
+    assert_int_equal(m.body.len, strlen(DOC));
+    assert_memory_equal(m.body.bytes, DOC, strlen(DOC));
+    assert_false(m.properties._flags & AMQP_BASIC_CONTENT_ENCODING_FLAG);
+    amqp_destroy_message(&m);
+    expect_one("it.routes.gz", "rt-zl", &m);
+    assert_int_equal(m.body.len, strlen(DOC));
+    assert_memory_equal(m.body.bytes, DOC, strlen(DOC));
+    amqp_destroy_message(&m);
+
+    /* Kept as sent: the consumer gets the gzip bytes and content_encoding. */
+    assert_int_equal(post_coded("/gzkeep", "gzip", "rt-keep", gz, glen, text, sizeof text), 202);
+    expect_one("it.routes.gzkeep", "rt-keep", &m);
+    assert_int_equal(m.body.len, glen);
+    assert_memory_equal(m.body.bytes, gz, glen);
+    assert_true(m.properties._flags & AMQP_BASIC_CONTENT_ENCODING_FLAG);
+    assert_true(bytes_eq(m.properties.content_encoding, "gzip"));
+    amqp_destroy_message(&m);
+
+    /* Checked after inflating: not well-formed inside is the XML check's
+     * 400; a stream that is not gzip, or one cut short, is 400 too. */
+    static const char bad_xml[] = "<order><id>1</order>";
+    size_t blen;
+    unsigned char *bx = compress_as(true, bad_xml, strlen(bad_xml), 1, &blen);
+    assert_int_equal(post_coded("/gz", "gzip", "rt-badxml", bx, blen, text, sizeof text), 400);
+    assert_non_null(strstr(text, "line 1"));
+    free(bx);
+    assert_int_equal(post_coded("/gz", "gzip", "rt-notgz", DOC, strlen(DOC), text, sizeof text),
+                     400);
+    assert_non_null(strstr(text, "Content-Encoding gzip"));
+    assert_int_equal(post_coded("/gz", "gzip", "rt-cut", gz, glen - 9, text, sizeof text), 400);
+    assert_non_null(strstr(text, "Content-Encoding gzip"));
+    assert_int_equal(post_coded("/gz", "br", "rt-br", gz, glen, text, sizeof text), 415);
+    assert_int_equal(post_coded("/gz", "gzip, gzip", "rt-two", gz, glen, text, sizeof text), 415);
+    assert_int_equal(post_coded("/props", "gzip", "rt-nogz", gz, glen, text, sizeof text), 415);
+    assert_non_null(strstr(text, "does not take"));
+    free(gz);
+    free(zl);
+
+    /* The bomb: 1 GiB of zeros in about 1 MB of gzip. */
+    static unsigned char zeros[1 << 20];
+    size_t bomb_len;
+    unsigned char *bomb = compress_as(true, zeros, sizeof zeros, 1024, &bomb_len);
+    assert_true(bomb_len < 2 * 1024 * 1024);
+    double before = metric(g_main.port, "bridge_http_inflated_bytes_total");
+    assert_int_equal(post_coded("/gz", "gzip", "rt-bomb", bomb, bomb_len, text, sizeof text), 413);
+    assert_non_null(strstr(text, "inflates past max_body"));
+    double after = metric(g_main.port, "bridge_http_inflated_bytes_total");
+    /* No more than max_body (2 MiB) and the byte that shows it is over. */
+    if (after - before > 2.0 * 1024 * 1024 + 1)
+        fail_msg("the bomb inflated %.0f bytes before its 413 (max_body is 2 MiB)", after - before);
+    assert_true(after - before > 1024 * 1024);
+    free(bomb);
+    expect_empty("it.routes.gz");
+    PASS();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -651,6 +808,7 @@ int main(void)
         SUITE_TEST(test_trace_rpc_reply),
         SUITE_TEST(test_queue_arguments),
         SUITE_TEST(test_queue_declare_modes),
+        SUITE_TEST(test_compressed_bodies),
     };
     return suite_run("ingest-bridge routes", &SUITE, tests, "IT_ONLY");
 }

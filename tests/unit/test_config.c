@@ -1158,7 +1158,11 @@ static void test_route_templates(void **state)
         {"[route a]\npath = /e/{t}\nrouting_key = k-{t}\nexchange = ex\nqueue = q\n",
          ":3: routing_key: 'k-{t}': a placeholder is not a whole word"},
         {"[route a]\npath = /e/{t}\nrouting_key = {t}\nqueue = q\n",
-         ":4: queue: q: the default exchange routes by queue name"},
+         ":3: routing_key: '{t}' is a template on the default exchange"},
+        {"[route a]\npath = /e/{t}\nrouting_key = jobs.{t}\n",
+         ":3: routing_key: 'jobs.{t}' is a template on the default exchange"},
+        {"[route a]\npath = /e/{t}\nexchange = {t}\nexchanges = ,\nrouting_key = k\n",
+         ":4: exchanges: ',' names no exchange"},
         {"[route a]\npath = /e\nrouting_key = k\nbinding_key = b\n",
          ":4: binding_key: b: set, but the route declares no queue"},
     };

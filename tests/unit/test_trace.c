@@ -21,6 +21,12 @@ static void parents(void **state)
     assert_true(
         trace_parent_parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz", out));
     assert_string_equal(out, TP);
+    /* Of a later version's flags only sampled is kept. */
+    assert_true(
+        trace_parent_parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff-zz", out));
+    assert_string_equal(out + 52, "-01");
+    assert_true(trace_parent_parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-fe", out));
+    assert_string_equal(out + 52, "-00");
     static const char *const bad[] = {
         "",
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",    /* short */
@@ -57,11 +63,9 @@ static void states(void **state)
 {
     (void)state;
     static const char *const good[] = {
-        "rojo=00f067aa0ba902b7",
-        "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
-        "rojo=1 , , congo=2",
-        "tenant@vendor=x",
-        "",
+        "rojo=00f067aa0ba902b7", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+        "rojo=1 , , congo=2",    "tenant@vendor=x",
+        "1tenant@vendor=x",      "",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         if (!trace_state_valid(good[i], strlen(good[i])))
@@ -72,6 +76,8 @@ static void states(void **state)
         "rojo=a=b",    /* '=' in the value */
         "rojo=ok\x01", /* control character */
         "a@b@c=1",     /* two '@' */
+        "1abc=v",      /* a simple key starts with a letter */
+        "t@1sys=v",    /* so does a system id */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (trace_state_valid(bad[i], strlen(bad[i])))

@@ -28,9 +28,10 @@
 
 static void free_heads(void);
 
-/* Two routes: /ingest open, /secret with its own token file. */
+/* Four routes: /ingest open, /secret with its own token file, /events/{type}
+ * taking gzip, and /events/special beside it. */
 struct fx {
-    struct http_route routes[2];
+    struct http_route routes[4];
     struct http_config cfg;
     struct http_shared *sh;
     struct auth_tokens *metrics_tokens;
@@ -47,8 +48,10 @@ static int setup(void **state)
     assert_non_null(fp);
     fputs("route-token\n", fp);
     fclose(fp);
-    f->routes[0] = (struct http_route){"ingest", "/ingest", ""};
-    f->routes[1] = (struct http_route){"secret", "/secret", f->token_file};
+    f->routes[0] = (struct http_route){"ingest", "/ingest", "", 0, false};
+    f->routes[1] = (struct http_route){"secret", "/secret", f->token_file, 0, false};
+    f->routes[2] = (struct http_route){"events", "/events/{type}", "", HTTP_ENCODING_GZIP, false};
+    f->routes[3] = (struct http_route){"special", "/events/special", "", 0, false};
     f->cfg = (struct http_config){
         .file = "test.ini",
         .listen_host = "127.0.0.1",
@@ -62,7 +65,7 @@ static int setup(void **state)
         .max_connections = 10,
         .max_pending_bytes = 1000,
         .routes = f->routes,
-        .n_routes = 2,
+        .n_routes = 4,
     };
     char err[256];
     f->sh = http_shared_new(&f->cfg, err, sizeof err);
@@ -298,6 +301,56 @@ static void test_routes(void **state)
     assert_refused(&v, 503, "shutting down\n", false);
 }
 
+/* Paths with captures: one segment each; an exact path wins; a literal
+ * pattern text is no exact path. */
+static void test_route_patterns(void **state)
+{
+    struct fx *f = *state;
+    struct head_info xml = head("Content-Type", "text/xml", NULL);
+    struct verdict v = decide(f, EVHTTP_REQ_POST, "/events/paid", &xml);
+    assert_int_equal(v.kind, VERDICT_ROUTE);
+    assert_ptr_equal(v.route, &f->routes[2]);
+    v = decide(f, EVHTTP_REQ_POST, "/events/special", &xml);
+    assert_ptr_equal(v.route, &f->routes[3]);
+    v = decide(f, EVHTTP_REQ_POST, "/events/a/b", &xml);
+    assert_refused(&v, 404, "no route for this path\n", false);
+    v = decide(f, EVHTTP_REQ_POST, "/events/", &xml);
+    assert_refused(&v, 404, "no route for this path\n", false);
+}
+
+/* Content-Encoding: 415 for what the route does not take, before the body. */
+static void test_content_encoding(void **state)
+{
+    struct fx *f = *state;
+    struct head_info gz = head("Content-Type", "text/xml", "Content-Encoding", "gzip", NULL);
+    struct verdict v = decide(f, EVHTTP_REQ_POST, "/events/paid", &gz);
+    assert_int_equal(v.kind, VERDICT_ROUTE);
+    struct head_info xgz = head("Content-Type", "text/xml", "Content-Encoding", " X-GZIP ", NULL);
+    v = decide(f, EVHTTP_REQ_POST, "/events/paid", &xgz);
+    assert_int_equal(v.kind, VERDICT_ROUTE);
+    struct head_info id = head("Content-Type", "text/xml", "Content-Encoding", "identity", NULL);
+    v = decide(f, EVHTTP_REQ_POST, "/ingest", &id);
+    assert_int_equal(v.kind, VERDICT_ROUTE);
+    v = decide(f, EVHTTP_REQ_POST, "/ingest", &gz);
+    assert_refused(&v, 415, "this route does not take Content-Encoding gzip (its encodings)\n",
+                   false);
+    struct head_info df = head("Content-Type", "text/xml", "Content-Encoding", "deflate", NULL);
+    v = decide(f, EVHTTP_REQ_POST, "/events/paid", &df);
+    assert_refused(&v, 415, "this route does not take Content-Encoding deflate (its encodings)\n",
+                   false);
+    static const char *const bad[] = {"br", "gzip, gzip", "compress", "gzip;q=1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct head_info hi = head("Content-Type", "text/xml", "Content-Encoding", bad[i], NULL);
+        v = decide(f, EVHTTP_REQ_POST, "/events/paid", &hi);
+        assert_refused(&v, 415, "Content-Encoding must be one of gzip, deflate or identity\n",
+                       false);
+    }
+    struct head_info two = head("Content-Type", "text/xml", "Content-Encoding", "gzip",
+                                "Content-Encoding", "gzip", NULL);
+    v = decide(f, EVHTTP_REQ_POST, "/events/paid", &two);
+    assert_int_equal(v.status, 415);
+}
+
 static void test_route_auth_order(void **state)
 {
     struct fx *f = *state;
@@ -353,6 +406,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_metrics_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_auth_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_route_patterns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_content_encoding, setup, teardown),
         cmocka_unit_test_teardown(test_content_length_parse, teardown_heads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
