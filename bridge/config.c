@@ -95,6 +95,16 @@ static int validate_tls(struct loader *ld)
     if (check_pair(ld, SEC_HTTP, HK_TLS_CERT, HK_TLS_KEY, c->http.tls_cert, c->http.tls_key) != 0 ||
         check_pair(ld, SEC_AMQP, AK_TLS_CERT, AK_TLS_KEY, c->amqp.tls_cert, c->amqp.tls_key) != 0)
         return -1;
+    const struct origin *ca = &ld->glob[SEC_HTTP][HK_TLS_CLIENT_CA];
+    const struct origin *mode = &ld->glob[SEC_HTTP][HK_TLS_CLIENT_AUTH];
+    bool clients = c->http.tls_client_auth != HTTP_CLIENT_AUTH_NONE;
+    if (clients && c->http.tls_cert[0] == '\0')
+        return config_fail(ld, mode, "tls_client_auth", "needs tls_cert (an HTTPS listener)");
+    if (clients && c->http.tls_client_ca[0] == '\0')
+        return config_fail(ld, mode, "tls_client_auth",
+                           "needs tls_client_ca (the CAs client certificates must chain to)");
+    if (!clients && c->http.tls_client_ca[0] != '\0')
+        return config_fail(ld, ca, "tls_client_ca", "set, but tls_client_auth is none");
     if (c->http.metrics_auth && c->http.auth_token_file[0] == '\0')
         return config_fail(ld, &ld->glob[SEC_HTTP][HK_METRICS_AUTH], "metrics_auth",
                            "needs [http] auth_token_file (the tokens /metrics asks for)");
@@ -232,8 +242,10 @@ static int make_room_views(struct config *c)
     c->http.n_routes = c->amqp.n_routes = c->n_routes;
     for (size_t i = 0; i < c->n_routes; i++) {
         const struct config_route *r = &c->routes[i];
-        c->http.routes[i] = (struct http_route){r->name, r->path, r->auth_token_file,
-                                                r->encoding_bits, r->keep_encoding};
+        c->http.routes[i] = (struct http_route){
+            r->name,          r->path,          r->auth_token_file,
+            r->encoding_bits, r->keep_encoding, (const char *const *)r->subject_list,
+            r->n_subjects};
         c->amqp.routes[i] = (struct broker_route){
             .name = r->name,
             .exchange = r->exchange,
@@ -262,6 +274,7 @@ void config_free(struct config *cfg)
     free(cfg->http.pong_path);
     free(cfg->http.tls_cert);
     free(cfg->http.tls_key);
+    free(cfg->http.tls_client_ca);
     free(cfg->http.auth_token_file);
     free(cfg->amqp.tls_ca);
     free(cfg->amqp.tls_cert);

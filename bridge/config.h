@@ -74,6 +74,9 @@ struct config_route {
     char *encodings;        /* Content-Encodings taken: "gzip, deflate" */
     bool keep_encoding;     /* publish a compressed body as sent, with content_encoding */
     unsigned encoding_bits; /* encodings, parsed: HTTP_ENCODING_* */
+    char *client_subjects;  /* client certificate names allowed, comma-separated; "" = any */
+    char **subject_list;    /* client_subjects, split; NULL-terminated */
+    size_t n_subjects;
 
     /* Made by config_load from the keys above, read-only afterwards. */
     struct tmpl rk_tmpl;  /* routing_key as a template */

@@ -19,6 +19,9 @@ static const char *const trace_names[] = {
     [TRACE_START] = "start", [TRACE_PASS] = "pass", [TRACE_OFF] = "off"};
 static const char *const declare_names[] = {
     [DECLARE_YES] = "yes", [DECLARE_NO] = "no", [DECLARE_PASSIVE] = "passive"};
+static const char *const client_auth_names[] = {[HTTP_CLIENT_AUTH_NONE] = "none",
+                                                [HTTP_CLIENT_AUTH_OPTIONAL] = "optional",
+                                                [HTTP_CLIENT_AUTH_REQUIRED] = "required"};
 static const char *const log_format_names[] = {
     [LOG_FORMAT_TEXT] = "text", [LOG_FORMAT_JSON] = "json"};
 
@@ -30,6 +33,8 @@ static const struct key_enum properties_enum = {"property set", properties_names
                                                 N_OF(properties_names)};
 static const struct key_enum trace_enum = {"trace mode", trace_names, N_OF(trace_names)};
 static const struct key_enum declare_enum = {"declare mode", declare_names, N_OF(declare_names)};
+static const struct key_enum client_auth_enum = {"client certificate mode", client_auth_names,
+                                                 N_OF(client_auth_names)};
 static const struct key_enum log_level_enum = {"level", log_level_names, N_OF(log_level_names)};
 static const struct key_enum log_format_enum = {"log format", log_format_names,
                                                 N_OF(log_format_names)};
@@ -40,7 +45,8 @@ _Static_assert(sizeof(enum route_mode) == sizeof(int) && sizeof(enum queue_type)
                    sizeof(enum log_format) == sizeof(int) &&
                    sizeof(enum route_properties) == sizeof(int) &&
                    sizeof(enum route_trace) == sizeof(int) &&
-                   sizeof(enum queue_declare) == sizeof(int),
+                   sizeof(enum queue_declare) == sizeof(int) &&
+                   sizeof(enum http_client_auth) == sizeof(int),
                "an enum key is not int-sized");
 
 #define CFG(f) offsetof(struct config, f)
@@ -63,6 +69,9 @@ static const struct key_def http_keys[HK_COUNT] = {
                             "16384", NULL},
     [HK_MAX_PENDING_BYTES] = {"max_pending_bytes", KEY_SIZE, CFG(http.max_pending_bytes), 1,
                               64 * GIB, "256MiB", NULL},
+    [HK_TLS_CLIENT_CA] = {"tls_client_ca", KEY_FILE, CFG(http.tls_client_ca), 0, 0, "", NULL},
+    [HK_TLS_CLIENT_AUTH] = {"tls_client_auth", KEY_ENUM, CFG(http.tls_client_auth), 0, 0, "none",
+                            &client_auth_enum},
 };
 
 static const struct key_def amqp_keys[AK_COUNT] = {
@@ -120,6 +129,7 @@ static const struct key_def route_keys[RK_COUNT] = {
     [RK_MAX_PRIORITY] = {"queue_max_priority", KEY_INT, RT(max_priority), 0, 255, "0", NULL},
     [RK_ENCODINGS] = {"encodings", KEY_STRING, RT(encodings), 0, 0, "", NULL},
     [RK_KEEP_ENCODING] = {"keep_encoding", KEY_BOOL, RT(keep_encoding), 0, 0, "no", NULL},
+    [RK_CLIENT_SUBJECTS] = {"client_subjects", KEY_STRING, RT(client_subjects), 0, 0, "", NULL},
 };
 
 const struct section_def config_sections[SEC_COUNT] = {

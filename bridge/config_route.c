@@ -111,8 +111,9 @@ static int parse_headers(struct loader *ld, size_t j)
                             name);
             break;
         }
-        static const char *const own[] = {"x-http-path", "x-http-query", "x-forwarded-for",
-                                          "traceparent", "tracestate",   "baggage"};
+        static const char *const own[] = {"x-http-path",       "x-http-query", "x-forwarded-for",
+                                          "traceparent",       "tracestate",   "baggage",
+                                          "tls-client-subject"};
         for (size_t i = 0; ok && i < sizeof own / sizeof own[0]; i++)
             ok = strcmp(name, own[i]) != 0;
         for (size_t i = 0; ok && i < r->n_const_hdr; i++)
@@ -305,12 +306,49 @@ static int parse_encodings(struct loader *ld, size_t j)
     return rc;
 }
 
+/* client_subjects = a, b: the names (CN or SAN) a client certificate must
+ * have one of. */
+static int parse_subjects(struct loader *ld, size_t j)
+{
+    struct config_route *r = &ld->cfg->routes[j];
+    if (r->client_subjects[0] == '\0')
+        return 0;
+    if (ld->cfg->http.tls_client_auth == HTTP_CLIENT_AUTH_NONE)
+        return route_fail(ld, j, RK_CLIENT_SUBJECTS,
+                          "set, but [http] tls_client_auth is none (no client certificates)");
+    size_t n = 1;
+    for (const char *p = r->client_subjects; *p != '\0'; p++)
+        n += *p == ',';
+    char *copy = strdup(r->client_subjects);
+    r->subject_list = calloc(n + 1, sizeof *r->subject_list);
+    if (copy == NULL || r->subject_list == NULL) {
+        free(copy);
+        return route_fail(ld, j, RK_CLIENT_SUBJECTS, "out of memory");
+    }
+    char *save = NULL;
+    int rc = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok != NULL && rc == 0;
+         tok = strtok_r(NULL, ",", &save)) {
+        const char *name = trim(tok);
+        if (name[0] == '\0' || strlen(name) > 128)
+            rc = route_fail(ld, j, RK_CLIENT_SUBJECTS, "'%.64s': names of 1 to 128 bytes", name);
+        else if ((r->subject_list[r->n_subjects] = strdup(name)) == NULL)
+            rc = route_fail(ld, j, RK_CLIENT_SUBJECTS, "out of memory");
+        else
+            r->n_subjects++;
+    }
+    free(copy);
+    if (rc == 0 && r->n_subjects == 0)
+        rc = route_fail(ld, j, RK_CLIENT_SUBJECTS, "'%.64s' names no subject", r->client_subjects);
+    return rc;
+}
+
 int config_route_prepare(struct loader *ld, size_t j)
 {
     struct config_route *r = &ld->cfg->routes[j];
     const struct origin *ko = ld->meta[j].keys;
     if (parse_templates(ld, j) != 0 || parse_priority(ld, j) != 0 || check_queue_keys(ld, j) != 0 ||
-        parse_encodings(ld, j) != 0)
+        parse_encodings(ld, j) != 0 || parse_subjects(ld, j) != 0)
         return -1;
     r->dynamic = r->rk_tmpl.dynamic || r->ex_tmpl.dynamic || r->priority_header != NULL;
     bool minimal = r->properties == PROPERTIES_MINIMAL;
@@ -356,7 +394,8 @@ void config_route_free(struct config_route *r)
                         &r->dead_letter_exchange,
                         &r->dead_letter_routing_key,
                         &r->overflow,
-                        &r->encodings};
+                        &r->encodings,
+                        &r->client_subjects};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         free(*strings[i]);
     tmpl_free(&r->rk_tmpl);
@@ -364,6 +403,9 @@ void config_route_free(struct config_route *r)
     for (size_t i = 0; r->exchange_list != NULL && i < r->n_exchanges; i++)
         free(r->exchange_list[i]);
     free(r->exchange_list);
+    for (size_t i = 0; r->subject_list != NULL && i < r->n_subjects; i++)
+        free(r->subject_list[i]);
+    free(r->subject_list);
     for (size_t i = 0; r->const_hdr != NULL && i < r->n_const_hdr; i++) {
         free(r->const_hdr[i].name);
         free(r->const_hdr[i].value);

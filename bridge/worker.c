@@ -537,6 +537,10 @@ static int put_route_headers(struct worker *w, struct http_req *r, const struct 
     for (size_t i = 0; i < route->n_const_hdr; i++)
         if (hdrmap_put(&w->headers, route->const_hdr[i].name, route->const_hdr[i].value) != 0)
             return -1;
+    /* Not an X- name: a client can never send it for hdrmap to copy. */
+    const char *subject = http_req_client_subject(r);
+    if (subject != NULL && hdrmap_put(&w->headers, "tls-client-subject", subject) != 0)
+        return -1;
     if (route->trace == TRACE_OFF)
         return 0;
     const char *tp = http_req_trace(r);

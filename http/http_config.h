@@ -13,6 +13,13 @@
 #define HTTP_ENCODING_GZIP (1u << 1)
 #define HTTP_ENCODING_DEFLATE (1u << 2)
 
+/* Client certificates on the HTTPS listener ([http] tls_client_auth). */
+enum http_client_auth {
+    HTTP_CLIENT_AUTH_NONE,     /* not asked for */
+    HTTP_CLIENT_AUTH_OPTIONAL, /* asked for; one that is sent must verify */
+    HTTP_CLIENT_AUTH_REQUIRED, /* no handshake without one that verifies */
+};
+
 /* A route as the HTTP room sees it. Its index in http_config.routes is the
  * route's index everywhere (the config's routes, the broker's, metrics). */
 struct http_route {
@@ -21,6 +28,9 @@ struct http_route {
     const char *auth_token_file; /* "" = [http] auth_token_file applies; else this route's tokens */
     unsigned encodings;          /* Content-Encodings taken: bit 1 << enum body_coding */
     bool keep_encoding;          /* publish the body as sent (with content_encoding) */
+    const char *const *client_subjects; /* names a client certificate must have one of
+                                           (CN or SAN); NULL = any client */
+    size_t n_client_subjects;
 };
 
 struct http_config {
@@ -31,10 +41,12 @@ struct http_config {
     size_t max_body;     /* bytes */
     uint64_t timeout_ms; /* idle / total header deadline per connection */
     char *pong_path;
-    char *tls_cert;           /* "" = plain HTTP; else PEM certificate (chain) of the listener */
-    char *tls_key;            /* PEM private key of tls_cert; both or neither */
-    char *auth_token_file;    /* "" = no auth; else bearer tokens, one a line */
-    bool metrics_auth;        /* /metrics asks for a token of auth_token_file */
+    char *tls_cert;      /* "" = plain HTTP; else PEM certificate (chain) of the listener */
+    char *tls_key;       /* PEM private key of tls_cert; both or neither */
+    char *tls_client_ca; /* "" = none; else the CAs client certificates must chain to */
+    enum http_client_auth tls_client_auth; /* none | optional | required */
+    char *auth_token_file;                 /* "" = no auth; else bearer tokens, one a line */
+    bool metrics_auth;                     /* /metrics asks for a token of auth_token_file */
     size_t max_connections;   /* open client connections, all workers; beyond: 503 + close */
     size_t max_pending_bytes; /* request bodies waiting on the broker, all workers; beyond: 503 */
     bool access_log;          /* [log] access_log: one line per answered request */

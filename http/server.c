@@ -99,6 +99,8 @@ struct http_conn {
     struct verdict verdict;          /* what on_headers decided for it */
     char why[200];                   /* its text when not static (shed_early) */
     bool counted;                    /* holds one of max_connections */
+    bool peer_read;                  /* peer is what the handshake verified */
+    struct tls_peer *peer;           /* the client's certificate, NULL = none */
     struct http_conn *prev, *next;   /* the server's live list, or the free list */
 };
 
@@ -125,6 +127,7 @@ struct http_req {
     size_t id_len;                  /* strlen(id) */
     char id[REQID_MAX + 1];         /* X-Request-Id, taken or generated */
     char trace[56];                 /* traceparent of the answer, "" = none */
+    char *subject;                  /* its verified client certificate's subject, or NULL */
     struct evbuffer *plain;         /* the inflated body, when the published one stays
                                        compressed (keep_encoding); else NULL */
     enum body_coding coding;        /* the coding the published body is in */
@@ -267,6 +270,9 @@ static void conn_put(struct http_conn *c)
         evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input);
     c->input = NULL;
     c->evcon = NULL;
+    free(c->peer);
+    c->peer = NULL;
+    c->peer_read = false;
     if (c->counted)
         http_shared_conn_give(s->sh);
     c->counted = false;
@@ -756,6 +762,8 @@ static void req_put(struct http_server *s, struct http_req *r)
         evbuffer_free(r->plain);
         r->plain = NULL;
     }
+    free(r->subject);
+    r->subject = NULL;
     r->live = false;
     r->gen++;
     r->req = NULL;
@@ -771,6 +779,29 @@ static void req_put(struct http_server *s, struct http_req *r)
 }
 
 /* verdict_decide for REQ on server S. */
+/* The verified client certificate of REQ's connection, read once per
+ * connection (C caches it; NULL C: read for this request, into *SPARE), or
+ * NULL when the listener asks for none or the client sent none. */
+static const struct tls_peer *peer_of(const struct http_server *s, struct http_conn *c,
+                                      struct evhttp_request *req, struct tls_peer *spare)
+{
+    if (s->tls == NULL || s->cfg->tls_client_auth == HTTP_CLIENT_AUTH_NONE)
+        return NULL;
+    if (c != NULL && c->peer_read)
+        return c->peer;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+    if (!tls_peer_read(ssl, spare))
+        spare = NULL;
+    if (c == NULL)
+        return spare;
+    c->peer_read = true;
+    if (spare != NULL && (c->peer = malloc(sizeof *c->peer)) != NULL)
+        memcpy(c->peer, spare, sizeof *c->peer);
+    return c->peer;
+}
+
 static void decide(const struct http_server *s, struct evhttp_request *req,
                    const struct head_info *hi, struct verdict *v)
 {
@@ -863,6 +894,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     struct answer a = {NULL, evhttp_request_get_uri(req), METRICS_NONE, 0, NULL};
     struct head_info hi;
     verdict_scan(evhttp_request_get_input_headers(req), &hi);
+    struct tls_peer spare;
+    hi.peer = peer_of(s, c, req, &spare);
 
     char idbuf[REQID_MAX + 1];
     const char *id = hi.id;
@@ -965,6 +998,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     r->trace[0] = '\0';
     r->plain = plain;
     r->coding = coding;
+    r->subject = hi.peer != NULL ? strdup(hi.peer->subject) : NULL;
     r->held = blen;
     s->held += blen;
     metrics_set_pending_bytes(s->h.counters, s->held);
@@ -1056,6 +1090,8 @@ static int on_headers(struct evhttp_request *req, void *arg)
         return 0;
     struct head_info hi;
     verdict_scan(evhttp_request_get_input_headers(req), &hi);
+    struct tls_peer spare;
+    hi.peer = peer_of(c->s, c, req, &spare);
     decide(c->s, req, &hi, &c->verdict);
     c->early = req;
     struct verdict *v = &c->verdict;
@@ -1491,6 +1527,11 @@ void http_req_set_trace(struct http_req *r, const char *traceparent)
     size_t n = traceparent != NULL ? strnlen(traceparent, sizeof r->trace - 1) : 0;
     memcpy(r->trace, traceparent != NULL ? traceparent : "", n);
     r->trace[n] = '\0';
+}
+
+const char *http_req_client_subject(const struct http_req *r)
+{
+    return r->subject;
 }
 
 const char *http_req_trace(const struct http_req *r)

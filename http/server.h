@@ -117,6 +117,9 @@ const char *http_req_header(const struct http_req *r, const char *name, int *cou
 /* The traceparent R's answer carries (a response header, and its trace id
  * in the access log); NULL or "" for none. At most 55 bytes are kept. */
 void http_req_set_trace(struct http_req *r, const char *traceparent);
+/* The subject (RFC 2253) of the client certificate R's connection
+ * verified, NULL when none. */
+const char *http_req_client_subject(const struct http_req *r);
 /* The traceparent set for R's answer, "" if none. */
 const char *http_req_trace(const struct http_req *r);
 /* Call FN for every request header, in order. Stops early if FN returns -1

@@ -44,7 +44,8 @@ static int setup(struct http_shared *sh, const struct http_config *cfg, char *er
     sh->held->max_bytes = cfg->max_pending_bytes;
     char why[512];
     if (cfg->tls_cert[0] != '\0' &&
-        (sh->tls = tls_server_new(cfg->tls_cert, cfg->tls_key, why, sizeof why)) == NULL)
+        (sh->tls = tls_server_new(cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca,
+                                  cfg->tls_client_auth, why, sizeof why)) == NULL)
         return errf(err, errlen, "%s: [http] %s", cfg->file, why);
     if (cfg->auth_token_file[0] != '\0' &&
         (sh->global = auth_tokens_load(cfg->auth_token_file, why, sizeof why)) == NULL)

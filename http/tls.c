@@ -7,8 +7,10 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct tls_server {
     SSL_CTX *ctx; /* read-only once tls_server_new returns */
@@ -25,6 +27,32 @@ static const char *ssl_reason(void)
 
 /* T's context from CERT and KEY; T may be NULL (calloc failed). 0 / -1
  * with the reason in ERR. */
+/* Ask clients for certificates of the CAs in CA (MODE optional or
+ * required). 0 / -1 with the reason in ERR. */
+static int setup_clients(struct tls_server *t, const char *ca, enum http_client_auth mode,
+                         char *err, size_t errlen)
+{
+    if (mode == HTTP_CLIENT_AUTH_NONE)
+        return 0;
+    if (SSL_CTX_load_verify_locations(t->ctx, ca, NULL) != 1)
+        return errf(err, errlen, "tls_client_ca %s: not a PEM certificate: %s", ca, ssl_reason());
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
+    if (names == NULL)
+        return errf(err, errlen, "tls_client_ca %s: no CA certificate in it: %s", ca, ssl_reason());
+    SSL_CTX_set_client_CA_list(t->ctx, names); /* the CAs a client is told to choose from */
+    SSL_CTX_set_verify(
+        t->ctx,
+        SSL_VERIFY_PEER | (mode == HTTP_CLIENT_AUTH_REQUIRED ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+        NULL);
+    SSL_CTX_set_verify_depth(t->ctx, 4);
+    /* Session resumption would skip the certificate: the session keeps it
+     * (SSL_get_peer_certificate on a resumed session), but a context id is
+     * needed for resumption with verification at all. */
+    static const unsigned char sid[] = "ingest-bridge";
+    (void)SSL_CTX_set_session_id_context(t->ctx, sid, sizeof sid - 1);
+    return 0;
+}
+
 static int setup(struct tls_server *t, const char *cert, const char *key, char *err, size_t errlen)
 {
     if (t == NULL)
@@ -60,10 +88,12 @@ static int setup(struct tls_server *t, const char *cert, const char *key, char *
     return 0;
 }
 
-struct tls_server *tls_server_new(const char *cert, const char *key, char *err, size_t errlen)
+struct tls_server *tls_server_new(const char *cert, const char *key, const char *client_ca,
+                                  enum http_client_auth client_auth, char *err, size_t errlen)
 {
     struct tls_server *t = calloc(1, sizeof *t);
-    if (setup(t, cert, key, err, errlen) != 0) {
+    if (setup(t, cert, key, err, errlen) != 0 ||
+        setup_clients(t, client_ca, client_auth, err, errlen) != 0) {
         tls_server_free(t);
         return NULL;
     }
@@ -81,4 +111,49 @@ void tls_server_free(struct tls_server *t)
 void *tls_server_ssl(const struct tls_server *t)
 {
     return SSL_new(t->ctx);
+}
+
+/* NAME (LEN bytes) into P's names when it fits and has no NUL. */
+static void add_name(struct tls_peer *p, const unsigned char *name, int len)
+{
+    if (name == NULL || len <= 0 || len > TLS_PEER_NAME_MAX || p->n == TLS_PEER_NAMES ||
+        memchr(name, '\0', (size_t)len) != NULL)
+        return;
+    memcpy(p->names[p->n], name, (size_t)len);
+    p->names[p->n][len] = '\0';
+    p->n++;
+}
+
+bool tls_peer_read(void *ssl, struct tls_peer *p)
+{
+    memset(p, 0, sizeof *p);
+    if (ssl == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
+        return false;
+    X509 *x = SSL_get1_peer_certificate(ssl);
+    if (x == NULL)
+        return false;
+    X509_NAME *subject = X509_get_subject_name(x);
+    BIO *b = BIO_new(BIO_s_mem());
+    if (b != NULL && X509_NAME_print_ex(b, subject, 0, XN_FLAG_RFC2253) >= 0) {
+        int n = BIO_read(b, p->subject, (int)sizeof p->subject - 1);
+        p->subject[n > 0 ? n : 0] = '\0';
+    }
+    BIO_free(b);
+    int i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+    if (i >= 0) {
+        ASN1_STRING *cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+        unsigned char *utf8 = NULL;
+        int len = ASN1_STRING_to_UTF8(&utf8, cn);
+        add_name(p, utf8, len);
+        OPENSSL_free(utf8);
+    }
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    for (int k = 0; sans != NULL && k < sk_GENERAL_NAME_num(sans); k++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, k);
+        if (g->type == GEN_DNS || g->type == GEN_EMAIL || g->type == GEN_URI)
+            add_name(p, ASN1_STRING_get0_data(g->d.ia5), ASN1_STRING_length(g->d.ia5));
+    }
+    GENERAL_NAMES_free(sans);
+    X509_free(x);
+    return true;
 }

@@ -16,6 +16,7 @@
 #include "http/auth.h"
 #include "http/http_config.h"
 #include "http/inflate.h"
+#include "http/tls.h"
 #include "http/server.h"
 
 void verdict_scan(const struct evkeyvalq *headers, struct head_info *hi)
@@ -92,6 +93,17 @@ static bool xml_type(const char *ct)
 
 /* An exact path first; else the first route whose path with captures
  * matches (config_load refuses two that could match one path). */
+/* Does the client certificate P have a name ROUTE allows (its CN or a SAN,
+ * compared exactly)? */
+static bool subject_allowed(const struct http_route *route, const struct tls_peer *p)
+{
+    for (size_t i = 0; p != NULL && i < p->n; i++)
+        for (size_t k = 0; k < route->n_client_subjects; k++)
+            if (strcmp(p->names[i], route->client_subjects[k]) == 0)
+                return true;
+    return false;
+}
+
 static const struct http_route *find_route(const struct http_config *cfg, const char *path)
 {
     for (size_t i = 0; i < cfg->n_routes; i++)
@@ -227,6 +239,13 @@ void verdict_decide(const struct verdict_ctx *x, enum evhttp_cmd_type cmd, const
     v->slot = METRICS_ROUTE0 + (size_t)(route - x->cfg->routes);
     if (!authorized(http_shared_auth(x->sh, (size_t)(route - x->cfg->routes)), hi, v))
         return;
+    if (route->n_client_subjects > 0 && !subject_allowed(route, hi->peer)) {
+        verdict_refuse(v, 403,
+                       hi->peer == NULL
+                           ? "this route needs a client certificate\n"
+                           : "this client certificate's subject is not allowed on this route\n");
+        return;
+    }
     if (cmd != EVHTTP_REQ_POST) {
         v->hname = "Allow";
         v->hvalue = "POST";

@@ -15,6 +15,7 @@ struct http_config;
 struct http_route;
 struct http_shared;
 struct auth_tokens;
+struct tls_peer;
 
 enum verdict_kind {
     VERDICT_ROUTE,   /* to the bridge: its body is needed */
@@ -36,17 +37,19 @@ struct verdict {
 
 /* What one pass over the request headers tells. */
 struct head_info {
-    const char *id;     /* X-Request-Id, first one */
-    const char *ctype;  /* Content-Type, first one */
-    const char *te;     /* Transfer-Encoding, first one */
-    const char *auth;   /* Authorization, first one */
-    const char *cl;     /* Content-Length, first one */
-    const char *expect; /* Expect, first one */
-    const char *ce;     /* Content-Encoding, first one */
-    int n_ce;           /* Content-Encoding headers */
-    int n_auth;         /* Authorization headers */
-    int n_cl;           /* Content-Length headers */
-    int n_te;           /* Transfer-Encoding headers */
+    const char *id;              /* X-Request-Id, first one */
+    const char *ctype;           /* Content-Type, first one */
+    const char *te;              /* Transfer-Encoding, first one */
+    const char *auth;            /* Authorization, first one */
+    const char *cl;              /* Content-Length, first one */
+    const char *expect;          /* Expect, first one */
+    const char *ce;              /* Content-Encoding, first one */
+    const struct tls_peer *peer; /* the verified client certificate, NULL = none (set by
+                                    the caller, not by verdict_scan) */
+    int n_ce;                    /* Content-Encoding headers */
+    int n_auth;                  /* Authorization headers */
+    int n_cl;                    /* Content-Length headers */
+    int n_te;                    /* Transfer-Encoding headers */
 };
 
 /* What decide() reads besides the request: the server's, immutable but for

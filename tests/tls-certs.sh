@@ -8,8 +8,12 @@
 #                                   TLS listener)
 #   client.pem, client-key.pem      signed by it, a client certificate (the
 #                                   bridge towards the broker)
+#   client-b.pem, client-b-key.pem  signed by it, CN client-b, SAN DNS b.example
+#                                   and email b@example.org (the HTTPS
+#                                   listener's client certificates)
 #   other-ca.pem, other-ca-key.pem  a CA that signed none of them ("wrong CA")
 #   other.pem, other-key.pem        signed by the other CA, for 127.0.0.1
+#   other-client.pem, -key.pem      signed by the other CA, a client certificate
 set -euo pipefail
 
 dir=${1:?usage: tls-certs.sh DIR}
@@ -45,6 +49,9 @@ leaf server ca localhost "subjectAltName=DNS:localhost,IP:127.0.0.1" \
 leaf client ca ingest-bridge "extendedKeyUsage=clientAuth" "basicConstraints=CA:FALSE"
 leaf other other-ca localhost "subjectAltName=DNS:localhost,IP:127.0.0.1" \
     "extendedKeyUsage=serverAuth" "basicConstraints=CA:FALSE"
+leaf client-b ca client-b "subjectAltName=DNS:b.example,email:b@example.org" \
+    "extendedKeyUsage=clientAuth" "basicConstraints=CA:FALSE"
+leaf other-client other-ca ingest-bridge "extendedKeyUsage=clientAuth" "basicConstraints=CA:FALSE"
 # The broker (its own user on a real system) reads the keys; they are
 # throw-away test keys.
 chmod 644 ./*.pem

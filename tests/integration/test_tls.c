@@ -41,6 +41,7 @@ struct tls_cfg {
     bool no_verify;         /* [amqp] tls_verify = no */
     bool auth;              /* token files, metrics_auth */
     const char *http_limit; /* [http] timeout */
+    const char *mtls;       /* [http] tls_client_auth (tls_client_ca: the run's CA), or NULL */
 };
 
 static const char *tls_file(const char *name)
@@ -70,6 +71,8 @@ static char *tls_config(int http_port, const void *arg)
                 tls_file("server-key.pem"));
     if (c->auth)
         fprintf(f, "auth_token_file = %s\nmetrics_auth = yes\n", g_tokens);
+    if (c->mtls)
+        fprintf(f, "tls_client_auth = %s\ntls_client_ca = %s\n", c->mtls, tls_file("ca.pem"));
     if (c->amqps)
         fprintf(f, "[amqp]\nuri = amqps://guest:guest@localhost:%d/%%2f\n",
                 g_harness.broker_tls_port);
@@ -95,6 +98,17 @@ static char *tls_config(int http_port, const void *arg)
                "routing_key = it.tls.nobody\n"
                "queue = it.tls.nobody\n"
                "timeout = 30s\n");
+    if (c->mtls)
+        fprintf(f, "[route a]\n"
+                   "path = /a\n"
+                   "routing_key = it.tls.a\n"
+                   "queue = it.tls.a\n"
+                   "client_subjects = ingest-bridge, someone-else\n"
+                   "[route b]\n"
+                   "path = /b\n"
+                   "routing_key = it.tls.b\n"
+                   "queue = it.tls.b\n"
+                   "client_subjects = b.example\n");
     if (c->auth)
         fprintf(f,
                 "[route audit]\n"
@@ -585,6 +599,122 @@ static void test_https_refused_before_body(void **state)
     PASS();
 }
 
+/* ------------------------------------------------------------------ */
+/* client certificates (mTLS)                                          */
+
+/* POST DOC to TARGET on B over TLS with the client certificate NAME (a
+ * file of the run's, NULL for none): the status, -1 when the handshake or
+ * the exchange failed. */
+static int mtls_post(const struct bridge *b, const char *name, const char *target, const char *id)
+{
+    char cert[512] = "", key[512] = "";
+    if (name != NULL) {
+        snprintf(cert, sizeof cert, "%s/%s.pem", g_harness.tls_dir, name);
+        snprintf(key, sizeof key, "%s/%s-key.pem", g_harness.tls_dir, name);
+    }
+    struct conn c;
+    if (conn_open_tls(&c, b->port, g_ca, name ? cert : NULL, name ? key : NULL) != 0)
+        return -1;
+    char extra[100];
+    snprintf(extra, sizeof extra, "X-Request-Id: %s\r\n", id);
+    size_t len;
+    char *raw = fmt_request(&len, "POST", target, XML, extra, DOC, strlen(DOC));
+    struct resp r;
+    int rc = exchange(&c, raw, len, &r, false);
+    free(raw);
+    conn_close(&c);
+    if (rc != 0)
+        return -1;
+    int st = r.status;
+    resp_free(&r);
+    return st;
+}
+
+/* The tls-client-subject header of the message ID in Q ("" if none). */
+static void subject_in_queue(const char *q, const char *id, char *out, size_t len)
+{
+    amqp_message_t m;
+    if (mq_get(q, &m) != 1 || !bytes_eq(m.properties.message_id, id))
+        fail_msg("message %s not first in %s", id, q);
+    char buf[300];
+    const char *v = tbl_get(&m.properties.headers, "tls-client-subject", buf, sizeof buf);
+    snprintf(out, len, "%s", v != NULL ? v : "");
+    amqp_destroy_message(&m);
+}
+
+/* Optional client certificates: a route without client_subjects takes
+ * anyone (with the verified subject as a header), one with them only the
+ * certificates that name one (CN or SAN): 403 otherwise; a certificate of
+ * another CA fails the handshake. */
+static void test_client_certificates_optional(void **state)
+{
+    (void)state;
+    static const struct tls_cfg optional = {.https = true, .mtls = "optional"};
+    g_aux.tls_ca = g_ca;
+    bridge_start(&g_aux, "mtls-optional", tls_config, &optional);
+    mq_purge("it.tls");
+    mq_purge("it.tls.a");
+    mq_purge("it.tls.b");
+    char subject[300];
+    assert_int_equal(mtls_post(&g_aux, NULL, "/ingest", "m-open-1"), 202);
+    subject_in_queue("it.tls", "m-open-1", subject, sizeof subject);
+    assert_string_equal(subject, "");
+    assert_int_equal(mtls_post(&g_aux, "client", "/ingest", "m-open-2"), 202);
+    subject_in_queue("it.tls", "m-open-2", subject, sizeof subject);
+    assert_string_equal(subject, "CN=ingest-bridge");
+
+    /* /a allows CN ingest-bridge; /b allows the SAN b.example. */
+    assert_int_equal(mtls_post(&g_aux, "client", "/a", "m-a-1"), 202);
+    subject_in_queue("it.tls.a", "m-a-1", subject, sizeof subject);
+    assert_string_equal(subject, "CN=ingest-bridge");
+    assert_int_equal(mtls_post(&g_aux, "client-b", "/a", "m-a-2"), 403);
+    assert_int_equal(mtls_post(&g_aux, NULL, "/a", "m-a-3"), 403);
+    assert_int_equal(mtls_post(&g_aux, "client-b", "/b", "m-b-1"), 202);
+    subject_in_queue("it.tls.b", "m-b-1", subject, sizeof subject);
+    assert_string_equal(subject, "CN=client-b");
+    assert_int_equal(mtls_post(&g_aux, "client", "/b", "m-b-2"), 403);
+    /* The right CN from the wrong CA: no handshake at all. */
+    assert_int_equal(mtls_post(&g_aux, "other-client", "/a", "m-a-4"), -1);
+    /* A client's own header of that name never reaches a message. */
+    struct resp r;
+    int rc = https_req(g_aux.port, g_ca, "POST", "/ingest", XML,
+                       "X-Request-Id: m-spoof\r\ntls-client-subject: CN=admin\r\n", DOC,
+                       strlen(DOC), &r);
+    assert_resp(rc, &r, 202);
+    resp_free(&r);
+    subject_in_queue("it.tls", "m-spoof", subject, sizeof subject);
+    assert_string_equal(subject, "");
+    amqp_message_t m;
+    assert_int_equal(mq_get("it.tls.a", &m), 0);
+    assert_int_equal(mq_get("it.tls.b", &m), 0);
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+    PASS();
+}
+
+/* Required: no handshake without a certificate of the CA. */
+static void test_client_certificates_required(void **state)
+{
+    (void)state;
+    static const struct tls_cfg required = {.https = true, .mtls = "required"};
+    static char cert[512], key[512]; /* g_aux keeps pointers to them */
+    snprintf(cert, sizeof cert, "%s/client.pem", g_harness.tls_dir);
+    snprintf(key, sizeof key, "%s/client-key.pem", g_harness.tls_dir);
+    g_aux.tls_ca = g_ca;
+    g_aux.tls_cert = cert;
+    g_aux.tls_key = key;
+    bridge_start(&g_aux, "mtls-required", tls_config, &required);
+    mq_purge("it.tls");
+    assert_int_equal(mtls_post(&g_aux, NULL, "/ingest", "m-req-1"), -1);
+    assert_int_equal(mtls_post(&g_aux, "other-client", "/ingest", "m-req-2"), -1);
+    assert_int_equal(mtls_post(&g_aux, "client-b", "/ingest", "m-req-3"), 202);
+    char subject[300];
+    subject_in_queue("it.tls", "m-req-3", subject, sizeof subject);
+    assert_string_equal(subject, "CN=client-b");
+    assert_int_equal(bridge_stop(&g_aux, scale_ms(10000)), 0);
+    g_aux.tls_cert = g_aux.tls_key = NULL;
+    PASS();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -598,6 +728,8 @@ int main(void)
         SUITE_TEST(test_auth),
         SUITE_TEST(test_no_auth_configured),
         SUITE_TEST(test_https_refused_before_body),
+        SUITE_TEST(test_client_certificates_optional),
+        SUITE_TEST(test_client_certificates_required),
     };
     return suite_run("ingest-bridge TLS and auth", &SUITE, tests, NULL);
 }

@@ -1306,6 +1306,13 @@ int bridge_stop(struct bridge *b, int timeout_ms)
 
 int bridge_get(const struct bridge *b, const char *target, struct resp *r)
 {
+    if (b->tls_ca && b->tls_cert) {
+        struct conn c;
+        memset(r, 0, sizeof *r);
+        if (conn_open_tls(&c, b->port, b->tls_ca, b->tls_cert, b->tls_key) != 0)
+            return -1;
+        return request_once(&c, "GET", target, NULL, NULL, NULL, 0, r);
+    }
     if (b->tls_ca)
         return https_req(b->port, b->tls_ca, "GET", target, NULL, NULL, NULL, 0, r);
     return http_get(b->port, target, r);

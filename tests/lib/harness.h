@@ -252,6 +252,7 @@ struct bridge {
     long mark;          /* log offset at the start of the current test */
     long start;         /* log offset when this process was started */
     const char *tls_ca; /* set before bridge_start: it speaks HTTPS, its certificate from this CA */
+    const char *tls_cert, *tls_key; /* and, when set, the client certificate bridge_get shows */
 };
 
 /* The whole text of a config (malloc'd) for a bridge that listens on

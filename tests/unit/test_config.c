@@ -1293,6 +1293,35 @@ static void test_queue_arguments(void **state)
     run_error_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
+static void test_client_certificates(void **state)
+{
+    (void)state;
+    char text[1024];
+    snprintf(text, sizeof text,
+             "[http]\ntls_cert = %s\ntls_key = %s\ntls_client_auth = required\ntls_client_ca = %s\n"
+             "[route a]\npath = /a\nrouting_key = a\nclient_subjects = shop.example, b\n",
+             "bridge.ini", "bridge.ini", "bridge.ini");
+    struct config *cfg = load_ok(text, NULL);
+    assert_int_equal(cfg->http.tls_client_auth, HTTP_CLIENT_AUTH_REQUIRED);
+    assert_int_equal(cfg->http.routes[0].n_client_subjects, 2);
+    assert_string_equal(cfg->http.routes[0].client_subjects[0], "shop.example");
+    assert_string_equal(cfg->http.routes[0].client_subjects[1], "b");
+    config_free(cfg);
+    static const struct error_case cases[] = {
+        {"[http]\ntls_client_auth = optional\n", ":2: tls_client_auth: needs tls_cert"},
+        {"[http]\ntls_cert = bridge.ini\ntls_key = bridge.ini\ntls_client_auth = optional\n",
+         ":4: tls_client_auth: needs tls_client_ca"},
+        {"[http]\ntls_client_ca = bridge.ini\n",
+         ":2: tls_client_ca: set, but tls_client_auth is none"},
+        {"[http]\ntls_client_auth = sometimes\n",
+         ":2: tls_client_auth: 'sometimes' is not a client certificate mode (none, optional or "
+         "required)"},
+        {"[route a]\npath = /a\nrouting_key = a\nclient_subjects = x\n",
+         ":4: client_subjects: set, but [http] tls_client_auth is none"},
+    };
+    run_error_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1327,6 +1356,7 @@ int main(void)
         cmocka_unit_test(test_route_templates),
         cmocka_unit_test(test_route_properties),
         cmocka_unit_test(test_queue_arguments),
+        cmocka_unit_test(test_client_certificates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

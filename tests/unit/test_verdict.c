@@ -22,6 +22,7 @@
 #include "http/auth.h"
 #include "http/http_config.h"
 #include "http/server.h"
+#include "http/tls.h"
 #include "http/verdict.h"
 
 #define TOO_LARGE "body larger than max_body (100 bytes)\n"
@@ -48,10 +49,19 @@ static int setup(void **state)
     assert_non_null(fp);
     fputs("route-token\n", fp);
     fclose(fp);
-    f->routes[0] = (struct http_route){"ingest", "/ingest", "", 0, false};
-    f->routes[1] = (struct http_route){"secret", "/secret", f->token_file, 0, false};
-    f->routes[2] = (struct http_route){"events", "/events/{type}", "", HTTP_ENCODING_GZIP, false};
-    f->routes[3] = (struct http_route){"special", "/events/special", "", 0, false};
+    static const char *const allowed[] = {"shop.example"};
+    f->routes[0] = (struct http_route){.name = "ingest", .path = "/ingest", .auth_token_file = ""};
+    f->routes[1] =
+        (struct http_route){.name = "secret", .path = "/secret", .auth_token_file = f->token_file};
+    f->routes[2] = (struct http_route){.name = "events",
+                                       .path = "/events/{type}",
+                                       .auth_token_file = "",
+                                       .encodings = HTTP_ENCODING_GZIP};
+    f->routes[3] = (struct http_route){.name = "special",
+                                       .path = "/events/special",
+                                       .auth_token_file = "",
+                                       .client_subjects = allowed,
+                                       .n_client_subjects = 1};
     f->cfg = (struct http_config){
         .file = "test.ini",
         .listen_host = "127.0.0.1",
@@ -310,8 +320,19 @@ static void test_route_patterns(void **state)
     struct verdict v = decide(f, EVHTTP_REQ_POST, "/events/paid", &xml);
     assert_int_equal(v.kind, VERDICT_ROUTE);
     assert_ptr_equal(v.route, &f->routes[2]);
+    /* /events/special takes the client certificate shop.example only. */
     v = decide(f, EVHTTP_REQ_POST, "/events/special", &xml);
+    assert_refused(&v, 403, "this route needs a client certificate\n", false);
+    struct tls_peer peer = {.subject = "CN=x", .names = {"x", "shop.example"}, .n = 2};
+    xml.peer = &peer;
+    v = decide(f, EVHTTP_REQ_POST, "/events/special", &xml);
+    assert_int_equal(v.kind, VERDICT_ROUTE);
     assert_ptr_equal(v.route, &f->routes[3]);
+    peer.n = 1; /* only "x" */
+    v = decide(f, EVHTTP_REQ_POST, "/events/special", &xml);
+    assert_refused(&v, 403, "this client certificate's subject is not allowed on this route\n",
+                   false);
+    xml.peer = NULL;
     v = decide(f, EVHTTP_REQ_POST, "/events/a/b", &xml);
     assert_refused(&v, 404, "no route for this path\n", false);
     v = decide(f, EVHTTP_REQ_POST, "/events/", &xml);
