@@ -40,7 +40,7 @@
 #include "amqp/pending.h"
 
 #include "bridge/base/seed.h"
-#include "amqp/siphash.h"
+#include "bridge/base/siphash.h"
 
 #include <stdbool.h>
 #include <stdint.h>

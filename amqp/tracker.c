@@ -84,7 +84,7 @@
 #include <string.h>
 
 #include "bridge/base/seed.h"
-#include "amqp/siphash.h"
+#include "bridge/base/siphash.h"
 
 #define TRACKER_LAG_MIN 16 /* first allocation of the laggards array */
 

@@ -243,9 +243,18 @@ static int make_room_views(struct config *c)
     for (size_t i = 0; i < c->n_routes; i++) {
         const struct config_route *r = &c->routes[i];
         c->http.routes[i] = (struct http_route){
-            r->name,          r->path,          r->auth_token_file,
-            r->encoding_bits, r->keep_encoding, (const char *const *)r->subject_list,
-            r->n_subjects};
+            .name = r->name,
+            .path = r->path,
+            .auth_token_file = r->auth_token_file,
+            .encodings = r->encoding_bits,
+            .keep_encoding = r->keep_encoding,
+            .client_subjects = (const char *const *)r->subject_list,
+            .n_client_subjects = r->n_subjects,
+            .rate = r->rate_per_s,
+            .burst = (double)r->burst,
+            .rate_by = r->rate_by,
+            .rate_keys = r->rate_keys,
+        };
         c->amqp.routes[i] = (struct broker_route){
             .name = r->name,
             .exchange = r->exchange,

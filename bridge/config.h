@@ -77,6 +77,11 @@ struct config_route {
     char *client_subjects;  /* client certificate names allowed, comma-separated; "" = any */
     char **subject_list;    /* client_subjects, split; NULL-terminated */
     size_t n_subjects;
+    char *rate;                /* "" = no limit; "N/s", "N/m", "N/h" */
+    size_t burst;              /* a bucket's size; never 0 after config_load when rate is set */
+    enum http_rate_by rate_by; /* route | client | token */
+    size_t rate_keys;          /* most buckets (client, token) */
+    double rate_per_s;         /* rate, parsed; 0 = none */
 
     /* Made by config_load from the keys above, read-only afterwards. */
     struct tmpl rk_tmpl;  /* routing_key as a template */

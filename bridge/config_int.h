@@ -121,6 +121,10 @@ enum {
     RK_ENCODINGS,
     RK_KEEP_ENCODING,
     RK_CLIENT_SUBJECTS,
+    RK_RATE,
+    RK_BURST,
+    RK_RATE_BY,
+    RK_RATE_KEYS,
     RK_COUNT
 };
 

@@ -22,6 +22,8 @@ static const char *const declare_names[] = {
 static const char *const client_auth_names[] = {[HTTP_CLIENT_AUTH_NONE] = "none",
                                                 [HTTP_CLIENT_AUTH_OPTIONAL] = "optional",
                                                 [HTTP_CLIENT_AUTH_REQUIRED] = "required"};
+static const char *const rate_by_names[] = {
+    [HTTP_RATE_ROUTE] = "route", [HTTP_RATE_CLIENT] = "client", [HTTP_RATE_TOKEN] = "token"};
 static const char *const log_format_names[] = {
     [LOG_FORMAT_TEXT] = "text", [LOG_FORMAT_JSON] = "json"};
 
@@ -35,6 +37,7 @@ static const struct key_enum trace_enum = {"trace mode", trace_names, N_OF(trace
 static const struct key_enum declare_enum = {"declare mode", declare_names, N_OF(declare_names)};
 static const struct key_enum client_auth_enum = {"client certificate mode", client_auth_names,
                                                  N_OF(client_auth_names)};
+static const struct key_enum rate_by_enum = {"rate key", rate_by_names, N_OF(rate_by_names)};
 static const struct key_enum log_level_enum = {"level", log_level_names, N_OF(log_level_names)};
 static const struct key_enum log_format_enum = {"log format", log_format_names,
                                                 N_OF(log_format_names)};
@@ -46,7 +49,8 @@ _Static_assert(sizeof(enum route_mode) == sizeof(int) && sizeof(enum queue_type)
                    sizeof(enum route_properties) == sizeof(int) &&
                    sizeof(enum route_trace) == sizeof(int) &&
                    sizeof(enum queue_declare) == sizeof(int) &&
-                   sizeof(enum http_client_auth) == sizeof(int),
+                   sizeof(enum http_client_auth) == sizeof(int) &&
+                   sizeof(enum http_rate_by) == sizeof(int),
                "an enum key is not int-sized");
 
 #define CFG(f) offsetof(struct config, f)
@@ -130,6 +134,10 @@ static const struct key_def route_keys[RK_COUNT] = {
     [RK_ENCODINGS] = {"encodings", KEY_STRING, RT(encodings), 0, 0, "", NULL},
     [RK_KEEP_ENCODING] = {"keep_encoding", KEY_BOOL, RT(keep_encoding), 0, 0, "no", NULL},
     [RK_CLIENT_SUBJECTS] = {"client_subjects", KEY_STRING, RT(client_subjects), 0, 0, "", NULL},
+    [RK_RATE] = {"rate", KEY_STRING, RT(rate), 0, 0, "", NULL},
+    [RK_BURST] = {"burst", KEY_COUNT, RT(burst), 0, 1000000, "0", NULL},
+    [RK_RATE_BY] = {"rate_by", KEY_ENUM, RT(rate_by), 0, 0, "route", &rate_by_enum},
+    [RK_RATE_KEYS] = {"rate_keys", KEY_COUNT, RT(rate_keys), 1, 1000000, "10000", NULL},
 };
 
 const struct section_def config_sections[SEC_COUNT] = {

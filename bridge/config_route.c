@@ -343,12 +343,44 @@ static int parse_subjects(struct loader *ld, size_t j)
     return rc;
 }
 
+/* rate = N/s | N/m | N/h, burst (0: the rate's one second, at least 1),
+ * rate_by (token: the route asks for tokens). */
+static int parse_rate(struct loader *ld, size_t j)
+{
+    struct config_route *r = &ld->cfg->routes[j];
+    const struct origin *ko = ld->meta[j].keys;
+    static const size_t rate_keys[] = {RK_BURST, RK_RATE_BY, RK_RATE_KEYS};
+    if (r->rate[0] == '\0') {
+        for (size_t i = 0; i < sizeof rate_keys / sizeof rate_keys[0]; i++)
+            if (ko[rate_keys[i]].line > 0 || ko[rate_keys[i]].env != NULL)
+                return route_fail(ld, j, rate_keys[i], "set, but the route has no rate");
+        return 0;
+    }
+    char *end = NULL;
+    unsigned long n = strtoul(r->rate, &end, 10);
+    double per = end != NULL && strcmp(end, "/s") == 0   ? 1
+                 : end != NULL && strcmp(end, "/m") == 0 ? 60
+                 : end != NULL && strcmp(end, "/h") == 0 ? 3600
+                                                         : 0;
+    if (!isdigit((unsigned char)r->rate[0]) || per == 0 || n == 0 || n > 1000000)
+        return route_fail(ld, j, RK_RATE,
+                          "'%.64s': requests per time, 1 to 1000000, as N/s, N/m or N/h", r->rate);
+    r->rate_per_s = (double)n / per;
+    if (r->burst == 0)
+        r->burst = r->rate_per_s >= 1 ? (size_t)(r->rate_per_s + 0.999) : 1;
+    if (r->rate_by == HTTP_RATE_TOKEN && r->auth_token_file[0] == '\0' &&
+        ld->cfg->http.auth_token_file[0] == '\0')
+        return route_fail(ld, j, RK_RATE_BY,
+                          "token, but the route asks for no token (auth_token_file)");
+    return 0;
+}
+
 int config_route_prepare(struct loader *ld, size_t j)
 {
     struct config_route *r = &ld->cfg->routes[j];
     const struct origin *ko = ld->meta[j].keys;
     if (parse_templates(ld, j) != 0 || parse_priority(ld, j) != 0 || check_queue_keys(ld, j) != 0 ||
-        parse_encodings(ld, j) != 0 || parse_subjects(ld, j) != 0)
+        parse_encodings(ld, j) != 0 || parse_subjects(ld, j) != 0 || parse_rate(ld, j) != 0)
         return -1;
     r->dynamic = r->rk_tmpl.dynamic || r->ex_tmpl.dynamic || r->priority_header != NULL;
     bool minimal = r->properties == PROPERTIES_MINIMAL;
@@ -395,7 +427,8 @@ void config_route_free(struct config_route *r)
                         &r->dead_letter_routing_key,
                         &r->overflow,
                         &r->encodings,
-                        &r->client_subjects};
+                        &r->client_subjects,
+                        &r->rate};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         free(*strings[i]);
     tmpl_free(&r->rk_tmpl);

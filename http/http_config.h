@@ -20,6 +20,13 @@ enum http_client_auth {
     HTTP_CLIENT_AUTH_REQUIRED, /* no handshake without one that verifies */
 };
 
+/* Whose requests share a token bucket ([route] rate_by). */
+enum http_rate_by {
+    HTTP_RATE_ROUTE,  /* all the route's */
+    HTTP_RATE_CLIENT, /* each client address's */
+    HTTP_RATE_TOKEN,  /* each bearer token's */
+};
+
 /* A route as the HTTP room sees it. Its index in http_config.routes is the
  * route's index everywhere (the config's routes, the broker's, metrics). */
 struct http_route {
@@ -31,6 +38,10 @@ struct http_route {
     const char *const *client_subjects; /* names a client certificate must have one of
                                            (CN or SAN); NULL = any client */
     size_t n_client_subjects;
+    double rate;               /* requests a second its buckets refill by; 0 = no limit */
+    double burst;              /* a bucket's size */
+    enum http_rate_by rate_by; /* whose requests share a bucket */
+    size_t rate_keys;          /* most buckets kept (client, token) */
 };
 
 struct http_config {

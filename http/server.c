@@ -71,6 +71,7 @@
 #include "bridge/base/log.h"
 #include "bridge/base/metrics.h"
 #include "http/inflate.h"
+#include "http/ratelimit.h"
 #include "http/reqid.h"
 #include "http/tls.h"
 #include "http/verdict.h"
@@ -802,6 +803,37 @@ static const struct tls_peer *peer_of(const struct http_server *s, struct http_c
     return c->peer;
 }
 
+/* A route's rate limit, once its request passed every other check of the
+ * headers (so a refused request takes no token): 429 with Retry-After when
+ * its bucket is empty. The key: nothing (the route's one bucket), the
+ * client's address, or its bearer token (valid: 401 came first). */
+static void rate_limit(const struct http_server *s, struct evhttp_request *req,
+                       const struct head_info *hi, struct verdict *v)
+{
+    size_t ri = (size_t)(v->route - s->cfg->routes);
+    struct ratelimit *rl = http_shared_rate(s->sh, ri);
+    if (rl == NULL)
+        return;
+    const char *key = NULL;
+    if (v->route->rate_by == HTTP_RATE_CLIENT) {
+        char *addr = NULL;
+        ev_uint16_t port = 0;
+        struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+        if (evcon != NULL)
+            evhttp_connection_get_peer(evcon, &addr, &port);
+        key = addr != NULL ? addr : "";
+    } else if (v->route->rate_by == HTTP_RATE_TOKEN) {
+        key = hi->auth != NULL ? hi->auth : "";
+    }
+    /* With its NUL: an empty key is not the route's bucket (length 0). */
+    unsigned wait = ratelimit_take(rl, key, key != NULL ? strlen(key) + 1 : 0, mono_us());
+    if (wait == 0)
+        return;
+    metrics_rate_limited(s->h.counters, v->slot);
+    verdict_refuse(v, 429, "rate limit of this route reached; retry after Retry-After\n");
+    v->retry_after = wait;
+}
+
 static void decide(const struct http_server *s, struct evhttp_request *req,
                    const struct head_info *hi, struct verdict *v)
 {
@@ -809,6 +841,8 @@ static void decide(const struct http_server *s, struct evhttp_request *req,
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     verdict_decide(&x, evhttp_request_get_command(req),
                    uri != NULL ? evhttp_uri_get_path(uri) : NULL, hi, v);
+    if (v->kind == VERDICT_ROUTE)
+        rate_limit(s, req, hi, v);
 }
 
 /* "ok" when healthy, then a line per worker; when not, the lines alone,
@@ -930,6 +964,11 @@ static void on_request(struct evhttp_request *req, void *arg)
     case VERDICT_REFUSE:
         if (v.hname != NULL)
             evhttp_add_header(evhttp_request_get_output_headers(req), v.hname, v.hvalue);
+        if (v.retry_after > 0) {
+            char n[24];
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                              fmt_size(n, v.retry_after));
+        }
         log_debug("%s: %d: %.*s", id, v.status, (int)strcspn(v.text, "\n"), v.text);
         send_text(s, req, &a, v.status, v.text, v.close ? SEND_CLOSE : 0);
         return;

@@ -62,6 +62,8 @@ const struct tls_server *http_shared_tls_server(const struct http_shared *sh);
 /* The tokens route ROUTE (index into the config's routes) asks for; ROUTE beyond
  * the routes: [http] auth_token_file's. NULL = none asked for. */
 const struct auth_tokens *http_shared_auth(const struct http_shared *sh, size_t route);
+/* ROUTE's token buckets (http/ratelimit.h), NULL when it has no rate. */
+struct ratelimit *http_shared_rate(const struct http_shared *sh, size_t route);
 /* The bounds every worker shares (the only part of SH that changes): take
  * one of [http] max_connections, or N bytes of [http] max_pending_bytes;
  * false, and nothing taken, when that would pass the bound. Give back

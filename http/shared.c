@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "bridge/base/errbuf.h"
+#include "http/ratelimit.h"
 #include "http/auth.h"
 #include "http/http_config.h"
 #include "http/server.h"
@@ -19,7 +20,8 @@ struct http_shared {
     struct auth_tokens **own;              /* per route (as cfg->routes): its own file, or NULL */
     const struct auth_tokens **route_auth; /* per route: what it asks for (own, global or NULL) */
     size_t n_routes;
-    struct http_held *held; /* what every worker holds: the one mutable part */
+    struct http_held *held;  /* what every worker holds: the one mutable part */
+    struct ratelimit **rate; /* per route: its buckets (locked inside), or NULL */
 };
 
 /* Counted by every worker, so atomics; written once per connection and
@@ -37,7 +39,8 @@ static int setup(struct http_shared *sh, const struct http_config *cfg, char *er
 {
     if (sh == NULL || (sh->own = calloc(cfg->n_routes + 1, sizeof *sh->own)) == NULL ||
         (sh->route_auth = calloc(cfg->n_routes + 1, sizeof *sh->route_auth)) == NULL ||
-        (sh->held = calloc(1, sizeof *sh->held)) == NULL)
+        (sh->held = calloc(1, sizeof *sh->held)) == NULL ||
+        (sh->rate = calloc(cfg->n_routes + 1, sizeof *sh->rate)) == NULL)
         return errf(err, errlen, "out of memory");
     sh->n_routes = cfg->n_routes;
     sh->held->max_conns = cfg->max_connections;
@@ -52,6 +55,10 @@ static int setup(struct http_shared *sh, const struct http_config *cfg, char *er
         return errf(err, errlen, "%s: [http] auth_token_file: %s", cfg->file, why);
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct http_route *r = &cfg->routes[i];
+        if (r->rate > 0 &&
+            (sh->rate[i] = ratelimit_new(r->rate, r->burst,
+                                         r->rate_by == HTTP_RATE_ROUTE ? 1 : r->rate_keys)) == NULL)
+            return errf(err, errlen, "out of memory");
         sh->route_auth[i] = sh->global;
         if (r->auth_token_file[0] == '\0')
             continue;
@@ -83,6 +90,9 @@ void http_shared_free(struct http_shared *sh)
         auth_tokens_free(sh->own[i]);
     free(sh->own);
     free(sh->route_auth);
+    for (size_t i = 0; sh->rate != NULL && i < sh->n_routes; i++)
+        ratelimit_free(sh->rate[i]);
+    free(sh->rate);
     free(sh->held);
     free(sh);
 }
@@ -95,6 +105,11 @@ bool http_shared_tls(const struct http_shared *sh)
 const struct tls_server *http_shared_tls_server(const struct http_shared *sh)
 {
     return sh->tls;
+}
+
+struct ratelimit *http_shared_rate(const struct http_shared *sh, size_t route)
+{
+    return route < sh->n_routes ? sh->rate[route] : NULL;
 }
 
 const struct auth_tokens *http_shared_auth(const struct http_shared *sh, size_t route)

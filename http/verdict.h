@@ -33,6 +33,8 @@ struct verdict {
     const char *text;               /* VERDICT_REFUSE: its body, static */
     const char *hname, *hvalue;     /* VERDICT_REFUSE: one more header, or NULL */
     bool close;                     /* Connection: close */
+    unsigned retry_after;           /* VERDICT_REFUSE: a Retry-After of this many seconds, 0 =
+                                       none (a 429) */
 };
 
 /* What one pass over the request headers tells. */

@@ -50,6 +50,7 @@ struct slot_ctr {
     struct hist duration;         /* read whole -> answered */
     counter published;            /* messages handed to the broker */
     counter rpc_timeouts;         /* rpc requests answered 504 */
+    counter rate_limited;         /* requests answered 429 by the route's rate */
 };
 
 struct metrics_shard {
@@ -187,6 +188,11 @@ void metrics_confirm(struct metrics_shard *s, enum metrics_confirm kind)
 void metrics_rpc_timeout(struct metrics_shard *s, size_t slot)
 {
     add(&s->slots[slot].rpc_timeouts, 1);
+}
+
+void metrics_rate_limited(struct metrics_shard *s, size_t slot)
+{
+    add(&s->slots[slot].rate_limited, 1);
 }
 
 void metrics_rpc_bad_reply(struct metrics_shard *s, enum metrics_bad_reply why)
@@ -358,6 +364,12 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
         if (m->routes[r].rpc)
             route_sample(f, m, "bridge_rpc_timeouts_total", METRICS_ROUTE0 + r,
                          total(m, SLOT_OFF(METRICS_ROUTE0 + r, rpc_timeouts, 0)));
+
+    family(f, "bridge_rate_limited_total", "counter",
+           "Requests answered 429: the route's rate limit (rate, burst, rate_by) was reached.");
+    for (size_t r = 0; r < m->n_routes; r++)
+        route_sample(f, m, "bridge_rate_limited_total", METRICS_ROUTE0 + r,
+                     total(m, SLOT_OFF(METRICS_ROUTE0 + r, rate_limited, 0)));
 
     uint64_t late = 0;
     for (unsigned i = 0; i < m->n_shards; i++)

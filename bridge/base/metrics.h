@@ -81,6 +81,8 @@ void metrics_published(struct metrics_shard *s, size_t slot);
 void metrics_confirm(struct metrics_shard *s, enum metrics_confirm kind);
 /* An rpc request of SLOT got no reply in its route's timeout. */
 void metrics_rpc_timeout(struct metrics_shard *s, size_t slot);
+/* A request of SLOT's route answered 429 by its rate limit. */
+void metrics_rate_limited(struct metrics_shard *s, size_t slot);
 /* An rpc reply came for a waiting request but could not be used (502). */
 void metrics_rpc_bad_reply(struct metrics_shard *s, enum metrics_bad_reply why);
 /* The worker's connection came back after a loss. */

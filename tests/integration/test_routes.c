@@ -131,7 +131,16 @@ static char *routes_config(int http_port, const void *arg)
             "routing_key = it.routes.gzkeep\n"
             "queue       = it.routes.gzkeep\n"
             "encodings   = gzip\n"
-            "keep_encoding = yes\n",
+            "keep_encoding = yes\n"
+            "\n"
+            "; 7. rate limits: 3 at once, then 1 an hour (no refill in a test)\n"
+            "[route limited]\n"
+            "path        = /limited\n"
+            "routing_key = it.routes.limited\n"
+            "queue       = it.routes.limited\n"
+            "rate        = 1/h\n"
+            "burst       = 3\n"
+            "rate_by     = client\n",
             http_port, g_harness.broker_port, g_harness.log_level);
     fclose(f);
     return text;
@@ -190,7 +199,8 @@ static void purge_all(void)
     static const char *const qs[] = {"it.routes.events",  "it.routes.special", "it.routes.paid",
                                      "it.routes.shipped", "it.routes.acme",    "it.routes.globex",
                                      "it.routes.props",   "it.routes.pass",    "it.routes.dead",
-                                     "it.routes.small",   "it.routes.gz",      "it.routes.gzkeep"};
+                                     "it.routes.small",   "it.routes.gz",      "it.routes.gzkeep",
+                                     "it.routes.limited"};
     for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++)
         mq_purge(qs[i]);
 }
@@ -797,6 +807,47 @@ static void test_compressed_bodies(void **state)
     PASS();
 }
 
+/* 7. A burst over the route's rate: the bucket's 3 go through, the rest
+ * get 429 with Retry-After (most of an hour at 1/h) and are not published;
+ * /metrics counts them. Both workers share the bucket. */
+static void test_rate_limit_burst(void **state)
+{
+    (void)state;
+    mq_purge("it.routes.limited");
+    double before = metric(g_main.port, "bridge_rate_limited_total{route=\"limited\"}");
+    int ok = 0, limited = 0;
+    for (int i = 0; i < 12; i++) {
+        char extra[80];
+        snprintf(extra, sizeof extra, "X-Request-Id: rt-rl-%d\r\n", i);
+        struct resp r;
+        /* A new connection each: they spread over both workers. */
+        if (http_post(g_main.port, "/limited", XML, extra, DOC, &r) != 0)
+            fail_msg("request %d: no answer", i);
+        if (r.status == 202) {
+            ok++;
+        } else if (r.status == 429) {
+            limited++;
+            const char *ra = resp_header(&r, "Retry-After");
+            if (ra == NULL || atoi(ra) < 3000 || atoi(ra) > 3600)
+                fail_msg("429 with Retry-After '%s', expected most of an hour", ra ? ra : "");
+        } else {
+            fail_msg("request %d: %d", i, r.status);
+        }
+        resp_free(&r);
+    }
+    assert_int_equal(ok, 3);
+    assert_int_equal(limited, 9);
+    size_t n = 0;
+    char **ids = mq_drain_ids("it.routes.limited", &n);
+    assert_int_equal(n, 3);
+    ids_free(ids, n);
+    double after = metric(g_main.port, "bridge_rate_limited_total{route=\"limited\"}");
+    assert_int_equal((int)(after - before), 9);
+    /* Another route is not limited by it. */
+    assert_int_equal(post("/props", "X-Request-Id: rt-rl-other\r\n", NULL, 0), 202);
+    PASS();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -809,6 +860,7 @@ int main(void)
         SUITE_TEST(test_queue_arguments),
         SUITE_TEST(test_queue_declare_modes),
         SUITE_TEST(test_compressed_bodies),
+        SUITE_TEST(test_rate_limit_burst),
     };
     return suite_run("ingest-bridge routes", &SUITE, tests, "IT_ONLY");
 }

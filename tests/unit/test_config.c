@@ -1322,6 +1322,35 @@ static void test_client_certificates(void **state)
     run_error_cases(cases, sizeof cases / sizeof cases[0]);
 }
 
+static void test_rate_limits(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("[route a]\npath = /a\nrouting_key = a\nrate = 600/m\n"
+                                 "[route b]\npath = /b\nrouting_key = b\nrate = 7/s\nburst = 20\n"
+                                 "rate_by = client\nrate_keys = 50\n",
+                                 NULL);
+    assert_true(cfg->http.routes[0].rate > 9.99 && cfg->http.routes[0].rate < 10.01);
+    assert_true(cfg->http.routes[0].burst > 9.99 && cfg->http.routes[0].burst < 10.01);
+    assert_int_equal(cfg->http.routes[0].rate_by, HTTP_RATE_ROUTE);
+    assert_true(cfg->http.routes[1].burst > 19.99 && cfg->http.routes[1].burst < 20.01);
+    assert_int_equal(cfg->http.routes[1].rate_by, HTTP_RATE_CLIENT);
+    assert_int_equal(cfg->http.routes[1].rate_keys, 50);
+    assert_true(cfg->http.routes[1].rate > 6.99);
+    config_free(cfg);
+    static const struct error_case cases[] = {
+        {"[route a]\npath = /a\nrouting_key = a\nrate = 10\n",
+         ":4: rate: '10': requests per time, 1 to 1000000, as N/s, N/m or N/h"},
+        {"[route a]\npath = /a\nrouting_key = a\nrate = 0/s\n", ":4: rate: '0/s'"},
+        {"[route a]\npath = /a\nrouting_key = a\nburst = 5\n",
+         ":4: burst: set, but the route has no rate"},
+        {"[route a]\npath = /a\nrouting_key = a\nrate = 1/s\nrate_by = token\n",
+         ":5: rate_by: token, but the route asks for no token"},
+        {"[route a]\npath = /a\nrouting_key = a\nrate = 1/s\nrate_by = ip\n",
+         ":5: rate_by: 'ip' is not a rate key (route, client or token)"},
+    };
+    run_error_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1357,6 +1386,7 @@ int main(void)
         cmocka_unit_test(test_route_properties),
         cmocka_unit_test(test_queue_arguments),
         cmocka_unit_test(test_client_certificates),
+        cmocka_unit_test(test_rate_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /* siphash.c - SipHash-1-3, the keyed hash of the rpc table (pending.c) and
  * of the confirm tracker's message ids (tracker.c). */
-#include "amqp/siphash.h"
+#include "bridge/base/siphash.h"
 
 /* ---- SipHash-1-3 (Aumasson & Bernstein): one compression round per 8-byte
  * word, three finalization rounds. Strong enough as a keyed hash for table
