@@ -48,9 +48,13 @@ echo_pid=$!
 # A third route beside the shipped two: routing from the request (the key
 # from a path segment and a header, the queue bound with its wildcard on
 # amq.topic) with W3C trace started, against the plain /ingest route.
+# And a fourth: /gz takes gzip bodies (the same document, gzip -9), which it
+# inflates, checks and publishes like /ingest.
 templated=(BRIDGE_ROUTE_EVENTS_PATH='/events/{type}' BRIDGE_ROUTE_EVENTS_EXCHANGE=amq.topic
     BRIDGE_ROUTE_EVENTS_ROUTING_KEY='orders.{type}.{header:X-Region}'
-    BRIDGE_ROUTE_EVENTS_QUEUE=events)
+    BRIDGE_ROUTE_EVENTS_QUEUE=events
+    BRIDGE_ROUTE_GZ_PATH=/gz BRIDGE_ROUTE_GZ_ROUTING_KEY=ingest BRIDGE_ROUTE_GZ_ENCODINGS=gzip)
+gzip -9 -c "$here/tests/load/doc.xml" >"$out/doc.xml.gz"
 
 # run NAME PATH SCRIPT [VAR=VALUE...]: one bridge under callgrind (the
 # variables in its environment, and wrk's); prints "instructions requests".
@@ -95,10 +99,22 @@ printf '%-12s %12s %10s %14s\n' workload instructions requests "instr/request"
 # NAME:PATH:SCRIPT[:VAR=VALUE...]. fire-notrace is fire with trace = off:
 # what starting a trace and its header cost.
 for w in pong:/pong:pong.lua fire:/ingest:post.lua fire-notrace:/ingest:post.lua:BRIDGE_ROUTE_INGEST_TRACE=off \
-    "templated:/events/paid:post.lua:HEADER=X-Region: eu-1" rpc:/rpc:post.lua; do
+    "templated:/events/paid:post.lua:HEADER=X-Region: eu-1" \
+    "gzip:/gz:post.lua:HEADER=Content-Encoding: gzip:DOC=$out/doc.xml.gz" rpc:/rpc:post.lua; do
     IFS=: read -r name path script vars <<<"$w"
     local_env=()
-    [ -z "$vars" ] || local_env=("$vars")
+    # VAR=VALUE pairs, ':' between them (a value's own ': ' stays)
+    while [ -n "$vars" ]; do
+        case $vars in
+        *:[A-Z]*=*)
+            local_env+=("${vars%%:[A-Z]*=*}")
+            rest=${vars#"${local_env[-1]}":}
+            vars=$rest ;;
+        *)
+            local_env+=("$vars")
+            vars= ;;
+        esac
+    done
     read -r total requests < <(run "$name" "$path" "$script" "${local_env[@]}")
     printf '%-12s %12s %10s %14s\n' "$name" "$total" "$requests" \
         "$(( (total - idle) / requests ))"
