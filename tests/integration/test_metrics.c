@@ -714,7 +714,8 @@ static void test_json_access_log(void **state)
     assert_matches(a, JSON_HEAD ",\"route\":\"ingest\",\"method\":\"POST\","
                                 "\"path\":\"/ingest\\?batch=7\",\"status\":202,\"bytes\":0,"
                                 "\"duration_ms\":[0-9]+\\.[0-9]{3},\"id\":\"m-acc\\\\\"1\\\\\\\\\","
-                                "\"client\":\"127\\.0\\.0\\.1\"\\}$");
+                                "\"client\":\"127\\.0\\.0\\.1\","
+                                "\"trace\":\"[0-9a-f]{32}\"\\}$");
     assert_contains(a, "\"level\":\"info\"");
     assert_contains(a, "\"msg\":\"access\"");
     const char *p = line_with(lines, n, "\"id\":\"m-acc-2\"");
@@ -722,6 +723,9 @@ static void test_json_access_log(void **state)
         fail_msg("no access line for the pong");
     assert_contains(p, "\"route\":\"pong\",\"method\":\"GET\",\"path\":\"/pong\",\"status\":200,"
                        "\"bytes\":5,");
+    /* A pong starts no trace: no trace field. */
+    if (strstr(p, "\"trace\"") != NULL)
+        fail_msg("a pong's access line has a trace: %s", p);
     free(lines);
     free(text);
     PASS();
