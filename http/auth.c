@@ -147,23 +147,33 @@ bool auth_tokens_match(const struct auth_tokens *t, const char *token, size_t le
     return found;
 }
 
-enum auth_result auth_check(const struct auth_tokens *t, const char *authorization)
+const char *auth_bearer(const char *authorization, size_t *len)
 {
     if (authorization == NULL)
-        return AUTH_MISSING;
+        return NULL;
     const char *v = authorization;
     while (*v == ' ' || *v == '\t')
         v++;
     /* RFC 6750 2.1: "Bearer" (any case), one or more spaces, the token. */
     if (strncasecmp(v, "Bearer", 6) != 0 || (v[6] != ' ' && v[6] != '\t'))
-        return AUTH_MISSING;
+        return NULL;
     v += 6;
     while (*v == ' ' || *v == '\t')
         v++;
-    size_t len = strlen(v);
-    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
-        len--;
-    if (len == 0)
+    size_t n = strlen(v);
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (n == 0)
+        return NULL;
+    *len = n;
+    return v;
+}
+
+enum auth_result auth_check(const struct auth_tokens *t, const char *authorization)
+{
+    size_t len = 0;
+    const char *v = auth_bearer(authorization, &len);
+    if (v == NULL)
         return AUTH_MISSING;
     return auth_tokens_match(t, v, len) ? AUTH_OK : AUTH_INVALID;
 }

@@ -35,6 +35,10 @@ size_t auth_tokens_count(const struct auth_tokens *t);
  * stored digest, each compare touching every byte: the time depends on LEN
  * and on the number of tokens, never on how much of a token matched. */
 bool auth_tokens_match(const struct auth_tokens *t, const char *token, size_t len);
+/* The bearer token of an Authorization header value, as auth_check reads
+ * it ("Bearer" in any case, blanks around the token dropped): its start and
+ * *LEN, or NULL when there is none. */
+const char *auth_bearer(const char *authorization, size_t *len);
 /* The value of an Authorization header (NULL when absent) against T. */
 enum auth_result auth_check(const struct auth_tokens *t, const char *authorization);
 

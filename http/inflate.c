@@ -85,10 +85,10 @@ enum inflate_result inflater_run(struct inflater *z, enum body_coding c, const v
     if (!z->ready) {
         memset(zs, 0, sizeof *zs);
         if (inflateInit2(zs, bits) != Z_OK)
-            return (enum inflate_result)fail(why, wl, "out of memory for zlib", NULL);
+            return INFLATE_NO_MEMORY;
         z->ready = true;
     } else if (inflateReset2(zs, bits) != Z_OK) {
-        return (enum inflate_result)fail(why, wl, "zlib", zs);
+        return INFLATE_NO_MEMORY; /* a window of another size, not to be had */
     }
     const unsigned char *p = in;
     size_t left = len;
@@ -102,7 +102,7 @@ enum inflate_result inflater_run(struct inflater *z, enum body_coding c, const v
         size_t step = room < INFLATE_STEP ? room : INFLATE_STEP;
         struct evbuffer_iovec v;
         if (evbuffer_reserve_space(out, (ev_ssize_t)step, &v, 1) < 1)
-            return (enum inflate_result)fail(why, wl, "out of memory", NULL);
+            return INFLATE_NO_MEMORY;
         zs->next_out = v.iov_base;
         zs->avail_out = (uInt)step;
         int rc = inflate(zs, Z_NO_FLUSH);
@@ -126,6 +126,8 @@ enum inflate_result inflater_run(struct inflater *z, enum body_coding c, const v
         }
         if (rc == Z_BUF_ERROR && left == 0 && zs->avail_out > 0)
             return (enum inflate_result)fail(why, wl, "the stream is cut short", NULL);
+        if (rc == Z_MEM_ERROR)
+            return INFLATE_NO_MEMORY;
         if (rc != Z_OK && rc != Z_BUF_ERROR)
             return (enum inflate_result)fail(
                 why, wl, c == CODING_GZIP ? "not a valid gzip stream" : "not a valid zlib stream",

@@ -32,6 +32,7 @@ enum inflate_result {
     INFLATE_OK,
     INFLATE_TOO_LARGE, /* it inflates past the bound */
     INFLATE_BAD,       /* not a valid stream of its coding, or bytes after its end */
+    INFLATE_NO_MEMORY, /* zlib or the output could not get memory: ours, not the client's */
 };
 
 /* One per worker: zlib's state, kept between bodies. */

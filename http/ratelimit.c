@@ -161,6 +161,23 @@ unsigned ratelimit_take(struct ratelimit *rl, const void *key, size_t len, uint6
     return wait;
 }
 
+void ratelimit_refund(struct ratelimit *rl, const void *key, size_t len)
+{
+    uint64_t h0 = 0, h1 = 0;
+    if (len > 0) {
+        h0 = siphash13(rl->k[0], rl->k[1], key, len);
+        h1 = siphash13(rl->k[2], rl->k[3], key, len);
+    }
+    pthread_mutex_lock(&rl->lock);
+    uint32_t i = rl->slot[h0 & (rl->n_slots - 1)];
+    while (i != NONE && (rl->e[i].h0 != h0 || rl->e[i].h1 != h1))
+        i = rl->e[i].chain;
+    /* Gone already (evicted): it comes back full anyway. */
+    if (i != NONE && (rl->e[i].tokens += 1.0) > rl->burst)
+        rl->e[i].tokens = rl->burst;
+    pthread_mutex_unlock(&rl->lock);
+}
+
 size_t ratelimit_keys(struct ratelimit *rl)
 {
     pthread_mutex_lock(&rl->lock);

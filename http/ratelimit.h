@@ -22,6 +22,10 @@ void ratelimit_free(struct ratelimit *rl);
  * whole seconds until there is (at least 1: a Retry-After). */
 unsigned ratelimit_take(struct ratelimit *rl, const void *key, size_t len, uint64_t now_us);
 
+/* Give back the token a request took that was refused after all (a 503
+ * decided after the rate): KEY's bucket gets it back, capped at the burst. */
+void ratelimit_refund(struct ratelimit *rl, const void *key, size_t len);
+
 /* Keys held now (a gauge for tests and /metrics). */
 size_t ratelimit_keys(struct ratelimit *rl);
 

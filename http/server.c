@@ -803,35 +803,64 @@ static const struct tls_peer *peer_of(const struct http_server *s, struct http_c
     return c->peer;
 }
 
-/* A route's rate limit, once its request passed every other check of the
- * headers (so a refused request takes no token): 429 with Retry-After when
- * its bucket is empty. The key: nothing (the route's one bucket), the
- * client's address, or its bearer token (valid: 401 came first). */
-static void rate_limit(const struct http_server *s, struct evhttp_request *req,
-                       const struct head_info *hi, struct verdict *v)
+/* The key of REQ's bucket in its route's rate (ratelimit.h): nothing (the
+ * route's one bucket, *LEN 0), the client's address, or its bearer token as
+ * auth_check reads it (however the header spells "Bearer" and its blanks:
+ * one token, one bucket). */
+static const char *rate_key(const struct http_route *route, struct evhttp_request *req,
+                            const struct head_info *hi, size_t *len)
 {
-    size_t ri = (size_t)(v->route - s->cfg->routes);
-    struct ratelimit *rl = http_shared_rate(s->sh, ri);
-    if (rl == NULL)
-        return;
+    *len = 0;
     const char *key = NULL;
-    if (v->route->rate_by == HTTP_RATE_CLIENT) {
+    if (route->rate_by == HTTP_RATE_CLIENT) {
         char *addr = NULL;
         ev_uint16_t port = 0;
         struct evhttp_connection *evcon = evhttp_request_get_connection(req);
         if (evcon != NULL)
             evhttp_connection_get_peer(evcon, &addr, &port);
         key = addr != NULL ? addr : "";
-    } else if (v->route->rate_by == HTTP_RATE_TOKEN) {
-        key = hi->auth != NULL ? hi->auth : "";
+        *len = strlen(key) + 1; /* with its NUL: "" is not the route's bucket */
+    } else if (route->rate_by == HTTP_RATE_TOKEN) {
+        key = auth_bearer(hi->auth, len);
+        if (key == NULL) {
+            key = "";
+            *len = 1;
+        }
     }
-    /* With its NUL: an empty key is not the route's bucket (length 0). */
-    unsigned wait = ratelimit_take(rl, key, key != NULL ? strlen(key) + 1 : 0, mono_us());
-    if (wait == 0)
+    return key;
+}
+
+/* A route's rate limit, once its request passed every other check of the
+ * headers and the bounds on what waits (so that a request refused for
+ * those takes no token): 429 with Retry-After when its bucket is empty. */
+static void rate_limit(const struct http_server *s, struct evhttp_request *req,
+                       const struct head_info *hi, struct verdict *v)
+{
+    struct ratelimit *rl = http_shared_rate(s->sh, (size_t)(v->route - s->cfg->routes));
+    if (rl == NULL || v->rated)
         return;
+    size_t len;
+    const char *key = rate_key(v->route, req, hi, &len);
+    unsigned wait = ratelimit_take(rl, key, len, mono_us());
+    if (wait == 0) {
+        v->rated = true;
+        return;
+    }
     metrics_rate_limited(s->h.counters, v->slot);
     verdict_refuse(v, 429, "rate limit of this route reached; retry after Retry-After\n");
     v->retry_after = wait;
+}
+
+/* V took a token but is refused after all: give it back. */
+static void rate_refund(const struct http_server *s, struct evhttp_request *req,
+                        const struct head_info *hi, struct verdict *v)
+{
+    if (!v->rated)
+        return;
+    v->rated = false;
+    size_t len;
+    const char *key = rate_key(v->route, req, hi, &len);
+    ratelimit_refund(http_shared_rate(s->sh, (size_t)(v->route - s->cfg->routes)), key, len);
 }
 
 static void decide(const struct http_server *s, struct evhttp_request *req,
@@ -841,8 +870,6 @@ static void decide(const struct http_server *s, struct evhttp_request *req,
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     verdict_decide(&x, evhttp_request_get_command(req),
                    uri != NULL ? evhttp_uri_get_path(uri) : NULL, hi, v);
-    if (v->kind == VERDICT_ROUTE)
-        rate_limit(s, req, hi, v);
 }
 
 /* "ok" when healthy, then a line per worker; when not, the lines alone,
@@ -913,6 +940,9 @@ static struct evbuffer *inflate_body(struct http_server *s, struct evhttp_reques
     } else if (ir == INFLATE_BAD) {
         snprintf(text, sizeof text, "Content-Encoding %s: %s\n", coding_name(coding), why);
         send_response(s, req, a, 400, "text/plain", text, strlen(text), 0); /* copied */
+    } else if (ir == INFLATE_NO_MEMORY) {
+        log_error("%s: out of memory inflating a %s body", a->id, coding_name(coding));
+        send_text(s, req, a, 503, "out of memory\n", 0);
     } else {
         *inflated = made;
         return out;
@@ -954,8 +984,10 @@ static void on_request(struct evhttp_request *req, void *arg)
          * may have taken off): draining may have begun since it passed. */
         v = c->verdict;
         c->early = NULL;
-        if (s->draining && v.kind != VERDICT_REFUSE)
+        if (s->draining && v.kind != VERDICT_REFUSE) {
+            rate_refund(s, req, &hi, &v);
             verdict_refuse(&v, 503, "shutting down\n");
+        }
     } else {
         decide(s, req, &hi, &v); /* not hooked */
     }
@@ -988,9 +1020,20 @@ static void on_request(struct evhttp_request *req, void *arg)
     /* What waits on the broker is bounded before anything reads the body. */
     size_t blen = evbuffer_get_length(evhttp_request_get_input_buffer(req));
     if (!http_shared_bytes_take(s->sh, blen)) {
+        rate_refund(s, req, &hi, &v);
         metrics_pending_bytes_refused(s->h.counters);
         log_debug("%s: 503: [http] max_pending_bytes reached", id);
         send_text(s, req, &a, 503, s->held_text, 0);
+        return;
+    }
+    /* Not hooked (no early verdict): the rate comes last of the checks. */
+    rate_limit(s, req, &hi, &v);
+    if (v.kind == VERDICT_REFUSE) {
+        http_shared_bytes_give(s->sh, blen);
+        char n[24];
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                          fmt_size(n, v.retry_after));
+        send_text(s, req, &a, v.status, v.text, 0);
         return;
     }
     const struct http_route *route = v.route;
@@ -1003,14 +1046,18 @@ static void on_request(struct evhttp_request *req, void *arg)
             http_shared_bytes_give(s->sh, blen);
             return; /* answered */
         }
-        blen += inflated; /* both are held until the answer */
         if (!route->keep_encoding) {
+            /* Only the inflated body is held now. */
             struct evbuffer *in = evhttp_request_get_input_buffer(req);
             (void)evbuffer_drain(in, evbuffer_get_length(in));
             (void)evbuffer_add_buffer(in, plain);
             evbuffer_free(plain);
             plain = NULL;
             coding = CODING_IDENTITY;
+            http_shared_bytes_give(s->sh, blen);
+            blen = inflated;
+        } else {
+            blen += inflated; /* both are held until the answer */
         }
     }
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
@@ -1037,7 +1084,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     r->trace[0] = '\0';
     r->plain = plain;
     r->coding = coding;
-    r->subject = hi.peer != NULL ? strdup(hi.peer->subject) : NULL;
+    r->subject = hi.peer != NULL && hi.peer->subject[0] != '\0' ? strdup(hi.peer->subject) : NULL;
     r->held = blen;
     s->held += blen;
     metrics_set_pending_bytes(s->h.counters, s->held);
@@ -1136,6 +1183,8 @@ static int on_headers(struct evhttp_request *req, void *arg)
     struct verdict *v = &c->verdict;
     if (v->kind == VERDICT_ROUTE && (hi.n_cl > 0 || hi.n_te > 0))
         shed_early(c, &hi, v);
+    if (v->kind == VERDICT_ROUTE)
+        rate_limit(c->s, req, &hi, v); /* before the body, after the other refusals */
     if (v->kind == VERDICT_ROUTE || (hi.n_cl == 0 && hi.n_te == 0))
         return 0;
     if (hi.expect != NULL || (v->kind == VERDICT_REFUSE && v->status == 413)) {

@@ -133,8 +133,11 @@ bool tls_peer_read(void *ssl, struct tls_peer *p)
     if (x == NULL)
         return false;
     X509_NAME *subject = X509_get_subject_name(x);
+    /* Whole or not at all: a consumer may authorize on it, and a DN cut
+     * short can read as another one. */
     BIO *b = BIO_new(BIO_s_mem());
-    if (b != NULL && X509_NAME_print_ex(b, subject, 0, XN_FLAG_RFC2253) >= 0) {
+    if (b != NULL && X509_NAME_print_ex(b, subject, 0, XN_FLAG_RFC2253) >= 0 &&
+        BIO_pending(b) < (int)sizeof p->subject) {
         int n = BIO_read(b, p->subject, (int)sizeof p->subject - 1);
         p->subject[n > 0 ? n : 0] = '\0';
     }

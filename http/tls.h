@@ -16,7 +16,7 @@ struct tls_server;
 
 /* A client's verified certificate: what a route's client_subjects match. */
 struct tls_peer {
-    char subject[256]; /* the subject, RFC 2253 one line ("CN=a,O=b") */
+    char subject[1024]; /* the subject, RFC 2253 one line ("CN=a,O=b"); "" when longer */
     /* The subject's CN, then the SAN's DNS names, emails and URIs. */
     char names[TLS_PEER_NAMES][TLS_PEER_NAME_MAX + 1];
     size_t n;

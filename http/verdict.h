@@ -35,6 +35,7 @@ struct verdict {
     bool close;                     /* Connection: close */
     unsigned retry_after;           /* VERDICT_REFUSE: a Retry-After of this many seconds, 0 =
                                        none (a 429) */
+    bool rated;                     /* VERDICT_ROUTE: took a token of its route's rate */
 };
 
 /* What one pass over the request headers tells. */

@@ -23,6 +23,7 @@ static const char DOC[] = "<?xml version=\"1.0\"?>\n<order><id>1</id></order>\n"
 
 static struct bridge g_main;
 static struct bridge g_aux; /* a test's own bridge */
+static char g_tokens[600];  /* the pertoken route's token file */
 
 /* The routes under test. Exchanges and the queues bound to them are
  * declared by the suite (prepare) before the bridge starts: the bridge
@@ -140,8 +141,17 @@ static char *routes_config(int http_port, const void *arg)
             "queue       = it.routes.limited\n"
             "rate        = 1/h\n"
             "burst       = 3\n"
-            "rate_by     = client\n",
-            http_port, g_harness.broker_port, g_harness.log_level);
+            "rate_by     = client\n"
+            "\n"
+            "; one token an hour per bearer token, however it is spelt\n"
+            "[route pertoken]\n"
+            "path        = /pertoken\n"
+            "routing_key = it.routes.limited\n"
+            "auth_token_file = %s\n"
+            "rate        = 1/h\n"
+            "burst       = 1\n"
+            "rate_by     = token\n",
+            http_port, g_harness.broker_port, g_harness.log_level, g_tokens);
     fclose(f);
     return text;
 }
@@ -171,6 +181,8 @@ static bool declare_bound(const char *q, const char *ex, const char *key)
 
 static int prepare(void)
 {
+    snprintf(g_tokens, sizeof g_tokens, "%s/tokens", g_harness.tmp);
+    write_file(g_tokens, "tok-a-1234\ntok-b-5678\n");
     if (!mq_connect() || !declare_topic("it.routes.topic") || !declare_topic("acme.it-audit") ||
         !declare_topic("globex.it-audit") ||
         !declare_bound("it.routes.paid", "it.routes.topic", "orders.paid") ||
@@ -843,6 +855,31 @@ static void test_rate_limit_burst(void **state)
     ids_free(ids, n);
     double after = metric(g_main.port, "bridge_rate_limited_total{route=\"limited\"}");
     assert_int_equal((int)(after - before), 9);
+    /* Per token: one each, whatever the spelling of "Bearer" and blanks;
+     * another token has its own. */
+    static const char *const spellings[] = {"Authorization: Bearer tok-a-1234\r\n",
+                                            "Authorization: bearer   tok-a-1234 \r\n",
+                                            "Authorization: BEARER\ttok-a-1234\r\n"};
+    for (size_t i = 0; i < 3; i++) {
+        struct resp r;
+        if (http_post(g_main.port, "/pertoken", XML, spellings[i], DOC, &r) != 0)
+            fail_msg("pertoken %zu: no answer", i);
+        if (r.status != (i == 0 ? 202 : 429))
+            fail_msg("'%.40s': %d, expected %d", spellings[i], r.status, i == 0 ? 202 : 429);
+        resp_free(&r);
+    }
+    struct resp rb;
+    assert_int_equal(
+        http_post(g_main.port, "/pertoken", XML, "Authorization: Bearer tok-b-5678\r\n", DOC, &rb),
+        0);
+    assert_int_equal(rb.status, 202);
+    resp_free(&rb);
+    /* A wrong token is 401 and takes nothing. */
+    assert_int_equal(
+        http_post(g_main.port, "/pertoken", XML, "Authorization: Bearer nope\r\n", DOC, &rb), 0);
+    assert_int_equal(rb.status, 401);
+    resp_free(&rb);
+    mq_purge("it.routes.limited");
     /* Another route is not limited by it. */
     assert_int_equal(post("/props", "X-Request-Id: rt-rl-other\r\n", NULL, 0), 202);
     PASS();

@@ -58,6 +58,28 @@ static void keys_apart_and_evicted(void **state)
     ratelimit_free(rl);
 }
 
+/* A refused request's token comes back, never past the burst. */
+static void refund(void **state)
+{
+    (void)state;
+    struct ratelimit *rl = ratelimit_new(1.0 / 3600, 2.0, 4);
+    uint64_t t = 100 * S;
+    assert_int_equal(ratelimit_take(rl, "a", 1, t), 0);
+    assert_int_equal(ratelimit_take(rl, "a", 1, t), 0);
+    assert_true(ratelimit_take(rl, "a", 1, t) > 0);
+    ratelimit_refund(rl, "a", 1);
+    assert_int_equal(ratelimit_take(rl, "a", 1, t), 0);
+    ratelimit_refund(rl, "a", 1);
+    ratelimit_refund(rl, "a", 1);
+    ratelimit_refund(rl, "a", 1); /* capped at 2 */
+    assert_int_equal(ratelimit_take(rl, "a", 1, t), 0);
+    assert_int_equal(ratelimit_take(rl, "a", 1, t), 0);
+    assert_true(ratelimit_take(rl, "a", 1, t) > 0);
+    ratelimit_refund(rl, "never", 5); /* an unknown key: nothing */
+    assert_int_equal(ratelimit_keys(rl), 1);
+    ratelimit_free(rl);
+}
+
 /* Many keys through a small table: chains stay consistent (every key
  * found again while it is held). */
 static void churn(void **state)
@@ -86,6 +108,7 @@ int main(void)
         cmocka_unit_test(burst_then_wait),
         cmocka_unit_test(keys_apart_and_evicted),
         cmocka_unit_test(churn),
+        cmocka_unit_test(refund),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
