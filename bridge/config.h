@@ -82,6 +82,8 @@ struct config_route {
     enum http_rate_by rate_by; /* route | client | token */
     size_t rate_keys;          /* most buckets (client, token) */
     double rate_per_s;         /* rate, parsed; 0 = none */
+    uint64_t dedupe_ms;        /* idempotency window; 0 = none */
+    size_t dedupe_ids;         /* most request ids it keeps */
 
     /* Made by config_load from the keys above, read-only afterwards. */
     struct tmpl rk_tmpl;  /* routing_key as a template */

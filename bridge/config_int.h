@@ -125,6 +125,8 @@ enum {
     RK_BURST,
     RK_RATE_BY,
     RK_RATE_KEYS,
+    RK_DEDUPE,
+    RK_DEDUPE_IDS,
     RK_COUNT
 };
 

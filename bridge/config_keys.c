@@ -138,6 +138,8 @@ static const struct key_def route_keys[RK_COUNT] = {
     [RK_BURST] = {"burst", KEY_COUNT, RT(burst), 0, 1000000, "0", NULL},
     [RK_RATE_BY] = {"rate_by", KEY_ENUM, RT(rate_by), 0, 0, "route", &rate_by_enum},
     [RK_RATE_KEYS] = {"rate_keys", KEY_COUNT, RT(rate_keys), 1, 1000000, "10000", NULL},
+    [RK_DEDUPE] = {"dedupe", KEY_DURATION, RT(dedupe_ms), 0, 24 * HOUR_MS, "0", NULL},
+    [RK_DEDUPE_IDS] = {"dedupe_ids", KEY_COUNT, RT(dedupe_ids), 1, 10000000, "100000", NULL},
 };
 
 const struct section_def config_sections[SEC_COUNT] = {

@@ -20,6 +20,7 @@
 #include "bridge/backlog.h"
 #include "amqp/broker.h"
 #include "bridge/config.h"
+#include "bridge/base/dedupe.h"
 #include "bridge/base/errbuf.h"
 #include "bridge/base/hdrmap.h"
 #include "bridge/base/log.h"
@@ -42,6 +43,7 @@
  *   WAIT_ROOM -> CHECKING                       left the backlog for a try or a 503
  *   WAIT_ROOM | WAIT_CONFIRM | WAIT_REPLY -> ANSWERED
  *   WAIT_CONFIRM -> WAIT_REPLY                  rpc: the broker has it, now the reply
+ *   CHECKING -> WAIT_FIRST -> CHECKING | ANSWERED  a retry waits for the first (dedupe)
  * Every way out (an answer, the client gone) goes through forget(). */
 enum req_state {
     REQ_READING,      /* 0: the server's, not handed over yet (or recycled) */
@@ -51,6 +53,8 @@ enum req_state {
                          rpc handle on an rpc route */
     REQ_WAIT_REPLY,   /* rpc, confirmed (or confirm = no): its reply awaited; handle = the
                          rpc handle */
+    REQ_WAIT_FIRST,   /* a retry of an id whose first request still waits (dedupe): its
+                         outcome awaited; handle = the first one's window handle */
     REQ_ANSWERED,     /* answered: the server's again */
 };
 
@@ -81,8 +85,11 @@ struct worker {
     struct route_rt *rt;                          /* per route, index as cfg->routes */
     struct backlog *backlog;                      /* publishes waiting for room */
     struct event *backlog_poll;                   /* while any wait: look for room */
-    pthread_t thread;                             /* the loop's thread */
-    bool started;                                 /* thread created */
+    struct http_req **firsts;                     /* REQ_WAIT_FIRST requests */
+    size_t n_firsts, cap_firsts;
+    struct event *first_poll; /* while any: ask their windows */
+    pthread_t thread;         /* the loop's thread */
+    bool started;             /* thread created */
 
     int cmd_fd[2];                  /* main -> worker: 's' = stop */
     struct event *cmd_ev;           /* read end of cmd_fd */
@@ -101,6 +108,7 @@ struct worker_pool {
     const struct config *cfg;   /* immutable */
     struct metrics *metrics;    /* every worker's counters */
     struct http_shared *shared; /* TLS context and tokens, read by every worker */
+    struct dedupe **dedupe;     /* per route: its idempotency window, or NULL */
     struct worker *w;           /* cfg->http.workers entries */
     size_t n;                   /* created so far */
 
@@ -147,6 +155,8 @@ static bool legal(enum req_state from, enum req_state to)
         return to == REQ_WAIT_REPLY || to == REQ_ANSWERED;
     case REQ_WAIT_REPLY:
         return to == REQ_ANSWERED;
+    case REQ_WAIT_FIRST:
+        return to == REQ_CHECKING || to == REQ_ANSWERED;
     case REQ_ANSWERED:
         return false; /* answered twice, or a stale pointer */
     }
@@ -163,6 +173,7 @@ static void enter(struct worker *w, struct http_req *r, enum req_state to, uint6
         [REQ_WAIT_ROOM] = METRICS_PHASE_ROOM,
         [REQ_WAIT_CONFIRM] = METRICS_PHASE_CONFIRM,
         [REQ_WAIT_REPLY] = METRICS_PHASE_REPLY,
+        [REQ_WAIT_FIRST] = METRICS_PHASE_CONFIRM, /* the first one's confirm */
         [REQ_ANSWERED] = -1,
     };
     enum req_state from = state_of(r);
@@ -175,6 +186,8 @@ static void enter(struct worker *w, struct http_req *r, enum req_state to, uint6
 static size_t route_index(const struct worker *w, const struct http_route *hroute);
 static const struct config_route *req_route(const struct worker *w, const struct http_req *r);
 static void backlog_remove(struct worker *w, struct http_req *r);
+static void firsts_remove(struct worker *w, struct http_req *r);
+static void dedupe_settle(struct worker *w, struct http_req *r, int status);
 
 /* R leaves the worker: whatever holds it lets it go (unless HOLDER is LET_GO:
  * the callback on our stack is that holder's, and it has). Every way out
@@ -199,6 +212,9 @@ static void forget(struct worker *w, struct http_req *r, enum holder holder)
     case REQ_WAIT_REPLY:
         broker_rpc_forget(w->broker, handle);
         break;
+    case REQ_WAIT_FIRST:
+        firsts_remove(w, r);
+        break;
     case REQ_READING:
     case REQ_CHECKING:
     case REQ_ANSWERED:
@@ -211,6 +227,7 @@ static void answer(struct worker *w, struct http_req *r, enum holder holder, int
                    const char *ctype, const char *body, size_t len)
 {
     forget(w, r, holder);
+    dedupe_settle(w, r, status);
     enter(w, r, REQ_ANSWERED, 0);
     http_req_reply(r, status, ctype, body, len);
 }
@@ -564,6 +581,131 @@ static int put_route_headers(struct worker *w, struct http_req *r, const struct 
     return 0;
 }
 
+/* ---- the idempotency window (dedupe) -------------------------------------- */
+
+static void check_and_publish(struct worker *w, struct http_req *r, size_t route_idx);
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct dedupe *window_of(const struct worker *w, size_t route_idx)
+{
+    return w->pool->dedupe != NULL ? w->pool->dedupe[route_idx] : NULL;
+}
+
+/* R's id was answered STATUS already (a 2xx within the window, or the
+ * failure of the first one R waited for): the same answer, marked. */
+static void replay(struct worker *w, struct http_req *r, size_t route_idx, int status)
+{
+    metrics_dedupe(w->m, METRICS_ROUTE0 + route_idx, true, dedupe_size(window_of(w, route_idx)));
+    http_req_add_header(r, "X-Idempotent-Replay", "true");
+    log_debug("%s: answered from the idempotency window (%d)", http_req_id(r), status);
+    if (status >= 200 && status < 300)
+        answer(w, r, STILL_HELD, status, NULL, NULL, 0);
+    else
+        reply_text(w, r, STILL_HELD, status,
+                   "the first request with this X-Request-Id was answered %d; retry later", status);
+}
+
+/* R's id in its route's window: false when R goes on (its id is new: R
+ * owns it until answered); true when R was answered from the window, or
+ * waits for the first request with its id (REQ_WAIT_FIRST). */
+static bool dedupe_start(struct worker *w, struct http_req *r, size_t route_idx)
+{
+    struct dedupe *d = window_of(w, route_idx);
+    if (d == NULL)
+        return false;
+    uint64_t handle = 0;
+    int status = 0;
+    switch (dedupe_begin(d, http_req_id(r), http_req_id_len(r), mono_ms(), &handle, &status)) {
+    case DEDUPE_NEW:
+        http_req_set_owner(r, handle);
+        metrics_dedupe(w->m, METRICS_ROUTE0 + route_idx, false, dedupe_size(d));
+        return false;
+    case DEDUPE_DONE:
+        replay(w, r, route_idx, status);
+        return true;
+    case DEDUPE_PENDING:
+        break;
+    }
+    enter(w, r, REQ_WAIT_FIRST, handle);
+    if (w->n_firsts == w->cap_firsts) {
+        size_t cap = w->cap_firsts > 0 ? 2 * w->cap_firsts : 16;
+        struct http_req **grown = realloc(w->firsts, cap * sizeof *grown);
+        if (grown == NULL) {
+            reply_text(w, r, STILL_HELD, 503, "out of memory");
+            return true;
+        }
+        w->firsts = grown;
+        w->cap_firsts = cap;
+    }
+    w->firsts[w->n_firsts++] = r;
+    if (!event_pending(w->first_poll, EV_TIMEOUT, NULL)) {
+        struct timeval tv = {0, 2000};
+        event_add(w->first_poll, &tv);
+    }
+    return true;
+}
+
+static void firsts_remove(struct worker *w, struct http_req *r)
+{
+    for (size_t i = 0; i < w->n_firsts; i++) {
+        if (w->firsts[i] == r) {
+            w->firsts[i] = w->firsts[--w->n_firsts];
+            break;
+        }
+    }
+    if (w->n_firsts == 0)
+        event_del(w->first_poll);
+}
+
+/* Every 2 ms while retries wait for their first: done, they get its
+ * outcome; gone (dropped from a full window, its client left), they go on
+ * as if new. */
+static void on_first_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    for (size_t i = w->n_firsts; i-- > 0;) {
+        if (i >= w->n_firsts)
+            continue;
+        struct http_req *r = w->firsts[i];
+        size_t route_idx = route_index(w, http_req_route(r));
+        int status = 0;
+        enum dedupe_seen seen = dedupe_poll(window_of(w, route_idx), http_req_handle(r),
+                                            http_req_id(r), http_req_id_len(r), &status);
+        if (seen == DEDUPE_PENDING)
+            continue;
+        if (seen == DEDUPE_DONE && status != 0) {
+            replay(w, r, route_idx, status);
+            continue;
+        }
+        firsts_remove(w, r);
+        enter(w, r, REQ_CHECKING, 0);
+        if (!dedupe_start(w, r, route_idx))
+            check_and_publish(w, r, route_idx);
+    }
+}
+
+/* R, the owner of its id, is answered STATUS (0: its client left, and its
+ * publish may yet be confirmed): the window keeps a 2xx, and gives the
+ * rest to the retries that wait. */
+static void dedupe_settle(struct worker *w, struct http_req *r, int status)
+{
+    uint64_t owner = http_req_owner(r);
+    if (owner == 0)
+        return;
+    http_req_set_owner(r, 0);
+    size_t route_idx = route_index(w, http_req_route(r));
+    struct dedupe *d = window_of(w, route_idx);
+    dedupe_end(d, owner, http_req_id(r), http_req_id_len(r), status, mono_ms());
+}
+
 static void on_route(void *arg, struct http_req *r, const struct http_route *hroute)
 {
     struct worker *w = arg;
@@ -580,6 +722,16 @@ static void on_route(void *arg, struct http_req *r, const struct http_route *hro
         reply_text(w, r, STILL_HELD, 400, "%s", why);
         return;
     }
+    if (!dedupe_start(w, r, route_idx))
+        check_and_publish(w, r, route_idx);
+}
+
+/* R (REQ_CHECKING, load shed, names expanded, its id new to its window if
+ * it has one) checked and published, or answered. */
+static void check_and_publish(struct worker *w, struct http_req *r, size_t route_idx)
+{
+    const struct config_route *route = &w->cfg->routes[route_idx];
+    char why[200];
     size_t len = 0;
     const char *body = http_req_plain(r, &len);
     struct xmlcheck_result xr;
@@ -792,6 +944,8 @@ static void on_gone(void *arg, struct http_req *r)
     struct worker *w = arg;
     log_debug("%s: client left before the answer", http_req_id(r));
     forget(w, r, STILL_HELD);
+    /* Its publish may still be confirmed: its waiters go on their own. */
+    dedupe_settle(w, r, 0);
     enter(w, r, REQ_ANSWERED, 0); /* the server answers it (no one reads it) and frees it */
 }
 
@@ -1013,7 +1167,8 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
     /* One place more than on_route lets wait on the broker: never full. */
     w->backlog = backlog_new((size_t)w->cfg->amqp.max_inflight + 1, backlog_try, backlog_answer, w);
     w->backlog_poll = event_new(w->base, -1, EV_PERSIST, on_backlog_poll, w);
-    if (w->backlog == NULL || w->backlog_poll == NULL)
+    w->first_poll = event_new(w->base, -1, EV_PERSIST, on_first_poll, w);
+    if (w->backlog == NULL || w->backlog_poll == NULL || w->first_poll == NULL)
         return errf(err, errlen, "worker %u: out of memory", id);
     w->xc = xmlcheck_new();
     if (w->xc == NULL)
@@ -1041,6 +1196,9 @@ static void worker_destroy(struct worker *w)
         event_free(w->drain_ev);
     if (w->backlog_poll != NULL)
         event_free(w->backlog_poll);
+    if (w->first_poll != NULL)
+        event_free(w->first_poll);
+    free(w->firsts);
     backlog_free(w->backlog);
     if (w->base != NULL)
         event_base_free(w->base);
@@ -1084,6 +1242,20 @@ struct worker_pool *worker_pool_new(const struct config *cfg,
     if (p->shared == NULL) {
         worker_pool_free(p);
         return NULL;
+    }
+    /* The idempotency windows, shared by every worker (a retry lands on any). */
+    p->dedupe = calloc(cfg->n_routes + 1, sizeof *p->dedupe);
+    for (size_t i = 0; p->dedupe != NULL && i < cfg->n_routes; i++) {
+        const struct config_route *r = &cfg->routes[i];
+        if (r->dedupe_ms > 0 && (p->dedupe[i] = dedupe_new(r->dedupe_ms, r->dedupe_ids)) == NULL)
+            break;
+    }
+    for (size_t i = 0; p->dedupe == NULL || i < cfg->n_routes; i++) {
+        if (p->dedupe == NULL || (cfg->routes[i].dedupe_ms > 0 && p->dedupe[i] == NULL)) {
+            snprintf(err, errlen, "out of memory for the idempotency windows");
+            worker_pool_free(p);
+            return NULL;
+        }
     }
     for (int i = 0; i < cfg->http.workers; i++) {
         p->n++;
@@ -1139,6 +1311,9 @@ void worker_pool_free(struct worker_pool *p)
     for (size_t i = 0; i < p->n; i++)
         worker_destroy(&p->w[i]);
     http_shared_free(p->shared);
+    for (size_t i = 0; p->dedupe != NULL && i < p->cfg->n_routes; i++)
+        dedupe_free(p->dedupe[i]);
+    free(p->dedupe);
     free(p->w);
     metrics_free(p->metrics);
     pthread_mutex_destroy(&p->fail_lock);

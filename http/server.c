@@ -129,6 +129,7 @@ struct http_req {
     char id[REQID_MAX + 1];         /* X-Request-Id, taken or generated */
     char trace[56];                 /* traceparent of the answer, "" = none */
     char *subject;                  /* its verified client certificate's subject, or NULL */
+    uint64_t owner;                 /* the bridge's: its idempotency-window handle, 0 = none */
     struct evbuffer *plain;         /* the inflated body, when the published one stays
                                        compressed (keep_encoding); else NULL */
     enum body_coding coding;        /* the coding the published body is in */
@@ -1082,6 +1083,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     memcpy(r->id, id, id_len + 1);
     r->id_len = id_len;
     r->trace[0] = '\0';
+    r->owner = 0;
     r->plain = plain;
     r->coding = coding;
     r->subject = hi.peer != NULL && hi.peer->subject[0] != '\0' ? strdup(hi.peer->subject) : NULL;
@@ -1615,6 +1617,21 @@ void http_req_set_trace(struct http_req *r, const char *traceparent)
     size_t n = traceparent != NULL ? strnlen(traceparent, sizeof r->trace - 1) : 0;
     memcpy(r->trace, traceparent != NULL ? traceparent : "", n);
     r->trace[n] = '\0';
+}
+
+void http_req_set_owner(struct http_req *r, uint64_t owner)
+{
+    r->owner = owner;
+}
+
+uint64_t http_req_owner(const struct http_req *r)
+{
+    return r->owner;
+}
+
+void http_req_add_header(struct http_req *r, const char *name, const char *value)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value);
 }
 
 const char *http_req_client_subject(const struct http_req *r)

@@ -119,6 +119,12 @@ const char *http_req_header(const struct http_req *r, const char *name, int *cou
 /* The traceparent R's answer carries (a response header, and its trace id
  * in the access log); NULL or "" for none. At most 55 bytes are kept. */
 void http_req_set_trace(struct http_req *r, const char *traceparent);
+/* A number the bridge keeps with R (its idempotency-window handle), 0
+ * until set. */
+void http_req_set_owner(struct http_req *r, uint64_t owner);
+uint64_t http_req_owner(const struct http_req *r);
+/* One more header on R's answer (NAME and VALUE copied). */
+void http_req_add_header(struct http_req *r, const char *name, const char *value);
 /* The subject (RFC 2253) of the client certificate R's connection
  * verified, NULL when none. */
 const char *http_req_client_subject(const struct http_req *r);

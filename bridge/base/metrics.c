@@ -51,6 +51,8 @@ struct slot_ctr {
     counter published;            /* messages handed to the broker */
     counter rpc_timeouts;         /* rpc requests answered 504 */
     counter rate_limited;         /* requests answered 429 by the route's rate */
+    counter dedupe_replays;       /* answered from the idempotency window */
+    counter dedupe_ids;           /* gauge: ids the route's window holds (the process's) */
 };
 
 struct metrics_shard {
@@ -193,6 +195,13 @@ void metrics_rpc_timeout(struct metrics_shard *s, size_t slot)
 void metrics_rate_limited(struct metrics_shard *s, size_t slot)
 {
     add(&s->slots[slot].rate_limited, 1);
+}
+
+void metrics_dedupe(struct metrics_shard *s, size_t slot, bool replay, size_t ids)
+{
+    if (replay)
+        add(&s->slots[slot].dedupe_replays, 1);
+    atomic_store_explicit(&s->slots[slot].dedupe_ids, ids, memory_order_relaxed);
 }
 
 void metrics_rpc_bad_reply(struct metrics_shard *s, enum metrics_bad_reply why)
@@ -370,6 +379,24 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
     for (size_t r = 0; r < m->n_routes; r++)
         route_sample(f, m, "bridge_rate_limited_total", METRICS_ROUTE0 + r,
                      total(m, SLOT_OFF(METRICS_ROUTE0 + r, rate_limited, 0)));
+
+    family(f, "bridge_dedupe_replays_total", "counter",
+           "Requests answered from the route's idempotency window (dedupe), not published "
+           "again.");
+    for (size_t r = 0; r < m->n_routes; r++)
+        route_sample(f, m, "bridge_dedupe_replays_total", METRICS_ROUTE0 + r,
+                     total(m, SLOT_OFF(METRICS_ROUTE0 + r, dedupe_replays, 0)));
+    family(f, "bridge_dedupe_ids", "gauge",
+           "Request ids the route's idempotency window holds (shared by the workers).");
+    for (size_t r = 0; r < m->n_routes; r++) {
+        uint64_t most = 0; /* every worker writes the one table's size: the latest is the most */
+        for (unsigned i = 0; i < m->n_shards; i++) {
+            uint64_t v = get((counter *)(void *)((char *)m->shards[i] +
+                                                 SLOT_OFF(METRICS_ROUTE0 + r, dedupe_ids, 0)));
+            most = v > most ? v : most;
+        }
+        route_sample(f, m, "bridge_dedupe_ids", METRICS_ROUTE0 + r, most);
+    }
 
     uint64_t late = 0;
     for (unsigned i = 0; i < m->n_shards; i++)

@@ -83,6 +83,9 @@ void metrics_confirm(struct metrics_shard *s, enum metrics_confirm kind);
 void metrics_rpc_timeout(struct metrics_shard *s, size_t slot);
 /* A request of SLOT's route answered 429 by its rate limit. */
 void metrics_rate_limited(struct metrics_shard *s, size_t slot);
+/* SLOT's idempotency window holds IDS ids; REPLAY: a request was answered
+ * from it. */
+void metrics_dedupe(struct metrics_shard *s, size_t slot, bool replay, size_t ids);
 /* An rpc reply came for a waiting request but could not be used (502). */
 void metrics_rpc_bad_reply(struct metrics_shard *s, enum metrics_bad_reply why);
 /* The worker's connection came back after a loss. */

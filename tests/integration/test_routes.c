@@ -150,7 +150,14 @@ static char *routes_config(int http_port, const void *arg)
             "auth_token_file = %s\n"
             "rate        = 1/h\n"
             "burst       = 1\n"
-            "rate_by     = token\n",
+            "rate_by     = token\n"
+            "\n"
+            "; issue 16: a retried id within 3 s is answered, not published again\n"
+            "[route once]\n"
+            "path        = /once\n"
+            "routing_key = it.routes.once\n"
+            "queue       = it.routes.once\n"
+            "dedupe      = 3s\n",
             http_port, g_harness.broker_port, g_harness.log_level, g_tokens);
     fclose(f);
     return text;
@@ -212,7 +219,7 @@ static void purge_all(void)
                                      "it.routes.shipped", "it.routes.acme",    "it.routes.globex",
                                      "it.routes.props",   "it.routes.pass",    "it.routes.dead",
                                      "it.routes.small",   "it.routes.gz",      "it.routes.gzkeep",
-                                     "it.routes.limited"};
+                                     "it.routes.limited", "it.routes.once"};
     for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++)
         mq_purge(qs[i]);
 }
@@ -885,6 +892,76 @@ static void test_rate_limit_burst(void **state)
     PASS();
 }
 
+/* Issue 16: the idempotency window. A retry of a confirmed id inside it is
+ * answered 202 with the same ids, marked, and publishes nothing (the queue
+ * count proves it); outside it, it publishes again. Retries sent while the
+ * first waits, on connections of both workers, all get its 202 and one
+ * message. */
+static void test_dedupe_window(void **state)
+{
+    (void)state;
+    mq_purge("it.routes.once");
+    struct resp r;
+    assert_int_equal(http_post(g_main.port, "/once", XML, "X-Request-Id: rt-once-1\r\n", DOC, &r),
+                     0);
+    assert_int_equal(r.status, 202);
+    assert_null(resp_header(&r, "X-Idempotent-Replay"));
+    resp_free(&r);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(
+            http_post(g_main.port, "/once", XML, "X-Request-Id: rt-once-1\r\n", DOC, &r), 0);
+        assert_int_equal(r.status, 202);
+        assert_string_equal(resp_header(&r, "X-Message-Id"), "rt-once-1");
+        assert_string_equal(resp_header(&r, "X-Request-Id"), "rt-once-1");
+        assert_non_null(resp_header(&r, "X-Idempotent-Replay"));
+        resp_free(&r);
+    }
+    size_t n = 0;
+    char **ids = mq_drain_ids("it.routes.once", &n);
+    assert_int_equal(n, 1);
+    ids_free(ids, n);
+    assert_true(metric(g_main.port, "bridge_dedupe_replays_total{route=\"once\"}") >= 3);
+    assert_true(metric(g_main.port, "bridge_dedupe_ids{route=\"once\"}") >= 1);
+
+    /* Outside the window (3 s after the confirm): published again. */
+    sleep_ms(4000);
+    assert_int_equal(http_post(g_main.port, "/once", XML, "X-Request-Id: rt-once-1\r\n", DOC, &r),
+                     0);
+    assert_int_equal(r.status, 202);
+    assert_null(resp_header(&r, "X-Idempotent-Replay"));
+    resp_free(&r);
+    ids = mq_drain_ids("it.routes.once", &n);
+    assert_int_equal(n, 1);
+    ids_free(ids, n);
+
+    /* Eight at once with one new id, over connections both workers took. */
+    enum { N = 8 };
+    struct conn c[N];
+    size_t len;
+    char *raw =
+        fmt_request(&len, "POST", "/once", XML, "X-Request-Id: rt-once-2\r\n", DOC, strlen(DOC));
+    for (int i = 0; i < N; i++)
+        assert_int_equal(conn_open(&c[i], g_main.port), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(conn_send(&c[i], raw, len), 0);
+    free(raw);
+    int replays = 0;
+    for (int i = 0; i < N; i++) {
+        if (conn_read_resp(&c[i], &r, false) != 0)
+            fail_msg("duplicate %d: no answer", i);
+        if (r.status != 202)
+            fail_msg("duplicate %d: %d", i, r.status);
+        replays += resp_header(&r, "X-Idempotent-Replay") != NULL;
+        resp_free(&r);
+        conn_close(&c[i]);
+    }
+    assert_int_equal(replays, N - 1);
+    ids = mq_drain_ids("it.routes.once", &n);
+    assert_int_equal(n, 1);
+    ids_free(ids, n);
+    PASS();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -898,6 +975,7 @@ int main(void)
         SUITE_TEST(test_queue_declare_modes),
         SUITE_TEST(test_compressed_bodies),
         SUITE_TEST(test_rate_limit_burst),
+        SUITE_TEST(test_dedupe_window),
     };
     return suite_run("ingest-bridge routes", &SUITE, tests, "IT_ONLY");
 }

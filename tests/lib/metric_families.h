@@ -26,6 +26,8 @@ static const char *const METRIC_FAMILIES[][2] = {
     {"bridge_pending_bytes_refused_total", "counter"},
     {"bridge_http_inflated_bytes_total", "counter"},
     {"bridge_rate_limited_total", "counter"},
+    {"bridge_dedupe_replays_total", "counter"},
+    {"bridge_dedupe_ids", "gauge"},
     {"bridge_broker_connected", "gauge"},
     {"bridge_broker_node_info", "gauge"},
     {"bridge_broker_reconnects_total", "counter"},

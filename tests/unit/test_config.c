@@ -1345,6 +1345,11 @@ static void test_rate_limits(void **state)
          ":4: burst: set, but the route has no rate"},
         {"[route a]\npath = /a\nrouting_key = a\nrate = 1/s\nrate_by = token\n",
          ":5: rate_by: token, but the route asks for no token"},
+        {"[route a]\npath = /a\nmode = rpc\nrouting_key = a\ndedupe = 1m\n",
+         ":5: dedupe: for publish routes only"},
+        {"[route a]\npath = /a\nrouting_key = a\ndedupe_ids = 5\n",
+         ":4: dedupe_ids: set, but the route has no dedupe window"},
+        {"[route a]\npath = /a\nrouting_key = a\ndedupe = 25h\n", ":4: dedupe: '25h'"},
         {"[route a]\npath = /a\nrouting_key = a\nrate = 1/s\nrate_by = ip\n",
          ":5: rate_by: 'ip' is not a rate key (route, client or token)"},
     };
