@@ -2,15 +2,19 @@
  * only place that may exit: everything here happens before or after the
  * event loops run. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "bridge/config.h"
+#include "bridge/base/errbuf.h"
 #include "bridge/base/log.h"
 #include "http/server.h"
 #include "bridge/worker.h"
@@ -95,6 +99,40 @@ static struct xmlcheck_schema **load_schemas(const struct config *cfg, char *err
     return s;
 }
 
+/* systemd's socket activation (sd_listen_fds(3)): LISTEN_PID is ours and
+ * LISTEN_FDS names the sockets from descriptor 3 on. One listening TCP
+ * socket is taken in place of [http] listen; the variables are cleared, so
+ * that nothing this process starts takes them for its own. 0, or -1 with
+ * the reason in ERR (then the bridge does not start). */
+static int inherit_listener(struct config *cfg, char *err, size_t errlen)
+{
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    if (pid == NULL || fds == NULL)
+        return 0;
+    char *end = NULL;
+    long p = strtol(pid, &end, 10);
+    bool ours = *end == '\0' && p == (long)getpid();
+    long n = strtol(fds, &end, 10);
+    bool fds_ok = *end == '\0';
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    if (!ours)
+        return 0; /* meant for another process (our parent's) */
+    if (!fds_ok || n != 1)
+        return errf(err, errlen,
+                    "LISTEN_FDS=%s: the bridge takes exactly one socket (one ListenStream)", fds);
+    int listening = 0, type = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(3, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening ||
+        (len = sizeof type, getsockopt(3, SOL_SOCKET, SO_TYPE, &type, &len)) != 0 ||
+        type != SOCK_STREAM)
+        return errf(err, errlen, "LISTEN_FDS: descriptor 3 is not a listening TCP socket");
+    (void)fcntl(3, F_SETFD, FD_CLOEXEC);
+    cfg->http.inherited_fd = 3;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *file = "bridge.ini";
@@ -158,6 +196,14 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    if (inherit_listener(cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        free_schemas(schemas, cfg->n_routes);
+        config_free(cfg);
+        xmlcheck_global_cleanup();
+        return 1;
+    }
+
     /* A client gone mid-response must not kill us; signals are taken by
      * sigwait below, so every thread inherits them blocked. */
     signal(SIGPIPE, SIG_IGN);
@@ -180,10 +226,14 @@ int main(int argc, char **argv)
         worker_pool_stop(pool);
         goto out;
     }
-    log_info("ingest-bridge %s listening on %s://%s:%d with %d workers, %zu routes, broker %s%s",
-             BRIDGE_VERSION, cfg->http.tls_cert[0] != '\0' ? "https" : "http",
-             cfg->http.listen_host, cfg->http.listen_port, cfg->http.workers, cfg->n_routes,
-             cfg->amqp.uris[0].display,
+    char where[80];
+    if (cfg->http.inherited_fd >= 0)
+        snprintf(where, sizeof where, "the socket systemd passed (LISTEN_FDS)");
+    else
+        snprintf(where, sizeof where, "%s:%d", cfg->http.listen_host, cfg->http.listen_port);
+    log_info("ingest-bridge %s listening on %s://%s with %d workers, %zu routes, broker %s%s",
+             BRIDGE_VERSION, cfg->http.tls_cert[0] != '\0' ? "https" : "http", where,
+             cfg->http.workers, cfg->n_routes, cfg->amqp.uris[0].display,
              cfg->amqp.n_uris > 1 ? " (+ more nodes: worker i starts on node i mod n)" : "");
     /* A route's share of the in-flight budget is often a default worked
      * out from the number of routes: say what it came to. */

@@ -64,6 +64,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "http/auth.h"
@@ -1396,24 +1397,46 @@ struct http_server *http_server_new(struct event_base *base, const struct http_c
     s->too_many_len = n > 0 && (size_t)n < sizeof s->too_many_text ? (size_t)n : 0;
     reqid_gen_init(&s->ids, worker);
 
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai = NULL;
-    char port[8];
-    snprintf(port, sizeof port, "%d", cfg->listen_port);
-    int rc = getaddrinfo(cfg->listen_host, port, &hints, &ai);
-    if (rc != 0) {
-        snprintf(err, errlen, "listen %s:%d: %s", cfg->listen_host, cfg->listen_port,
-                 gai_strerror(rc));
-        free(s);
-        return NULL;
+    if (cfg->inherited_fd >= 0) {
+        /* A socket someone else listens on (systemd): every worker takes
+         * a descriptor of its own for it, and accepts from the one queue. */
+        int fd = fcntl(cfg->inherited_fd, F_DUPFD_CLOEXEC, 3);
+        /* libevent's accept loop reads until EAGAIN: a blocking socket
+         * (systemd hands them so) would hang the worker in accept(). */
+        if (fd >= 0 && evutil_make_socket_nonblocking(fd) != 0) {
+            close(fd);
+            fd = -1;
+        }
+        s->lev = fd >= 0 ? evconnlistener_new(base, NULL, NULL,
+                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd)
+                         : NULL;
+        if (s->lev == NULL) {
+            snprintf(err, errlen, "the inherited socket (LISTEN_FDS): %s", strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            free(s);
+            return NULL;
+        }
+    } else {
+        struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                                 .ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+        struct addrinfo *ai = NULL;
+        char port[8];
+        snprintf(port, sizeof port, "%d", cfg->listen_port);
+        int rc = getaddrinfo(cfg->listen_host, port, &hints, &ai);
+        if (rc != 0) {
+            snprintf(err, errlen, "listen %s:%d: %s", cfg->listen_host, cfg->listen_port,
+                     gai_strerror(rc));
+            free(s);
+            return NULL;
+        }
+        s->lev = evconnlistener_new_bind(base, NULL, NULL,
+                                         LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
+                                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                         SOMAXCONN, ai->ai_addr, (int)ai->ai_addrlen);
+        freeaddrinfo(ai);
     }
-    s->lev = evconnlistener_new_bind(base, NULL, NULL,
-                                     LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
-                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                     SOMAXCONN, ai->ai_addr, (int)ai->ai_addrlen);
-    freeaddrinfo(ai);
     if (s->lev == NULL) {
         snprintf(err, errlen, "listen %s:%d: %s", cfg->listen_host, cfg->listen_port,
                  strerror(errno));

@@ -39,6 +39,7 @@ sources() {
     xmlcheck | xmlcost) echo "bridge/xmlcheck.c bridge/base/seed.c" ;;
     config)
         echo "bridge/config.c bridge/config_keys.c bridge/config_read.c bridge/config_value.c" \
+            "bridge/config_route.c bridge/base/template.c" \
             "bridge/base/errbuf.c bridge/base/log.c amqp/uri.c"
         ;;
     hdrmap) echo "bridge/base/hdrmap.c http/reqid.c bridge/base/seed.c" ;;
