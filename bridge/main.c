@@ -122,11 +122,13 @@ static int inherit_listener(struct config *cfg, char *err, size_t errlen)
     if (!fds_ok || n != 1)
         return errf(err, errlen,
                     "LISTEN_FDS=%s: the bridge takes exactly one socket (one ListenStream)", fds);
-    int listening = 0, type = 0;
+    int listening = 0, type = 0, domain = 0;
     socklen_t len = sizeof listening;
     if (getsockopt(3, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening ||
         (len = sizeof type, getsockopt(3, SOL_SOCKET, SO_TYPE, &type, &len)) != 0 ||
-        type != SOCK_STREAM)
+        type != SOCK_STREAM ||
+        (len = sizeof domain, getsockopt(3, SOL_SOCKET, SO_DOMAIN, &domain, &len)) != 0 ||
+        (domain != AF_INET && domain != AF_INET6))
         return errf(err, errlen, "LISTEN_FDS: descriptor 3 is not a listening TCP socket");
     (void)fcntl(3, F_SETFD, FD_CLOEXEC);
     cfg->http.inherited_fd = 3;

@@ -608,7 +608,9 @@ static void replay(struct worker *w, struct http_req *r, size_t route_idx, int s
         answer(w, r, STILL_HELD, status, NULL, NULL, 0);
     else
         reply_text(w, r, STILL_HELD, status,
-                   "the first request with this X-Request-Id was answered %d; retry later", status);
+                   "the first request with this X-Request-Id was answered %d (this is its "
+                   "answer); retry later",
+                   status);
 }
 
 /* R's id in its route's window: false when R goes on (its id is new: R
@@ -617,7 +619,10 @@ static void replay(struct worker *w, struct http_req *r, size_t route_idx, int s
 static bool dedupe_start(struct worker *w, struct http_req *r, size_t route_idx)
 {
     struct dedupe *d = window_of(w, route_idx);
-    if (d == NULL)
+    /* An id the bridge made is new by construction: no retry carries it
+     * unless the client read it from an answer, and it would only take a
+     * place from the ids clients send. */
+    if (d == NULL || http_req_id_generated(r))
         return false;
     uint64_t handle = 0;
     int status = 0;
@@ -679,8 +684,15 @@ static void on_first_poll(evutil_socket_t fd, short what, void *arg)
         int status = 0;
         enum dedupe_seen seen = dedupe_poll(window_of(w, route_idx), http_req_handle(r),
                                             http_req_id(r), http_req_id_len(r), &status);
-        if (seen == DEDUPE_PENDING)
+        if (seen == DEDUPE_PENDING) {
+            /* Bounded on its own too: a chain of owners whose clients left
+             * would hand the wait on and on. */
+            if (http_req_slot_ns(r) / 1000000 > w->cfg->http.timeout_ms)
+                reply_text(w, r, STILL_HELD, 503,
+                           "the first request with this X-Request-Id did not finish within "
+                           "[http] timeout; retry later");
             continue;
+        }
         if (seen == DEDUPE_DONE && status != 0) {
             replay(w, r, route_idx, status);
             continue;
@@ -722,16 +734,6 @@ static void on_route(void *arg, struct http_req *r, const struct http_route *hro
         reply_text(w, r, STILL_HELD, 400, "%s", why);
         return;
     }
-    if (!dedupe_start(w, r, route_idx))
-        check_and_publish(w, r, route_idx);
-}
-
-/* R (REQ_CHECKING, load shed, names expanded, its id new to its window if
- * it has one) checked and published, or answered. */
-static void check_and_publish(struct worker *w, struct http_req *r, size_t route_idx)
-{
-    const struct config_route *route = &w->cfg->routes[route_idx];
-    char why[200];
     size_t len = 0;
     const char *body = http_req_plain(r, &len);
     struct xmlcheck_result xr;
@@ -743,6 +745,17 @@ static void check_and_publish(struct worker *w, struct http_req *r, size_t route
         reply_text(w, r, STILL_HELD, xr.status == XMLCHECK_MALFORMED ? 400 : 422, "%s", msg);
         return;
     }
+    /* A checked body asks the window: a bad one takes no place in it. */
+    if (!dedupe_start(w, r, route_idx))
+        check_and_publish(w, r, route_idx);
+}
+
+/* R (REQ_CHECKING, load shed, names expanded, body checked, its id new to
+ * its window if it has one) published, or answered. */
+static void check_and_publish(struct worker *w, struct http_req *r, size_t route_idx)
+{
+    const struct config_route *route = &w->cfg->routes[route_idx];
+    char why[200];
     /* Once it would be published: a refused request starts no trace. */
     trace_begin(w, r, route);
     if (broker_down(w, why, sizeof why) != NULL) {
@@ -1059,6 +1072,10 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     if (left > 0)
         log_warn("drain deadline reached with %zu requests waiting: answering 503", left);
     event_del(w->drain_ev);
+    /* Retries waiting for a first one: broker_close answers only what the
+     * broker holds. */
+    while (w->n_firsts > 0)
+        reply_text(w, w->firsts[w->n_firsts - 1], STILL_HELD, 503, "shutting down");
     /* Fails whatever still waits (503) and closes channel + connection. */
     broker_close(w->broker);
     struct timeval flush = {0, WORKER_FLUSH_MS * 1000};

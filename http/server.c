@@ -130,6 +130,7 @@ struct http_req {
     char id[REQID_MAX + 1];         /* X-Request-Id, taken or generated */
     char trace[56];                 /* traceparent of the answer, "" = none */
     char *subject;                  /* its verified client certificate's subject, or NULL */
+    bool id_generated;              /* the bridge made the id: no client sent one */
     uint64_t owner;                 /* the bridge's: its idempotency-window handle, 0 = none */
     struct evbuffer *plain;         /* the inflated body, when the published one stays
                                        compressed (keep_encoding); else NULL */
@@ -1085,6 +1086,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     r->id_len = id_len;
     r->trace[0] = '\0';
     r->owner = 0;
+    r->id_generated = id == idbuf;
     r->plain = plain;
     r->coding = coding;
     r->subject = hi.peer != NULL && hi.peer->subject[0] != '\0' ? strdup(hi.peer->subject) : NULL;
@@ -1399,7 +1401,9 @@ struct http_server *http_server_new(struct event_base *base, const struct http_c
 
     if (cfg->inherited_fd >= 0) {
         /* A socket someone else listens on (systemd): every worker takes
-         * a descriptor of its own for it, and accepts from the one queue. */
+         * a descriptor of its own for it (one open socket: O_NONBLOCK below
+         * is the socket's, for every descriptor of it) and accepts from its
+         * one queue. */
         int fd = fcntl(cfg->inherited_fd, F_DUPFD_CLOEXEC, 3);
         /* libevent's accept loop reads until EAGAIN: a blocking socket
          * (systemd hands them so) would hang the worker in accept(). */
@@ -1407,8 +1411,9 @@ struct http_server *http_server_new(struct event_base *base, const struct http_c
             close(fd);
             fd = -1;
         }
+        /* Backlog 0: listening already, with the backlog its owner gave it. */
         s->lev = fd >= 0 ? evconnlistener_new(base, NULL, NULL,
-                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd)
+                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd)
                          : NULL;
         if (s->lev == NULL) {
             snprintf(err, errlen, "the inherited socket (LISTEN_FDS): %s", strerror(errno));
@@ -1640,6 +1645,11 @@ void http_req_set_trace(struct http_req *r, const char *traceparent)
     size_t n = traceparent != NULL ? strnlen(traceparent, sizeof r->trace - 1) : 0;
     memcpy(r->trace, traceparent != NULL ? traceparent : "", n);
     r->trace[n] = '\0';
+}
+
+bool http_req_id_generated(const struct http_req *r)
+{
+    return r->id_generated;
 }
 
 void http_req_set_owner(struct http_req *r, uint64_t owner)

@@ -119,6 +119,8 @@ const char *http_req_header(const struct http_req *r, const char *name, int *cou
 /* The traceparent R's answer carries (a response header, and its trace id
  * in the access log); NULL or "" for none. At most 55 bytes are kept. */
 void http_req_set_trace(struct http_req *r, const char *traceparent);
+/* Did the bridge make R's id (no valid X-Request-Id came)? */
+bool http_req_id_generated(const struct http_req *r);
 /* A number the bridge keeps with R (its idempotency-window handle), 0
  * until set. */
 void http_req_set_owner(struct http_req *r, uint64_t owner);

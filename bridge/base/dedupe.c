@@ -123,9 +123,19 @@ enum dedupe_seen dedupe_begin(struct dedupe *d, const char *id, size_t len, uint
         *handle = e->handle;
         seen = DEDUPE_PENDING;
     } else {
-        /* Unknown, expired or failed: this request owns the id now. */
-        if (e == NULL)
-            e = take_place(d, h0, h1);
+        /* Unknown, expired or failed: this request owns the id now, and
+         * as the newest it takes the ring's next place (left where it
+         * was, it would be the first to go). */
+        if (e != NULL) {
+            uint32_t i = (uint32_t)(e - d->e);
+            uint32_t *p = head_of(d, e->h0);
+            while (*p != i)
+                p = &d->e[*p].chain;
+            *p = e->chain;
+            e->state = FREE;
+            d->used--;
+        }
+        e = take_place(d, h0, h1);
         e->state = PENDING;
         e->handle = ++d->next_handle;
         *handle = e->handle;

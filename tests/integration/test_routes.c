@@ -959,6 +959,25 @@ static void test_dedupe_window(void **state)
     ids = mq_drain_ids("it.routes.once", &n);
     assert_int_equal(n, 1);
     ids_free(ids, n);
+
+    /* Without an X-Request-Id (the bridge makes one), or with a body that
+     * fails the check, nothing takes a place in the window. */
+    double held = metric(g_main.port, "bridge_dedupe_ids{route=\"once\"}");
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(http_post(g_main.port, "/once", XML, NULL, DOC, &r), 0);
+        assert_int_equal(r.status, 202);
+        assert_null(resp_header(&r, "X-Idempotent-Replay"));
+        resp_free(&r);
+    }
+    assert_int_equal(
+        http_post(g_main.port, "/once", XML, "X-Request-Id: rt-once-bad\r\n", "<not-closed>", &r),
+        0);
+    assert_int_equal(r.status, 400);
+    resp_free(&r);
+    assert_true(metric(g_main.port, "bridge_dedupe_ids{route=\"once\"}") == held);
+    ids = mq_drain_ids("it.routes.once", &n);
+    assert_int_equal(n, 2);
+    ids_free(ids, n);
     PASS();
 }
 

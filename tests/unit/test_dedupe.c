@@ -86,12 +86,38 @@ static void oldest_dropped_first(void **state)
     dedupe_free(d);
 }
 
+/* An id owned again (after a failure) is the newest: the next new id
+ * drops the oldest, not it. */
+static void reowned_is_newest(void **state)
+{
+    (void)state;
+    struct dedupe *d = dedupe_new(60000, 3);
+    uint64_t a, b, c, a2, dd, x;
+    int st = 0;
+    assert_int_equal(dedupe_begin(d, "A", 1, 1, &a, &st), DEDUPE_NEW);
+    dedupe_end(d, a, "A", 1, 503, 2);
+    assert_int_equal(dedupe_begin(d, "B", 1, 3, &b, &st), DEDUPE_NEW);
+    dedupe_end(d, b, "B", 1, 202, 4);
+    assert_int_equal(dedupe_begin(d, "C", 1, 5, &c, &st), DEDUPE_NEW);
+    dedupe_end(d, c, "C", 1, 202, 6);
+    assert_int_equal(dedupe_begin(d, "A", 1, 7, &a2, &st), DEDUPE_NEW); /* the retry */
+    assert_int_equal(dedupe_begin(d, "D", 1, 8, &dd, &st), DEDUPE_NEW);
+    assert_int_equal(dedupe_poll(d, a2, "A", 1, &st), DEDUPE_PENDING); /* still held */
+    dedupe_end(d, a2, "A", 1, 202, 9);
+    assert_int_equal(dedupe_begin(d, "A", 1, 10, &x, &st), DEDUPE_DONE);
+    assert_int_equal(dedupe_begin(d, "C", 1, 10, &x, &st), DEDUPE_DONE);
+    assert_int_equal(dedupe_begin(d, "B", 1, 10, &x, &st), DEDUPE_NEW); /* the oldest went */
+    assert_true(dedupe_size(d) <= 3);
+    dedupe_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(confirmed_then_forgotten),
         cmocka_unit_test(failure_goes_to_waiters_then_new),
         cmocka_unit_test(oldest_dropped_first),
+        cmocka_unit_test(reowned_is_newest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
