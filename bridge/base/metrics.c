@@ -352,13 +352,25 @@ static void render_durations(FILE *f, const struct metrics *m)
                     offsetof(struct metrics_shard, phases) + p * sizeof(struct hist));
 }
 
+/* Family NAME (a counter, HELP) with one sample per route (rpc routes only
+ * when RPC_ONLY): the slot counter at FIELD (offsetof struct slot_ctr)
+ * summed over the shards. */
+static void route_counter(FILE *f, const struct metrics *m, const char *name, const char *help,
+                          size_t field, bool rpc_only)
+{
+    family(f, name, "counter", help);
+    for (size_t r = 0; r < m->n_routes; r++)
+        if (!rpc_only || m->routes[r].rpc)
+            route_sample(f, m, name, METRICS_ROUTE0 + r,
+                         total(m, offsetof(struct metrics_shard, slots) +
+                                      (METRICS_ROUTE0 + r) * sizeof(struct slot_ctr) + field));
+}
+
 static void render_broker(FILE *f, const struct metrics *m, const struct metrics_worker_info *info)
 {
-    family(f, "bridge_amqp_published_total", "counter",
-           "Messages handed to the broker, by route (rpc requests included).");
-    for (size_t r = 0; r < m->n_routes; r++)
-        route_sample(f, m, "bridge_amqp_published_total", METRICS_ROUTE0 + r,
-                     total(m, SLOT_OFF(METRICS_ROUTE0 + r, published, 0)));
+    route_counter(f, m, "bridge_amqp_published_total",
+                  "Messages handed to the broker, by route (rpc requests included).",
+                  offsetof(struct slot_ctr, published), false);
 
     family(f, "bridge_amqp_confirms_total", "counter",
            "Publisher confirms of publishes still awaited by a request: ack, nack, or return "
@@ -367,25 +379,17 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
         fprintf(f, "bridge_amqp_confirms_total{result=\"%s\"} %llu\n", confirm_names[k],
                 (unsigned long long)total(m, SHARD_OFF(confirms, k)));
 
-    family(f, "bridge_rpc_timeouts_total", "counter",
-           "rpc requests answered 504: no reply within the route's timeout.");
-    for (size_t r = 0; r < m->n_routes; r++)
-        if (m->routes[r].rpc)
-            route_sample(f, m, "bridge_rpc_timeouts_total", METRICS_ROUTE0 + r,
-                         total(m, SLOT_OFF(METRICS_ROUTE0 + r, rpc_timeouts, 0)));
-
-    family(f, "bridge_rate_limited_total", "counter",
-           "Requests answered 429: the route's rate limit (rate, burst, rate_by) was reached.");
-    for (size_t r = 0; r < m->n_routes; r++)
-        route_sample(f, m, "bridge_rate_limited_total", METRICS_ROUTE0 + r,
-                     total(m, SLOT_OFF(METRICS_ROUTE0 + r, rate_limited, 0)));
-
-    family(f, "bridge_dedupe_replays_total", "counter",
-           "Requests answered from the route's idempotency window (dedupe), not published "
-           "again.");
-    for (size_t r = 0; r < m->n_routes; r++)
-        route_sample(f, m, "bridge_dedupe_replays_total", METRICS_ROUTE0 + r,
-                     total(m, SLOT_OFF(METRICS_ROUTE0 + r, dedupe_replays, 0)));
+    route_counter(f, m, "bridge_rpc_timeouts_total",
+                  "rpc requests answered 504: no reply within the route's timeout.",
+                  offsetof(struct slot_ctr, rpc_timeouts), true);
+    route_counter(f, m, "bridge_rate_limited_total",
+                  "Requests answered 429: the route's rate limit (rate, burst, rate_by) was "
+                  "reached.",
+                  offsetof(struct slot_ctr, rate_limited), false);
+    route_counter(f, m, "bridge_dedupe_replays_total",
+                  "Requests answered from the route's idempotency window (dedupe), not "
+                  "published again.",
+                  offsetof(struct slot_ctr, dedupe_replays), false);
     family(f, "bridge_dedupe_ids", "gauge",
            "Request ids the route's idempotency window holds (shared by the workers).");
     for (size_t r = 0; r < m->n_routes; r++) {
