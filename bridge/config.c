@@ -245,6 +245,7 @@ static int make_room_views(struct config *c)
         c->http.routes[i] = (struct http_route){
             .name = r->name,
             .path = r->path,
+            .pattern = path_has_captures(r->path),
             .auth_token_file = r->auth_token_file,
             .encodings = r->encoding_bits,
             .keep_encoding = r->keep_encoding,

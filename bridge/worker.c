@@ -337,7 +337,7 @@ static void on_reply(void *arg, void *ctx, const struct broker_reply *rep)
     const char *ours = http_req_trace(r);
     if (rep->traceparent != NULL && ours[0] != '\0' && trace_parent_parse(rep->traceparent, tp) &&
         memcmp(tp + 3, ours + 3, TRACE_ID_LEN) == 0) /* of the same trace only */
-        http_req_set_trace(r, tp);
+        http_req_set_trace(r, tp, http_req_trace_passed(r));
     answer(w, r, LET_GO, rep->status,
            rep->content_type != NULL ? rep->content_type : "application/xml", rep->body, rep->len);
 }
@@ -504,10 +504,10 @@ static void trace_begin(struct worker *w, struct http_req *r, const struct confi
     const char *in = http_req_header(r, "traceparent", &count);
     char tp[TRACE_PARENT_LEN + 1];
     if (in != NULL && count == 1 && trace_parent_parse(in, tp)) {
-        http_req_set_trace(r, tp);
+        http_req_set_trace(r, tp, true);
     } else if (route->trace == TRACE_START) {
         trace_parent_new(&w->trace, tp);
-        http_req_set_trace(r, tp);
+        http_req_set_trace(r, tp, false);
     }
 }
 
@@ -564,12 +564,8 @@ static int put_route_headers(struct worker *w, struct http_req *r, const struct 
     if (tp[0] != '\0') {
         if (hdrmap_put(&w->headers, "traceparent", tp) != 0)
             return -1;
-        int count = 0;
-        const char *in = http_req_header(r, "traceparent", &count);
-        char own[TRACE_PARENT_LEN + 1];
         size_t n;
-        if (in != NULL && count == 1 && trace_parent_parse(in, own) &&
-            (n = joined(w, r, "tracestate", TRACE_STATE_MAX)) > 0 &&
+        if (http_req_trace_passed(r) && (n = joined(w, r, "tracestate", TRACE_STATE_MAX)) > 0 &&
             trace_state_valid(w->trace_buf, n) &&
             hdrmap_put(&w->headers, "tracestate", w->trace_buf) != 0)
             return -1;
@@ -598,10 +594,11 @@ static struct dedupe *window_of(const struct worker *w, size_t route_idx)
 }
 
 /* R's id was answered STATUS already (a 2xx within the window, or the
- * failure of the first one R waited for): the same answer, marked. */
-static void replay(struct worker *w, struct http_req *r, size_t route_idx, int status)
+ * failure of the first one R waited for): the same answer, marked. HELD:
+ * the ids the window holds. */
+static void replay(struct worker *w, struct http_req *r, size_t route_idx, int status, size_t held)
 {
-    metrics_dedupe(w->m, METRICS_ROUTE0 + route_idx, true, dedupe_size(window_of(w, route_idx)));
+    metrics_dedupe(w->m, METRICS_ROUTE0 + route_idx, true, held);
     http_req_add_header(r, "X-Idempotent-Replay", "true");
     log_debug("%s: answered from the idempotency window (%d)", http_req_id(r), status);
     if (status >= 200 && status < 300)
@@ -626,13 +623,15 @@ static bool dedupe_start(struct worker *w, struct http_req *r, size_t route_idx)
         return false;
     uint64_t handle = 0;
     int status = 0;
-    switch (dedupe_begin(d, http_req_id(r), http_req_id_len(r), mono_ms(), &handle, &status)) {
+    size_t held = 0;
+    switch (
+        dedupe_begin(d, http_req_id(r), http_req_id_len(r), mono_ms(), &handle, &status, &held)) {
     case DEDUPE_NEW:
         http_req_set_owner(r, handle);
-        metrics_dedupe(w->m, METRICS_ROUTE0 + route_idx, false, dedupe_size(d));
+        metrics_dedupe(w->m, METRICS_ROUTE0 + route_idx, false, held);
         return false;
     case DEDUPE_DONE:
-        replay(w, r, route_idx, status);
+        replay(w, r, route_idx, status, held);
         return true;
     case DEDUPE_PENDING:
         break;
@@ -694,7 +693,7 @@ static void on_first_poll(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         if (seen == DEDUPE_DONE && status != 0) {
-            replay(w, r, route_idx, status);
+            replay(w, r, route_idx, status, dedupe_size(window_of(w, route_idx)));
             continue;
         }
         firsts_remove(w, r);

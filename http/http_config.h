@@ -31,7 +31,8 @@ enum http_rate_by {
  * route's index everywhere (the config's routes, the broker's, metrics). */
 struct http_route {
     const char *name;            /* section name after "route ", e.g. "ingest" */
-    const char *path;            /* exact request path, starts with '/' */
+    const char *path;            /* request path, starts with '/'; {name} segments capture */
+    bool pattern;                /* path has captures (path_has_captures, at load) */
     const char *auth_token_file; /* "" = [http] auth_token_file applies; else this route's tokens */
     unsigned encodings;          /* Content-Encodings taken: bit 1 << enum body_coding */
     bool keep_encoding;          /* publish the body as sent (with content_encoding) */

@@ -129,6 +129,7 @@ struct http_req {
     size_t id_len;                  /* strlen(id) */
     char id[REQID_MAX + 1];         /* X-Request-Id, taken or generated */
     char trace[56];                 /* traceparent of the answer, "" = none */
+    bool trace_passed;              /* it is the request's own */
     char *subject;                  /* its verified client certificate's subject, or NULL */
     bool id_generated;              /* the bridge made the id: no client sent one */
     uint64_t owner;                 /* the bridge's: its idempotency-window handle, 0 = none */
@@ -1085,6 +1086,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     memcpy(r->id, id, id_len + 1);
     r->id_len = id_len;
     r->trace[0] = '\0';
+    r->trace_passed = false;
     r->owner = 0;
     r->id_generated = id == idbuf;
     r->plain = plain;
@@ -1640,8 +1642,14 @@ const char *http_req_header(const struct http_req *r, const char *name, int *cou
     return first;
 }
 
-void http_req_set_trace(struct http_req *r, const char *traceparent)
+bool http_req_trace_passed(const struct http_req *r)
 {
+    return r->trace_passed;
+}
+
+void http_req_set_trace(struct http_req *r, const char *traceparent, bool passed)
+{
+    r->trace_passed = passed;
     size_t n = traceparent != NULL ? strnlen(traceparent, sizeof r->trace - 1) : 0;
     memcpy(r->trace, traceparent != NULL ? traceparent : "", n);
     r->trace[n] = '\0';

@@ -117,8 +117,11 @@ void http_req_drop_body(struct http_req *r);
  * *COUNT how many times it came. */
 const char *http_req_header(const struct http_req *r, const char *name, int *count);
 /* The traceparent R's answer carries (a response header, and its trace id
- * in the access log); NULL or "" for none. At most 55 bytes are kept. */
-void http_req_set_trace(struct http_req *r, const char *traceparent);
+ * in the access log); NULL or "" for none. At most 55 bytes are kept.
+ * PASSED: it is the request's own (its tracestate may go with it). */
+void http_req_set_trace(struct http_req *r, const char *traceparent, bool passed);
+/* Was the traceparent set for R the request's own (PASSED above)? */
+bool http_req_trace_passed(const struct http_req *r);
 /* Did the bridge make R's id (no valid X-Request-Id came)? */
 bool http_req_id_generated(const struct http_req *r);
 /* A number the bridge keeps with R (its idempotency-window handle), 0

@@ -107,11 +107,10 @@ static bool subject_allowed(const struct http_route *route, const struct tls_pee
 static const struct http_route *find_route(const struct http_config *cfg, const char *path)
 {
     for (size_t i = 0; i < cfg->n_routes; i++)
-        if (strcmp(cfg->routes[i].path, path) == 0 && !path_has_captures(cfg->routes[i].path))
+        if (!cfg->routes[i].pattern && strcmp(cfg->routes[i].path, path) == 0)
             return &cfg->routes[i];
     for (size_t i = 0; i < cfg->n_routes; i++)
-        if (path_has_captures(cfg->routes[i].path) &&
-            path_match(cfg->routes[i].path, path, NULL, NULL))
+        if (cfg->routes[i].pattern && path_match(cfg->routes[i].path, path, NULL, NULL))
             return &cfg->routes[i];
     return NULL;
 }

@@ -109,7 +109,7 @@ static struct entry *take_place(struct dedupe *d, uint64_t h0, uint64_t h1)
 }
 
 enum dedupe_seen dedupe_begin(struct dedupe *d, const char *id, size_t len, uint64_t now_ms,
-                              uint64_t *handle, int *status)
+                              uint64_t *handle, int *status, size_t *held)
 {
     uint64_t h0, h1;
     digest(d, id, len, &h0, &h1);
@@ -140,6 +140,7 @@ enum dedupe_seen dedupe_begin(struct dedupe *d, const char *id, size_t len, uint
         e->handle = ++d->next_handle;
         *handle = e->handle;
     }
+    *held = d->used;
     pthread_mutex_unlock(&d->lock);
     return seen;
 }

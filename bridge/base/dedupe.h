@@ -24,9 +24,10 @@ enum dedupe_seen {
     DEDUPE_PENDING, /* another request with the id waits: *HANDLE names it for dedupe_poll */
 };
 
-/* Request id ID (LEN bytes) arrives at NOW_MS. */
+/* Request id ID (LEN bytes) arrives at NOW_MS. *HELD: the ids held then
+ * (dedupe_size, without taking the lock again). */
 enum dedupe_seen dedupe_begin(struct dedupe *d, const char *id, size_t len, uint64_t now_ms,
-                              uint64_t *handle, int *status);
+                              uint64_t *handle, int *status, size_t *held);
 /* The owner of HANDLE (dedupe_begin's DEDUPE_NEW) was answered STATUS at
  * NOW_MS: a 2xx is kept for the window; anything else is a failure that
  * the waiters of the id get, after which the id is new again. */

@@ -18,20 +18,22 @@ static void confirmed_then_forgotten(void **state)
     struct dedupe *d = dedupe_new(1000, 10);
     uint64_t h = 0, h2 = 0;
     int st = 0;
-    assert_int_equal(dedupe_begin(d, "a", 1, 5000, &h, &st), DEDUPE_NEW);
-    assert_int_equal(dedupe_begin(d, "a", 1, 5001, &h2, &st), DEDUPE_PENDING);
+    size_t held = 0;
+    assert_int_equal(dedupe_begin(d, "a", 1, 5000, &h, &st, &held), DEDUPE_NEW);
+    assert_int_equal(dedupe_begin(d, "a", 1, 5001, &h2, &st, &held), DEDUPE_PENDING);
     assert_true(h2 == h);
     assert_int_equal(dedupe_poll(d, h, "a", 1, &st), DEDUPE_PENDING);
     dedupe_end(d, h, "a", 1, 202, 5002);
     assert_int_equal(dedupe_poll(d, h, "a", 1, &st), DEDUPE_DONE);
     assert_int_equal(st, 202);
     st = 0;
-    assert_int_equal(dedupe_begin(d, "a", 1, 6001, &h2, &st), DEDUPE_DONE);
+    assert_int_equal(dedupe_begin(d, "a", 1, 6001, &h2, &st, &held), DEDUPE_DONE);
     assert_int_equal(st, 202);
     /* Past the window (confirmed at 5002, 1000 ms): new again. */
-    assert_int_equal(dedupe_begin(d, "a", 1, 6002, &h2, &st), DEDUPE_NEW);
+    assert_int_equal(dedupe_begin(d, "a", 1, 6002, &h2, &st, &held), DEDUPE_NEW);
     assert_true(h2 != h);
     assert_int_equal(dedupe_size(d), 1);
+    assert_int_equal(held, 1); /* dedupe_begin's own count agrees */
     dedupe_free(d);
 }
 
@@ -41,20 +43,21 @@ static void failure_goes_to_waiters_then_new(void **state)
     struct dedupe *d = dedupe_new(60000, 10);
     uint64_t h = 0, w = 0;
     int st = 0;
-    assert_int_equal(dedupe_begin(d, "id-1", 4, 1, &h, &st), DEDUPE_NEW);
-    assert_int_equal(dedupe_begin(d, "id-1", 4, 2, &w, &st), DEDUPE_PENDING);
+    size_t held = 0;
+    assert_int_equal(dedupe_begin(d, "id-1", 4, 1, &h, &st, &held), DEDUPE_NEW);
+    assert_int_equal(dedupe_begin(d, "id-1", 4, 2, &w, &st, &held), DEDUPE_PENDING);
     dedupe_end(d, h, "id-1", 4, 503, 3);
     assert_int_equal(dedupe_poll(d, w, "id-1", 4, &st), DEDUPE_DONE);
     assert_int_equal(st, 503);
     /* A retry after the failure tries again: it owns the id. */
     uint64_t h3 = 0;
-    assert_int_equal(dedupe_begin(d, "id-1", 4, 4, &h3, &st), DEDUPE_NEW);
+    assert_int_equal(dedupe_begin(d, "id-1", 4, 4, &h3, &st, &held), DEDUPE_NEW);
     /* An end for an old owner changes nothing. */
     dedupe_end(d, h, "id-1", 4, 202, 5);
     uint64_t x = 0;
-    assert_int_equal(dedupe_begin(d, "id-1", 4, 6, &x, &st), DEDUPE_PENDING);
+    assert_int_equal(dedupe_begin(d, "id-1", 4, 6, &x, &st, &held), DEDUPE_PENDING);
     dedupe_end(d, h3, "id-1", 4, 202, 7);
-    assert_int_equal(dedupe_begin(d, "id-1", 4, 8, &x, &st), DEDUPE_DONE);
+    assert_int_equal(dedupe_begin(d, "id-1", 4, 8, &x, &st, &held), DEDUPE_DONE);
     dedupe_free(d);
 }
 
@@ -65,23 +68,24 @@ static void oldest_dropped_first(void **state)
     char id[16];
     uint64_t h[5];
     int st = 0;
+    size_t held = 0;
     for (int i = 0; i < 5; i++) {
         int n = snprintf(id, sizeof id, "r%d", i);
-        assert_int_equal(dedupe_begin(d, id, (size_t)n, 10, &h[i], &st), DEDUPE_NEW);
+        assert_int_equal(dedupe_begin(d, id, (size_t)n, 10, &h[i], &st, &held), DEDUPE_NEW);
         dedupe_end(d, h[i], id, (size_t)n, 202, 11);
     }
     assert_int_equal(dedupe_size(d), 3);
     uint64_t x;
-    assert_int_equal(dedupe_begin(d, "r0", 2, 12, &x, &st), DEDUPE_NEW); /* dropped */
-    assert_int_equal(dedupe_begin(d, "r4", 2, 12, &x, &st), DEDUPE_DONE);
-    assert_int_equal(dedupe_begin(d, "r3", 2, 12, &x, &st), DEDUPE_DONE);
+    assert_int_equal(dedupe_begin(d, "r0", 2, 12, &x, &st, &held), DEDUPE_NEW); /* dropped */
+    assert_int_equal(dedupe_begin(d, "r4", 2, 12, &x, &st, &held), DEDUPE_DONE);
+    assert_int_equal(dedupe_begin(d, "r3", 2, 12, &x, &st, &held), DEDUPE_DONE);
     /* A waiter whose first was dropped meanwhile is on its own. */
     dedupe_free(d);
     d = dedupe_new(60000, 1);
     uint64_t first, waiter, other;
-    assert_int_equal(dedupe_begin(d, "a", 1, 1, &first, &st), DEDUPE_NEW);
-    assert_int_equal(dedupe_begin(d, "a", 1, 1, &waiter, &st), DEDUPE_PENDING);
-    assert_int_equal(dedupe_begin(d, "b", 1, 1, &other, &st), DEDUPE_NEW);
+    assert_int_equal(dedupe_begin(d, "a", 1, 1, &first, &st, &held), DEDUPE_NEW);
+    assert_int_equal(dedupe_begin(d, "a", 1, 1, &waiter, &st, &held), DEDUPE_PENDING);
+    assert_int_equal(dedupe_begin(d, "b", 1, 1, &other, &st, &held), DEDUPE_NEW);
     assert_int_equal(dedupe_poll(d, waiter, "a", 1, &st), DEDUPE_NEW);
     dedupe_free(d);
 }
@@ -94,19 +98,20 @@ static void reowned_is_newest(void **state)
     struct dedupe *d = dedupe_new(60000, 3);
     uint64_t a, b, c, a2, dd, x;
     int st = 0;
-    assert_int_equal(dedupe_begin(d, "A", 1, 1, &a, &st), DEDUPE_NEW);
+    size_t held = 0;
+    assert_int_equal(dedupe_begin(d, "A", 1, 1, &a, &st, &held), DEDUPE_NEW);
     dedupe_end(d, a, "A", 1, 503, 2);
-    assert_int_equal(dedupe_begin(d, "B", 1, 3, &b, &st), DEDUPE_NEW);
+    assert_int_equal(dedupe_begin(d, "B", 1, 3, &b, &st, &held), DEDUPE_NEW);
     dedupe_end(d, b, "B", 1, 202, 4);
-    assert_int_equal(dedupe_begin(d, "C", 1, 5, &c, &st), DEDUPE_NEW);
+    assert_int_equal(dedupe_begin(d, "C", 1, 5, &c, &st, &held), DEDUPE_NEW);
     dedupe_end(d, c, "C", 1, 202, 6);
-    assert_int_equal(dedupe_begin(d, "A", 1, 7, &a2, &st), DEDUPE_NEW); /* the retry */
-    assert_int_equal(dedupe_begin(d, "D", 1, 8, &dd, &st), DEDUPE_NEW);
+    assert_int_equal(dedupe_begin(d, "A", 1, 7, &a2, &st, &held), DEDUPE_NEW); /* the retry */
+    assert_int_equal(dedupe_begin(d, "D", 1, 8, &dd, &st, &held), DEDUPE_NEW);
     assert_int_equal(dedupe_poll(d, a2, "A", 1, &st), DEDUPE_PENDING); /* still held */
     dedupe_end(d, a2, "A", 1, 202, 9);
-    assert_int_equal(dedupe_begin(d, "A", 1, 10, &x, &st), DEDUPE_DONE);
-    assert_int_equal(dedupe_begin(d, "C", 1, 10, &x, &st), DEDUPE_DONE);
-    assert_int_equal(dedupe_begin(d, "B", 1, 10, &x, &st), DEDUPE_NEW); /* the oldest went */
+    assert_int_equal(dedupe_begin(d, "A", 1, 10, &x, &st, &held), DEDUPE_DONE);
+    assert_int_equal(dedupe_begin(d, "C", 1, 10, &x, &st, &held), DEDUPE_DONE);
+    assert_int_equal(dedupe_begin(d, "B", 1, 10, &x, &st, &held), DEDUPE_NEW); /* the oldest went */
     assert_true(dedupe_size(d) <= 3);
     dedupe_free(d);
 }

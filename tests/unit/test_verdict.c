@@ -55,6 +55,7 @@ static int setup(void **state)
         (struct http_route){.name = "secret", .path = "/secret", .auth_token_file = f->token_file};
     f->routes[2] = (struct http_route){.name = "events",
                                        .path = "/events/{type}",
+                                       .pattern = true,
                                        .auth_token_file = "",
                                        .encodings = HTTP_ENCODING_GZIP};
     f->routes[3] = (struct http_route){.name = "special",
