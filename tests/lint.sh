@@ -112,7 +112,7 @@ ok "promtool test rules docker/alerts.test.yml: $(grep -c 'alertname:' docker/al
 out=$(python3 - bridge/base/metrics.c docker/alerts.yml docker/grafana-dashboard.json 2>&1 <<'EOF'
 import json, re, sys, yaml
 src = open(sys.argv[1]).read()
-families = set(re.findall(r'(?:family|single)\(f, "(bridge_\w+)"', src))
+families = set(re.findall(r'(?:family\(f, |single\(f, |route_counter\(f, m, )"(bridge_\w+)"', src))
 hist = re.findall(r'"(bridge_\w+)";\s*family\(f, name, "histogram"', src)
 if len(families) < 10 or not hist:
     sys.exit(f"{sys.argv[1]}: found only {sorted(families)}, histograms {hist}")
