@@ -43,37 +43,45 @@ static char *trim(char *s)
     return s;
 }
 
-/* exchanges = a, b, c: the names, each an AMQP name no client part could
- * widen, split into a NULL-terminated list. */
+/* TEXT, key KEY of route J, as a comma-separated list of names of 1 to
+ * MAX bytes (blanks around each dropped) into *LIST (NULL-terminated, *N
+ * names); at least one. WHAT names them in the error. 0 / -1. */
+static int split_names(struct loader *ld, size_t j, size_t key, const char *text, size_t max,
+                       const char *what, char ***list, size_t *n)
+{
+    size_t cap = 1;
+    for (const char *p = text; *p != '\0'; p++)
+        cap += *p == ',';
+    char *copy = strdup(text);
+    *list = calloc(cap + 1, sizeof **list);
+    if (copy == NULL || *list == NULL) {
+        free(copy);
+        return route_fail(ld, j, key, "out of memory");
+    }
+    char *save = NULL;
+    int rc = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok != NULL && rc == 0;
+         tok = strtok_r(NULL, ",", &save)) {
+        const char *name = trim(tok);
+        if (name[0] == '\0' || strlen(name) > max)
+            rc = route_fail(ld, j, key, "'%.64s': %s of 1 to %zu bytes", name, what, max);
+        else if (((*list)[*n] = strdup(name)) == NULL)
+            rc = route_fail(ld, j, key, "out of memory");
+        else
+            ++*n;
+    }
+    free(copy);
+    if (rc == 0 && *n == 0)
+        rc = route_fail(ld, j, key, "'%.64s' names no %s", text, what);
+    return rc;
+}
+
+/* exchanges = a, b, c: the names a templated exchange may become. */
 static int parse_exchanges(struct loader *ld, size_t j)
 {
     struct config_route *r = &ld->cfg->routes[j];
-    size_t n = 1;
-    for (const char *p = r->exchanges; *p != '\0'; p++)
-        n += *p == ',';
-    char *copy = strdup(r->exchanges);
-    r->exchange_list = calloc(n + 1, sizeof *r->exchange_list);
-    if (copy == NULL || r->exchange_list == NULL) {
-        free(copy);
-        return route_fail(ld, j, RK_EXCHANGES, "out of memory");
-    }
-    char *save = NULL;
-    for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-        char *name = trim(tok);
-        if (name[0] == '\0' || strlen(name) > TMPL_VALUE_MAX) {
-            free(copy);
-            return route_fail(ld, j, RK_EXCHANGES, "%s: an empty or too long name", r->exchanges);
-        }
-        if ((r->exchange_list[r->n_exchanges] = strdup(name)) == NULL) {
-            free(copy);
-            return route_fail(ld, j, RK_EXCHANGES, "out of memory");
-        }
-        r->n_exchanges++;
-    }
-    free(copy);
-    if (r->n_exchanges == 0)
-        return route_fail(ld, j, RK_EXCHANGES, "'%.64s' names no exchange", r->exchanges);
-    return 0;
+    return split_names(ld, j, RK_EXCHANGES, r->exchanges, TMPL_VALUE_MAX, "exchange",
+                       &r->exchange_list, &r->n_exchanges);
 }
 
 /* headers = name=value, name=value: constant headers, names lower-cased. */
@@ -316,31 +324,8 @@ static int parse_subjects(struct loader *ld, size_t j)
     if (ld->cfg->http.tls_client_auth == HTTP_CLIENT_AUTH_NONE)
         return route_fail(ld, j, RK_CLIENT_SUBJECTS,
                           "set, but [http] tls_client_auth is none (no client certificates)");
-    size_t n = 1;
-    for (const char *p = r->client_subjects; *p != '\0'; p++)
-        n += *p == ',';
-    char *copy = strdup(r->client_subjects);
-    r->subject_list = calloc(n + 1, sizeof *r->subject_list);
-    if (copy == NULL || r->subject_list == NULL) {
-        free(copy);
-        return route_fail(ld, j, RK_CLIENT_SUBJECTS, "out of memory");
-    }
-    char *save = NULL;
-    int rc = 0;
-    for (char *tok = strtok_r(copy, ",", &save); tok != NULL && rc == 0;
-         tok = strtok_r(NULL, ",", &save)) {
-        const char *name = trim(tok);
-        if (name[0] == '\0' || strlen(name) > 128)
-            rc = route_fail(ld, j, RK_CLIENT_SUBJECTS, "'%.64s': names of 1 to 128 bytes", name);
-        else if ((r->subject_list[r->n_subjects] = strdup(name)) == NULL)
-            rc = route_fail(ld, j, RK_CLIENT_SUBJECTS, "out of memory");
-        else
-            r->n_subjects++;
-    }
-    free(copy);
-    if (rc == 0 && r->n_subjects == 0)
-        rc = route_fail(ld, j, RK_CLIENT_SUBJECTS, "'%.64s' names no subject", r->client_subjects);
-    return rc;
+    return split_names(ld, j, RK_CLIENT_SUBJECTS, r->client_subjects, 128, "subject",
+                       &r->subject_list, &r->n_subjects);
 }
 
 /* rate = N/s | N/m | N/h, burst (0: the rate's one second, at least 1),
