@@ -28,11 +28,6 @@ static int route_fail(struct loader *ld, size_t j, size_t key, const char *fmt, 
                        reason);
 }
 
-static bool token_char(char c)
-{
-    return isalnum((unsigned char)c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
 static char *trim(char *s)
 {
     while (*s == ' ' || *s == '\t')
@@ -107,7 +102,7 @@ static int parse_headers(struct loader *ld, size_t j)
         char *name = trim(tok), *value = trim(eq + 1);
         bool ok = name[0] != '\0' && strlen(name) <= 64;
         for (char *p = name; ok && *p != '\0'; p++) {
-            ok = token_char(*p);
+            ok = tmpl_token_char(*p);
             *p = (char)tolower((unsigned char)*p);
         }
         for (const char *p = value; ok && *p != '\0'; p++)
@@ -156,15 +151,18 @@ static int parse_priority(struct loader *ld, size_t j)
     const char *v = r->priority;
     if (v[0] == '\0')
         return 0;
-    static const char pre[] = "{header:";
-    size_t vl = strlen(v), pl = sizeof pre - 1;
-    if (vl > pl + 1 && strncasecmp(v, pre, pl) == 0 && v[vl - 1] == '}') {
-        bool ok = vl - pl - 1 <= TMPL_HEADER_MAX;
-        for (size_t i = pl; ok && i < vl - 1; i++)
-            ok = token_char(v[i]);
-        if (!ok)
-            return route_fail(ld, j, RK_PRIORITY, "'%.64s': not a header name", v);
-        if ((r->priority_header = strndup(v + pl, vl - pl - 1)) == NULL)
+    if (v[0] == '{') {
+        /* {header:Name}, read as the templates are: one placeholder. */
+        struct tmpl t;
+        char why[REASON_LEN];
+        if (tmpl_parse(&t, v, NULL, why, sizeof why) != 0)
+            return route_fail(ld, j, RK_PRIORITY, "%s", why);
+        bool one = t.n == 1 && t.part[0].kind == TMPL_HEADER;
+        r->priority_header = one ? strdup(t.part[0].text) : NULL;
+        tmpl_free(&t);
+        if (!one)
+            return route_fail(ld, j, RK_PRIORITY, "'%.64s': a number, or {header:Name} alone", v);
+        if (r->priority_header == NULL)
             return route_fail(ld, j, RK_PRIORITY, "out of memory");
         return 0;
     }

@@ -12,8 +12,7 @@ static bool name_char(char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
 
-/* The HTTP token characters a header name is made of (RFC 9110). */
-static bool token_char(char c)
+bool tmpl_token_char(char c)
 {
     return name_char(c) || (c != '\0' && strchr("!#$%&'*+-.^`|~", c) != NULL);
 }
@@ -193,7 +192,7 @@ int tmpl_parse(struct tmpl *t, const char *text, const char *pattern, char *why,
             nlen -= strlen(header_prefix);
             bool ok = nlen <= TMPL_HEADER_MAX;
             for (size_t i = 0; ok && i < nlen; i++)
-                ok = token_char(name[i]);
+                ok = tmpl_token_char(name[i]);
             if (!ok) {
                 tmpl_free(t);
                 return fail(why, wl, p, (size_t)(close - p) + 1,

@@ -71,6 +71,10 @@ void tmpl_free(struct tmpl *t);
  * how many times the request carries it. */
 typedef const char *(*tmpl_header_fn)(void *arg, const char *name, int *count);
 
+/* Is C one of the HTTP token characters header names are made of (RFC
+ * 9110)? */
+bool tmpl_token_char(char c);
+
 /* Is V (LEN bytes) a value a client may put into a name: 1..TMPL_VALUE_MAX
  * bytes of letters, digits, '-' and '_'? */
 bool tmpl_value_safe(const char *v, size_t len);

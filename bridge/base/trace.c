@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bridge/base/seed.h"
+#include "bridge/base/template.h"
 
 static const char hex[] = "0123456789abcdef";
 
@@ -144,12 +145,6 @@ bool trace_state_valid(const char *v, size_t len)
     return true;
 }
 
-static bool token_char(char c)
-{
-    return lcalpha_digit(c) || (c >= 'A' && c <= 'Z') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
 bool trace_baggage_valid(const char *v, size_t len)
 {
     if (len == 0 || len > TRACE_BAGGAGE_MAX)
@@ -161,7 +156,7 @@ bool trace_baggage_valid(const char *v, size_t len)
         const char *stop = comma != NULL ? comma : end;
         const char *a = skip_ows(p, stop);
         const char *k = a;
-        while (k < stop && token_char(*k))
+        while (k < stop && tmpl_token_char(*k))
             k++;
         if (k == a || ++members > TRACE_BAGGAGE_MEMBERS)
             return false;
