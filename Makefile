@@ -316,6 +316,7 @@ install: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 	    bridge/ingest-bridge.service.in >$(DESTDIR)$(unitdir)/ingest-bridge.service.tmp
 	chmod 644 $(DESTDIR)$(unitdir)/ingest-bridge.service.tmp
 	mv -f $(DESTDIR)$(unitdir)/ingest-bridge.service.tmp $(DESTDIR)$(unitdir)/ingest-bridge.service
+	install -m 644 bridge/ingest-bridge.socket.in $(DESTDIR)$(unitdir)/ingest-bridge.socket
 	@if [ -e $(CONFDIR)/bridge.ini ]; then \
 	    echo "install: keeping $(CONFDIR)/bridge.ini (the shipped one is bridge.ini in the source)"; \
 	else \
@@ -326,7 +327,8 @@ install: $(BUILD)/ingest-bridge $(BUILD)/echo-worker
 # Everything install wrote but the config, which may hold the operator's edits.
 uninstall:
 	rm -f $(DESTDIR)$(bindir)/ingest-bridge $(DESTDIR)$(bindir)/ingest-bridge-echo-worker \
-	    $(DESTDIR)$(mandir)/man8/ingest-bridge.8 $(DESTDIR)$(unitdir)/ingest-bridge.service
+	    $(DESTDIR)$(mandir)/man8/ingest-bridge.8 $(DESTDIR)$(unitdir)/ingest-bridge.service \
+	    $(DESTDIR)$(unitdir)/ingest-bridge.socket
 	@echo "uninstall: kept $(CONFDIR) (remove it by hand)"
 
 # The files no compiler reads, docker/ without an engine and with one, make

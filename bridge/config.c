@@ -305,8 +305,6 @@ struct config *config_load(const char *file, char *const *envp, char *err, size_
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     ld.cfg = calloc(1, sizeof *ld.cfg);
-    if (ld.cfg != NULL)
-        ld.cfg->http.inherited_fd = -1;
     if (ld.cfg == NULL || (ld.cfg->file = strdup(file != NULL ? file : "")) == NULL) {
         if (err != NULL && errlen > 0)
             snprintf(err, errlen, "%s: out of memory", file != NULL ? file : "config");

@@ -32,8 +32,13 @@
 #include "bridge/xmlcheck.h"
 
 #define WORKER_REASON_LEN 512
-#define WORKER_DRAIN_TICK_MS 20  /* how often a stopping worker looks at what is left */
-#define WORKER_FLUSH_MS 200      /* time given to the last responses to leave */
+#define WORKER_DRAIN_TICK_MS 20 /* how often a stopping worker looks at what is left */
+#define WORKER_FLUSH_MS 200     /* time given to the last responses to leave */
+/* A draining worker closes a kept-alive connection that has sent nothing
+ * this long since its last answer: one that is busy gets Connection:
+ * close on its next answer instead (closing a connection the client may be
+ * writing to at that moment is the one race HTTP/1.1 leaves). */
+#define WORKER_DRAIN_IDLE_MS 1000
 #define WORKER_BACKLOG_POLL_MS 1 /* how often a backlog looks for room toward the broker */
 /* Where a request is, from the worker's side: its state and a handle for
  * it live in the request's bridge slot (http_req_set_slot). Legal moves
@@ -91,7 +96,7 @@ struct worker {
     pthread_t thread;         /* the loop's thread */
     bool started;             /* thread created */
 
-    int cmd_fd[2];                  /* main -> worker: 's' = stop */
+    int cmd_fd[2];                  /* main -> worker: 's' = stop, 'h' = hand over, 'r' = resume */
     struct event *cmd_ev;           /* read end of cmd_fd */
     struct event *drain_ev;         /* stopping: checks what is left */
     struct timespec drain_deadline; /* stopping: give up waiting then */
@@ -106,11 +111,15 @@ struct worker {
 
 struct worker_pool {
     const struct config *cfg;   /* immutable */
+    const int *listen_fds;      /* per worker: the process's listening socket */
     struct metrics *metrics;    /* every worker's counters */
     struct http_shared *shared; /* TLS context and tokens, read by every worker */
     struct dedupe **dedupe;     /* per route: its idempotency window, or NULL */
     struct worker *w;           /* cfg->http.workers entries */
     size_t n;                   /* created so far */
+    unsigned gen;               /* pools made before this one in the process */
+    bool successor;             /* made by a reload: paused until resumed, and a worker that
+                                   cannot start fails the reload, not the process */
 
     pthread_mutex_t fail_lock;       /* guards failed, failure */
     bool failed;                     /* a worker cannot go on: the bridge must stop */
@@ -131,7 +140,7 @@ static void pool_fail(struct worker_pool *p, unsigned id, const char *why)
         snprintf(p->failure, sizeof p->failure, "worker %u: %s", id, why);
     }
     pthread_mutex_unlock(&p->fail_lock);
-    if (first)
+    if (first && !p->successor)
         kill(getpid(), SIGTERM);
 }
 
@@ -1066,10 +1075,13 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct worker *w = arg;
     size_t left = http_server_pending(w->http);
-    if (left > 0 && !past(&w->drain_deadline))
+    size_t open = http_server_close_idle(w->http, WORKER_DRAIN_IDLE_MS);
+    if ((left > 0 || open > 0) && !past(&w->drain_deadline))
         return;
     if (left > 0)
         log_warn("drain deadline reached with %zu requests waiting: answering 503", left);
+    else if (open > 0)
+        log_info("drain deadline reached with %zu connections open: closing them", open);
     event_del(w->drain_ev);
     /* Retries waiting for a first one: broker_close answers only what the
      * broker holds. */
@@ -1081,15 +1093,14 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, &flush);
 }
 
-static void on_cmd(evutil_socket_t fd, short what, void *arg)
+/* Stop accepting and drain: what is in flight is answered, each open
+ * connection is served until its next answer (Connection: close) or until
+ * it idles, within the longest request timeout. STOPPING: for good (pong
+ * and /healthz say 503); else another set of workers took over. */
+static void drain(struct worker *w, bool stopping)
 {
-    (void)what;
-    struct worker *w = arg;
-    char c = 0;
-    if (read(fd, &c, 1) != 1 || c != 's' || w->stopping)
-        return;
     w->stopping = true;
-    http_server_drain(w->http);
+    http_server_drain(w->http, stopping);
     uint64_t bound = w->cfg->http.timeout_ms;
     for (size_t i = 0; i < w->cfg->n_routes; i++)
         if (w->cfg->routes[i].mode == ROUTE_RPC && w->cfg->routes[i].timeout_ms > bound)
@@ -1101,10 +1112,24 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg)
         w->drain_deadline.tv_sec++;
         w->drain_deadline.tv_nsec -= 1000000000L;
     }
-    log_info("stopping: %zu requests in flight", http_server_pending(w->http));
+    log_info("%s: %zu requests in flight", stopping ? "stopping" : "handing over",
+             http_server_pending(w->http));
     struct timeval tick = {0, WORKER_DRAIN_TICK_MS * 1000};
     event_add(w->drain_ev, &tick);
     on_drain_tick(-1, 0, w);
+}
+
+static void on_cmd(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct worker *w = arg;
+    char c = 0;
+    if (read(fd, &c, 1) != 1 || w->stopping)
+        return;
+    if (c == 'r')
+        http_server_resume(w->http);
+    else if (c == 's' || c == 'h')
+        drain(w, c == 's');
 }
 
 /* ---- threads ------------------------------------------------------------ */
@@ -1113,7 +1138,12 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     char name[16];
-    snprintf(name, sizeof name, "w%u", w->id);
+    /* A reload's workers run beside the ones they replace for a while:
+     * "w0.1" is worker 0 of the first reload. */
+    if (w->pool->gen == 0)
+        snprintf(name, sizeof name, "w%u", w->id);
+    else
+        snprintf(name, sizeof name, "w%u.%u", w->id, w->pool->gen % 1000);
     log_set_thread(name);
     broker_start(w->broker);
     event_base_dispatch(w->base);
@@ -1159,7 +1189,8 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
         .counters = w->m,
     };
     char herr[256];
-    w->http = http_server_new(w->base, &w->cfg->http, p->shared, id, &h, herr, sizeof herr);
+    w->http = http_server_new(w->base, &w->cfg->http, p->shared, id, p->listen_fds[id],
+                              p->successor, &h, herr, sizeof herr);
     if (w->http == NULL)
         return errf(err, errlen, "worker %u: %s", id, herr);
     w->rt = calloc(w->cfg->n_routes + 1, sizeof *w->rt);
@@ -1228,9 +1259,24 @@ static void worker_destroy(struct worker *w)
     pthread_mutex_destroy(&w->reason_lock);
 }
 
+/* The window PREV (the workers a reload replaces) keeps for a route named
+ * as R, with R's size and duration: a retry across the reload is still
+ * seen. NULL if none. */
+static struct dedupe *window_before(const struct worker_pool *prev, const struct config_route *r)
+{
+    for (size_t i = 0; prev != NULL && i < prev->cfg->n_routes; i++) {
+        const struct config_route *o = &prev->cfg->routes[i];
+        if (prev->dedupe[i] != NULL && strcmp(o->name, r->name) == 0 &&
+            o->dedupe_ms == r->dedupe_ms && o->dedupe_ids == r->dedupe_ids)
+            return dedupe_hold(prev->dedupe[i]);
+    }
+    return NULL;
+}
+
 struct worker_pool *worker_pool_new(const struct config *cfg,
-                                    const struct xmlcheck_schema *const *schemas, char *err,
-                                    size_t errlen)
+                                    const struct xmlcheck_schema *const *schemas,
+                                    const int *listen_fds, const struct worker_pool *prev,
+                                    bool successor, char *err, size_t errlen)
 {
     struct worker_pool *p = calloc(1, sizeof *p);
     if (p == NULL) {
@@ -1238,6 +1284,10 @@ struct worker_pool *worker_pool_new(const struct config *cfg,
         return NULL;
     }
     p->cfg = cfg;
+    p->listen_fds = listen_fds;
+    p->successor = successor;
+    static atomic_uint pools;
+    p->gen = atomic_fetch_add(&pools, 1);
     struct metrics_route *mr = calloc(cfg->n_routes + 1, sizeof *mr);
     for (size_t i = 0; mr != NULL && i < cfg->n_routes; i++)
         mr[i] = (struct metrics_route){cfg->routes[i].name, cfg->routes[i].mode == ROUTE_RPC};
@@ -1263,7 +1313,8 @@ struct worker_pool *worker_pool_new(const struct config *cfg,
     p->dedupe = calloc(cfg->n_routes + 1, sizeof *p->dedupe);
     for (size_t i = 0; p->dedupe != NULL && i < cfg->n_routes; i++) {
         const struct config_route *r = &cfg->routes[i];
-        if (r->dedupe_ms > 0 && (p->dedupe[i] = dedupe_new(r->dedupe_ms, r->dedupe_ids)) == NULL)
+        if (r->dedupe_ms > 0 && (p->dedupe[i] = window_before(prev, r)) == NULL &&
+            (p->dedupe[i] = dedupe_new(r->dedupe_ms, r->dedupe_ids)) == NULL)
             break;
     }
     for (size_t i = 0; p->dedupe == NULL || i < cfg->n_routes; i++) {
@@ -1294,15 +1345,41 @@ int worker_pool_start(struct worker_pool *p, char *err, size_t errlen)
     return 0;
 }
 
-void worker_pool_stop(struct worker_pool *p)
+/* Tell every started worker C (see cmd_fd). */
+static void pool_tell(struct worker_pool *p, char c)
 {
     for (size_t i = 0; i < p->n; i++) {
         if (!p->w[i].started)
             continue;
-        char c = 's';
         while (write(p->w[i].cmd_fd[1], &c, 1) < 0 && errno == EINTR) {
         }
     }
+}
+
+bool worker_pool_ready(struct worker_pool *p, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        struct worker *w = &p->w[i];
+        int s = atomic_load_explicit(&w->broker_state, memory_order_acquire);
+        if (s != BROKER_UP) {
+            pthread_mutex_lock(&w->reason_lock);
+            snprintf(err, errlen, "worker %u: broker %s: %s", w->id,
+                     broker_state_name((enum broker_state)s), w->reason);
+            pthread_mutex_unlock(&w->reason_lock);
+            return false;
+        }
+    }
+    return true;
+}
+
+void worker_pool_resume(struct worker_pool *p)
+{
+    pool_tell(p, 'r');
+}
+
+void worker_pool_stop(struct worker_pool *p, bool stopping)
+{
+    pool_tell(p, stopping ? 's' : 'h');
     for (size_t i = 0; i < p->n; i++) {
         if (p->w[i].started)
             pthread_join(p->w[i].thread, NULL);

@@ -13,18 +13,35 @@ struct xmlcheck_schema;
 
 struct worker_pool;
 
-/* Create every worker: event base, bound listener, broker (not started).
- * SCHEMAS: one per route (NULL where the route has none), shared read-only.
- * NULL on failure with the reason in err. Runs before any thread starts. */
+/* Create every worker: event base, server, broker (not started). SCHEMAS:
+ * one per route (NULL where the route has none), shared read-only.
+ * LISTEN_FDS: per worker, the listening socket it accepts from (the
+ * process's; it outlives the pool). PREV: on a reload, the pool this one
+ * replaces: the idempotency windows of its routes of the same name, size
+ * and duration are shared. SUCCESSOR (a reload, or a binary taking over):
+ * the workers accept nothing until worker_pool_resume, and one that cannot
+ * start fails the pool (worker_pool_failed) without stopping the process.
+ * NULL on failure with the reason in err. */
 struct worker_pool *worker_pool_new(const struct config *cfg,
-                                    const struct xmlcheck_schema *const *schemas, char *err,
-                                    size_t errlen) __attribute__((warn_unused_result));
+                                    const struct xmlcheck_schema *const *schemas,
+                                    const int *listen_fds, const struct worker_pool *prev,
+                                    bool successor, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 /* Start the threads. 0 / -1. */
 int worker_pool_start(struct worker_pool *p, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+/* True when every worker's broker connection is up (its queues declared);
+ * else false with the first one's reason in err. Any thread. */
+bool worker_pool_ready(struct worker_pool *p, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* Start accepting (a pool made by a reload). */
+void worker_pool_resume(struct worker_pool *p);
 /* Graceful stop: stop accepting, answer or wait for what is in flight (up to
- * its timeout), close the broker connections, join the threads. */
-void worker_pool_stop(struct worker_pool *p);
+ * its timeout), serve each open connection until its next answer or until
+ * it idles, close the broker connections, join the threads. STOPPING: the
+ * process goes away (pong and /healthz say 503 meanwhile); else another
+ * pool or process took over the sockets. */
+void worker_pool_stop(struct worker_pool *p, bool stopping);
 /* True when a worker could not start for good (its broker refused a route's
  * queue as configured), with the reason in err; that worker also sent the
  * process SIGTERM, so that main's wait ends. Main then stops the pool and

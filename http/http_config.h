@@ -49,8 +49,6 @@ struct http_config {
     const char *file;  /* the config file, named in errors */
     char *listen_host; /* numeric address or name, from listen = host:port */
     int listen_port;
-    int inherited_fd;    /* a listening socket handed over (systemd's LISTEN_FDS), or -1:
-                          set by main, not by the file; then listen is not bound */
     int workers;         /* resolved: never 0 after config_load */
     size_t max_body;     /* bytes */
     uint64_t timeout_ms; /* idle / total header deadline per connection */

@@ -52,7 +52,6 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
@@ -98,6 +97,7 @@ struct http_conn {
     struct evbuffer_cb_entry *input; /* on_input on the bufferevent's input; NULL if none */
     struct evhttp_request *hooked;   /* the request on_headers is set on; NULL between two */
     struct evhttp_request *early;    /* the request decided by on_headers, or NULL */
+    uint64_t idle_since;             /* mono_us() of its adoption or its last answer */
     struct verdict verdict;          /* what on_headers decided for it */
     char why[200];                   /* its text when not static (shed_early) */
     bool counted;                    /* holds one of max_connections */
@@ -154,6 +154,8 @@ struct http_server {
     const struct timeval *deadline;         /* common timeout of cfg->timeout_ms */
     struct reqid_gen ids;                   /* this worker's request ids */
     bool draining;                          /* stop accepting, close after each answer */
+    bool stopping;                          /* draining to exit: /healthz and pong say 503 */
+    bool paused;                            /* not accepting until http_server_resume */
     bool hooks;                             /* requests decided from their headers (on_headers) */
     char too_large_text[80];                /* the 413's text */
     char too_many_text[200];                /* the canned 503 of max_connections, whole */
@@ -227,6 +229,7 @@ static void *xcalloc(size_t n, size_t size)
 
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 static void on_hook(evutil_socket_t fd, short what, void *arg);
+static uint64_t mono_us(void);
 static void hook_conn(struct http_conn *c);
 
 static struct http_conn *conn_get(struct http_server *s)
@@ -414,6 +417,7 @@ static bool adopt(struct http_conn *c)
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     arm_deadline(c);
+    c->idle_since = mono_us();
     return true;
 }
 
@@ -502,7 +506,7 @@ static void on_accept_again(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct http_server *s = arg;
-    if (s->lev != NULL && !s->draining)
+    if (s->lev != NULL && !s->draining && !s->paused)
         evconnlistener_enable(s->lev);
 }
 
@@ -870,7 +874,7 @@ static void rate_refund(const struct http_server *s, struct evhttp_request *req,
 static void decide(const struct http_server *s, struct evhttp_request *req,
                    const struct head_info *hi, struct verdict *v)
 {
-    const struct verdict_ctx x = {s->cfg, s->sh, s->metrics_auth, s->too_large_text, s->draining};
+    const struct verdict_ctx x = {s->cfg, s->sh, s->metrics_auth, s->too_large_text, s->stopping};
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     verdict_decide(&x, evhttp_request_get_command(req),
                    uri != NULL ? evhttp_uri_get_path(uri) : NULL, hi, v);
@@ -988,10 +992,8 @@ static void on_request(struct evhttp_request *req, void *arg)
          * may have taken off): draining may have begun since it passed. */
         v = c->verdict;
         c->early = NULL;
-        if (s->draining && v.kind != VERDICT_REFUSE) {
-            rate_refund(s, req, &hi, &v);
+        if (s->stopping && v.kind != VERDICT_REFUSE && v.kind != VERDICT_ROUTE)
             verdict_refuse(&v, 503, "shutting down\n");
-        }
     } else {
         decide(s, req, &hi, &v); /* not hooked */
     }
@@ -1287,6 +1289,7 @@ static void on_complete(struct evhttp_request *req, void *arg)
     struct http_conn *c = arg;
     c->hooked = NULL;
     c->early = NULL;
+    c->idle_since = mono_us();
     event_active(c->hook, EV_TIMEOUT, 0);
 }
 
@@ -1366,8 +1369,9 @@ static void on_hook(evutil_socket_t fd, short what, void *arg)
 /* ---- the interface ------------------------------------------------------ */
 
 struct http_server *http_server_new(struct event_base *base, const struct http_config *cfg,
-                                    const struct http_shared *sh, unsigned worker,
-                                    const struct http_handlers *h, char *err, size_t errlen)
+                                    const struct http_shared *sh, unsigned worker, int listen_fd,
+                                    bool paused, const struct http_handlers *h, char *err,
+                                    size_t errlen)
 {
     struct http_server *s = calloc(1, sizeof *s);
     if (s == NULL) {
@@ -1401,55 +1405,32 @@ struct http_server *http_server_new(struct event_base *base, const struct http_c
     s->too_many_len = n > 0 && (size_t)n < sizeof s->too_many_text ? (size_t)n : 0;
     reqid_gen_init(&s->ids, worker);
 
-    if (cfg->inherited_fd >= 0) {
-        /* A socket someone else listens on (systemd): every worker takes
-         * a descriptor of its own for it (one open socket: O_NONBLOCK below
-         * is the socket's, for every descriptor of it) and accepts from its
-         * one queue. */
-        int fd = fcntl(cfg->inherited_fd, F_DUPFD_CLOEXEC, 3);
-        /* libevent's accept loop reads until EAGAIN: a blocking socket
-         * (systemd hands them so) would hang the worker in accept(). */
-        if (fd >= 0 && evutil_make_socket_nonblocking(fd) != 0) {
-            close(fd);
-            fd = -1;
-        }
-        /* Backlog 0: listening already, with the backlog its owner gave it. */
-        s->lev = fd >= 0 ? evconnlistener_new(base, NULL, NULL,
-                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd)
-                         : NULL;
-        if (s->lev == NULL) {
-            snprintf(err, errlen, "the inherited socket (LISTEN_FDS): %s", strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            free(s);
-            return NULL;
-        }
-    } else {
-        struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                                 .ai_socktype = SOCK_STREAM,
-                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-        struct addrinfo *ai = NULL;
-        char port[8];
-        snprintf(port, sizeof port, "%d", cfg->listen_port);
-        int rc = getaddrinfo(cfg->listen_host, port, &hints, &ai);
-        if (rc != 0) {
-            snprintf(err, errlen, "listen %s:%d: %s", cfg->listen_host, cfg->listen_port,
-                     gai_strerror(rc));
-            free(s);
-            return NULL;
-        }
-        s->lev = evconnlistener_new_bind(base, NULL, NULL,
-                                         LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
-                                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                         SOMAXCONN, ai->ai_addr, (int)ai->ai_addrlen);
-        freeaddrinfo(ai);
+    /* The socket is the process's (http_listen_open, or inherited): this
+     * worker accepts through a descriptor of its own, closed when it drains,
+     * so that connections queued meanwhile wait for whoever listens next
+     * (the next config's workers, the next binary) instead of being reset. */
+    int fd = fcntl(listen_fd, F_DUPFD_CLOEXEC, 3);
+    /* libevent's accept loop reads until EAGAIN: a blocking socket (systemd
+     * hands them so) would hang the worker in accept(). O_NONBLOCK is the
+     * socket's, for every descriptor of it. */
+    if (fd >= 0 && evutil_make_socket_nonblocking(fd) != 0) {
+        close(fd);
+        fd = -1;
     }
+    /* Backlog 0: listening already, with the backlog its owner gave it. */
+    s->lev = fd >= 0 ? evconnlistener_new(base, NULL, NULL,
+                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+                                              (paused ? LEV_OPT_DISABLED : 0),
+                                          0, fd)
+                     : NULL;
     if (s->lev == NULL) {
-        snprintf(err, errlen, "listen %s:%d: %s", cfg->listen_host, cfg->listen_port,
-                 strerror(errno));
+        snprintf(err, errlen, "listening socket: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
         free(s);
         return NULL;
     }
+    s->paused = paused;
     /* From here on evhttp owns the listener: evhttp_free frees it. */
     s->http = evhttp_new(base);
     s->bound = s->http != NULL ? evhttp_bind_listener(s->http, s->lev) : NULL;
@@ -1494,8 +1475,18 @@ struct http_server *http_server_new(struct event_base *base, const struct http_c
     return s;
 }
 
-void http_server_drain(struct http_server *s)
+void http_server_resume(struct http_server *s)
 {
+    if (!s->paused)
+        return;
+    s->paused = false;
+    if (s->lev != NULL && !s->draining)
+        evconnlistener_enable(s->lev);
+}
+
+void http_server_drain(struct http_server *s, bool stopping)
+{
+    s->stopping = s->stopping || stopping;
     if (s->draining)
         return;
     s->draining = true;
@@ -1505,6 +1496,38 @@ void http_server_drain(struct http_server *s)
         s->bound = NULL;
         s->lev = NULL;
     }
+}
+
+/* Nothing of a next request has come on C, nor is anything of its last
+ * one left to answer or write. */
+static bool conn_idle(const struct http_conn *c)
+{
+    if (c->evcon == NULL || c->waiting != NULL || c->early != NULL ||
+        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        return false;
+#if LIBEVENT_VERSION_NUMBER < 0x02020000
+    /* evhttp drains what it parsed: a request line or headers read
+     * already show on the request it is reading. */
+    if (c->s->hooks) {
+        struct evhttp_request *next = evcon21(c->evcon)->requests.tqh_first;
+        if (next != NULL && (evhttp_request_get_uri(next) != NULL ||
+                             evhttp_request_get_input_headers(next)->tqh_first != NULL))
+            return false;
+    }
+#endif
+    return true;
+}
+
+size_t http_server_close_idle(struct http_server *s, uint64_t idle_ms)
+{
+    uint64_t now = mono_us();
+    for (struct http_conn *c = s->live.next, *next; c != &s->live; c = next) {
+        next = c->next;
+        if (conn_idle(c) && now - c->idle_since >= idle_ms * 1000)
+            evhttp_connection_free(c->evcon); /* on_close recycles c */
+    }
+    return s->n_conns;
 }
 
 size_t http_server_pending(const struct http_server *s)

@@ -76,15 +76,26 @@ void http_shared_bytes_give(const struct http_shared *sh, size_t n);
 /* Whether N more bytes would fit [http] max_pending_bytes now (nothing taken). */
 bool http_shared_bytes_fit(const struct http_shared *sh, unsigned long long n);
 
-/* Bind cfg->listen_host:listen_port with SO_REUSEPORT on BASE; HTTPS when SH
- * has a TLS context. NULL on failure with the reason in err. */
+/* A server on BASE accepting from LISTEN_FD (through a descriptor of its
+ * own; LISTEN_FD stays the caller's); HTTPS when SH has a TLS context.
+ * PAUSED: it accepts nothing until http_server_resume. NULL on failure
+ * with the reason in err. */
 struct http_server *http_server_new(struct event_base *base, const struct http_config *cfg,
-                                    const struct http_shared *sh, unsigned worker,
-                                    const struct http_handlers *h, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
-/* Stop accepting new connections; requests on open connections are answered
- * 503 + Connection: close from now on. */
-void http_server_drain(struct http_server *s);
+                                    const struct http_shared *sh, unsigned worker, int listen_fd,
+                                    bool paused, const struct http_handlers *h, char *err,
+                                    size_t errlen) __attribute__((warn_unused_result));
+/* Start accepting (a server made PAUSED). */
+void http_server_resume(struct http_server *s);
+/* Stop accepting new connections (closing this server's descriptor of the
+ * socket: what is queued on it stays for the socket's next reader). Each
+ * open connection is served as before, its answer says Connection: close,
+ * and it closes after it. STOPPING (the process is going away, not handing
+ * over): pong, /healthz and /metrics answer 503 from now on. */
+void http_server_drain(struct http_server *s, bool stopping);
+/* Close the connections that have waited IDLE_MS or more since their
+ * last answer (or their accept) with no byte of another request come and
+ * nothing left to write. The connections still open. */
+size_t http_server_close_idle(struct http_server *s, uint64_t idle_ms);
 /* Requests handed to the bridge and not answered yet. */
 size_t http_server_pending(const struct http_server *s);
 /* The same for ROUTE (one of the config's routes) only. */

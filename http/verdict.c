@@ -269,10 +269,8 @@ void verdict_decide(const struct verdict_ctx *x, enum evhttp_cmd_type cmd, const
                            : "this route does not take Content-Encoding deflate (its encodings)\n");
         return;
     }
-    if (x->draining) {
-        verdict_refuse(v, 503, "shutting down\n");
-        return;
-    }
+    /* Draining or not, a route's request is served: its connection closes
+     * after the answer (the client reconnects to whoever listens now). */
     v->kind = VERDICT_ROUTE;
     v->route = route;
 }

@@ -62,7 +62,8 @@ struct verdict_ctx {
     const struct http_shared *sh;           /* each route's tokens */
     const struct auth_tokens *metrics_auth; /* tokens /metrics asks for, NULL = open */
     const char *too_large_text;             /* the 413's text */
-    bool draining;                          /* shutting down: 503 */
+    bool draining;                          /* stopping for good: pong, /healthz and
+                                               /metrics say 503 (routes are served) */
 };
 
 /* One pass over HEADERS (a request's input headers) into HI. */
@@ -72,7 +73,7 @@ void verdict_scan(const struct evkeyvalq *headers, struct head_info *hi);
  * (HI) alone decide, in one fixed order: framing (400 + close), a body on
  * HEAD/TRACE (400 + close), Content-Length over max_body (413 + close), the
  * built-in paths (auth for /metrics, then 405, 503 draining), 404, 401, 405,
- * 415, 503 draining; else VERDICT_ROUTE. */
+ * 415; else VERDICT_ROUTE. */
 void verdict_decide(const struct verdict_ctx *x, enum evhttp_cmd_type cmd, const char *path,
                     const struct head_info *hi, struct verdict *v);
 

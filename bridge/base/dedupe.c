@@ -6,6 +6,7 @@
 #include "bridge/base/dedupe.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ struct entry {
 };
 
 struct dedupe {
+    atomic_uint refs; /* dedupe_new's and dedupe_hold's, less dedupe_free's */
     pthread_mutex_t lock;
     uint64_t window_ms;
     uint64_t k[4];
@@ -41,6 +43,7 @@ struct dedupe *dedupe_new(uint64_t window_ms, size_t max_ids)
     struct dedupe *d = calloc(1, sizeof *d);
     if (d == NULL)
         return NULL;
+    atomic_init(&d->refs, 1);
     d->window_ms = window_ms;
     d->cap = max_ids > 0 && max_ids < NONE ? max_ids : 1;
     d->n_slots = 1;
@@ -59,9 +62,15 @@ struct dedupe *dedupe_new(uint64_t window_ms, size_t max_ids)
     return d;
 }
 
+struct dedupe *dedupe_hold(struct dedupe *d)
+{
+    atomic_fetch_add(&d->refs, 1);
+    return d;
+}
+
 void dedupe_free(struct dedupe *d)
 {
-    if (d == NULL)
+    if (d == NULL || atomic_fetch_sub(&d->refs, 1) > 1)
         return;
     pthread_mutex_destroy(&d->lock);
     free(d->e);

@@ -16,6 +16,9 @@ struct dedupe;
 /* WINDOW_MS (> 0) after its confirm an id is forgotten; at most MAX_IDS
  * (>= 1) are kept. NULL when out of memory. */
 struct dedupe *dedupe_new(uint64_t window_ms, size_t max_ids) __attribute__((warn_unused_result));
+/* One more holder of D (the next config's workers, on a reload): D goes
+ * with the last dedupe_free. Returns D. */
+struct dedupe *dedupe_hold(struct dedupe *d);
 void dedupe_free(struct dedupe *d);
 
 enum dedupe_seen {

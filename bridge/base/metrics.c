@@ -463,6 +463,36 @@ static void render_broker(FILE *f, const struct metrics *m, const struct metrics
             (unsigned long long)total(m, SHARD_OFF(reconnects, 0)));
 }
 
+/* The process's, not a pool's: a reload makes new counters for the new
+ * routes, and these say how the reloads went. */
+static atomic_uint_fast64_t reloads[2]; /* [0] failed, [1] ok */
+static atomic_int last_reload_ok = 1;
+static atomic_int_fast64_t last_reload_at;
+
+void metrics_config_loaded(bool ok, int64_t unix_s, bool reload)
+{
+    if (reload)
+        atomic_fetch_add(&reloads[ok], 1);
+    atomic_store(&last_reload_ok, ok);
+    atomic_store(&last_reload_at, unix_s);
+}
+
+static void render_config(FILE *f)
+{
+    family(f, "bridge_config_reloads_total", "counter",
+           "SIGHUP reloads since the process started, by result.");
+    fprintf(f, "bridge_config_reloads_total{result=\"ok\"} %llu\n",
+            (unsigned long long)atomic_load(&reloads[1]));
+    fprintf(f, "bridge_config_reloads_total{result=\"failed\"} %llu\n",
+            (unsigned long long)atomic_load(&reloads[0]));
+    single(f, "bridge_config_last_reload_success", "gauge",
+           "1 when the last config load (start or SIGHUP) took effect, 0 when it was refused.",
+           (uint64_t)atomic_load(&last_reload_ok));
+    single(f, "bridge_config_last_reload_timestamp_seconds", "gauge",
+           "When the config was last loaded or a reload last tried (unix time).",
+           (uint64_t)atomic_load(&last_reload_at));
+}
+
 int metrics_render(const struct metrics *m, const struct metrics_worker_info *info, char **out,
                    size_t *len)
 {
@@ -474,6 +504,7 @@ int metrics_render(const struct metrics *m, const struct metrics_worker_info *in
     render_requests(f, m);
     render_durations(f, m);
     render_broker(f, m, info);
+    render_config(f);
     bool bad = ferror(f) != 0;
     if (fclose(f) != 0 || bad) {
         free(*out);

@@ -113,6 +113,12 @@ struct metrics_worker_info {
     uint64_t late_confirms; /* confirms dropped: their request was answered already */
 };
 
+/* The config was loaded (at start: RELOAD false) or a SIGHUP reload took
+ * effect (OK) or was refused, at UNIX_S: bridge_config_* in the
+ * exposition, which are the process's and outlive each pool's counters.
+ * Any thread. */
+void metrics_config_loaded(bool ok, int64_t unix_s, bool reload);
+
 /* The exposition (text format 0.0.4) of every shard, summed, with INFO[i]
  * for worker i, into *OUT (malloc'd, *LEN bytes, NUL-terminated). 0, or -1
  * when out of memory. */

@@ -172,7 +172,7 @@ static void *load_thread(void *p)
         const char *cn = resp_header(&r, "Connection");
         bool close_it = cn != NULL && strcasecmp(cn, "close") == 0;
         resp_free(&r);
-        if (close_it)
+        if (close_it || a->fresh)
             conn_close(&c);
         int pause = rc->status == 503 ? a->pause_503_ms : a->pause_ok_ms;
         if (pause > 0)

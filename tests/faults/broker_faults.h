@@ -83,6 +83,7 @@ struct load {
     bool rpc;         /* body carries the id; a 200 must echo it byte for byte */
     int pause_ok_ms;  /* after an answer that is not 503 */
     int pause_503_ms; /* after a 503, as a client honouring Retry-After would, sooner */
+    bool fresh;       /* a new connection for every request (set after loads_add) */
     int cap;          /* requests at most (recs) */
     struct loadctl *ctl;
 

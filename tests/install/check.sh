@@ -35,11 +35,12 @@ expect 755 "$root/bin/ingest-bridge-echo-worker"
 expect 644 "$root/etc/ingest-bridge/bridge.ini"
 expect 644 "$root/share/man/man8/ingest-bridge.8"
 expect 644 "$unit"
+expect 644 "${unit%.service}.socket"
 cmp -s bridge.ini "$root/etc/ingest-bridge/bridge.ini" || fail "the installed config is not bridge.ini"
 cmp -s "$build/ingest-bridge" "$root/bin/ingest-bridge" || fail "the installed binary is not $build/ingest-bridge"
 n=$(find "$dest" -type f | wc -l)
-[ "$n" = 5 ] || fail "make install wrote $n files, expected 5: $(find "$dest" -type f)"
-ok "make install DESTDIR: 5 files under /usr/local, modes 755/644"
+[ "$n" = 6 ] || fail "make install wrote $n files, expected 6: $(find "$dest" -type f)"
+ok "make install DESTDIR: 6 files under /usr/local, modes 755/644"
 
 out=$("$root/bin/ingest-bridge" -t -c "$root/etc/ingest-bridge/bridge.ini" 2>&1) ||
     fail "installed ingest-bridge -t on the installed config: $out"
@@ -52,12 +53,18 @@ ok "installed ingest-bridge -t -c installed bridge.ini: config ok; -V and the ec
 grep -q '@[A-Z]*@' "$unit" && fail "$unit: placeholders left: $(grep '@[A-Z]*@' "$unit")"
 grep -qx 'ExecStart=/usr/local/bin/ingest-bridge -c /usr/local/etc/ingest-bridge/bridge.ini' "$unit" ||
     fail "$unit: ExecStart is not the installed binary and config: $(grep ExecStart= "$unit")"
-for line in Type=simple User=ingest-bridge NoNewPrivileges=yes ProtectSystem=strict \
-    ProtectHome=yes PrivateTmp=yes Restart=on-failure KillSignal=SIGTERM; do
-    grep -qx "$line" "$unit" || fail "$unit: no $line"
+reload="ExecReload=/bin/kill -HUP \$MAINPID"
+for line in Type=notify NotifyAccess=all User=ingest-bridge NoNewPrivileges=yes \
+    ProtectSystem=strict ProtectHome=yes PrivateTmp=yes Restart=on-failure KillSignal=SIGTERM \
+    "$reload"; do
+    grep -qxF "$line" "$unit" || fail "$unit: no $line"
 done
-grep -q '^ExecReload=' "$unit" && fail "$unit: ExecReload, but the bridge has no reload"
-ok "unit: installed paths, Type=simple, User, hardening, Restart=on-failure, SIGTERM, no reload"
+ok "unit: installed paths, Type=notify, User, hardening, Restart=on-failure, SIGTERM, ExecReload"
+# The socket unit listens where the shipped config does.
+sock=${unit%.service}.socket
+listen=$(sed -n 's/^listen *= *\([^ ;]*\).*/\1/p' bridge.ini)
+grep -qx "ListenStream=$listen" "$sock" || fail "$sock: ListenStream is not bridge.ini's listen ($listen)"
+ok "socket unit: ListenStream=$listen, as bridge.ini's listen"
 
 # The stop timeout outlasts every timeout of the shipped config: a stop
 # waits for requests up to [http] timeout or their route's timeout.
@@ -110,12 +117,14 @@ if command -v systemd-analyze >/dev/null; then
     verify() { MANPATH=$prefix/share/man systemd-analyze verify "$1" 2>&1; }
     out=$(verify "$u") || fail "systemd-analyze verify: $out"
     [ -z "$out" ] || fail "systemd-analyze verify: $out"
+    out=$(verify "${u%.service}.socket") || fail "systemd-analyze verify (socket): $out"
+    [ -z "$out" ] || fail "systemd-analyze verify (socket): $out"
     # The same check refuses a unit whose binary is missing.
     mkdir -p "$tmp/bad"
     sed 's|^ExecStart=.*|ExecStart=/nonexistent/ingest-bridge|' "$u" >"$tmp/bad/ingest-bridge.service"
     out=$(verify "$tmp/bad/ingest-bridge.service") && [ -z "$out" ] &&
         fail "systemd-analyze verify accepted a unit whose binary is missing"
-    ok "systemd-analyze verify: the installed unit is clean (and a broken one is not)"
+    ok "systemd-analyze verify: the installed units are clean (and a broken one is not)"
 else
     say "skipped: systemd-analyze verify (systemd-analyze is not installed)"
 fi

@@ -5,6 +5,7 @@
  * headers, content_type), and W3C trace context on publish and rpc routes.
  * Run through tests/integration/run.sh like test_bridge.c. */
 #include <amqp.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -897,16 +898,27 @@ static void test_rate_limit_burst(void **state)
  * count proves it); outside it, it publishes again. Retries sent while the
  * first waits, on connections of both workers, all get its 202 and one
  * message. */
+/* POST DOC to /once with X-Request-Id ID: 202, a replay or not. */
+static void post_once(const char *id, bool replay)
+{
+    char extra[96];
+    snprintf(extra, sizeof extra, "X-Request-Id: %s\r\n", id);
+    struct resp r;
+    assert_int_equal(http_post(g_main.port, "/once", XML, extra, DOC, &r), 0);
+    assert_int_equal(r.status, 202);
+    if (replay)
+        assert_non_null(resp_header(&r, "X-Idempotent-Replay"));
+    else
+        assert_null(resp_header(&r, "X-Idempotent-Replay"));
+    resp_free(&r);
+}
+
 static void test_dedupe_window(void **state)
 {
     (void)state;
     mq_purge("it.routes.once");
     struct resp r;
-    assert_int_equal(http_post(g_main.port, "/once", XML, "X-Request-Id: rt-once-1\r\n", DOC, &r),
-                     0);
-    assert_int_equal(r.status, 202);
-    assert_null(resp_header(&r, "X-Idempotent-Replay"));
-    resp_free(&r);
+    post_once("rt-once-1", false);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(
             http_post(g_main.port, "/once", XML, "X-Request-Id: rt-once-1\r\n", DOC, &r), 0);
@@ -981,6 +993,28 @@ static void test_dedupe_window(void **state)
     PASS();
 }
 
+/* The window is the process's: a retry that lands after a SIGHUP reload
+ * (the route kept its name, size and duration) is still a replay. */
+static void test_dedupe_across_reload(void **state)
+{
+    (void)state;
+    mq_purge("it.routes.once");
+    post_once("rt-once-3", false);
+    g_main.mark = file_size(g_main.log);
+    kill(g_main.pid, SIGHUP);
+    double until = now_ms() + scale_ms(15000);
+    while (log_count(&g_main, "reloaded") == 0 && now_ms() < until)
+        sleep_ms(20);
+    if (log_count(&g_main, "reloaded") == 0)
+        fail_msg("no reload 15 s after SIGHUP");
+    post_once("rt-once-3", true);
+    size_t n = 0;
+    char **ids = mq_drain_ids("it.routes.once", &n);
+    assert_int_equal(n, 1);
+    ids_free(ids, n);
+    PASS();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -995,6 +1029,7 @@ int main(void)
         SUITE_TEST(test_compressed_bodies),
         SUITE_TEST(test_rate_limit_burst),
         SUITE_TEST(test_dedupe_window),
+        SUITE_TEST(test_dedupe_across_reload),
     };
     return suite_run("ingest-bridge routes", &SUITE, tests, "IT_ONLY");
 }

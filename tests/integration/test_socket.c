@@ -2,7 +2,8 @@
  * listening socket it is handed as systemd does it (descriptor 3,
  * LISTEN_FDS=1, LISTEN_PID its own pid) instead of binding [http] listen,
  * serves pong and publishes on it from every worker; a LISTEN_PID that is
- * not its own is ignored; two sockets are refused. Run through
+ * not its own is ignored; three sockets for two workers are refused. And
+ * what it tells systemd (sd_notify) when NOTIFY_SOCKET names a socket. Run through
  * tests/integration/run.sh like test_bridge.c. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -159,7 +161,7 @@ static void test_socket_activation(void **state)
         fail_msg("the bridge also listens on [http] listen (port %d)", other);
     }
     char *text = slurp(log, 0);
-    assert_non_null(strstr(text, "the socket systemd passed (LISTEN_FDS)"));
+    assert_non_null(strstr(text, "the socket handed over (LISTEN_FDS)"));
     free(text);
     stop(pid);
     g_aux.pid = 0;
@@ -167,8 +169,8 @@ static void test_socket_activation(void **state)
     PASS();
 }
 
-/* LISTEN_PID of another process: not ours, [http] listen is bound. Two
- * sockets: refused at start, exit 1. */
+/* LISTEN_PID of another process: not ours, [http] listen is bound. Three
+ * sockets for two workers: refused at start, exit 1. */
 static void test_socket_activation_refusals(void **state)
 {
     (void)state;
@@ -185,18 +187,80 @@ static void test_socket_activation_refusals(void **state)
     stop(pid);
     g_aux.pid = 0;
 
-    snprintf(log, sizeof log, "%s/two.log", g_harness.tmp);
-    pid = activate(cfg, log, sock, 2, 0);
+    /* One socket, or one per worker (what a binary upgrade hands over):
+     * three for two workers are refused. */
+    snprintf(log, sizeof log, "%s/three.log", g_harness.tmp);
+    pid = activate(cfg, log, sock, 3, 0);
     int st = 0;
     if (!wait_exit(pid, scale_ms(20000), &st)) {
         kill(pid, SIGKILL);
-        fail_msg("two sockets: the bridge started");
+        fail_msg("three sockets: the bridge started");
     }
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 1);
     char *text = slurp(log, 0);
-    assert_non_null(strstr(text, "LISTEN_FDS=2: the bridge takes exactly one socket"));
+    assert_non_null(strstr(text,
+                           "LISTEN_FDS=3: the bridge takes one socket, or one per worker ([http] "
+                           "workers = 2)"));
     free(text);
     close(sock);
+    free(cfg);
+    PASS();
+}
+
+/* The next datagram on FD within MS, into BUF; false if none came. */
+static bool notified(int fd, char *buf, size_t n, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ssize_t got = recv(fd, buf, n - 1, 0);
+    buf[got > 0 ? got : 0] = '\0';
+    return got > 0;
+}
+
+/* A Type=notify unit's view: READY=1 once the workers run, RELOADING=1 and
+ * READY=1 around a SIGHUP, STOPPING=1 on SIGTERM. */
+static void test_notify(void **state)
+{
+    (void)state;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char path[sizeof sa.sun_path];
+    int len = snprintf(path, sizeof path, "%s/notify.sock", g_harness.tmp);
+    if (len < 0 || (size_t)len >= sizeof path)
+        fail_msg("%s: too long a path for a unix socket", g_harness.tmp);
+    memcpy(sa.sun_path, path, (size_t)len + 1);
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    unlink(path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    int port = free_port();
+    char *cfg = write_config("notify", port);
+    char log[600];
+    snprintf(log, sizeof log, "%s/notify.log", g_harness.tmp);
+    setenv("NOTIFY_SOCKET", path, 1);
+    char **argv = bridge_argv((const char *[]){"-c", cfg, NULL});
+    pid_t pid = spawn(argv, log, NULL);
+    unsetenv("NOTIFY_SOCKET");
+    free(argv);
+    g_aux.pid = pid;
+    char msg[256];
+    if (!notified(fd, msg, sizeof msg, scale_ms(20000)))
+        fail_msg("no notification from the bridge: %s", slurp(log, 0));
+    assert_string_equal(msg, "READY=1");
+    if (!healthy(port, 20000))
+        fail_msg("READY=1, but not healthy: %s", slurp(log, 0));
+    kill(pid, SIGHUP);
+    assert_true(notified(fd, msg, sizeof msg, scale_ms(20000)));
+    assert_string_equal(msg, "RELOADING=1");
+    assert_true(notified(fd, msg, sizeof msg, scale_ms(20000)));
+    assert_string_equal(msg, "READY=1");
+    kill(pid, SIGTERM);
+    assert_true(notified(fd, msg, sizeof msg, scale_ms(20000)));
+    assert_string_equal(msg, "STOPPING=1");
+    int st = 0;
+    if (!wait_exit(pid, scale_ms(20000), &st) || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("the bridge did not stop cleanly (0x%x)", st);
+    g_aux.pid = 0;
+    close(fd);
+    unlink(path);
     free(cfg);
     PASS();
 }
@@ -206,6 +270,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         SUITE_TEST(test_socket_activation),
         SUITE_TEST(test_socket_activation_refusals),
+        SUITE_TEST(test_notify),
     };
     return suite_run("ingest-bridge socket activation", &SUITE, tests, "IT_ONLY");
 }

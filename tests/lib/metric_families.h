@@ -31,6 +31,9 @@ static const char *const METRIC_FAMILIES[][2] = {
     {"bridge_broker_connected", "gauge"},
     {"bridge_broker_node_info", "gauge"},
     {"bridge_broker_reconnects_total", "counter"},
+    {"bridge_config_reloads_total", "counter"},
+    {"bridge_config_last_reload_success", "gauge"},
+    {"bridge_config_last_reload_timestamp_seconds", "gauge"},
 };
 
 #define METRIC_FAMILIES_N (sizeof METRIC_FAMILIES / sizeof METRIC_FAMILIES[0])
