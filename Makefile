@@ -227,7 +227,7 @@ fuzz:
 reliability: test-faults $(ITEST)
 	IT_RESULTS=$(CURDIR)/$(BUILD)/reliability.md tests/integration/run.sh $(BUILD) \
 	    $(BUILD)/integration/test_bridge
-	tests/faults/results.sh $(BUILD)/reliability.md tests/faults/RESULTS.md
+	tests/faults/results.sh $(BUILD)/reliability.md tests/faults/RESULTS.md README.md
 
 # The integration suite with the bridge (not the harness) under valgrind
 # memcheck: the normal build, as sanitizers and valgrind do not mix. An error
