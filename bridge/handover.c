@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netdb.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -181,6 +182,12 @@ pid_t upgrade_spawn(const struct listeners *l, const char *exe, char *const argv
     envp[k++] = from_var;
     envp[k] = NULL;
 
+    /* Where to stop closing if close_range(2) is missing (before 5.9). */
+    struct rlimit rl;
+    long max_fd = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+                          rl.rlim_cur < (rlim_t)(1 << 20)
+                      ? (long)rl.rlim_cur
+                      : 1L << 20;
     pid_t pid = fork();
     if (pid == 0) {
         /* Only async-signal-safe calls until execve. First every socket
@@ -195,7 +202,9 @@ pid_t upgrade_spawn(const struct listeners *l, const char *exe, char *const argv
             if (dup2(high[i], 3 + i) < 0)
                 _exit(126);
         /* Nothing else of ours goes along (a broker connection, a client). */
-        (void)close_range((unsigned)(3 + n), ~0U, 0);
+        if (close_range((unsigned)(3 + n), ~0U, 0) != 0)
+            for (long fd = 3 + n; fd < max_fd; fd++)
+                (void)close((int)fd);
         execve(exe, argv, envp);
         _exit(127);
     }

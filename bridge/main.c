@@ -170,10 +170,13 @@ struct bridge {
     struct listeners lis; /* the process's sockets */
     struct gen cur;       /* the running config */
     struct retiring old[MAX_RETIRING];
-    pid_t successor; /* SIGUSR2's new process, until it takes over or exits */
-    sigset_t sigs;   /* what main waits for */
-    bool stop;       /* SIGTERM/INT came while main waited for something else, */
-    bool handed;     /* or the new binary's SIGUSR1 */
+    pid_t successor;          /* SIGUSR2's new process, until it takes over or exits */
+    sigset_t sigs;            /* what main waits for */
+    bool stop;                /* SIGTERM/INT came while main waited for something else, */
+    bool handed;              /* or the new binary's SIGUSR1 */
+    bool again_hup;           /* a SIGHUP came while a config was starting: reload after it */
+    bool again_usr2;          /* the same for SIGUSR2 */
+    uint64_t successor_until; /* mono_ms() by which the successor must have taken over */
 };
 
 /* Join the drained ones; ALL: wait for every one. */
@@ -210,16 +213,27 @@ enum wait_end { WAIT_READY, WAIT_FAILED, WAIT_STOP };
 
 /* Wait for POOL's workers to reach the broker, taking signals meanwhile
  * (SIGTERM/INT ends the wait; the others wait their turn, logged). */
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Wait for POOL's workers to reach the broker, taking signals meanwhile:
+ * SIGTERM/INT (or the new binary's SIGUSR1) ends the wait; a SIGHUP or
+ * SIGUSR2 is kept for after it. */
 static enum wait_end wait_ready(struct bridge *b, struct worker_pool *pool, char *err,
                                 size_t errlen)
 {
     struct timespec tick = {0, 10 * 1000 * 1000};
-    for (int waited = 0;; waited += 10) {
+    uint64_t end = mono_ms() + READY_WAIT_MS;
+    for (;;) {
         if (worker_pool_failed(pool, err, errlen))
             return WAIT_FAILED;
         if (worker_pool_ready(pool, err, errlen))
             return WAIT_READY;
-        if (waited >= READY_WAIT_MS) {
+        if (mono_ms() >= end) {
             char why[512];
             snprintf(why, sizeof why, "%s", err);
             errf(err, errlen, "not every worker reached the broker within %d s (%s)",
@@ -236,8 +250,10 @@ static enum wait_end wait_ready(struct bridge *b, struct worker_pool *pool, char
         }
         if (sig == SIGCHLD)
             reap_successor(b);
-        else if (sig > 0)
-            log_warn("%s ignored: a config is being started", strsignal(sig));
+        else if (sig == SIGHUP)
+            b->again_hup = true;
+        else if (sig == SIGUSR2)
+            b->again_usr2 = true;
     }
 }
 
@@ -332,6 +348,8 @@ static void upgrade(struct bridge *b)
         return;
     }
     b->successor = pid;
+    /* Its own wait for the broker is READY_WAIT_MS: some more to start. */
+    b->successor_until = mono_ms() + READY_WAIT_MS + 5000;
     log_info("SIGUSR2: started %s as pid %ld with the listening sockets; this process hands "
              "over once its workers reach the broker",
              b->exe, (long)pid);
@@ -386,13 +404,60 @@ static void find_exe(struct bridge *b, const char *argv0)
     b->exe[n > 0 ? n : 0] = '\0';
 }
 
+/* The new process of SIGUSR2 has not taken over and will not now (the
+ * old one stops for good, or it ran out of time): SIGTERM, then SIGKILL
+ * after a while, reaped either way. */
+static void end_successor(struct bridge *b, const char *why)
+{
+    if (b->successor <= 0)
+        return;
+    log_warn("stopping the new process (pid %ld): %s", (long)b->successor, why);
+    kill(b->successor, SIGTERM);
+    int st;
+    uint64_t until = mono_ms() + READY_WAIT_MS;
+    while (waitpid(b->successor, &st, WNOHANG) == 0) {
+        if (mono_ms() >= until) {
+            kill(b->successor, SIGKILL);
+            (void)waitpid(b->successor, &st, 0);
+            break;
+        }
+        usleep(10 * 1000);
+    }
+    b->successor = 0;
+}
+
 /* Until SIGTERM or SIGINT (true: stop for good), or until the new binary
  * took over (false). */
 static bool serve(struct bridge *b)
 {
     for (;;) {
+        if (b->again_hup || b->again_usr2) {
+            bool hup = b->again_hup;
+            b->again_hup = false;
+            if (hup) {
+                reload(b);
+            } else {
+                b->again_usr2 = false;
+                upgrade(b);
+            }
+            if (b->stop)
+                return !b->handed;
+            continue;
+        }
         siginfo_t si;
-        int sig = sigwaitinfo(&b->sigs, &si);
+        int sig;
+        if (b->successor > 0) {
+            uint64_t now = mono_ms();
+            if (now >= b->successor_until) {
+                end_successor(b, "it did not take over in time; still serving");
+                continue;
+            }
+            uint64_t left = b->successor_until - now;
+            struct timespec ts = {(time_t)(left / 1000), (long)(left % 1000) * 1000000L};
+            sig = sigtimedwait(&b->sigs, &si, &ts);
+        } else {
+            sig = sigwaitinfo(&b->sigs, &si);
+        }
         if (sig < 0)
             continue;
         switch (sig) {
@@ -401,17 +466,14 @@ static bool serve(struct bridge *b)
             log_info("%s received: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             return true;
         case SIGHUP:
-            reload(b);
-            if (b->stop)
-                return !b->handed;
+            b->again_hup = true;
             break;
         case SIGUSR2:
-            upgrade(b);
+            b->again_usr2 = true;
             break;
         case SIGUSR1:
             if (b->successor > 0 && si.si_pid == b->successor) {
-                log_info("the new process (pid %ld) took over the sockets: handing over",
-                         (long)b->successor);
+                b->handed = true;
                 return false;
             }
             log_warn("SIGUSR1 from pid %ld ignored: it is what a new binary sends once it "
@@ -519,7 +581,9 @@ int main(int argc, char **argv)
         char state[64];
         snprintf(state, sizeof state, "MAINPID=%ld\nREADY=1", (long)getpid());
         notify(state);
-        kill(b.lis.takes_over, SIGUSR1);
+        /* Not if the old one is gone: the pid may be another process's. */
+        if (getppid() == b.lis.takes_over)
+            kill(b.lis.takes_over, SIGUSR1);
         log_info("took over the listening sockets from pid %ld", (long)b.lis.takes_over);
     } else {
         notify("READY=1");
@@ -528,6 +592,11 @@ int main(int argc, char **argv)
     log_started(&b);
 
     for_good = serve(&b);
+    if (b.handed)
+        log_info("the new process (pid %ld) took over the sockets: handing over",
+                 (long)b.successor);
+    else
+        end_successor(&b, "this process stops for good");
     /* A worker that cannot start for good raises SIGTERM itself. */
     if (worker_pool_failed(b.cur.pool, err, sizeof err)) {
         log_error("cannot start: %s", err);
@@ -535,11 +604,15 @@ int main(int argc, char **argv)
     } else {
         rc = 0;
     }
-    notify("STOPPING=1");
+    if (for_good)
+        notify("STOPPING=1"); /* else the new process is the service now */
     /* Stopping for good: the sockets close with the last worker's
      * descriptor, and new connections are refused from then on instead of
      * waiting for nobody. Handing over: the new process has them. */
     listeners_close(&b.lis);
+    for (int i = 0; for_good && i < MAX_RETIRING; i++)
+        if (b.old[i].used)
+            worker_pool_stopping(b.old[i].g.pool);
     worker_pool_stop(b.cur.pool, for_good);
     reap_retired(&b, true);
     log_info("stopped");

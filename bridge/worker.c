@@ -1124,12 +1124,14 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct worker *w = arg;
     char c = 0;
-    if (read(fd, &c, 1) != 1 || w->stopping)
+    if (read(fd, &c, 1) != 1)
         return;
-    if (c == 'r')
+    if (c == 'r' && !w->stopping)
         http_server_resume(w->http);
-    else if (c == 's' || c == 'h')
+    else if ((c == 's' || c == 'h') && !w->stopping)
         drain(w, c == 's');
+    else if (c == 's')
+        http_server_drain(w->http, true); /* handing over, and now the process stops too */
 }
 
 /* ---- threads ------------------------------------------------------------ */
@@ -1375,6 +1377,17 @@ bool worker_pool_ready(struct worker_pool *p, char *err, size_t errlen)
 void worker_pool_resume(struct worker_pool *p)
 {
     pool_tell(p, 'r');
+}
+
+void worker_pool_stopping(struct worker_pool *p)
+{
+    /* Not pool_tell: another thread may be joining these workers, and
+     * clears their started flags. A byte to a worker that never ran stays
+     * in its pipe. */
+    char c = 's';
+    for (size_t i = 0; i < p->n; i++)
+        while (p->w[i].cmd_fd[1] >= 0 && write(p->w[i].cmd_fd[1], &c, 1) < 0 && errno == EINTR) {
+        }
 }
 
 void worker_pool_stop(struct worker_pool *p, bool stopping)

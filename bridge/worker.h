@@ -36,6 +36,10 @@ bool worker_pool_ready(struct worker_pool *p, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 /* Start accepting (a pool made by a reload). */
 void worker_pool_resume(struct worker_pool *p);
+/* A pool draining for a reload, told from any thread that the process now
+ * stops (pong and /healthz say 503 from now on); whoever stops it still
+ * joins it. */
+void worker_pool_stopping(struct worker_pool *p);
 /* Graceful stop: stop accepting, answer or wait for what is in flight (up to
  * its timeout), serve each open connection until its next answer or until
  * it idles, close the broker connections, join the threads. STOPPING: the

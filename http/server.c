@@ -1498,25 +1498,30 @@ void http_server_drain(struct http_server *s, bool stopping)
     }
 }
 
-/* Nothing of a next request has come on C, nor is anything of its last
- * one left to answer or write. */
+/* Nothing of a next request has come on C (not in evhttp, not in the
+ * kernel's queue, not in a TLS record half read), nor is anything of its
+ * last one left to answer or write. Known only on connections the 2.1
+ * hooks follow (c->input): any other is never taken for idle, and waits
+ * for the drain's deadline instead. */
 static bool conn_idle(const struct http_conn *c)
 {
-    if (c->evcon == NULL || c->waiting != NULL || c->early != NULL ||
+    if (c->evcon == NULL || c->input == NULL || c->waiting != NULL || c->early != NULL ||
         evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
         evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
         return false;
 #if LIBEVENT_VERSION_NUMBER < 0x02020000
     /* evhttp drains what it parsed: a request line or headers read
      * already show on the request it is reading. */
-    if (c->s->hooks) {
-        struct evhttp_request *next = evcon21(c->evcon)->requests.tqh_first;
-        if (next != NULL && (evhttp_request_get_uri(next) != NULL ||
-                             evhttp_request_get_input_headers(next)->tqh_first != NULL))
-            return false;
-    }
+    struct evhttp_request *next = evcon21(c->evcon)->requests.tqh_first;
+    if (next != NULL && (evhttp_request_get_uri(next) != NULL ||
+                         evhttp_request_get_input_headers(next)->tqh_first != NULL))
+        return false;
 #endif
-    return true;
+    char b;
+    if (recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+        return false;
+    SSL *ssl = c->s->tls != NULL ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+    return ssl == NULL || !SSL_has_pending(ssl);
 }
 
 size_t http_server_close_idle(struct http_server *s, uint64_t idle_ms)

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -218,7 +219,9 @@ static bool notified(int fd, char *buf, size_t n, int ms)
 }
 
 /* A Type=notify unit's view: READY=1 once the workers run, RELOADING=1 and
- * READY=1 around a SIGHUP, STOPPING=1 on SIGTERM. */
+ * READY=1 around a SIGHUP; on SIGUSR2 the new process names itself the
+ * main one and the old one says nothing more (a STOPPING=1 from it would
+ * stop the service); STOPPING=1 on SIGTERM. */
 static void test_notify(void **state)
 {
     (void)state;
@@ -252,12 +255,29 @@ static void test_notify(void **state)
     assert_string_equal(msg, "RELOADING=1");
     assert_true(notified(fd, msg, sizeof msg, scale_ms(20000)));
     assert_string_equal(msg, "READY=1");
-    kill(pid, SIGTERM);
+
+    /* The new process will be the old one's child: ours once it exits. */
+    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    kill(pid, SIGUSR2);
     assert_true(notified(fd, msg, sizeof msg, scale_ms(20000)));
-    assert_string_equal(msg, "STOPPING=1");
+    long next = 0;
+    if (sscanf(msg, "MAINPID=%ld\nREADY=1", &next) != 1 || next <= 0 || next == (long)pid ||
+        strstr(msg, "\nREADY=1") == NULL)
+        fail_msg("after SIGUSR2: \"%s\", expected MAINPID=<the new pid>\\nREADY=1", msg);
     int st = 0;
     if (!wait_exit(pid, scale_ms(20000), &st) || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fail_msg("the bridge did not stop cleanly (0x%x)", st);
+        fail_msg("the old process did not hand over and exit 0 (0x%x)", st);
+    g_aux.pid = (pid_t)next;
+    if (notified(fd, msg, sizeof msg, 300))
+        fail_msg("the old process said \"%s\" after the new one took over", msg);
+    if (!healthy(port, 20000))
+        fail_msg("the new process is not healthy: %s", slurp(log, 0));
+
+    kill((pid_t)next, SIGTERM);
+    assert_true(notified(fd, msg, sizeof msg, scale_ms(20000)));
+    assert_string_equal(msg, "STOPPING=1");
+    if (!wait_exit((pid_t)next, scale_ms(20000), &st) || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("the new process did not stop cleanly (0x%x)", st);
     g_aux.pid = 0;
     close(fd);
     unlink(path);
