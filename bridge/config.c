@@ -289,6 +289,7 @@ void config_free(struct config *cfg)
     free(cfg->amqp.tls_ca);
     free(cfg->amqp.tls_cert);
     free(cfg->amqp.tls_key);
+    free(cfg->spool_dir);
     broker_uris_free(cfg->amqp.uris, cfg->amqp.n_uris);
     for (size_t i = 0; i < cfg->n_routes; i++) {
         config_route_free(&cfg->routes[i]);

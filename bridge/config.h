@@ -84,6 +84,7 @@ struct config_route {
     double rate_per_s;         /* rate, parsed; 0 = none */
     uint64_t dedupe_ms;        /* idempotency window; 0 = none */
     size_t dedupe_ids;         /* most request ids it keeps */
+    bool spool;                /* accepted into [spool] while the broker is away */
 
     /* Made by config_load from the keys above, read-only afterwards. */
     struct tmpl rk_tmpl;  /* routing_key as a template */
@@ -107,6 +108,10 @@ struct config {
     /* [log] */
     enum log_level log_level;
     enum log_format log_format; /* text | json */
+
+    /* [spool] */
+    char *spool_dir;       /* "" = no spool */
+    size_t spool_max_size; /* bytes on disk at most */
 
     struct config_route *routes;
     size_t n_routes;

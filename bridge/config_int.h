@@ -57,7 +57,7 @@ struct key_def {
     const struct key_enum *names; /* KEY_ENUM: the values the key takes */
 };
 
-enum section_kind { SEC_HTTP, SEC_AMQP, SEC_LOG, SEC_ROUTE, SEC_COUNT };
+enum section_kind { SEC_HTTP, SEC_AMQP, SEC_LOG, SEC_SPOOL, SEC_ROUTE, SEC_COUNT };
 
 /* Indexes of keys the validation pass names. */
 enum {
@@ -88,6 +88,7 @@ enum {
     AK_COUNT
 };
 enum { LK_LEVEL, LK_FORMAT, LK_ACCESS_LOG, LK_COUNT };
+enum { SK_DIR, SK_MAX_SIZE, SK_COUNT };
 enum {
     RK_PATH,
     RK_MODE,
@@ -127,11 +128,12 @@ enum {
     RK_RATE_KEYS,
     RK_DEDUPE,
     RK_DEDUPE_IDS,
+    RK_SPOOL,
     RK_COUNT
 };
 
 _Static_assert(HK_COUNT <= MAX_KEYS && AK_COUNT <= MAX_KEYS && LK_COUNT <= MAX_KEYS &&
-                   RK_COUNT <= MAX_KEYS,
+                   SK_COUNT <= MAX_KEYS && RK_COUNT <= MAX_KEYS,
                "MAX_KEYS too small");
 
 struct section_def {

@@ -96,6 +96,12 @@ static const struct key_def log_keys[LK_COUNT] = {
     [LK_ACCESS_LOG] = {"access_log", KEY_BOOL, CFG(http.access_log), 0, 0, "no", NULL},
 };
 
+static const struct key_def spool_keys[SK_COUNT] = {
+    [SK_DIR] = {"dir", KEY_STRING, CFG(spool_dir), 0, 0, "", NULL},
+    [SK_MAX_SIZE] = {"max_size", KEY_SIZE, CFG(spool_max_size), 1024 * 1024, 1024 * GIB, "1024MiB",
+                     NULL},
+};
+
 static const struct key_def route_keys[RK_COUNT] = {
     [RK_PATH] = {"path", KEY_PATH, RT(path), 0, 0, NULL, NULL},
     [RK_MODE] = {"mode", KEY_ENUM, RT(mode), 0, 0, "publish", &route_mode_enum},
@@ -140,12 +146,14 @@ static const struct key_def route_keys[RK_COUNT] = {
     [RK_RATE_KEYS] = {"rate_keys", KEY_COUNT, RT(rate_keys), 1, 1000000, "10000", NULL},
     [RK_DEDUPE] = {"dedupe", KEY_DURATION, RT(dedupe_ms), 0, 24 * HOUR_MS, "0", NULL},
     [RK_DEDUPE_IDS] = {"dedupe_ids", KEY_COUNT, RT(dedupe_ids), 1, 10000000, "100000", NULL},
+    [RK_SPOOL] = {"spool", KEY_BOOL, RT(spool), 0, 0, "no", NULL},
 };
 
 const struct section_def config_sections[SEC_COUNT] = {
     [SEC_HTTP] = {"http", "HTTP_", http_keys, HK_COUNT},
     [SEC_AMQP] = {"amqp", "AMQP_", amqp_keys, AK_COUNT},
     [SEC_LOG] = {"log", "LOG_", log_keys, LK_COUNT},
+    [SEC_SPOOL] = {"spool", "SPOOL_", spool_keys, SK_COUNT},
     [SEC_ROUTE] = {"route", "ROUTE_", route_keys, RK_COUNT},
 };
 

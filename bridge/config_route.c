@@ -382,6 +382,11 @@ int config_route_prepare(struct loader *ld, size_t j)
                           "for publish routes only: an rpc reply is not kept to be replayed");
     if (r->dedupe_ms == 0 && (ko[RK_DEDUPE_IDS].line > 0 || ko[RK_DEDUPE_IDS].env != NULL))
         return route_fail(ld, j, RK_DEDUPE_IDS, "set, but the route has no dedupe window");
+    if (r->spool && r->mode == ROUTE_RPC)
+        return route_fail(ld, j, RK_SPOOL,
+                          "for publish routes only: an rpc request waits for its worker's reply");
+    if (r->spool && ld->cfg->spool_dir[0] == '\0')
+        return route_fail(ld, j, RK_SPOOL, "needs [spool] dir");
     if (r->expiration_ms > 0 && r->mode == ROUTE_RPC)
         return route_fail(ld, j, RK_EXPIRATION,
                           "%s: an rpc route's messages expire after its timeout already", r->name);

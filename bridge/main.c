@@ -21,6 +21,7 @@
 #include "bridge/base/errbuf.h"
 #include "bridge/base/log.h"
 #include "bridge/base/metrics.h"
+#include "bridge/base/spool.h"
 #include "bridge/handover.h"
 #include "http/server.h"
 #include "bridge/worker.h"
@@ -168,6 +169,7 @@ struct bridge {
     char exe[4096];       /* this binary's path, as it was started: SIGUSR2 runs what is there
                               now */
     struct listeners lis; /* the process's sockets */
+    struct spool *spool;  /* the process's local spool ([spool] dir), NULL = none */
     struct gen cur;       /* the running config */
     struct retiring old[MAX_RETIRING];
     pid_t successor;          /* SIGUSR2's new process, until it takes over or exits */
@@ -264,6 +266,9 @@ static bool same_listen(const struct bridge *b, const struct config *now, char *
     if (is->workers != was->workers)
         return errf(err, errlen, "[http] workers changed (%d to %d): that takes a restart",
                     was->workers, is->workers) == 0;
+    if (strcmp(now->spool_dir, b->cur.cfg->spool_dir) != 0 ||
+        now->spool_max_size != b->cur.cfg->spool_max_size)
+        return errf(err, errlen, "[spool] changed: that takes a restart") == 0;
     if (!b->lis.inherited &&
         (strcmp(is->listen_host, was->listen_host) != 0 || is->listen_port != was->listen_port))
         return errf(err, errlen, "[http] listen changed (%s:%d to %s:%d): that takes a restart",
@@ -293,7 +298,7 @@ static void reload(struct bridge *b)
         goto refused;
     }
     g.pool = worker_pool_new(g.cfg, (const struct xmlcheck_schema *const *)g.schemas, b->lis.fds,
-                             b->cur.pool, true, err, sizeof err);
+                             b->cur.pool, b->spool, true, err, sizeof err);
     if (g.pool == NULL || worker_pool_start(g.pool, err, sizeof err) != 0) {
         if (g.pool != NULL)
             worker_pool_stop(g.pool, false);
@@ -544,6 +549,18 @@ int main(int argc, char **argv)
         return 1;
     }
     bool successor = b.lis.takes_over > 0;
+    if (cfg->spool_dir[0] != '\0') {
+        b.spool =
+            spool_open(cfg->spool_dir, cfg->spool_max_size, worker_spool_told, err, sizeof err);
+        if (b.spool == NULL) {
+            fprintf(stderr, "%s\n", err);
+            listeners_close(&b.lis);
+            gen_free(&b.cur);
+            xmlcheck_global_cleanup();
+            return 1;
+        }
+        metrics_spool(b.spool);
+    }
 
     /* A client gone mid-response must not kill us; signals are taken by
      * sigwait below, so every thread inherits them blocked. */
@@ -558,7 +575,7 @@ int main(int argc, char **argv)
     int rc = 1;
     bool for_good = true;
     b.cur.pool = worker_pool_new(cfg, (const struct xmlcheck_schema *const *)b.cur.schemas,
-                                 b.lis.fds, NULL, successor, err, sizeof err);
+                                 b.lis.fds, NULL, b.spool, successor, err, sizeof err);
     if (b.cur.pool == NULL) {
         log_error("%s", err);
         goto out;
@@ -620,6 +637,8 @@ out:
     listeners_close(&b.lis);
     reap_retired(&b, true);
     gen_free(&b.cur);
+    metrics_spool(NULL);
+    spool_close(b.spool); /* after every worker: they were its appenders */
     xmlcheck_global_cleanup();
     return rc;
 }

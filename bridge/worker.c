@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@
 #include "bridge/base/log.h"
 #include "bridge/base/message.h"
 #include "bridge/base/metrics.h"
+#include "bridge/base/spool.h"
 #include "bridge/base/template.h"
 #include "bridge/base/trace.h"
 #include "http/server.h"
@@ -60,12 +62,36 @@ enum req_state {
                          rpc handle */
     REQ_WAIT_FIRST,   /* a retry of an id whose first request still waits (dedupe): its
                          outcome awaited; handle = the first one's window handle */
+    REQ_WAIT_SPOOL,   /* appended to the spool, its write awaited; handle = its ticket */
     REQ_ANSWERED,     /* answered: the server's again */
 };
 
 /* Whether the holder of a request (backlog, confirm tracker, rpc table) has
  * let it go already: true in the callbacks that hand it back. */
 enum holder { STILL_HELD, LET_GO };
+
+/* A request whose record the spool is writing. */
+struct spool_wait {
+    struct http_req *r; /* NULL once gone (or not in use) */
+    uint64_t ticket;
+};
+
+/* What the spool's writer said of a ticket. */
+struct spool_told {
+    uint64_t ticket;
+    int err;
+};
+
+/* A spooled record being published again. */
+struct replay_slot {
+    struct spool_rec rec; /* id, len, at; data freed once published */
+    bool used;
+};
+
+#define REPLAY_MAX                                                                                 \
+    64                           /* records a worker replays at once: the rest of its
+                                  max_inflight is new requests' */
+#define WORKER_REPLAY_POLL_MS 20 /* how often a worker looks for records to replay */
 
 /* What a worker precomputes per route. */
 struct route_rt {
@@ -102,6 +128,23 @@ struct worker {
     struct timespec drain_deadline; /* stopping: give up waiting then */
     bool stopping;                  /* stop requested */
 
+    /* The spool (issue 17): requests waiting for their write, by ticket;
+     * what the writer told, handed over under told_lock with an eventfd;
+     * records being replayed. */
+    struct spool *spool;            /* the process's; NULL = none */
+    struct spool_wait *spool_waits; /* spool_mask + 1 slots, by ticket */
+    size_t spool_mask;              /* a power of two, less one */
+    uint64_t next_ticket;           /* the next append's */
+    size_t spool_writes;            /* appended, not told yet (whoever waits) */
+    pthread_mutex_t told_lock;      /* guards told, n_told, cap_told */
+    struct spool_told *told;        /* the writer's news, not read yet */
+    size_t n_told, cap_told;
+    int told_fd;                /* eventfd the writer wakes us with */
+    struct event *told_ev;      /* its read side */
+    struct replay_slot *replay; /* REPLAY_MAX slots */
+    size_t n_replay;            /* of them in flight */
+    struct event *replay_ev;    /* looks for records to replay */
+
     _Atomic int broker_state;       /* enum broker_state, for /healthz */
     bool ever_up;                   /* connected once: the next connection is a reconnect */
     pthread_mutex_t reason_lock;    /* guards reason and node */
@@ -115,6 +158,7 @@ struct worker_pool {
     struct metrics *metrics;    /* every worker's counters */
     struct http_shared *shared; /* TLS context and tokens, read by every worker */
     struct dedupe **dedupe;     /* per route: its idempotency window, or NULL */
+    struct spool *spool;        /* the process's local spool, NULL = none */
     struct worker *w;           /* cfg->http.workers entries */
     size_t n;                   /* created so far */
     unsigned gen;               /* pools made before this one in the process */
@@ -160,12 +204,14 @@ static bool legal(enum req_state from, enum req_state to)
         return to != REQ_READING && to != REQ_CHECKING;
     case REQ_WAIT_ROOM:
         return to == REQ_CHECKING || to == REQ_ANSWERED;
-    case REQ_WAIT_CONFIRM:
-        return to == REQ_WAIT_REPLY || to == REQ_ANSWERED;
+    case REQ_WAIT_CONFIRM: /* CHECKING: lost on a route that spools, it goes there (respool) */
+        return to == REQ_WAIT_REPLY || to == REQ_ANSWERED || to == REQ_CHECKING;
     case REQ_WAIT_REPLY:
         return to == REQ_ANSWERED;
     case REQ_WAIT_FIRST:
         return to == REQ_CHECKING || to == REQ_ANSWERED;
+    case REQ_WAIT_SPOOL:
+        return to == REQ_ANSWERED;
     case REQ_ANSWERED:
         return false; /* answered twice, or a stale pointer */
     }
@@ -183,6 +229,7 @@ static void enter(struct worker *w, struct http_req *r, enum req_state to, uint6
         [REQ_WAIT_CONFIRM] = METRICS_PHASE_CONFIRM,
         [REQ_WAIT_REPLY] = METRICS_PHASE_REPLY,
         [REQ_WAIT_FIRST] = METRICS_PHASE_CONFIRM, /* the first one's confirm */
+        [REQ_WAIT_SPOOL] = METRICS_PHASE_CONFIRM, /* made durable here instead */
         [REQ_ANSWERED] = -1,
     };
     enum req_state from = state_of(r);
@@ -223,6 +270,9 @@ static void forget(struct worker *w, struct http_req *r, enum holder holder)
         break;
     case REQ_WAIT_FIRST:
         firsts_remove(w, r);
+        break;
+    case REQ_WAIT_SPOOL:
+        w->spool_waits[handle & w->spool_mask].r = NULL; /* its write is told to no one */
         break;
     case REQ_READING:
     case REQ_CHECKING:
@@ -277,9 +327,17 @@ static bool is_rpc(const struct worker *w, const struct http_req *r)
     return req_route(w, r)->mode == ROUTE_RPC;
 }
 
+static void replay_done(struct worker *w, struct replay_slot *s, enum tracker_result res);
+static bool is_replay(const struct worker *w, const void *ctx);
+static bool respool(struct worker *w, struct http_req *r);
+
 static void on_done(void *arg, void *ctx, enum tracker_result res)
 {
     struct worker *w = arg;
+    if (is_replay(w, ctx)) {
+        replay_done(w, ctx, res);
+        return;
+    }
     struct http_req *r = ctx;
     /* A confirm; or, to an rpc request waiting for its reply, the end of
      * that wait: its return (confirm = no) or its channel lost. */
@@ -313,6 +371,8 @@ static void on_done(void *arg, void *ctx, enum tracker_result res)
                    "unroutable: no queue is bound for this route's exchange and routing key");
         break;
     case TRACKER_LOST:
+        if (respool(w, r))
+            break;
         reply_text(w, r, holder, 503,
                    "the broker connection was lost or blocked before the message was "
                    "confirmed; retry later");
@@ -352,6 +412,7 @@ static void on_reply(void *arg, void *ctx, const struct broker_reply *rep)
 }
 
 static bool publish(struct worker *w, struct http_req *r, bool queued);
+static bool spoolable(const struct worker *w, size_t route_idx);
 static void backlog_push(struct worker *w, struct http_req *r);
 static void backlog_fail(struct worker *w, const char *why);
 
@@ -430,8 +491,9 @@ static const char *broker_down(struct worker *w, char *buf, size_t n)
 static const char *on_admit(void *arg, const struct http_route *hroute, char *buf, size_t n)
 {
     struct worker *w = arg;
-    const char *why = load_shed(w, route_index(w, hroute), 1, buf, n);
-    return why != NULL ? why : broker_down(w, buf, n);
+    size_t route_idx = route_index(w, hroute);
+    const char *why = load_shed(w, route_idx, 1, buf, n);
+    return why != NULL || spoolable(w, route_idx) ? why : broker_down(w, buf, n);
 }
 
 /* ---- what the request adds to its message ------------------------------ */
@@ -766,7 +828,7 @@ static void check_and_publish(struct worker *w, struct http_req *r, size_t route
     char why[200];
     /* Once it would be published: a refused request starts no trace. */
     trace_begin(w, r, route);
-    if (broker_down(w, why, sizeof why) != NULL) {
+    if (!spoolable(w, route_idx) && broker_down(w, why, sizeof why) != NULL) {
         reply_text(w, r, STILL_HELD, 503, "%s", why);
         return;
     }
@@ -784,6 +846,178 @@ static void check_and_publish(struct worker *w, struct http_req *r, size_t route
  * (nothing sent, R untouched). Otherwise R waits for its confirm or reply, or
  * has been answered. QUEUED: R comes out of the backlog, whose wait counts
  * against the same bound: its timer runs on from backlog_push. */
+/* ---- the spool --------------------------------------------------------- */
+
+/* May R of ROUTE_IDX be spooled now (the broker away)? */
+static bool spoolable(const struct worker *w, size_t route_idx)
+{
+    return w->spool != NULL && w->cfg->routes[route_idx].spool && spool_ready(w->spool);
+}
+
+/* The broker is away: M (R's message) goes to the spool; R is answered 202
+ * once it is durable (on_told), 503 if it cannot be. */
+static void spool_request(struct worker *w, struct http_req *r, const struct bridge_msg *m,
+                          size_t route_idx, bool queued)
+{
+    const struct config_route *route = &w->cfg->routes[route_idx];
+    struct spool_wait *slot = &w->spool_waits[w->next_ticket & w->spool_mask];
+    if (slot->r != NULL || w->spool_writes > w->spool_mask) {
+        reply_text(w, r, STILL_HELD, 503,
+                   "broker unavailable, and too many requests wait for the spool; retry later");
+        return;
+    }
+    void *rec = NULL;
+    size_t len = 0;
+    if (spool_encode(m, route->name, &rec, &len) != 0) {
+        reply_text(w, r, STILL_HELD, 503, "out of memory");
+        return;
+    }
+    uint64_t ticket = w->next_ticket;
+    int err = spool_append(w->spool, rec, len, w, ticket);
+    free(rec);
+    if (err != 0) {
+        log_warn("%s: %s: broker unavailable and not spooled: %s", http_req_id(r), route->name,
+                 err == ENOSPC ? "the spool is full ([spool] max_size)" : strerror(err));
+        reply_text(w, r, STILL_HELD, 503, "broker unavailable, and the spool cannot take it: %s",
+                   err == ENOSPC ? "the spool is full" : strerror(err));
+        return;
+    }
+    w->next_ticket++;
+    w->spool_writes++;
+    *slot = (struct spool_wait){r, ticket};
+    http_req_drop_body(r);
+    enter(w, r, REQ_WAIT_SPOOL, ticket);
+    if (!queued)
+        http_req_set_timer(r, w->rt[route_idx].tv);
+}
+
+void worker_spool_told(void *arg, uint64_t ticket, int err)
+{
+    struct worker *w = arg;
+    pthread_mutex_lock(&w->told_lock);
+    /* Room for every append in flight (spool_writes <= spool_mask + 1). */
+    assert(w->n_told < w->cap_told);
+    w->told[w->n_told++] = (struct spool_told){ticket, err};
+    uint64_t one = 1;
+    (void)write(w->told_fd, &one, sizeof one);
+    pthread_mutex_unlock(&w->told_lock);
+}
+
+static void on_told(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct worker *w = arg;
+    uint64_t n;
+    (void)read(fd, &n, sizeof n);
+    pthread_mutex_lock(&w->told_lock);
+    for (size_t i = 0; i < w->n_told; i++) {
+        struct spool_told t = w->told[i];
+        w->spool_writes--;
+        struct spool_wait *slot = &w->spool_waits[t.ticket & w->spool_mask];
+        if (slot->ticket != t.ticket || slot->r == NULL)
+            continue; /* its client left, or its timer answered it */
+        struct http_req *r = slot->r;
+        slot->r = NULL;
+        if (t.err == 0) {
+            http_req_add_header(r, "X-Spooled", "yes");
+            answer(w, r, LET_GO, 202, NULL, NULL, 0);
+        } else {
+            log_warn("%s: the spool could not write it: %s", http_req_id(r), strerror(t.err));
+            reply_text(w, r, LET_GO, 503,
+                       "broker unavailable, and the spool could not write it: %s", strerror(t.err));
+        }
+    }
+    w->n_told = 0;
+    pthread_mutex_unlock(&w->told_lock);
+}
+
+/* R's way to the broker is gone (the connection lost before its confirm,
+ * or before it had room), and whoever held it let go: on a route that
+ * spools it goes to the spool now (its body was kept for this), which may
+ * mean twice at the broker, never lost. False when it cannot. */
+static bool respool(struct worker *w, struct http_req *r)
+{
+    if (!spoolable(w, route_index(w, http_req_route(r))) || broker_state(w->broker) == BROKER_UP)
+        return false;
+    enter(w, r, REQ_CHECKING, 0);
+    if (!publish(w, r, true))
+        reply_text(w, r, STILL_HELD, 503, "broker unavailable");
+    return true;
+}
+
+static bool is_replay(const struct worker *w, const void *ctx)
+{
+    const struct replay_slot *s = ctx;
+    return w->replay != NULL && s >= w->replay && s < w->replay + REPLAY_MAX;
+}
+
+/* The broker said what became of a replayed record. */
+static void replay_done(struct worker *w, struct replay_slot *s, enum tracker_result res)
+{
+    switch (res) {
+    case TRACKER_ACK:
+        metrics_confirm(w->m, METRICS_ACK);
+        spool_ack(w->spool, &s->rec);
+        break;
+    case TRACKER_RETURNED:
+        /* As a 502 would have said to the client: the broker has no queue
+         * for it. Kept, it would come back for ever. */
+        metrics_confirm(w->m, METRICS_RETURN);
+        log_error("spool: a replayed message was unroutable (no queue bound): dropped");
+        spool_ack(w->spool, &s->rec);
+        break;
+    case TRACKER_NACK:
+        metrics_confirm(w->m, METRICS_NACK);
+        spool_retry(w->spool, &s->rec);
+        break;
+    case TRACKER_LOST:
+        spool_retry(w->spool, &s->rec);
+        break;
+    }
+    s->used = false;
+    w->n_replay--;
+}
+
+/* While the broker is up: the spool's oldest records go to it, at most
+ * REPLAY_MAX at once per worker, beside new requests. */
+static void on_replay_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (w->stopping || broker_state(w->broker) != BROKER_UP)
+        return;
+    struct hdrmap_kv kv[SPOOL_MAX_HEADERS];
+    for (size_t i = 0; i < REPLAY_MAX && w->n_replay < REPLAY_MAX; i++) {
+        struct replay_slot *s = &w->replay[i];
+        if (s->used)
+            continue;
+        if (spool_next(w->spool, &s->rec) <= 0)
+            return;
+        struct bridge_msg m;
+        struct hdrmap h;
+        const char *route = NULL;
+        if (spool_decode(s->rec.data, s->rec.len, &m, &route, &h, kv) != 0) {
+            log_error("spool: a record that does not decode: dropped");
+            spool_ack(w->spool, &s->rec);
+            spool_rec_free(&s->rec);
+            continue;
+        }
+        uint64_t tag = 0;
+        enum broker_pub pub = broker_publish(w->broker, &m, s, &tag);
+        spool_rec_free(&s->rec); /* sent or not, the record stays on disk until acked */
+        if (pub == BROKER_PUB_WAIT) {
+            s->used = true;
+            w->n_replay++;
+        } else if (pub == BROKER_PUB_SENT) {
+            spool_ack(w->spool, &s->rec);
+        } else {
+            spool_retry(w->spool, &s->rec);
+            return;
+        }
+    }
+}
+
 static bool publish(struct worker *w, struct http_req *r, bool queued)
 {
     size_t route_idx = route_index(w, http_req_route(r));
@@ -834,8 +1068,10 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
     uint64_t tag = 0;
     switch (broker_publish(w->broker, &m, r, &tag)) {
     case BROKER_PUB_WAIT:
-        /* The broker's buffers or the socket hold the message now. */
-        http_req_drop_body(r);
+        /* The broker's buffers or the socket hold the message now; a route
+         * that spools keeps it, for the spool if the connection goes. */
+        if (!route->spool || w->spool == NULL)
+            http_req_drop_body(r);
         metrics_published(w->m, METRICS_ROUTE0 + route_idx);
         /* With confirm = no an rpc request waits for its reply only. */
         enter(w, r,
@@ -849,7 +1085,10 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
         answer(w, r, STILL_HELD, 202, NULL, NULL, 0);
         break;
     case BROKER_PUB_UNAVAILABLE:
-        reply_text(w, r, STILL_HELD, 503, "broker unavailable: %s", broker_reason(w->broker));
+        if (route->spool && w->spool != NULL)
+            spool_request(w, r, &m, route_idx, queued);
+        else
+            reply_text(w, r, STILL_HELD, 503, "broker unavailable: %s", broker_reason(w->broker));
         break;
     case BROKER_PUB_FULL:
         reply_text(w, r, STILL_HELD, 503, "too many requests waiting for the broker; retry later");
@@ -890,7 +1129,8 @@ static void backlog_answer(void *arg, void *item, const char *why)
 {
     struct worker *w = arg;
     struct http_req *r = item;
-    reply_text(w, r, LET_GO, 503, "broker unavailable: %s", why);
+    if (!respool(w, r))
+        reply_text(w, r, LET_GO, 503, "broker unavailable: %s", why);
 }
 
 /* Nothing waits: stop looking for room. */
@@ -985,6 +1225,12 @@ static void on_expired(void *arg, struct http_req *r)
                    "the broker did not take the message in time; retry later");
         return;
     }
+    if (state_of(r) == REQ_WAIT_SPOOL) {
+        log_warn("%s: %s: the spool did not write it in time: answering 503", http_req_id(r),
+                 route->name);
+        reply_text(w, r, STILL_HELD, 503, "the spool did not write the message in time");
+        return;
+    }
     if (route->mode == ROUTE_RPC) {
         metrics_rpc_timeout(w->m, METRICS_ROUTE0 + (size_t)(route - w->cfg->routes));
         log_info("%s: %s: no reply within %llu ms: answering 504", http_req_id(r), route->name,
@@ -1028,6 +1274,18 @@ static bool on_health(void *arg, char *buf, size_t buflen)
                 return ok && pass == 1;
             off += (size_t)n;
         }
+    }
+    /* Whether a publish route that spools takes requests now, and what waits. */
+    if (p->spool != NULL) {
+        struct spool_stats st;
+        spool_stats(p->spool, &st);
+        time_t now = time(NULL);
+        snprintf(buf + off, buflen - off, "spool: %s, %llu messages waiting (oldest %lld s)\n",
+                 !spool_ready(p->spool) ? "not ready (held by another process)"
+                 : ok                   ? "the broker is up"
+                                        : "spooling for its routes while the broker is away",
+                 (unsigned long long)st.records,
+                 st.oldest > 0 && now > st.oldest ? (long long)(now - st.oldest) : 0LL);
     }
     return ok;
 }
@@ -1076,8 +1334,11 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     size_t left = http_server_pending(w->http);
     size_t open = http_server_close_idle(w->http, WORKER_DRAIN_IDLE_MS);
-    if ((left > 0 || open > 0) && !past(&w->drain_deadline))
+    /* And the spool's writer must have told every ticket: it calls us. */
+    if ((left > 0 || open > 0 || w->spool_writes > 0) && !past(&w->drain_deadline))
         return;
+    if (w->spool_writes > 0)
+        return; /* past the deadline too: the writer calls us until it has told them all */
     if (left > 0)
         log_warn("drain deadline reached with %zu requests waiting: answering 503", left);
     else if (open > 0)
@@ -1154,6 +1415,32 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* A worker's side of the spool: its waiting slots (one per request it may
+ * hold), the writer's news, the replay. */
+static int spool_init(struct worker *w, struct spool *spool, char *err, size_t errlen)
+{
+    size_t n = 1;
+    while (n < w->cfg->amqp.max_inflight + 1)
+        n <<= 1;
+    w->spool_mask = n - 1;
+    w->spool = spool;
+    pthread_mutex_init(&w->told_lock, NULL);
+    w->cap_told = n + 1;
+    w->spool_waits = calloc(n, sizeof *w->spool_waits);
+    w->told = calloc(w->cap_told, sizeof *w->told);
+    w->replay = calloc(REPLAY_MAX, sizeof *w->replay);
+    w->told_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->spool_waits == NULL || w->told == NULL || w->replay == NULL || w->told_fd < 0)
+        return errf(err, errlen, "worker %u: out of memory or descriptors for the spool", w->id);
+    w->told_ev = event_new(w->base, w->told_fd, EV_READ | EV_PERSIST, on_told, w);
+    w->replay_ev = event_new(w->base, -1, EV_PERSIST, on_replay_poll, w);
+    struct timeval poll = {0, WORKER_REPLAY_POLL_MS * 1000};
+    if (w->told_ev == NULL || w->replay_ev == NULL || event_add(w->told_ev, NULL) != 0 ||
+        event_add(w->replay_ev, &poll) != 0)
+        return errf(err, errlen, "worker %u: out of memory for the spool", w->id);
+    return 0;
+}
+
 static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
                        const struct xmlcheck_schema *const *schemas, char *err, size_t errlen)
 {
@@ -1163,6 +1450,7 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
     w->schemas = schemas;
     w->m = metrics_shard(p->metrics, id);
     w->cmd_fd[0] = w->cmd_fd[1] = -1;
+    w->told_fd = -1;
     hdrmap_init(&w->headers);
     trace_gen_init(&w->trace);
     pthread_mutex_init(&w->reason_lock, NULL);
@@ -1229,11 +1517,22 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
     w->drain_ev = event_new(w->base, -1, EV_PERSIST, on_drain_tick, w);
     if (w->cmd_ev == NULL || w->drain_ev == NULL || event_add(w->cmd_ev, NULL) != 0)
         return errf(err, errlen, "worker %u: out of memory", id);
-    return 0;
+    return p->spool != NULL ? spool_init(w, p->spool, err, errlen) : 0;
 }
 
 static void worker_destroy(struct worker *w)
 {
+    if (w->told_ev != NULL)
+        event_free(w->told_ev);
+    if (w->replay_ev != NULL)
+        event_free(w->replay_ev);
+    if (w->told_fd >= 0)
+        close(w->told_fd);
+    if (w->spool != NULL)
+        pthread_mutex_destroy(&w->told_lock);
+    free(w->told);
+    free(w->spool_waits);
+    free(w->replay);
     /* Connections first: their requests are all answered by now. */
     if (w->http != NULL)
         http_server_free(w->http);
@@ -1278,7 +1577,7 @@ static struct dedupe *window_before(const struct worker_pool *prev, const struct
 struct worker_pool *worker_pool_new(const struct config *cfg,
                                     const struct xmlcheck_schema *const *schemas,
                                     const int *listen_fds, const struct worker_pool *prev,
-                                    bool successor, char *err, size_t errlen)
+                                    struct spool *spool, bool successor, char *err, size_t errlen)
 {
     struct worker_pool *p = calloc(1, sizeof *p);
     if (p == NULL) {
@@ -1288,6 +1587,7 @@ struct worker_pool *worker_pool_new(const struct config *cfg,
     p->cfg = cfg;
     p->listen_fds = listen_fds;
     p->successor = successor;
+    p->spool = spool;
     static atomic_uint pools;
     p->gen = atomic_fetch_add(&pools, 1);
     struct metrics_route *mr = calloc(cfg->n_routes + 1, sizeof *mr);

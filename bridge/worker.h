@@ -7,8 +7,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct config;
+struct spool;
 struct xmlcheck_schema;
 
 struct worker_pool;
@@ -18,14 +20,16 @@ struct worker_pool;
  * LISTEN_FDS: per worker, the listening socket it accepts from (the
  * process's; it outlives the pool). PREV: on a reload, the pool this one
  * replaces: the idempotency windows of its routes of the same name, size
- * and duration are shared. SUCCESSOR (a reload, or a binary taking over):
+ * and duration are shared. SPOOL: the process's local spool (NULL: none),
+ * which the workers append to while the broker is away and replay from
+ * while it is up. SUCCESSOR (a reload, or a binary taking over):
  * the workers accept nothing until worker_pool_resume, and one that cannot
  * start fails the pool (worker_pool_failed) without stopping the process.
  * NULL on failure with the reason in err. */
 struct worker_pool *worker_pool_new(const struct config *cfg,
                                     const struct xmlcheck_schema *const *schemas,
                                     const int *listen_fds, const struct worker_pool *prev,
-                                    bool successor, char *err, size_t errlen)
+                                    struct spool *spool, bool successor, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 /* Start the threads. 0 / -1. */
 int worker_pool_start(struct worker_pool *p, char *err, size_t errlen)
@@ -34,6 +38,9 @@ int worker_pool_start(struct worker_pool *p, char *err, size_t errlen)
  * else false with the first one's reason in err. Any thread. */
 bool worker_pool_ready(struct worker_pool *p, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+/* The spool's spool_done_fn (spool_open's): on its writer thread, a
+ * worker's record TICKET is durable (ERR 0) or not. */
+void worker_spool_told(void *arg, uint64_t ticket, int err);
 /* Start accepting (a pool made by a reload). */
 void worker_pool_resume(struct worker_pool *p);
 /* A pool draining for a reload, told from any thread that the process now

@@ -7,12 +7,14 @@
  * shard with relaxed loads: a counter may be a few increments behind, never
  * torn, and the sum of monotonic counters stays monotonic. */
 #include "bridge/base/metrics.h"
+#include "bridge/base/spool.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define METRICS_CODE_MIN 100 /* status codes counted: 100..599 */
 #define METRICS_CODES 500
@@ -477,6 +479,35 @@ void metrics_config_loaded(bool ok, int64_t unix_s, bool reload)
     atomic_store(&last_reload_at, unix_s);
 }
 
+static struct spool *_Atomic spool_of;
+
+void metrics_spool(struct spool *s)
+{
+    atomic_store(&spool_of, s);
+}
+
+static void render_spool(FILE *f)
+{
+    struct spool_stats st = {0};
+    struct spool *s = atomic_load(&spool_of);
+    if (s != NULL)
+        spool_stats(s, &st);
+    time_t now = time(NULL);
+    single(f, "bridge_spool_messages", "gauge",
+           "Messages in the local spool the broker has not confirmed yet.", st.records);
+    single(f, "bridge_spool_bytes", "gauge", "Their bytes.", st.bytes);
+    single(f, "bridge_spool_oldest_age_seconds", "gauge",
+           "Age of the oldest spool segment holding one of them; 0 when none.",
+           st.oldest > 0 && now > st.oldest ? (uint64_t)(now - st.oldest) : 0);
+    single(f, "bridge_spool_appended_total", "counter",
+           "Requests made durable in the spool (answered 202) while the broker was away.",
+           st.appended);
+    single(f, "bridge_spool_replayed_total", "counter",
+           "Spooled messages the broker confirmed on replay.", st.replayed);
+    single(f, "bridge_spool_refused_total", "counter",
+           "Requests the spool could not take (full, I/O error): answered 503.", st.refused);
+}
+
 static void render_config(FILE *f)
 {
     family(f, "bridge_config_reloads_total", "counter",
@@ -505,6 +536,7 @@ int metrics_render(const struct metrics *m, const struct metrics_worker_info *in
     render_durations(f, m);
     render_broker(f, m, info);
     render_config(f);
+    render_spool(f);
     bool bad = ferror(f) != 0;
     if (fclose(f) != 0 || bad) {
         free(*out);

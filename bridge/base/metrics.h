@@ -119,6 +119,11 @@ struct metrics_worker_info {
  * Any thread. */
 void metrics_config_loaded(bool ok, int64_t unix_s, bool reload);
 
+/* The local spool the exposition reads bridge_spool_* from (NULL: none,
+ * all zero). Before the workers start, after they stopped. */
+struct spool;
+void metrics_spool(struct spool *s);
+
 /* The exposition (text format 0.0.4) of every shard, summed, with INFO[i]
  * for worker i, into *OUT (malloc'd, *LEN bytes, NUL-terminated). 0, or -1
  * when out of memory. */

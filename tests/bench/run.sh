@@ -32,6 +32,10 @@
 #                          the bridge and wrk took (tests/bench/burn.c);
 #                          the mean time of each phase from /metrics; again
 #                          with `properties = minimal` (a second bridge)
+#          spool           the same over 300 connections to a bridge whose
+#                          broker is away, route spool = yes: every request
+#                          made durable by the local spool (group commit);
+#                          against fire and the best direct client
 #          rpc             the same document to /rpc over 100 connections,
 #                          the echo worker answering; the limit: bench-ceiling
 #                          rpc, transient, windows 100 and 300 (and once
@@ -191,7 +195,9 @@ spawn_bridge() {
     spawned=$!
     pids+=("$spawned")
     for _ in $(seq $((wait_s * 10))); do
-        if curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then return; fi
+        # A bridge meant to be without its broker (the spool's) says 503.
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz" 2>/dev/null)" != \
+            "${want_health:-200}" ] || return 0
         sleep 0.1
     done
     die "the bridge on port $port did not become healthy (see $log)"
@@ -370,6 +376,7 @@ run_table() {
     run_grid
     run_parts
     run_fire
+    run_spool
     run_rpc
     run_seeds
 
@@ -567,6 +574,42 @@ run_fire() {
     ratio "fire, properties = minimal" "$fm" "direct, the same parts (id,mandatory), w300 c2, same rounds" \
         "$((minimal / rounds))" ">= 0.9x"
     ratio "fire, properties = minimal" "$fm" "best direct, minimal: the physical limit" "${bm[0]}" "report"
+}
+
+# spool: the rate the local spool takes requests at (group commit: one
+# write and one fdatasync for what came meanwhile), on a bridge whose
+# broker is away for good (its URI a port nothing listens on), the same
+# document and connections as fire; against what the broker confirms
+# (fire, and the best direct client with the bridge's properties, both of
+# this run). It must be at least as fast, or an outage backs up.
+run_spool() {
+    local sport sdir spid dead bb
+    sport=$(free_port $((bridge_port + 2)))
+    dead=$(free_port 5990)
+    sdir=$out/spool
+    rm -rf "$sdir"
+    want_health=503 spawn_bridge "$sport" "amqp://guest:guest@127.0.0.1:$dead/%2f" \
+        "$out/bridge-spool.log" 10 BRIDGE_SPOOL_DIR="$sdir" BRIDGE_ROUTE_INGEST_SPOOL=yes \
+        BRIDGE_SPOOL_MAX_SIZE=4096MiB
+    spid=$spawned
+    local keep=$bridge_pid
+    bridge_pid=$spid # timed() measures this bridge
+    say "spool: the bridge with its broker away, every request to the spool"
+    wrk_row "spool, broker away (group commit)" 1 300 post.lua "http://127.0.0.1:$sport/ingest" \
+        - - -
+    bridge_pid=$keep
+    local n
+    n=$(curl -s "http://127.0.0.1:$sport/metrics" | awk '$1 == "bridge_spool_appended_total" { print $2 }')
+    say "spool: ${n:-0} requests made durable; $(du -sh "$sdir" | cut -f1) on disk"
+    kill -TERM "$spid" 2>/dev/null || true
+    wait "$spid" 2>/dev/null || true
+    rm -rf "$sdir"
+    spool_rate=$(mean_of "spool, broker away" 2)
+    read -r -a bb < <(best all)
+    ratio "spool, broker away" "$spool_rate" "fire: what the broker confirms through the bridge, same run" \
+        "$fire_rate" ">= 1x"
+    ratio "spool, broker away" "$spool_rate" "best direct, the bridge's properties (w${bb[1]} c${bb[2]}): the broker's limit" \
+        "${bb[0]}" ">= 1x"
 }
 
 # rpc: the direct client through direct reply-to against the same echo

@@ -34,6 +34,12 @@ static const char *const METRIC_FAMILIES[][2] = {
     {"bridge_config_reloads_total", "counter"},
     {"bridge_config_last_reload_success", "gauge"},
     {"bridge_config_last_reload_timestamp_seconds", "gauge"},
+    {"bridge_spool_messages", "gauge"},
+    {"bridge_spool_bytes", "gauge"},
+    {"bridge_spool_oldest_age_seconds", "gauge"},
+    {"bridge_spool_appended_total", "counter"},
+    {"bridge_spool_replayed_total", "counter"},
+    {"bridge_spool_refused_total", "counter"},
 };
 
 #define METRIC_FAMILIES_N (sizeof METRIC_FAMILIES / sizeof METRIC_FAMILIES[0])
