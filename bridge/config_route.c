@@ -387,6 +387,9 @@ int config_route_prepare(struct loader *ld, size_t j)
                           "for publish routes only: an rpc request waits for its worker's reply");
     if (r->spool && ld->cfg->spool_dir[0] == '\0')
         return route_fail(ld, j, RK_SPOOL, "needs [spool] dir");
+    if (r->spool && !ld->cfg->amqp.confirm)
+        return route_fail(ld, j, RK_SPOOL,
+                          "needs [amqp] confirm = yes: a spooled message goes only once confirmed");
     if (r->expiration_ms > 0 && r->mode == ROUTE_RPC)
         return route_fail(ld, j, RK_EXPIRATION,
                           "%s: an rpc route's messages expire after its timeout already", r->name);

@@ -127,6 +127,7 @@ struct worker {
     struct event *drain_ev;         /* stopping: checks what is left */
     struct timespec drain_deadline; /* stopping: give up waiting then */
     bool stopping;                  /* stop requested */
+    bool closing;                   /* drained: the broker connection is closing */
 
     /* The spool (issue 17): requests waiting for their write, by ticket;
      * what the writer told, handed over under told_lock with an eventfd;
@@ -138,6 +139,7 @@ struct worker {
     size_t spool_writes;            /* appended, not told yet (whoever waits) */
     pthread_mutex_t told_lock;      /* guards told, n_told, cap_told */
     struct spool_told *told;        /* the writer's news, not read yet */
+    struct spool_told *told_spare;  /* the other buffer, swapped in by on_told */
     size_t n_told, cap_told;
     int told_fd;                /* eventfd the writer wakes us with */
     struct event *told_ev;      /* its read side */
@@ -851,13 +853,15 @@ static void check_and_publish(struct worker *w, struct http_req *r, size_t route
 /* May R of ROUTE_IDX be spooled now (the broker away)? */
 static bool spoolable(const struct worker *w, size_t route_idx)
 {
-    return w->spool != NULL && w->cfg->routes[route_idx].spool && spool_ready(w->spool);
+    /* Not once the worker closes: its loop ends before a write is told. */
+    return w->spool != NULL && !w->closing && w->cfg->routes[route_idx].spool &&
+           spool_ready(w->spool);
 }
 
 /* The broker is away: M (R's message) goes to the spool; R is answered 202
  * once it is durable (on_told), 503 if it cannot be. */
 static void spool_request(struct worker *w, struct http_req *r, const struct bridge_msg *m,
-                          size_t route_idx, bool queued)
+                          size_t route_idx)
 {
     const struct config_route *route = &w->cfg->routes[route_idx];
     struct spool_wait *slot = &w->spool_waits[w->next_ticket & w->spool_mask];
@@ -887,8 +891,9 @@ static void spool_request(struct worker *w, struct http_req *r, const struct bri
     *slot = (struct spool_wait){r, ticket};
     http_req_drop_body(r);
     enter(w, r, REQ_WAIT_SPOOL, ticket);
-    if (!queued)
-        http_req_set_timer(r, w->rt[route_idx].tv);
+    /* Its whole timeout again (a request respooled had used some): the
+     * writer answers long before, unless the disk hangs. */
+    http_req_set_timer(r, w->rt[route_idx].tv);
 }
 
 void worker_spool_told(void *arg, uint64_t ticket, int err)
@@ -909,9 +914,16 @@ static void on_told(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     uint64_t n;
     (void)read(fd, &n, sizeof n);
+    /* The news out from under the lock: the writer serves every worker. */
     pthread_mutex_lock(&w->told_lock);
-    for (size_t i = 0; i < w->n_told; i++) {
-        struct spool_told t = w->told[i];
+    struct spool_told *told = w->told;
+    size_t n_told = w->n_told;
+    w->told = w->told_spare;
+    w->told_spare = told;
+    w->n_told = 0;
+    pthread_mutex_unlock(&w->told_lock);
+    for (size_t i = 0; i < n_told; i++) {
+        struct spool_told t = told[i];
         w->spool_writes--;
         struct spool_wait *slot = &w->spool_waits[t.ticket & w->spool_mask];
         if (slot->ticket != t.ticket || slot->r == NULL)
@@ -927,8 +939,6 @@ static void on_told(evutil_socket_t fd, short what, void *arg)
                        "broker unavailable, and the spool could not write it: %s", strerror(t.err));
         }
     }
-    w->n_told = 0;
-    pthread_mutex_unlock(&w->told_lock);
 }
 
 /* R's way to the broker is gone (the connection lost before its confirm,
@@ -1018,6 +1028,19 @@ static void on_replay_poll(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* R's message headers into w->headers (shared by the worker's requests:
+ * valid until the next publish). 0 / -1 (out of memory). */
+static int map_headers(struct worker *w, struct http_req *r, const struct config_route *route)
+{
+    struct header_ctx hc = {&w->headers};
+    return hdrmap_begin(&w->headers, http_req_path(r), http_req_query(r)) != 0 ||
+                   http_req_foreach_header(r, add_header, &hc) != 0 ||
+                   hdrmap_finish(&w->headers, http_req_client(r)) != 0 ||
+                   put_route_headers(w, r, route) != 0
+               ? -1
+               : 0;
+}
+
 static bool publish(struct worker *w, struct http_req *r, bool queued)
 {
     size_t route_idx = route_index(w, http_req_route(r));
@@ -1032,11 +1055,7 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
         reply_text(w, r, STILL_HELD, 400, "%s", why);
         return true;
     }
-    struct header_ctx hc = {&w->headers};
-    if (!minimal && (hdrmap_begin(&w->headers, http_req_path(r), http_req_query(r)) != 0 ||
-                     http_req_foreach_header(r, add_header, &hc) != 0 ||
-                     hdrmap_finish(&w->headers, http_req_client(r)) != 0 ||
-                     put_route_headers(w, r, route) != 0)) {
+    if (!minimal && map_headers(w, r, route) != 0) {
         log_error("%s: out of memory mapping headers", http_req_id(r));
         reply_text(w, r, STILL_HELD, 503, "out of memory");
         return true;
@@ -1085,8 +1104,11 @@ static bool publish(struct worker *w, struct http_req *r, bool queued)
         answer(w, r, STILL_HELD, 202, NULL, NULL, 0);
         break;
     case BROKER_PUB_UNAVAILABLE:
-        if (route->spool && w->spool != NULL)
-            spool_request(w, r, &m, route_idx, queued);
+        /* A publish that found the connection gone ran the broker's loss
+         * callbacks, which may have spooled others through w->headers:
+         * R's again. */
+        if (route->spool && w->spool != NULL && (minimal || map_headers(w, r, route) == 0))
+            spool_request(w, r, &m, route_idx);
         else
             reply_text(w, r, STILL_HELD, 503, "broker unavailable: %s", broker_reason(w->broker));
         break;
@@ -1348,7 +1370,9 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
      * broker holds. */
     while (w->n_firsts > 0)
         reply_text(w, w->firsts[w->n_firsts - 1], STILL_HELD, 503, "shutting down");
-    /* Fails whatever still waits (503) and closes channel + connection. */
+    /* Fails whatever still waits (503) and closes channel + connection;
+     * nothing is spooled from here on. */
+    w->closing = true;
     broker_close(w->broker);
     struct timeval flush = {0, WORKER_FLUSH_MS * 1000};
     event_base_loopexit(w->base, &flush);
@@ -1428,9 +1452,11 @@ static int spool_init(struct worker *w, struct spool *spool, char *err, size_t e
     w->cap_told = n + 1;
     w->spool_waits = calloc(n, sizeof *w->spool_waits);
     w->told = calloc(w->cap_told, sizeof *w->told);
+    w->told_spare = calloc(w->cap_told, sizeof *w->told_spare);
     w->replay = calloc(REPLAY_MAX, sizeof *w->replay);
     w->told_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (w->spool_waits == NULL || w->told == NULL || w->replay == NULL || w->told_fd < 0)
+    if (w->spool_waits == NULL || w->told == NULL || w->told_spare == NULL || w->replay == NULL ||
+        w->told_fd < 0)
         return errf(err, errlen, "worker %u: out of memory or descriptors for the spool", w->id);
     w->told_ev = event_new(w->base, w->told_fd, EV_READ | EV_PERSIST, on_told, w);
     w->replay_ev = event_new(w->base, -1, EV_PERSIST, on_replay_poll, w);
@@ -1522,6 +1548,12 @@ static int worker_init(struct worker *w, struct worker_pool *p, unsigned id,
 
 static void worker_destroy(struct worker *w)
 {
+    /* Connections first: their requests are all answered by now. */
+    if (w->http != NULL)
+        http_server_free(w->http);
+    if (w->broker != NULL)
+        broker_free(w->broker);
+    /* After the broker: its last failures reach replay_done. */
     if (w->told_ev != NULL)
         event_free(w->told_ev);
     if (w->replay_ev != NULL)
@@ -1531,13 +1563,9 @@ static void worker_destroy(struct worker *w)
     if (w->spool != NULL)
         pthread_mutex_destroy(&w->told_lock);
     free(w->told);
+    free(w->told_spare);
     free(w->spool_waits);
     free(w->replay);
-    /* Connections first: their requests are all answered by now. */
-    if (w->http != NULL)
-        http_server_free(w->http);
-    if (w->broker != NULL)
-        broker_free(w->broker);
     if (w->cmd_ev != NULL)
         event_free(w->cmd_ev);
     if (w->drain_ev != NULL)

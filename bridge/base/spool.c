@@ -236,12 +236,15 @@ static struct seg *seg_by_seq(struct spool *s, uint64_t seq)
 /* Unlink G (every record of it confirmed); lock held. */
 static void seg_drop(struct spool *s, struct seg *g)
 {
+    /* Its .done first: a .done without its segment must never meet a new
+     * segment of the same number (spool_load drops such orphans too). */
     char name[64];
+    done_name(name, sizeof name, g->seq);
+    if (unlinkat(s->dirfd, name, 0) == 0)
+        (void)fsync(s->dirfd);
     seg_name(name, sizeof name, g->seq);
     if (unlinkat(s->dirfd, name, 0) != 0)
         log_warn("spool: cannot delete %s/%s: %s", s->dir, name, strerror(errno));
-    done_name(name, sizeof name, g->seq);
-    (void)unlinkat(s->dirfd, name, 0);
     (void)fsync(s->dirfd);
     close(g->fd);
     free(g->acked);
@@ -265,6 +268,8 @@ static struct seg *seg_new(struct spool *s, int *err)
     }
     char name[64];
     g->seq = s->next_seq++;
+    done_name(name, sizeof name, g->seq);
+    (void)unlinkat(s->dirfd, name, 0); /* never another segment's */
     seg_name(name, sizeof name, g->seq);
     g->fd = openat(s->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (g->fd < 0 || fsync(s->dirfd) != 0) {
@@ -294,21 +299,29 @@ static int seg_scan(struct spool *s, struct seg *g, bool last)
     unsigned char hdr[HDR];
     void *buf = NULL;
     size_t cap = 0;
+    const char *io_err = NULL; /* not damage: nothing is cut for it */
     while (off + HDR <= end) {
-        if (pread(g->fd, hdr, HDR, (off_t)off) != HDR)
+        if (pread(g->fd, hdr, HDR, (off_t)off) != HDR) {
+            io_err = "read error";
             break;
+        }
         uint32_t len = get32(hdr + 4);
         if (get32(hdr) != MAGIC || len > SPOOL_RECORD_MAX || off + HDR + len > end)
             break;
         if (len > cap) {
             void *nb = realloc(buf, len);
-            if (nb == NULL)
+            if (nb == NULL) {
+                io_err = "out of memory";
                 break;
+            }
             buf = nb;
             cap = len;
         }
-        if (pread(g->fd, buf, len, (off_t)(off + HDR)) != (ssize_t)len ||
-            checksum(hdr, buf, len) != get32(hdr + 8))
+        if (pread(g->fd, buf, len, (off_t)(off + HDR)) != (ssize_t)len) {
+            io_err = "read error";
+            break;
+        }
+        if (checksum(hdr, buf, len) != get32(hdr + 8))
             break;
         struct entry e = {g, off, len, (int64_t)get64(hdr + 12)};
         off += HDR + len;
@@ -324,6 +337,16 @@ static int seg_scan(struct spool *s, struct seg *g, bool last)
         s->st.bytes += len;
     }
     free(buf);
+    if (io_err != NULL) {
+        char name[64];
+        seg_name(name, sizeof name, g->seq);
+        log_error("spool: %s/%s: %s at byte %llu: the spool takes nothing more (the file is kept)",
+                  s->dir, name, io_err, (unsigned long long)off);
+        g->size = end;
+        s->disk += end;
+        g->live++; /* never deleted by this process */
+        return -1;
+    }
     if (off < end) {
         s->st.cut++;
         char name[64];
@@ -355,9 +378,25 @@ static int spool_load(struct spool *s)
     char **names = NULL;
     size_t n = 0, cap = 0;
     struct dirent *de;
+    char **dones = NULL;
+    size_t nd = 0, capd = 0;
     while ((de = readdir(d)) != NULL) {
         unsigned long long seq;
         char tail[8];
+        if (sscanf(de->d_name, "spool-%16llx.don%1s", &seq, tail) == 2 &&
+            strlen(de->d_name) == 27 && strcmp(de->d_name + 22, ".done") == 0) {
+            if (seq + 1 > s->next_seq)
+                s->next_seq = seq + 1;
+            if (nd == capd) {
+                capd = capd ? capd * 2 : 16;
+                char **nn = realloc(dones, capd * sizeof *nn);
+                if (nn == NULL)
+                    break;
+                dones = nn;
+            }
+            dones[nd++] = strdup(de->d_name);
+            continue;
+        }
         if (sscanf(de->d_name, "spool-%16llx.se%1s", &seq, tail) != 2 || strlen(de->d_name) != 26 ||
             strcmp(de->d_name + 22, ".seg") != 0)
             continue;
@@ -386,7 +425,8 @@ static int spool_load(struct spool *s)
             continue;
         }
         g->seq = seq;
-        s->next_seq = seq + 1;
+        if (seq + 1 > s->next_seq)
+            s->next_seq = seq + 1;
         seg_read_done(s, g);
         struct seg **p = &s->segs;
         while (*p != NULL)
@@ -397,6 +437,14 @@ static int spool_load(struct spool *s)
         if (g->live == 0)
             seg_drop(s, g);
     }
+    /* A .done whose segment is gone (deleted, the .done not yet): drop it. */
+    for (size_t i = 0; i < nd; i++) {
+        unsigned long long seq = dones[i] != NULL ? strtoull(dones[i] + 6, NULL, 16) : 0;
+        if (dones[i] != NULL && seg_by_seq(s, seq) == NULL)
+            (void)unlinkat(s->dirfd, dones[i], 0);
+        free(dones[i]);
+    }
+    free(dones);
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
@@ -642,7 +690,7 @@ int spool_append(struct spool *s, const void *payload, size_t len, void *arg, ui
     put64(j->hdr + 12, (uint64_t)j->at);
     put32(j->hdr + 8, checksum(j->hdr, j->data, len));
     pthread_mutex_lock(&s->lock);
-    int err = !s->ready ? EAGAIN : s->broken ? EIO : 0;
+    int err = s->stopping ? EIO : !s->ready ? EAGAIN : s->broken ? EIO : 0;
     /* The segment written to, once confirmed whole, goes at the next write. */
     struct seg *w = s->wseg;
     uint64_t used = s->disk - (w != NULL && w->live == 0 ? w->size : 0);
@@ -676,7 +724,8 @@ int spool_next(struct spool *s, struct spool_rec *r)
     uint64_t seq = e.seg->seq;
     pthread_mutex_unlock(&s->lock);
     /* The segment stays while this record is live: read it unlocked. */
-    r->id = seq << 40 | e.off;
+    r->seq = seq;
+    r->off = e.off;
     r->len = e.len;
     r->at = e.at;
     r->data = malloc(e.len ? e.len : 1);
@@ -700,9 +749,9 @@ int spool_next(struct spool *s, struct spool_rec *r)
 void spool_ack(struct spool *s, const struct spool_rec *r)
 {
     pthread_mutex_lock(&s->lock);
-    struct seg *g = seg_by_seq(s, r->id >> 40);
+    struct seg *g = seg_by_seq(s, r->seq);
     if (g != NULL && g->live > 0) {
-        if (seg_acked(g, r->id & ((1ull << 40) - 1)) != 0)
+        if (seg_acked(g, r->off) != 0)
             log_warn("spool: out of memory: a confirmed message goes again at the next start");
         g->live--;
         s->st.records--;
@@ -719,8 +768,8 @@ void spool_ack(struct spool *s, const struct spool_rec *r)
 void spool_retry(struct spool *s, const struct spool_rec *r)
 {
     pthread_mutex_lock(&s->lock);
-    struct seg *g = seg_by_seq(s, r->id >> 40);
-    struct entry e = {g, r->id & ((1ull << 40) - 1), (uint32_t)r->len, r->at};
+    struct seg *g = seg_by_seq(s, r->seq);
+    struct entry e = {g, r->off, (uint32_t)r->len, r->at};
     if (g != NULL && q_push_front(s, e) != 0) {
         log_error("spool: out of memory putting a record back: it is replayed at the next start");
         s->broken = true;
@@ -737,6 +786,11 @@ void spool_rec_free(struct spool_rec *r)
 void spool_stats(struct spool *s, struct spool_stats *st)
 {
     pthread_mutex_lock(&s->lock);
+    if (!s->ready) { /* the writer is still reading the directory, unlocked */
+        pthread_mutex_unlock(&s->lock);
+        memset(st, 0, sizeof *st);
+        return;
+    }
     *st = s->st;
     st->oldest = 0;
     for (struct seg *g = s->segs; g != NULL && st->oldest == 0; g = g->next)

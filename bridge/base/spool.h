@@ -55,8 +55,9 @@ int spool_append(struct spool *s, const void *payload, size_t len, void *arg, ui
 
 /* A record handed out for replay. */
 struct spool_rec {
-    uint64_t id; /* for spool_ack / spool_retry */
-    void *data;  /* the payload, malloc'd: spool_rec_free */
+    uint64_t seq; /* its segment and offset, for spool_ack / spool_retry */
+    uint64_t off;
+    void *data; /* the payload, malloc'd: spool_rec_free */
     size_t len;
     int64_t at; /* unix seconds it was spooled */
 };

@@ -283,6 +283,30 @@ static void full_takes_nothing(void **state)
     spool_close(s);
 }
 
+/* A .done left by a crash between deleting its segment and itself must not
+ * hide the records of a new segment: a new record after it survives. */
+static void orphan_done_hides_nothing(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof path, "%s/spool-0000000000000000.done", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    static const unsigned char off0[8] = {0};
+    assert_int_equal(fwrite(off0, 1, 8, f), 8);
+    fclose(f);
+    struct spool *s = open_spool(1 << 20);
+    append_range(s, 0, 1);
+    wait_told(1);
+    spool_close(s);
+    s = open_spool(1 << 20);
+    struct spool_rec r;
+    expect_next(s, 0, &r);
+    spool_rec_free(&r);
+    spool_close(s);
+    assert_int_equal(access(path, F_OK), -1); /* the orphan is gone */
+}
+
 static void message_round_trip(void **state)
 {
     (void)state;
@@ -346,6 +370,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(torn_tail_cut_rest_replayed, setup, teardown),
         cmocka_unit_test_setup_teardown(damaged_record_ends_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(full_takes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(orphan_done_hides_nothing, setup, teardown),
         cmocka_unit_test(message_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
