@@ -495,7 +495,11 @@ static const char *on_admit(void *arg, const struct http_route *hroute, char *bu
     struct worker *w = arg;
     size_t route_idx = route_index(w, hroute);
     const char *why = load_shed(w, route_idx, 1, buf, n);
-    return why != NULL || spoolable(w, route_idx) ? why : broker_down(w, buf, n);
+    if (why != NULL)
+        return why;
+    /* The broker first: the spool is asked only when it is away. */
+    why = broker_down(w, buf, n);
+    return why != NULL && spoolable(w, route_idx) ? NULL : why;
 }
 
 /* ---- what the request adds to its message ------------------------------ */
@@ -830,7 +834,7 @@ static void check_and_publish(struct worker *w, struct http_req *r, size_t route
     char why[200];
     /* Once it would be published: a refused request starts no trace. */
     trace_begin(w, r, route);
-    if (!spoolable(w, route_idx) && broker_down(w, why, sizeof why) != NULL) {
+    if (broker_down(w, why, sizeof why) != NULL && !spoolable(w, route_idx)) {
         reply_text(w, r, STILL_HELD, 503, "%s", why);
         return;
     }

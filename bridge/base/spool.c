@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,9 +61,9 @@ struct spool {
 
     pthread_mutex_t lock; /* everything below */
     pthread_cond_t wake;
-    bool ready;    /* the directory is ours and read */
-    bool stopping; /* spool_close */
-    bool broken;   /* a write could not be cut off again: takes nothing more */
+    atomic_bool ready; /* the directory is ours and read (set once, under the lock too) */
+    bool stopping;     /* spool_close */
+    bool broken;       /* a write could not be cut off again: takes nothing more */
     struct job *head, **tail;
     uint64_t queued;  /* bytes handed to the writer, not written */
     uint64_t disk;    /* bytes of every segment on disk */
@@ -565,7 +566,7 @@ static void *writer_main(void *arg)
     }
     int rc = spool_load(s);
     pthread_mutex_lock(&s->lock);
-    s->ready = true;
+    atomic_store_explicit(&s->ready, true, memory_order_release);
     if (rc != 0)
         s->broken = true;
     for (;;) {
@@ -801,10 +802,7 @@ void spool_stats(struct spool *s, struct spool_stats *st)
 
 bool spool_ready(struct spool *s)
 {
-    pthread_mutex_lock(&s->lock);
-    bool ready = s->ready;
-    pthread_mutex_unlock(&s->lock);
-    return ready;
+    return atomic_load_explicit(&s->ready, memory_order_acquire);
 }
 
 /* ---- records ------------------------------------------------------------ */
