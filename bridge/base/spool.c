@@ -371,84 +371,100 @@ static int by_name(const void *a, const void *b)
 
 /* Take the directory's lock and read it; lock not held (the writer has not
  * started handing out). 0, or -1 (error logged). */
+/* The names of one kind in the directory. */
+struct names {
+    char **v;
+    size_t n, cap;
+};
+
+static int names_add(struct names *l, const char *name)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (v == NULL)
+            return -1;
+        l->v = v;
+        l->cap = cap;
+    }
+    if ((l->v[l->n] = strdup(name)) == NULL)
+        return -1;
+    l->n++;
+    return 0;
+}
+
+static void names_free(struct names *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+}
+
+/* NAME is spool-<16 hex digits>EXT: true and its number in *SEQ. */
+static bool name_seq(const char *name, const char *ext, uint64_t *seq)
+{
+    size_t el = strlen(ext);
+    if (strncmp(name, "spool-", 6) != 0 || strlen(name) != 22 + el || strcmp(name + 22, ext) != 0 ||
+        strspn(name + 6, "0123456789abcdef") != 16)
+        return false;
+    *seq = strtoull(name + 6, NULL, 16);
+    return true;
+}
+
 static int spool_load(struct spool *s)
 {
     DIR *d = fdopendir(dup(s->dirfd));
     if (d == NULL)
         return -1;
-    char **names = NULL;
-    size_t n = 0, cap = 0;
+    struct names segs = {0}, dones = {0};
     struct dirent *de;
-    char **dones = NULL;
-    size_t nd = 0, capd = 0;
+    int rc = 0;
     while ((de = readdir(d)) != NULL) {
-        unsigned long long seq;
-        char tail[8];
-        if (sscanf(de->d_name, "spool-%16llx.don%1s", &seq, tail) == 2 &&
-            strlen(de->d_name) == 27 && strcmp(de->d_name + 22, ".done") == 0) {
-            if (seq + 1 > s->next_seq)
-                s->next_seq = seq + 1;
-            if (nd == capd) {
-                capd = capd ? capd * 2 : 16;
-                char **nn = realloc(dones, capd * sizeof *nn);
-                if (nn == NULL)
-                    break;
-                dones = nn;
-            }
-            dones[nd++] = strdup(de->d_name);
+        uint64_t seq;
+        bool done = name_seq(de->d_name, ".done", &seq);
+        if (!done && !name_seq(de->d_name, ".seg", &seq))
             continue;
+        if (seq + 1 > s->next_seq) /* numbers go on past a .done's too */
+            s->next_seq = seq + 1;
+        if (names_add(done ? &dones : &segs, de->d_name) != 0) {
+            log_error("spool: out of memory reading %s", s->dir);
+            rc = -1;
+            break;
         }
-        if (sscanf(de->d_name, "spool-%16llx.se%1s", &seq, tail) != 2 || strlen(de->d_name) != 26 ||
-            strcmp(de->d_name + 22, ".seg") != 0)
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (nn == NULL)
-                break;
-            names = nn;
-        }
-        names[n++] = strdup(de->d_name);
     }
     closedir(d);
-    if (n > 0)
-        qsort(names, n, sizeof *names, by_name);
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned long long seq = strtoull(names[i] + 6, NULL, 16);
+    if (segs.n > 1)
+        qsort(segs.v, segs.n, sizeof *segs.v, by_name);
+    for (size_t i = 0; i < segs.n; i++) {
+        uint64_t seq = 0;
+        (void)name_seq(segs.v[i], ".seg", &seq);
         struct seg *g = calloc(1, sizeof *g);
-        if (g == NULL || names[i] == NULL ||
-            (g->fd = openat(s->dirfd, names[i], O_RDWR | O_CLOEXEC)) < 0) {
-            log_error("spool: cannot open %s/%s: %s", s->dir, names[i] ? names[i] : "?",
-                      strerror(errno));
+        if (g == NULL || (g->fd = openat(s->dirfd, segs.v[i], O_RDWR | O_CLOEXEC)) < 0) {
+            log_error("spool: cannot open %s/%s: %s", s->dir, segs.v[i], strerror(errno));
             free(g);
             rc = -1;
             continue;
         }
         g->seq = seq;
-        if (seq + 1 > s->next_seq)
-            s->next_seq = seq + 1;
         seg_read_done(s, g);
         struct seg **p = &s->segs;
         while (*p != NULL)
             p = &(*p)->next;
         *p = g;
-        if (seg_scan(s, g, i + 1 == n) != 0)
+        if (seg_scan(s, g, i + 1 == segs.n) != 0)
             rc = -1;
         if (g->live == 0)
             seg_drop(s, g);
     }
     /* A .done whose segment is gone (deleted, the .done not yet): drop it. */
-    for (size_t i = 0; i < nd; i++) {
-        unsigned long long seq = dones[i] != NULL ? strtoull(dones[i] + 6, NULL, 16) : 0;
-        if (dones[i] != NULL && seg_by_seq(s, seq) == NULL)
-            (void)unlinkat(s->dirfd, dones[i], 0);
-        free(dones[i]);
+    for (size_t i = 0; i < dones.n; i++) {
+        uint64_t seq = 0;
+        (void)name_seq(dones.v[i], ".done", &seq);
+        if (seg_by_seq(s, seq) == NULL)
+            (void)unlinkat(s->dirfd, dones.v[i], 0);
     }
-    free(dones);
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    names_free(&dones);
+    names_free(&segs);
     if (s->st.records > 0)
         log_info("spool: %llu messages (%llu bytes) from an earlier run to replay",
                  (unsigned long long)s->st.records, (unsigned long long)s->st.bytes);
