@@ -33,18 +33,6 @@ static void write_config(const struct bridge *b, const char *extra)
     free(text);
 }
 
-/* Wait until NEEDLE stands in the log (since the test began); false after MS. */
-static bool log_wait(const struct bridge *b, const char *needle, int ms)
-{
-    double end = now_ms() + ms;
-    while (log_count(b, needle) == 0) {
-        if (now_ms() >= end)
-            return false;
-        sleep_ms(20);
-    }
-    return true;
-}
-
 /* Messages in Q (emptied). */
 static int mq_count(const char *q)
 {

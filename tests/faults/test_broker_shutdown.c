@@ -166,9 +166,7 @@ static void sigterm_waiting_for_room(bool thaw)
             abort();
     }
     /* Until the socket is full and requests wait for room. */
-    double t0 = now_ms();
-    while (log_count(&g_aux, "not reading fast enough") == 0 && now_ms() - t0 < scale_ms(5000))
-        sleep_ms(50);
+    (void)log_wait(&g_aux, "not reading fast enough", scale_ms(5000));
     sleep_ms(300); /* let the rest of the 160 arrive */
     int waited = log_count(&g_aux, "not reading fast enough");
     double t_term = now_ms();

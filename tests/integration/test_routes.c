@@ -1002,10 +1002,7 @@ static void test_dedupe_across_reload(void **state)
     post_once("rt-once-3", false);
     g_main.mark = file_size(g_main.log);
     kill(g_main.pid, SIGHUP);
-    double until = now_ms() + scale_ms(15000);
-    while (log_count(&g_main, "reloaded") == 0 && now_ms() < until)
-        sleep_ms(20);
-    if (log_count(&g_main, "reloaded") == 0)
+    if (!log_wait(&g_main, "reloaded", scale_ms(15000)))
         fail_msg("no reload 15 s after SIGHUP");
     post_once("rt-once-3", true);
     size_t n = 0;

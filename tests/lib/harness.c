@@ -1104,6 +1104,17 @@ int log_count(const struct bridge *b, const char *needle)
     return n;
 }
 
+bool log_wait(const struct bridge *b, const char *needle, int ms)
+{
+    double end = now_ms() + ms;
+    while (log_count(b, needle) == 0) {
+        if (now_ms() >= end)
+            return false;
+        sleep_ms(20);
+    }
+    return true;
+}
+
 void dump_log(const struct bridge *b, const char *title)
 {
     enum { TAIL = 150 };

@@ -295,6 +295,8 @@ void broker_restore_for(const struct bridge *b);
 /* How many times NEEDLE stands in what the bridge logged since the test
  * began (from b->mark). */
 int log_count(const struct bridge *b, const char *needle);
+/* Poll log_count until NEEDLE stands there (every 20 ms); false after MS. */
+bool log_wait(const struct bridge *b, const char *needle, int ms);
 /* Print what the bridge logged since the test began (its last 150 lines). */
 void dump_log(const struct bridge *b, const char *title);
 /* Print the lines valgrind (or a sanitizer) wrote, "==PID==...", since this
