@@ -198,20 +198,26 @@ static void seg_path(char *buf, size_t n)
     assert_true(buf[0] != '\0');
 }
 
+/* N records written and the spool closed: its one segment's path. */
+static void written_and_closed(int n, char *path, size_t len)
+{
+    struct spool *s = open_spool(1 << 20);
+    append_range(s, 0, n);
+    wait_told(n);
+    spool_close(s);
+    seg_path(path, len);
+}
+
 static void torn_tail_cut_rest_replayed(void **state)
 {
     (void)state;
-    struct spool *s = open_spool(1 << 20);
-    append_range(s, 0, 20);
-    wait_told(20);
-    spool_close(s);
     char path[300];
-    seg_path(path, sizeof path);
+    written_and_closed(20, path, sizeof path);
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
     /* The crash tore the last record: its last 3 bytes never reached the disk. */
     assert_int_equal(truncate(path, sb.st_size - 3), 0);
-    s = open_spool(1 << 20);
+    struct spool *s = open_spool(1 << 20);
     struct spool_rec r;
     for (int i = 0; i < 19; i++) {
         expect_next(s, i, &r);
@@ -232,12 +238,8 @@ static void torn_tail_cut_rest_replayed(void **state)
 static void damaged_record_ends_segment(void **state)
 {
     (void)state;
-    struct spool *s = open_spool(1 << 20);
-    append_range(s, 0, 5);
-    wait_told(5);
-    spool_close(s);
     char path[300];
-    seg_path(path, sizeof path);
+    written_and_closed(5, path, sizeof path);
     /* Flip a byte of record 2's payload ("rec-2" at 20 + 2 * 25 + 20). */
     int fd = open(path, O_RDWR);
     assert_true(fd >= 0);
@@ -247,7 +249,7 @@ static void damaged_record_ends_segment(void **state)
     c ^= 0x40;
     assert_int_equal(pwrite(fd, &c, 1, at), 1);
     close(fd);
-    s = open_spool(1 << 20);
+    struct spool *s = open_spool(1 << 20);
     struct spool_rec r;
     expect_next(s, 0, &r);
     spool_rec_free(&r);
